@@ -1,0 +1,68 @@
+"""Shared fixtures: the CLI runner, the MNIST location, and one tiny model trained per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from vaecli.cli import app
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+    stdout_bytes: bytes
+
+
+def run_cli(*args: str, input: bytes | str | None = None, env: dict | None = None) -> Result:
+    """Run `vae ARGS` in-process; stdout and stderr are kept apart."""
+    runner = CliRunner()
+    result = runner.invoke(app, [str(a) for a in args], input=input, env=env, catch_exceptions=False)
+    return Result(result.exit_code, result.stdout, result.stderr, result.stdout_bytes)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory) -> Path:
+    """A private copy of MNIST (from $VAE_DATA_ROOT), so tests never write to the shared folder."""
+    source = os.environ.get("VAE_DATA_ROOT")
+    if not source or not (Path(source) / "MNIST" / "raw").is_dir():
+        pytest.skip("MNIST not available: set VAE_DATA_ROOT to a folder holding MNIST/raw/*.gz")
+    root = tmp_path_factory.mktemp("data")
+    shutil.copytree(Path(source) / "MNIST", root / "MNIST")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A small CNN trained for one epoch on the offline digits set: shared by command tests."""
+    out = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    result = run_cli(
+        "train", "--dataset", "digits", "--arch", "cnn", "--hidden", "8", "--latent-dim", "4",
+        "--epochs", "2", "--batch-size", "64", "--device", "cpu", "--seed", "7", "-q", "-o", out,
+    )
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """Each test starts in an empty folder with no model or data defaults leaking in."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VAE_MODEL", raising=False)
+    monkeypatch.delenv("VAE_DEVICE", raising=False)
+    monkeypatch.setenv("VAE_OFFLINE", "1")
+    monkeypatch.setenv("NO_COLOR", "1")

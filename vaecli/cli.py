@@ -1,0 +1,129 @@
+"""The `vae` typer app: registers the commands and turns every error into one line and an exit code."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from vaecli import __version__
+from vaecli.console import term
+from vaecli.errors import ExitCode, VaeError
+
+
+class VaeGroup(TyperGroup):
+    """Runs click in non-standalone mode so that errors are reported here, in one place."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        code = run_safely(
+            lambda: super(VaeGroup, self).main(
+                args=args, prog_name=prog_name or "vae", complete_var=complete_var,
+                standalone_mode=False, **extra,
+            )
+        )
+        sys.exit(code)
+
+
+def run_safely(invoke: Any) -> int:
+    """Call the CLI and map what it raises to an exit code and at most one line on stderr."""
+    try:
+        result = invoke()
+        return result if isinstance(result, int) else ExitCode.OK
+    except VaeError as exc:
+        if term.debug:
+            traceback.print_exc()
+        term.error(exc.message)
+        return exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        term.error("interrupted")
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Unix tools do.
+        _silence_stdout()
+        return ExitCode.ERROR
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if _is_click_error(exc):
+            return _report_click_error(exc)
+        if term.debug:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        term.error(f"unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)")
+        return ExitCode.ERROR
+
+
+def _is_click_error(exc: Exception) -> bool:
+    # Typer vendors click in recent releases and uses click itself in older ones: match by shape.
+    return hasattr(exc, "format_message") and hasattr(exc, "exit_code") and hasattr(exc, "show")
+
+
+def _report_click_error(exc: Any) -> int:
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        exc.show()  # `vae` alone prints the help
+        return ExitCode.USAGE
+    command = exc.ctx.command_path if getattr(exc, "ctx", None) else "vae"
+    term.error(f"{exc.format_message()} (see `{command} --help`)")
+    return int(exc.exit_code)
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+app = typer.Typer(
+    cls=VaeGroup,
+    name="vae",
+    help="Train Variational Autoencoders on images and use them from the shell.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        term.emit(f"vaecli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks for errors (or set VAE_DEBUG=1).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Train Variational Autoencoders on images and use them from the shell.
+
+    Data goes to stdout (paths, PNG bytes, JSON); messages and progress go to stderr.
+    """
+    if debug:
+        term.debug = True
+
+
+def _register() -> None:
+    # Command modules import only typer and the standard library at module level.
+    from vaecli.commands import info, train
+
+    app.command("train")(train.train_command)
+    app.command("info")(info.info_command)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point of the `vae` script."""
+    app(prog_name="vae")

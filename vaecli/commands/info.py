@@ -1,0 +1,83 @@
+"""`vae info`: show what a checkpoint holds, without loading its weights."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from vaecli.commands.options import JsonOption
+from vaecli.console import term
+
+
+def info_command(
+    checkpoint: Annotated[
+        Optional[str],
+        typer.Argument(help="Checkpoint path or bundled name (default: as for -m).", show_default=False),
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Print a checkpoint's metadata: a table on a terminal, JSON with --json.
+
+    Example: vae info vae.safetensors --json | jq .history[-1].test
+    """
+    from vaecli.checkpoint import read_metadata, resolve_model
+
+    path, note = resolve_model(checkpoint)
+    if note:
+        term.note(note)
+    meta = read_metadata(path)
+    if json_out:
+        term.emit(json.dumps(meta, indent=2, sort_keys=True))
+        return
+    _print_table(str(path), meta)
+
+
+def _print_table(path: str, meta: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    config = meta.get("config", {})
+    model = config.get("model", {})
+    history = meta.get("history") or []
+    last = history[-1] if history else {}
+    summary = Table(show_header=False, box=None, pad_edge=False)
+    summary.add_column(style="bold")
+    summary.add_column()
+    rows = [
+        ("file", path),
+        ("format", f"{meta.get('format')} v{meta.get('format_version')} (vaecli {meta.get('vaecli_version')})"),
+        ("architecture", f"{model.get('arch')} (hidden {model.get('hidden') or 'default'})"),
+        ("latent dim", str(model.get("latent_dim"))),
+        ("image shape", " x ".join(str(v) for v in meta.get("image_shape", []))),
+        ("likelihood", str(model.get("likelihood"))),
+        ("dataset", str(config.get("dataset"))),
+        ("epochs done", f"{meta.get('epochs_done')} of {config.get('epochs')}"),
+        ("seed", str(config.get("seed"))),
+    ]
+    if last:
+        test = last.get("test", {})
+        rows.append(("test loss", f"{test.get('loss', float('nan')):.2f} nats "
+                                  f"(recon {test.get('recon', float('nan')):.2f}, KL {test.get('kl', float('nan')):.2f})"))
+        if "active_units" in test:
+            rows.append(("active units", f"{test['active_units']} of {model.get('latent_dim')} (KL > 0.01 nats)"))
+    if meta.get("command"):
+        rows.append(("command", meta["command"]))
+    for key, value in rows:
+        summary.add_row(key, value)
+    console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+    console.print(summary)
+    if history:
+        table = Table(title="history (test split)", title_justify="left")
+        for column in ("epoch", "train", "test", "recon", "KL", "s", "img/s"):
+            table.add_column(column, justify="right")
+        for record in history:
+            test = record.get("test", {})
+            table.add_row(
+                str(record.get("epoch")), f"{record.get('train', {}).get('loss', 0):.2f}",
+                f"{test.get('loss', 0):.2f}", f"{test.get('recon', 0):.2f}", f"{test.get('kl', 0):.2f}",
+                f"{record.get('elapsed_s', 0):.1f}", f"{record.get('images_per_s', 0):.0f}",
+            )
+        console.print(table)

@@ -1,0 +1,70 @@
+"""Options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vaecli.config import ARCHITECTURES
+from vaecli.device import DEVICE_CHOICES
+
+Arch = Enum("Arch", {name: name for name in ARCHITECTURES}, type=str)  # follows the registry
+
+
+def complete_dataset(incomplete: str) -> list[str]:
+    from vaecli.data import DATASET_NAMES
+
+    return [name for name in DATASET_NAMES if name.startswith(incomplete)]
+
+
+def complete_device(incomplete: str) -> list[str]:
+    return [name for name in DEVICE_CHOICES if name.startswith(incomplete)]
+
+
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        envvar="VAE_DEVICE",
+        help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.",
+        autocompletion=complete_device,
+    ),
+]
+ModelOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        "-m",
+        help="Checkpoint path, or a bundled model: mnist, fashion-mnist. "
+        "Default: $VAE_MODEL, else ./vae.safetensors, else the bundled MNIST model.",
+        show_default=False,
+    ),
+]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed for every random draw.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors on stderr.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Write JSON to stdout for scripts.")]
+DatasetOption = Annotated[
+    str,
+    typer.Option(
+        "--dataset",
+        help="mnist, fashion-mnist, kmnist, digits (offline, bundled with scikit-learn), "
+        "or a folder of PNG/JPEG images (sub-folder names are labels).",
+        autocompletion=complete_dataset,
+    ),
+]
+DataRootOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--data-root",
+        help="Where torchvision datasets are found or downloaded "
+        "(default: $VAE_DATA_ROOT, else ~/.cache/vaecli/data).",
+        show_default=False,
+    ),
+]
+LimitOption = Annotated[
+    Optional[int],
+    typer.Option("--limit", help="Use only the first N images.", show_default=False),
+]

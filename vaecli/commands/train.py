@@ -1,0 +1,255 @@
+"""`vae train`: fit a VAE and write a safetensors checkpoint after every epoch."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+
+from vaecli.commands.options import (
+    Arch,
+    DataRootOption,
+    DatasetOption,
+    DeviceOption,
+    JsonOption,
+    LimitOption,
+    QuietOption,
+)
+from vaecli.console import term
+from vaecli.errors import ExitCode, Interrupted, UsageError
+
+# Options fixed by the checkpoint when resuming (everything but epochs and where things go).
+RECIPE_OPTIONS = (
+    "arch", "dataset", "latent_dim", "hidden", "channels", "image_size", "likelihood",
+    "batch_size", "lr", "lr_schedule", "beta", "warmup", "binarize", "seed", "limit",
+)
+
+
+def train_command(
+    ctx: typer.Context,
+    arch: Annotated[Arch, typer.Option("--arch", help="Architecture.")] = Arch.cnn,
+    dataset: DatasetOption = "mnist",
+    data_root: DataRootOption = None,
+    latent_dim: Annotated[int, typer.Option("--latent-dim", help="Size of z.")] = 10,
+    hidden: Annotated[
+        int, typer.Option("--hidden", help="Network width (mlp: first layer; cnn: first channels); 0 = default.")
+    ] = 0,
+    channels: Annotated[
+        Optional[int], typer.Option("--channels", help="1 (grey) or 3 (RGB); default: the dataset's.", show_default=False)
+    ] = None,
+    image_size: Annotated[
+        Optional[int], typer.Option("--image-size", help="Square side in pixels; default: 28.", show_default=False)
+    ] = None,
+    likelihood: Annotated[
+        str, typer.Option("--likelihood", help="bernoulli (pixels in [0, 1]) or gaussian (learned variance).")
+    ] = "bernoulli",
+    epochs: Annotated[int, typer.Option("--epochs", help="Total epochs (on --resume: the new total).")] = 20,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 128,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (peak).")] = 2e-3,
+    lr_schedule: Annotated[
+        str, typer.Option("--lr-schedule", help="constant, or cosine decay to lr/10.")
+    ] = "cosine",
+    beta: Annotated[float, typer.Option("--beta", help="Weight of the KL term; 1 = the ELBO.")] = 1.0,
+    warmup: Annotated[int, typer.Option("--warmup", help="Epochs of linear KL warm-up from 0 to beta.")] = 0,
+    binarize: Annotated[
+        bool, typer.Option("--binarize", help="Dynamic binarization: fresh Bernoulli pixels every batch.")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds weights, shuffling and noise.")] = 0,
+    limit: LimitOption = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (after every epoch).")] = Path(
+        "vae.safetensors"
+    ),
+    resume: Annotated[
+        Optional[Path],
+        typer.Option("--resume", help="Continue training this checkpoint (writes back to it unless --out).", show_default=False),
+    ] = None,
+    device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+    json_lines: JsonOption = False,
+) -> None:
+    """Train a VAE and write a safetensors checkpoint after every epoch.
+
+    Stdout gets the checkpoint's path at the end, or with --json one JSON object per epoch.
+
+    Example: vae train --arch cnn --dataset mnist --epochs 20 -o mnist-cnn.safetensors
+    """
+    term.quiet = quiet
+    from vaecli.config import ModelConfig, TrainConfig
+    from vaecli.data import check_dataset_name, native_shape
+
+    if resume is None:
+        check_dataset_name(dataset)
+        native = native_shape(dataset) or (3 if channels == 3 else 1, 28, 28)
+        side = image_size
+        shape = (channels or native[0], side or native[1], side or native[2])
+        config = TrainConfig(
+            model=ModelConfig(
+                arch=arch.value, latent_dim=latent_dim, hidden=hidden, channels=shape[0],
+                height=shape[1], width=shape[2], likelihood=likelihood,
+            ),
+            dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+            beta=beta, warmup=warmup, binarize=binarize, seed=seed, limit=limit,
+        )
+        config.validate()
+    else:
+        changed = [name for name in RECIPE_OPTIONS if _given(ctx, name)]
+        if changed:
+            flag = "--" + changed[0].replace("_", "-")
+            raise UsageError(f"{flag} cannot change when resuming; the checkpoint fixes it (only --epochs may)")
+    _train(ctx, config if resume is None else None, resume, epochs if _given(ctx, "epochs") else None,
+           out if (_given(ctx, "out") or resume is None) else resume, data_root, device, json_lines)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
+def _train(ctx: typer.Context, config: Any, resume: Path | None, epochs: int | None, out: Path,
+           data_root: Path | None, device_name: str, json_lines: bool) -> None:
+    import torch
+
+    from vaecli.checkpoint import load_checkpoint
+    from vaecli.data import load_dataset
+    from vaecli.device import resolve_device
+    from vaecli.train import fit, start_run
+
+    device = resolve_device(device_name)
+    checkpoint = None
+    if resume is not None:
+        checkpoint = load_checkpoint(resume, device, training_state=True)
+        config = checkpoint.config
+        if epochs is not None:
+            config.epochs = epochs
+            config.validate()
+        if checkpoint.epochs_done >= config.epochs:
+            raise UsageError(
+                f"{resume} already has {checkpoint.epochs_done} epochs; pass a larger --epochs to go on"
+            )
+    _check_writable(out)
+    shape = config.model.image_shape
+    term.note(f"loading {config.dataset} ...")
+    train_set = load_dataset(config.dataset, "train", data_root=data_root, shape=shape, limit=config.limit)
+    test_set = load_dataset(config.dataset, "test", data_root=data_root, shape=shape, limit=config.limit)
+    run = start_run(config, device, checkpoint)
+    params = sum(p.numel() for p in run.model.parameters())
+    term.note(
+        f"training {config.model.arch} ({params / 1e3:.0f} K parameters, latent {config.model.latent_dim}) on "
+        f"{len(train_set)} {config.dataset} images, testing on {len(test_set)}, device {device}"
+        + (f", resuming after epoch {run.epochs_done}" if checkpoint else "")
+    )
+    extra = {
+        "dataset_info": {"n_train": len(train_set), "n_test": len(test_set), "class_names": train_set.class_names},
+        "command": recipe_command(config),
+        "torch_version": torch.__version__,
+    }
+    with _progress_display(config.epochs) as on_progress, _terminate_as_interrupt():
+        def on_epoch(record: dict) -> None:
+            if json_lines:
+                term.emit(json.dumps(record))
+            term.note(_epoch_line(record, config.epochs))
+
+        try:
+            fit(config, run, train_set, test_set, out, extra_meta=extra,
+                on_progress=on_progress, on_epoch=on_epoch)
+        except KeyboardInterrupt as exc:
+            code = ExitCode.TERMINATED if isinstance(exc, _Terminated) else ExitCode.INTERRUPTED
+            if run.epochs_done == 0 or (checkpoint and run.epochs_done == checkpoint.epochs_done and out != resume):
+                where = "nothing new was saved"
+                raise Interrupted(f"interrupted during epoch {run.epochs_done + 1}; {where}", code) from None
+            raise Interrupted(
+                f"interrupted during epoch {run.epochs_done + 1}; {out} holds epoch {run.epochs_done}. "
+                f"Resume with: vae train --resume {shlex.quote(str(out))}",
+                code,
+            ) from None
+    if not json_lines:
+        term.emit(str(out))
+
+
+def _check_writable(out: Path) -> None:
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a folder; give a file name such as {out / 'vae.safetensors'}")
+    folder = out.parent if str(out.parent) else Path(".")
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {out}: {folder} is not a folder; choose another path")
+
+
+def recipe_command(config: Any) -> str:
+    """The full `vae train` command that reproduces this config from scratch."""
+    m = config.model
+    parts = [
+        "vae", "train", "--arch", m.arch, "--dataset", config.dataset, "--latent-dim", str(m.latent_dim),
+        "--hidden", str(m.hidden), "--channels", str(m.channels), "--image-size", str(m.height),
+        "--likelihood", m.likelihood, "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
+        "--lr", repr(config.lr), "--lr-schedule", config.lr_schedule, "--beta", repr(config.beta),
+        "--warmup", str(config.warmup), "--seed", str(config.seed),
+    ]
+    if config.binarize:
+        parts.append("--binarize")
+    if config.limit is not None:
+        parts += ["--limit", str(config.limit)]
+    return shlex.join(parts)
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    train, test = record["train"], record["test"]
+    return (
+        f"epoch {record['epoch']:>3}/{epochs}  train {train['loss']:.2f}  "
+        f"test {test['loss']:.2f} (recon {test['recon']:.2f}, KL {test['kl']:.2f})  "
+        f"{record['elapsed_s']:.1f} s  {record['images_per_s']:.0f} img/s"
+    )
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so the same clean-up runs."""
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (some test runners): leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _progress_display(epochs: int) -> Iterator[Any]:
+    """A live rich bar on a terminal; nothing between the per-epoch lines otherwise."""
+    if not term.live_progress:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+        BarColumn(),
+        TextColumn("{task.completed:>6.0f}/{task.total:.0f}"),
+        TextColumn("{task.fields[rate]:>7.0f} img/s"),
+        TextColumn("loss {task.fields[loss]:8.2f}"),
+        TimeRemainingColumn(),
+        console=term.stderr,
+        transient=True,
+    )
+    task = bar.add_task("train", total=1, epoch=0, epochs=epochs, rate=0.0, loss=float("nan"))
+
+    def on_progress(p: Any) -> None:
+        bar.update(
+            task, completed=p.images_done, total=p.images_total, epoch=p.epoch, epochs=p.epochs,
+            rate=p.images_done / max(p.elapsed_s, 1e-9), loss=p.running_loss,
+        )
+
+    with bar:
+        yield on_progress

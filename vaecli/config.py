@@ -1,0 +1,155 @@
+"""Model and training settings as dataclasses, stored as JSON in checkpoint metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from vaecli.errors import CheckpointError, UsageError
+
+FORMAT_VERSION = 1  # bump when the checkpoint layout changes incompatibly
+MAX_LATENT_DIM = 4096
+MAX_IMAGE_SIDE = 1024
+MAX_HIDDEN = 16384
+LIKELIHOODS = ("bernoulli", "gaussian")
+# The architecture registry: a new one joins with one entry, name -> builder in vaecli.models.
+# It lives here, not in models.py, so help and completion list the names without importing torch.
+ARCHITECTURES = {"mlp": "build_mlp", "cnn": "build_cnn"}
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model's architecture."""
+
+    arch: str = "cnn"  # a key of models.ARCHITECTURES
+    latent_dim: int = 10  # size of z
+    channels: int = 1  # 1 grey, 3 RGB
+    height: int = 28  # input height in pixels
+    width: int = 28  # input width in pixels
+    hidden: int = 0  # width of the widest hidden layer; 0 takes the architecture's default
+    likelihood: str = "bernoulli"  # p(x|z): bernoulli on [0, 1] pixels, or gaussian
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def validate(self) -> None:
+        """Refuse impossible or absurd sizes before anything is allocated."""
+        if self.arch not in ARCHITECTURES:
+            raise UsageError(
+                f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}"
+            )
+        _check_range("latent dimension", self.latent_dim, 1, MAX_LATENT_DIM, "--latent-dim")
+        if self.channels not in (1, 3):
+            raise UsageError(f"channels must be 1 or 3, not {self.channels} (--channels)")
+        _check_range("image height", self.height, 4, MAX_IMAGE_SIDE, "--image-size")
+        _check_range("image width", self.width, 4, MAX_IMAGE_SIDE, "--image-size")
+        _check_range("hidden width", self.hidden, 0, MAX_HIDDEN, "--hidden")
+        if self.likelihood not in LIKELIHOODS:
+            raise UsageError(
+                f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}"
+            )
+
+
+@dataclass
+class TrainConfig:
+    """The full recipe of a training run; stored with the weights so it can be repeated."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: str = "mnist"  # mnist, fashion-mnist, kmnist, digits, or an image folder
+    epochs: int = 20  # total epochs, counting those of a resumed run
+    batch_size: int = 128  # images per optimizer step
+    lr: float = 2e-3  # Adam learning rate (peak, when a schedule is used)
+    lr_schedule: str = "cosine"  # constant, or cosine decay to lr/10 over the run
+    beta: float = 1.0  # weight of the KL term (1 gives the ELBO)
+    warmup: int = 0  # epochs over which beta ramps linearly from 0 (KL warm-up)
+    binarize: bool = False  # dynamic binarization: a fresh Bernoulli draw per pixel per batch
+    seed: int = 0  # seeds weights, shuffling and noise
+    limit: int | None = None  # use only the first N training (and test) images
+
+    def validate(self) -> None:
+        self.model.validate()
+        _check_range("epochs", self.epochs, 1, 100_000, "--epochs")
+        _check_range("batch size", self.batch_size, 1, 1_000_000, "--batch-size")
+        if not (self.lr > 0 and self.lr < 10):
+            raise UsageError(f"learning rate must be in (0, 10), not {self.lr} (--lr)")
+        if not self.beta >= 0:
+            raise UsageError(f"beta must be 0 or more, not {self.beta} (--beta)")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise UsageError(f"unknown --lr-schedule {self.lr_schedule!r}; use constant or cosine")
+        _check_range("warm-up epochs", self.warmup, 0, 100_000, "--warmup")
+        if self.limit is not None:
+            _check_range("limit", self.limit, 1, 10**9, "--limit")
+
+
+def _check_range(what: str, value: int, low: int, high: int, option: str) -> None:
+    if not low <= value <= high:
+        raise UsageError(f"{what} must be between {low} and {high}, not {value} ({option})")
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def to_json(config: Any) -> str:
+    return json.dumps(to_dict(config), sort_keys=True)
+
+
+def model_config_from_dict(data: Any) -> ModelConfig:
+    config = _build(ModelConfig, data, "model")
+    _validate_stored(config)
+    return config
+
+
+def train_config_from_dict(data: Any) -> TrainConfig:
+    if not isinstance(data, dict):
+        raise CheckpointError("training config is not a JSON object")
+    data = dict(data)
+    model = model_config_from_dict(data.pop("model", None))
+    config = _build(TrainConfig, data, "train")
+    config.model = model
+    _validate_stored(config)
+    return config
+
+
+def _validate_stored(config: Any) -> None:
+    # A stored config that fails validation is a bad file, not a bad option.
+    try:
+        config.validate()
+    except UsageError as exc:
+        raise CheckpointError(f"stored config is invalid: {exc.message}") from exc
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Rebuild a flat dataclass from JSON, checking every field's type."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where} config is not a JSON object")
+    defaults = cls()
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name == "model" or f.name not in data:
+            continue  # missing fields keep their defaults: older files stay readable
+        value = data[f.name]
+        default = getattr(defaults, f.name)
+        values[f.name] = _coerce(value, default, f"{where}.{f.name}")
+    return cls(**values)
+
+
+def _coerce(value: Any, default: Any, name: str) -> Any:
+    if value is None and (default is None or name.endswith(".limit")):
+        return None
+    if isinstance(default, bool) or isinstance(value, bool):
+        if isinstance(value, bool) and isinstance(default, bool):
+            return value
+    elif isinstance(default, int) or name.endswith(".limit"):
+        if isinstance(value, int):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str) and len(value) <= 4096:
+            return value
+    raise CheckpointError(f"field {name} has a bad value {str(value)[:40]!r}")

@@ -1,0 +1,57 @@
+"""Domain errors: each carries a one-line message and the exit code the CLI returns."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2  # bad options or bad input files
+    INTERRUPTED = 130  # 128 + SIGINT
+    TERMINATED = 143  # 128 + SIGTERM
+
+
+class VaeError(Exception):
+    """Base of every error the library raises on purpose."""
+
+    exit_code = ExitCode.ERROR
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(VaeError):
+    """An option value that cannot work."""
+
+    exit_code = ExitCode.USAGE
+
+
+class InputError(UsageError):
+    """A file or folder given by the user that cannot be read or used."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint file that is not a readable vaecli checkpoint."""
+
+
+class DataError(InputError):
+    """A dataset that cannot be found, downloaded or decoded."""
+
+
+class DeviceError(UsageError):
+    """A requested device that this machine does not have."""
+
+
+class TrainingError(VaeError):
+    """Training that cannot go on (for instance a non-finite loss)."""
+
+
+class Interrupted(VaeError):
+    """Stopped by SIGINT or SIGTERM; the exit code says which."""
+
+    def __init__(self, message: str, exit_code: int = ExitCode.INTERRUPTED):
+        super().__init__(message)
+        self.exit_code = exit_code

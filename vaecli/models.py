@@ -1,0 +1,137 @@
+"""VAE architectures, built for any image shape. Imports torch only."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from vaecli.config import ARCHITECTURES, ModelConfig
+
+# Bounds the encoder's log-variance smoothly so exp() can neither overflow nor underflow to 0.
+LOGVAR_BOUND = 15.0
+
+
+class VAE(nn.Module):
+    """q(z|x) = N(mu, diag(exp(logvar))), p(z) = N(0, I), p(x|z) given by decoder logits."""
+
+    def __init__(self, config: ModelConfig, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.config = config
+        self.encoder = encoder  # (B, C, H, W) -> (B, 2 * latent)
+        self.decoder = decoder  # (B, latent) -> (B, C, H, W) logits or means
+        if config.likelihood == "gaussian":
+            # One learned log-variance per channel for p(x|z) (a fixed variance would need tuning).
+            self.decoder_logvar = nn.Parameter(torch.zeros(config.channels))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and log-variance, each (B, latent)."""
+        mu, raw_logvar = self.encoder(x).chunk(2, dim=1)
+        logvar = LOGVAR_BOUND * torch.tanh(raw_logvar / LOGVAR_BOUND)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder output for z: Bernoulli logits (or Gaussian means), (B, C, H, W)."""
+        return self.decoder(z)
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encode(x)
+        z = reparameterize(mu, logvar, generator)
+        return self.decode(z), mu, logvar
+
+
+def reparameterize(
+    mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """z = mu + sigma * eps (Kingma and Welling 2014, eq. 10), eps drawn on mu's device."""
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    return mu + eps * torch.exp(0.5 * logvar)
+
+
+def build_mlp(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    """Two hidden layers each way, widths hidden and hidden/2."""
+    wide = config.hidden or 512
+    narrow = max(wide // 2, 1)
+    pixels = config.channels * config.height * config.width
+    encoder = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(pixels, wide),
+        nn.SiLU(),
+        nn.Linear(wide, narrow),
+        nn.SiLU(),
+        nn.Linear(narrow, 2 * config.latent_dim),
+    )
+    decoder = nn.Sequential(
+        nn.Linear(config.latent_dim, narrow),
+        nn.SiLU(),
+        nn.Linear(narrow, wide),
+        nn.SiLU(),
+        nn.Linear(wide, pixels),
+        nn.Unflatten(1, config.image_shape),
+    )
+    return encoder, decoder
+
+
+def conv_stage_sizes(height: int, width: int) -> list[tuple[int, int]]:
+    """Spatial sizes after each stride-2 stage, halving (rounding up) down to about 4 pixels."""
+    sizes = [(height, width)]
+    while len(sizes) < 2 or (max(sizes[-1]) > 4 and len(sizes) <= 5):
+        h, w = sizes[-1]
+        sizes.append((math.ceil(h / 2), math.ceil(w / 2)))
+    return sizes
+
+
+def build_cnn(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    """Stride-2 3x3 convolutions (channels doubling per stage), a dense bottleneck, and a mirror."""
+    base = config.hidden or 32
+    sizes = conv_stage_sizes(config.height, config.width)
+    stages = len(sizes) - 1
+    widths = [config.channels] + [min(base * 2**i, 512) for i in range(stages)]
+    dense = 256
+    last_h, last_w = sizes[-1]
+    flat = widths[-1] * last_h * last_w
+
+    encoder_layers: list[nn.Module] = []
+    for c_in, c_out in zip(widths[:-1], widths[1:]):
+        encoder_layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.SiLU()]
+    encoder = nn.Sequential(
+        *encoder_layers,
+        nn.Flatten(),
+        nn.Linear(flat, dense),
+        nn.SiLU(),
+        nn.Linear(dense, 2 * config.latent_dim),
+    )
+
+    decoder_layers: list[nn.Module] = [
+        nn.Linear(config.latent_dim, dense),
+        nn.SiLU(),
+        nn.Linear(dense, flat),
+        nn.SiLU(),
+        nn.Unflatten(1, (widths[-1], last_h, last_w)),
+    ]
+    for stage in range(stages, 0, -1):
+        (h_in, w_in), (h_out, w_out) = sizes[stage], sizes[stage - 1]
+        # A 3x3 stride-2 transpose maps n to 2n - 1; output_padding adds the missing row/column.
+        padding = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))
+        decoder_layers.append(
+            nn.ConvTranspose2d(
+                widths[stage], widths[stage - 1], 3, stride=2, padding=1, output_padding=padding
+            )
+        )
+        if stage > 1:
+            decoder_layers.append(nn.SiLU())
+    return encoder, nn.Sequential(*decoder_layers)
+
+
+def build_model(config: ModelConfig) -> VAE:
+    """Build an untrained VAE from its config (validated first)."""
+    config.validate()
+    builder: Callable[[ModelConfig], tuple[nn.Module, nn.Module]] = globals()[
+        ARCHITECTURES[config.arch]
+    ]
+    encoder, decoder = builder(config)
+    return VAE(config, encoder, decoder)

@@ -1,0 +1,64 @@
+"""The VAE objective: reconstruction likelihood, KL to the prior, and the negative ELBO."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from vaecli.models import VAE, reparameterize
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def reconstruction_nll(model: VAE, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) per image, summed over pixels, in nats: (B,)."""
+    if model.config.likelihood == "gaussian":
+        logvar = model.decoder_logvar.view(1, -1, 1, 1)
+        nll = 0.5 * (LOG_2PI + logvar + (x - output).square() * torch.exp(-logvar))
+    else:
+        # Bernoulli with continuous targets in [0, 1], as in the original code.
+        nll = F.binary_cross_entropy_with_logits(output, x, reduction="none")
+    return nll.flatten(1).sum(1)
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) per image (Kingma and Welling 2014, appendix B): (B,)."""
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(1)
+
+
+def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """The same KL, kept per latent dimension: (B, latent)."""
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)
+
+
+def elbo_terms(
+    model: VAE, x: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-sample reconstruction NLL and analytic KL per image; -ELBO = recon + KL (eq. 3)."""
+    output, mu, logvar = model(x, generator)
+    return reconstruction_nll(model, output, x), kl_to_standard_normal(mu, logvar)
+
+
+def output_to_image(model: VAE, output: torch.Tensor) -> torch.Tensor:
+    """The mean of p(x|z) as pixels in [0, 1]: sigmoid of logits, or clamped Gaussian means."""
+    if model.config.likelihood == "gaussian":
+        return output.clamp(0.0, 1.0)
+    return torch.sigmoid(output)
+
+
+def log_weights(
+    model: VAE, x: torch.Tensor, samples: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples z_k ~ q(z|x): (B, K)."""
+    mu, logvar = model.encode(x)
+    batch, latent = mu.shape
+    mu_k = mu.unsqueeze(1).expand(batch, samples, latent).reshape(batch * samples, latent)
+    logvar_k = logvar.unsqueeze(1).expand(batch, samples, latent).reshape(batch * samples, latent)
+    z = reparameterize(mu_k, logvar_k, generator)
+    x_k = x.unsqueeze(1).expand(batch, samples, *x.shape[1:]).reshape(batch * samples, *x.shape[1:])
+    log_px_z = -reconstruction_nll(model, model.decode(z), x_k)
+    log_pz = -0.5 * (z.square() + LOG_2PI).sum(1)
+    log_qz_x = -0.5 * ((z - mu_k).square() * torch.exp(-logvar_k) + logvar_k + LOG_2PI).sum(1)
+    return (log_px_z + log_pz - log_qz_x).view(batch, samples)
