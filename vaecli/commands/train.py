@@ -133,7 +133,6 @@ def _train(ctx: typer.Context, config: Any, resume: Path | None, epochs: int | N
             )
     _check_writable(out)
     shape = config.model.image_shape
-    term.note(f"loading {config.dataset} ...")
     train_set = load_dataset(config.dataset, "train", data_root=data_root, shape=shape, limit=config.limit)
     test_set = load_dataset(config.dataset, "test", data_root=data_root, shape=shape, limit=config.limit)
     run = start_run(config, device, checkpoint)
