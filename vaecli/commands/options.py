@@ -68,3 +68,27 @@ LimitOption = Annotated[
     Optional[int],
     typer.Option("--limit", help="Use only the first N images.", show_default=False),
 ]
+ScaleOption = Annotated[
+    int,
+    typer.Option("--scale", min=1, max=64, help="Enlarge written images K times (nearest neighbour)."),
+]
+NrowOption = Annotated[
+    int | None,
+    typer.Option("--nrow", min=1, help="Images per grid row (default: a square grid).", show_default=False),
+]
+
+
+class Invert(str, Enum):
+    yes = "yes"
+    no = "no"
+    auto = "auto"
+
+
+InvertOption = Annotated[
+    Invert,
+    typer.Option(
+        "--invert",
+        help="Invert input images: yes, no, or auto (when the border is light, "
+        "since the models expect light strokes on a dark background).",
+    ),
+]

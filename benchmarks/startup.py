@@ -1,0 +1,60 @@
+"""Start-up latency as a shell user feels it: `vae --help`, a 64-image sample from the bundled
+model, and bash completion, against `python -c "import torch"` measured in the same run.
+
+Usage: python benchmarks/startup.py [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def median_seconds(command: list[str], repeats: int, cwd: Path) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    vae = shutil.which("vae")
+    if vae is None:
+        raise SystemExit("`vae` is not on PATH: pip install . first")
+    work = Path(tempfile.mkdtemp(prefix="vae-startup-"))
+    torch_s = median_seconds([sys.executable, "-c", "import torch"], args.repeats, work)
+    help_s = median_seconds([vae, "--help"], args.repeats, work)
+    sample_s = median_seconds([vae, "sample", "-n", "64", "-m", "mnist", "--grid", "x.png"], args.repeats, work)
+    script = subprocess.run([vae, "completion", "bash"], capture_output=True, text=True, check=True).stdout
+    (work / "vae.bash").write_text(script)
+    completion = (
+        "source ./vae.bash; COMP_WORDS=(vae train --arch ''); COMP_CWORD=3; _vae; "
+        "COMP_WORDS=(vae sample --dev); COMP_CWORD=2; _vae"
+    )
+    bash_s = median_seconds(["bash", "-c", "true"], args.repeats, work)
+    complete_s = median_seconds(["bash", "-c", completion], args.repeats, work)
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"python -c 'import torch'            {torch_s:6.3f} s (baseline)")
+    print(f"vae --help                          {help_s:6.3f} s  goal <= 0.15 s  "
+          f"({help_s / torch_s:.2f}x import torch)")
+    print(f"vae sample -n 64 -m mnist --grid    {sample_s:6.3f} s  {sample_s / torch_s:.2f}x import torch "
+          f"(goal <= 1.25x)")
+    print(f"bash TAB completion (2 requests)    {complete_s - bash_s:6.3f} s beyond starting bash "
+          f"({complete_s:.3f} s in all; goal < 0.2 s)")
+
+
+if __name__ == "__main__":
+    main()

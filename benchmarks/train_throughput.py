@@ -1,0 +1,101 @@
+"""Training throughput: vaecli's loop against a textbook DataLoader loop, and the FLOP rate.
+
+Usage: python benchmarks/train_throughput.py [--arch mlp cnn] [--batch-size 128] [--rounds 2]
+Prints images/s of both loops (alternating runs in one process), their ratio, the model's
+training FLOPs per image, the machine's fp32 matmul peak, and the fraction of it achieved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from _common import data_root, matmul_peak_gflops, private_mnist_copy
+from vaecli.config import ModelConfig, TrainConfig
+from vaecli.data import load_dataset
+from vaecli.device import resolve_device
+from vaecli.models import build_model
+from vaecli.objective import elbo_terms
+from vaecli.train import fit, start_run
+
+
+def vaecli_epoch(config: TrainConfig, train_set, test_set, device, out: Path) -> float:
+    """One epoch through vaecli's own loop; images/s of the training part."""
+    run = start_run(config, device)
+    fit(config, run, train_set, test_set, out)
+    return run.history[-1]["images_per_s"]
+
+
+def textbook_epoch(config: TrainConfig, mnist_copy: Path, device) -> float:
+    """One epoch the way tutorials write it: ToTensor per image, a shuffling DataLoader."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    dataset = datasets.MNIST(str(mnist_copy), train=True, download=True, transform=transforms.ToTensor())
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True)
+    model.train()
+    start = time.perf_counter()
+    for x, _ in loader:
+        x = x.to(device)
+        recon, kl = elbo_terms(model, x)
+        loss = (recon + kl).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return len(dataset) / (time.perf_counter() - start)
+
+
+def training_flops_per_image(config: TrainConfig, device) -> float:
+    """Forward plus backward FLOPs of one training step, per image (torch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(config.model).to(device)
+    x = torch.rand(config.batch_size, *config.model.image_shape, device=device)
+    with FlopCounterMode(display=False) as counter:
+        recon, kl = elbo_terms(model, x)
+        (recon + kl).mean().backward()
+    return counter.get_total_flops() / config.batch_size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", nargs="+", default=["mlp", "cnn"])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each loop")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    mnist_copy = private_mnist_copy()
+    train_set = load_dataset("mnist", "train", data_root=data_root())
+    test_set = load_dataset("mnist", "test", data_root=data_root(), limit=1000)
+    peak = matmul_peak_gflops() if device.type == "cpu" else float("nan")
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"fp32 matmul peak {peak:.0f} GFLOP/s, batch {args.batch_size}")
+    for arch in args.arch:
+        config = TrainConfig(model=ModelConfig(arch=arch), epochs=1, batch_size=args.batch_size)
+        ours, textbook = [], []
+        for _ in range(args.rounds):
+            ours.append(vaecli_epoch(config, train_set, test_set, device, mnist_copy / "bench.safetensors"))
+            textbook.append(textbook_epoch(config, mnist_copy, device))
+        flops = training_flops_per_image(config, device)
+        best = max(ours)
+        achieved = flops * best / 1e9
+        print(
+            f"{arch:4s} vaecli {best:8.0f} img/s (runs {', '.join(f'{v:.0f}' for v in ours)})  "
+            f"textbook {max(textbook):8.0f} img/s (runs {', '.join(f'{v:.0f}' for v in textbook)})  "
+            f"ratio {best / max(textbook):.2f}x  |  {flops / 1e6:.1f} MFLOP/image, "
+            f"{achieved:.0f} GFLOP/s = {achieved / peak:.0%} of peak  "
+            f"(median ratio {statistics.median(ours) / statistics.median(textbook):.2f}x)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""`vae interpolate`: decode a path between two images' posterior means."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from vaecli.commands.options import (
+    DeviceOption,
+    Invert,
+    InvertOption,
+    ModelOption,
+    QuietOption,
+    ScaleOption,
+    SeedOption,
+)
+from vaecli.console import term
+from vaecli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_STRIP = Path("interpolation.png")
+END_FRAME_MS = 600  # the GIF rests on each end so the eye can see both images
+STEP_FRAME_MS = 120
+
+
+class Method(str, Enum):
+    lerp = "lerp"
+    slerp = "slerp"
+
+
+def interpolate_command(
+    first: Annotated[str, typer.Argument(metavar="A", help="First image (PNG/JPEG, or - for stdin).")],
+    second: Annotated[str, typer.Argument(metavar="B", help="Second image (PNG/JPEG, or - for stdin).")],
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Decoded points strictly between A and B.")] = 3,
+    method: Annotated[
+        Method, typer.Option("--method", help="lerp (straight line) or slerp (great circle, keeps the norm typical).")
+    ] = Method.lerp,
+    out: Annotated[
+        str | None,
+        typer.Option("--out", "-o", help="The strip PNG, or - for its bytes on stdout "
+                     "[default: interpolation.png, or none when only --frames or --gif is given]",
+                     show_default=False),
+    ] = None,
+    frames: Annotated[
+        Path | None,
+        typer.Option("--frames", help="Also write each panel as DIR/frame-0001.png...", metavar="DIR",
+                     show_default=False),
+    ] = None,
+    gif: Annotated[
+        Path | None,
+        typer.Option("--gif", help="Also write a looping animation of the decoded path A -> B -> A.",
+                     metavar="FILE.gif", show_default=False),
+    ] = None,
+    invert: InvertOption = Invert.auto,
+    scale: ScaleOption = 1,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+    quiet: QuietOption = False,
+) -> None:
+    """Write one strip: A, recon(A), --steps decodings between them, recon(B), B; paths on stdout.
+
+    Example: vae interpolate a.png b.png --steps 5 --method slerp -o strip.png
+    """
+    term.quiet = quiet
+    if out == "-":
+        if frames is not None or gif is not None:
+            raise UsageError("-o - writes PNG bytes to stdout, so paths for --frames/--gif cannot go there")
+        term.emit_bytes(b"")  # refuses a terminal now, not after the work
+    strip = out if out is not None else (None if frames or gif else str(DEFAULT_STRIP))
+    if frames is not None:
+        from vaecli.images import ensure_folder
+
+        ensure_folder(frames)
+    import torch
+
+    from vaecli.images import gif_bytes, make_grid, png_bytes, read_images, write_bytes
+    from vaecli.latent import decode_to_pixels, interpolate, open_model, posterior_means
+
+    checkpoint, note = open_model(model, device)
+    if note:
+        term.note(note)
+    inputs = read_images([first, second], checkpoint.config.model.image_shape, invert.value)
+    for line in inputs.notes(invert.value):
+        term.note(line)
+    mu = posterior_means(checkpoint.model, inputs.pixels)
+    path = torch.cat([mu[:1], interpolate(mu[0], mu[1], steps, method.value), mu[1:]])
+    decoded = decode_to_pixels(checkpoint.model, path)  # recon(A), steps points, recon(B)
+    panels = torch.cat([inputs.pixels[:1], decoded, inputs.pixels[1:]])
+    if strip == "-":
+        term.emit_bytes(png_bytes(make_grid(panels, nrow=len(panels)), scale))
+    elif strip is not None:
+        term.emit(str(write_bytes(Path(strip), png_bytes(make_grid(panels, nrow=len(panels)), scale))))
+    if frames is not None:
+        _write_frames(panels, frames, scale)
+    if gif is not None:
+        loop = torch.cat([decoded, decoded[1:-1].flip(0)])  # A -> B -> back toward A
+        durations = [STEP_FRAME_MS] * len(loop)
+        durations[0] = durations[len(decoded) - 1] = END_FRAME_MS
+        term.emit(str(write_bytes(gif, gif_bytes(loop, durations, scale))))
+
+
+def _write_frames(panels: torch.Tensor, folder: Path, scale: int) -> None:
+    from vaecli.images import highest_number, write_numbered
+
+    # Frames of one run form a set: number from 1, and say when an earlier, longer run left more.
+    for path in write_numbered(panels, folder, "frame", force=True, scale=scale):
+        term.emit(str(path))
+    if highest_number(folder, "frame") > len(panels):
+        term.warn(f"{folder} still holds frames after {path.name} from an earlier run; delete them first")

@@ -1,0 +1,115 @@
+"""`vae reconstruct`: encode images to their posterior means and decode them again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from vaecli.commands.options import (
+    DeviceOption,
+    Invert,
+    InvertOption,
+    ModelOption,
+    QuietOption,
+    ScaleOption,
+    SeedOption,
+)
+from vaecli.console import term
+from vaecli.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+
+def reconstruct_command(
+    images: Annotated[
+        list[str],
+        typer.Argument(help="PNG/JPEG files, or - for one image on stdin.", metavar="IMAGE",
+                       show_default=False),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for recon-NAME.png files (default: the current folder).",
+                     show_default=False),
+    ] = None,
+    compare: Annotated[
+        str | None,
+        typer.Option("--compare", help="Write one figure of each input beside its reconstruction instead "
+                     "(- for PNG bytes on stdout).", show_default=False),
+    ] = None,
+    nrow: Annotated[
+        int | None,
+        typer.Option("--nrow", min=1, help="Input/reconstruction pairs per row of --compare (default: a square).",
+                     show_default=False),
+    ] = None,
+    invert: InvertOption = Invert.auto,
+    scale: ScaleOption = 1,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+    quiet: QuietOption = False,
+) -> None:
+    """Decode each image's posterior mean: recon-NAME.png in -o DIR (paths on stdout), or --compare.
+
+    --compare FILE.png writes one figure of input/reconstruction pairs instead (add -o DIR for both).
+
+    Example: vae reconstruct digit.png --compare compare.png
+    """
+    term.quiet = quiet
+    if str(out) == "-":
+        raise UsageError("-o takes a folder; for PNG bytes on stdout use --compare -")
+    if compare == "-":
+        if out is not None:
+            raise UsageError("--compare - writes PNG bytes to stdout, so paths for -o cannot go there; drop -o")
+        term.emit_bytes(b"")  # refuses a terminal now, not after the work
+    folder = out if out is not None else (Path(".") if compare is None else None)
+    if folder is not None:
+        from vaecli.images import ensure_folder
+
+        ensure_folder(folder)
+    from vaecli.images import png_bytes, read_images, write_bytes
+    from vaecli.latent import decode_to_pixels, open_model, posterior_means
+
+    checkpoint, note = open_model(model, device)
+    if note:
+        term.note(note)
+    inputs = read_images(images, checkpoint.config.model.image_shape, invert.value)
+    for line in inputs.notes(invert.value):
+        term.note(line)
+    recons = decode_to_pixels(checkpoint.model, posterior_means(checkpoint.model, inputs.pixels))
+    if folder is not None:
+        for name, pixels in zip(unique_names(inputs.names), recons):
+            term.emit(str(write_bytes(folder / f"recon-{name}.png", png_bytes(pixels, scale))))
+    if compare is not None:
+        figure = png_bytes(comparison(inputs.pixels, recons, nrow), scale)
+        if compare == "-":
+            term.emit_bytes(figure)
+        else:
+            term.emit(str(write_bytes(Path(compare), figure)))
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """File stems made unique (a/x.png and b/x.png give x and x-2), so no output overwrites another."""
+    used: set[str] = set()
+    unique = []
+    for name in names:
+        candidate, copy = name, 1
+        while candidate in used:
+            copy += 1
+            candidate = f"{name}-{copy}"
+        used.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
+def comparison(inputs: torch.Tensor, recons: torch.Tensor, nrow: int | None) -> np.ndarray:
+    """Each input beside its reconstruction; `nrow` pairs per row, pairs set further apart."""
+    import numpy as np
+
+    from vaecli.images import GRID_PADDING, make_grid
+
+    pairs = np.stack([make_grid(np.stack([x, r]), nrow=2) for x, r in zip(inputs.numpy(), recons.numpy())])
+    return make_grid(pairs, nrow, padding=3 * GRID_PADDING)

@@ -1,0 +1,76 @@
+"""Data-parallel training under torchrun: process-group set-up, shards, and reductions."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from vaecli.device import resolve_device
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes (one process when not under torchrun)."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def join(device_name: str) -> tuple[World, torch.device]:
+    """Join torchrun's process group (gloo on CPU, nccl on CUDA) and pick this rank's device."""
+    device = resolve_device(device_name)
+    if not launched_by_torchrun():
+        return World(), device
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return World(dist.get_rank(), dist.get_world_size()), device
+
+
+def leave(world: World) -> None:
+    if world.distributed:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def shard(rows: torch.Tensor, world: World) -> slice:
+    """This rank's contiguous part of a global batch of `rows` rows."""
+    n = rows.shape[0]
+    start = n * world.rank // world.size
+    stop = n * (world.rank + 1) // world.size
+    return slice(start, stop)
+
+
+def sum_across(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    if world.distributed:
+        import torch.distributed as dist
+
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()

@@ -1,0 +1,154 @@
+"""Latent-space operations: prior samples, posterior means, paths between codes, decoding."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from vaecli.checkpoint import Checkpoint, load_checkpoint, resolve_model
+from vaecli.device import resolve_device
+from vaecli.errors import InputError, UsageError
+from vaecli.models import VAE
+from vaecli.objective import output_to_image
+
+BATCH_SIZE = 256  # images per forward pass: bounds memory for large -n or long .npy files
+INTERPOLATION_METHODS = ("lerp", "slerp")
+
+
+def open_model(option: str | None, device_name: str) -> tuple[Checkpoint, str | None]:
+    """Resolve -m (see checkpoint.resolve_model) and load it; also returns the fallback note."""
+    path, note = resolve_model(option)
+    return load_checkpoint(path, resolve_device(device_name)), note
+
+
+def make_generator(seed: int) -> torch.Generator:
+    # Draws are made on the CPU so a seed gives the same numbers on every device.
+    return torch.Generator().manual_seed(seed)
+
+
+def sample_prior(
+    count: int, latent_dim: int, temperature: float, generator: torch.Generator
+) -> torch.Tensor:
+    """z ~ N(0, T^2 I): (count, latent); the first k rows do not depend on count."""
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise UsageError(f"--temperature must be a finite number >= 0, not {temperature}")
+    return temperature * torch.randn((count, latent_dim), generator=generator)
+
+
+def _device(model: VAE) -> torch.device:
+    return next(model.parameters()).device
+
+
+def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0, 1] to uint8 [0, 255], rounded."""
+    return pixels.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+
+
+@torch.no_grad()
+def decode_to_pixels(model: VAE, z: torch.Tensor) -> torch.Tensor:
+    """The mean of p(x|z) for each code as uint8 (N, C, H, W) on the CPU."""
+    device = _device(model)
+    chunks = [
+        to_uint8(output_to_image(model, model.decode(batch.to(device, torch.float32)))).cpu()
+        for batch in z.split(BATCH_SIZE)
+    ]
+    if not chunks:
+        return torch.empty((0, *model.config.image_shape), dtype=torch.uint8)
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def posterior_means(model: VAE, images: torch.Tensor) -> torch.Tensor:
+    """The mean of q(z|x) for uint8 images (N, C, H, W): float32 (N, latent) on the CPU."""
+    device = _device(model)
+    chunks = [
+        model.encode(batch.to(device).float().div_(255.0))[0].float().cpu()
+        for batch in images.split(BATCH_SIZE)
+    ]
+    return torch.cat(chunks)
+
+
+def fractions(steps: int) -> torch.Tensor:
+    """`steps` points evenly spaced strictly between 0 and 1: i / (steps + 1)."""
+    if steps < 1:
+        raise UsageError(f"--steps must be 1 or more, not {steps}")
+    return torch.arange(1, steps + 1, dtype=torch.float32) / (steps + 1)
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Points (1 - t) a + t b on the segment from a to b: (len(t), latent)."""
+    t = t.unsqueeze(1)
+    return (1 - t) * a + t * b
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation (Shoemake 1985; White 2016 for VAE latents): (len(t), latent).
+
+    Follows the great circle between the directions of a and b while the norm changes
+    linearly, so intermediate codes keep the typical norm of N(0, I) samples instead of
+    shrinking toward the origin as lerp's do. Falls back to lerp when the angle is degenerate.
+    """
+    a64, b64 = a.double(), b.double()
+    norms = a64.norm() * b64.norm()
+    if norms == 0:
+        return lerp(a, b, t)
+    omega = torch.arccos((a64 @ b64 / norms).clamp(-1.0, 1.0))
+    if omega < 1e-4 or math.pi - omega < 1e-4:  # parallel: lerp is exact; opposite: no unique circle
+        return lerp(a, b, t)
+    t64 = t.double().unsqueeze(1)
+    sin_omega = torch.sin(omega)
+    path = torch.sin((1 - t64) * omega) / sin_omega * a64 + torch.sin(t64 * omega) / sin_omega * b64
+    return path.to(a.dtype)
+
+
+def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int, method: str = "lerp") -> torch.Tensor:
+    """`steps` codes evenly spaced strictly between a and b (latent,), by lerp or slerp."""
+    if method not in INTERPOLATION_METHODS:
+        raise UsageError(f"--method {method}: choose one of {', '.join(INTERPOLATION_METHODS)}")
+    t = fractions(steps)
+    return lerp(a, b, t) if method == "lerp" else slerp(a, b, t)
+
+
+def read_codes(data: bytes, latent_dim: int, name: str) -> torch.Tensor:
+    """Parse .npy bytes holding an (N, latent) float array, as `vae encode` writes, into float32."""
+    import io
+
+    import numpy as np
+
+    if not data:
+        raise InputError(f"{name}: empty; give a .npy file written by `vae encode`")
+    if data.startswith(b"PK"):
+        raise InputError(f"{name}: an .npz archive, not one .npy array; save one array with numpy.save")
+    if not data.startswith(b"\x93NUMPY"):
+        raise InputError(f"{name}: not a .npy file; give the output of `vae encode`")
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"{name}: not a readable .npy array ({first}); give a file written by `vae encode`"
+        ) from None
+    if array.ndim != 2 or array.shape[1] != latent_dim:
+        raise InputError(
+            f"{name}: array of shape {tuple(array.shape)}, but this model needs (N, {latent_dim}); "
+            "encode with the same model, or reshape it"
+        )
+    if array.dtype.kind != "f":
+        raise InputError(f"{name}: array of {array.dtype}, not floats; give the float32 means of `vae encode`")
+    if len(array) == 0:
+        raise InputError(f"{name}: the array has no rows; nothing to decode")
+    if not np.isfinite(array).all():
+        raise InputError(f"{name}: the array contains NaN or Inf; nothing sensible decodes from it")
+    return torch.from_numpy(array.astype(np.float32))
+
+
+def codes_to_npy(z: torch.Tensor) -> bytes:
+    """A float32 (N, latent) array as .npy file bytes."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, z.detach().cpu().numpy().astype(np.float32), allow_pickle=False)
+    return buffer.getvalue()
