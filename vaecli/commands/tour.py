@@ -1,0 +1,151 @@
+"""`vae tour`: the original notebooks' four figures, written into one folder by one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from vaecli.commands.options import (
+    DataRootOption,
+    DeviceOption,
+    ModelOption,
+    QuietOption,
+    SeedOption,
+)
+from vaecli.console import term
+from vaecli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from vaecli.checkpoint import Checkpoint
+    from vaecli.data import ImageSet
+    from vaecli.models import VAE
+
+RECONSTRUCTIONS = 8  # test images shown beside their reconstructions
+INTERPOLATION_STEPS = 5  # decoded points strictly between the two posterior means
+SAMPLE_COLUMNS = 8  # the sample grid is SAMPLE_COLUMNS x SAMPLE_COLUMNS
+FALLBACK_DATASET = "digits"  # bundled with scikit-learn: works offline
+
+
+def tour_command(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", file_okay=False, help="Folder for the four PNGs (created if missing).")
+    ] = Path("tour"),
+    data_root: DataRootOption = None,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    seed: SeedOption = 0,
+    quiet: QuietOption = False,
+) -> None:
+    """Write latent.png, reconstructions.png, interpolation.png and samples.png; paths on stdout.
+
+    Uses the test split of the model's dataset (MNIST for other models), or the offline digits
+    set when that cannot be loaded.
+
+    Example: vae tour -m mnist-cnn.safetensors -o tour/
+    """
+    term.quiet = quiet
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder; choose another output folder")
+    import torch
+
+    from vaecli.checkpoint import load_checkpoint, resolve_model, write_atomic
+    from vaecli.commands.project import dataset_label, describe, draw_projection
+    from vaecli.device import resolve_device
+    from vaecli.plots import image_grid_png, image_rows_png
+    from vaecli.projection import class_name
+
+    path, note = resolve_model(model)
+    if note:
+        term.note(note)
+    checkpoint = load_checkpoint(path, resolve_device(device))
+    name, data = _test_set(checkpoint, data_root)
+    vae = checkpoint.model
+    generator = torch.Generator().manual_seed(seed)
+    what = f"{dataset_label(name)} test"
+
+    def save(file: str, png: bytes) -> None:
+        write_atomic(out / file, png)
+        term.emit(str(out / file))
+
+    png, projection, _ = draw_projection(vae, data, what, seed)
+    term.note(describe(projection, len(data), name, "test"))
+    save("latent.png", png)
+
+    pick = torch.randperm(len(data), generator=generator)
+    shown = data.images[pick[:RECONSTRUCTIONS]]
+    save("reconstructions.png", image_rows_png(
+        [shown, _decode(vae, _means(vae, shown))], row_titles=("input", "reconstruction"),
+        title=f"Reconstructions of {len(shown)} {what} images (decoded posterior means)",
+    ))
+
+    first, second = _two_classes(data, pick)
+    ends = data.images[[first, second]]
+    mu = _means(vae, ends)
+    t = torch.arange(1, INTERPOLATION_STEPS + 1, dtype=torch.float32).unsqueeze(1) / (INTERPOLATION_STEPS + 1)
+    path_z = torch.cat([mu[:1], (1 - t) * mu[0] + t * mu[1], mu[1:]])  # recon A, points, recon B
+    panels = torch.cat([ends[:1], _decode(vae, path_z), ends[1:]])
+    titles = ["A", "recon A", *(f"t = {i}/{INTERPOLATION_STEPS + 1}" for i in range(1, INTERPOLATION_STEPS + 1)),
+              "recon B", "B"]
+    label_a, label_b = (class_name(data.class_names, int(data.labels[i])) for i in (first, second))
+    save("interpolation.png", image_rows_png(
+        [panels], column_titles=titles,
+        title=f"From a {label_a} to a {label_b}: decoded points on the line between posterior means",
+    ))
+
+    z = torch.randn((SAMPLE_COLUMNS**2, checkpoint.config.model.latent_dim), generator=generator)
+    save("samples.png", image_grid_png(
+        _decode(vae, z), SAMPLE_COLUMNS, title=f"{SAMPLE_COLUMNS**2} samples decoded from z ~ N(0, I)",
+    ))
+
+
+def _test_set(checkpoint: Checkpoint, data_root: Path | None) -> tuple[str, ImageSet]:
+    """The model's own test set when it is known here, else MNIST's, else the offline digits."""
+    from vaecli.data import DATASET_NAMES, TORCHVISION_DATASETS, load_dataset
+    from vaecli.errors import DataError
+
+    name = checkpoint.config.dataset
+    if name not in DATASET_NAMES and not Path(name).expanduser().is_dir():
+        name = "mnist"
+    shape = checkpoint.config.model.image_shape
+    try:
+        return name, load_dataset(name, "test", data_root=data_root, shape=shape)
+    except DataError:
+        if name not in TORCHVISION_DATASETS:
+            raise
+    term.note(
+        f"{name} is not available here (pass --data-root DIR or set VAE_DATA_ROOT to a folder "
+        f"holding {TORCHVISION_DATASETS[name]}/raw); using the offline {FALLBACK_DATASET} test set instead"
+    )
+    return FALLBACK_DATASET, load_dataset(FALLBACK_DATASET, "test", shape=shape)
+
+
+def _two_classes(data: ImageSet, order: torch.Tensor) -> tuple[int, int]:
+    """The first image in `order`, and the next one with another label (if any has one)."""
+    first = int(order[0])
+    for index in order[1:].tolist():
+        if int(data.labels[index]) != int(data.labels[first]):
+            return first, index
+    return first, int(order[1]) if len(order) > 1 else first
+
+
+def _means(model: VAE, images: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    from vaecli.projection import posterior_means
+
+    return torch.from_numpy(posterior_means(model, images))
+
+
+def _decode(model: VAE, z: torch.Tensor) -> torch.Tensor:
+    """The mean of p(x|z) as uint8 (N, C, H, W)."""
+    import torch
+
+    from vaecli.objective import output_to_image
+
+    with torch.no_grad():
+        pixels = output_to_image(model, model.decode(z.to(next(model.parameters()).device)))
+    return pixels.clamp(0, 1).mul(255).round().to(torch.uint8).cpu()

@@ -1,0 +1,242 @@
+"""Matplotlib figures as PNG bytes (Agg canvas, no pyplot): latent scatter, image panels, report."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# Okabe and Ito (2008), "Color Universal Design", black moved last so it does not dominate,
+# then four of Paul Tol's colour-blind-safe "muted" colours to reach 12 distinct classes.
+PALETTE = (
+    "#E69F00",  # orange
+    "#56B4E9",  # sky blue
+    "#009E73",  # bluish green
+    "#F0E442",  # yellow
+    "#0072B2",  # blue
+    "#D55E00",  # vermillion
+    "#CC79A7",  # reddish purple
+    "#000000",  # black
+    "#999999",  # grey
+    "#882255",  # wine
+    "#44AA99",  # teal
+    "#332288",  # indigo
+)
+# Past 12 classes the colours repeat, so each round of the palette gets its own marker.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+DPI = 150
+LEGEND_ROWS = 20  # legend entries per column before another column starts
+
+
+def class_style(index: int) -> tuple[str, str]:
+    """(colour, marker) of class `index`: the same for every figure and every run."""
+    return PALETTE[index % len(PALETTE)], MARKERS[(index // len(PALETTE)) % len(MARKERS)]
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure on an Agg canvas, outside pyplot's global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def figure_png(figure: Figure) -> bytes:
+    """Encode the figure as PNG; without a Software tag the same figure gives the same bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _default_style() -> Any:
+    # Ignores the user's matplotlibrc, so a figure looks (and hashes) the same everywhere.
+    import matplotlib.style
+
+    return matplotlib.style.context("default")
+
+
+def latent_scatter_png(
+    coords: Any,
+    labels: Any,
+    class_names: Sequence[str],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    order: Any = None,
+    class_rows: bool = False,
+) -> bytes:
+    """Scatter (N, 2) points coloured by label with a legend of class names.
+
+    `order` is the drawing order (a permutation), so no class hides under another;
+    `class_rows` puts the class names on the y axis (a 1-D latent drawn one row per class).
+    """
+    import numpy as np
+
+    coords = np.asarray(coords, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    order = np.arange(len(labels)) if order is None else np.asarray(order)
+    present = sorted(set(labels.tolist()))
+    size = float(np.clip(40_000 / max(len(labels), 1), 4, 36))  # marker area in points^2
+    with _default_style():
+        figure = new_figure(7.5, 6.0)
+        ax = figure.add_subplot()
+        drawn = labels[order]
+        styles = [class_style(int(label)) for label in drawn]
+        for marker in sorted({m for _, m in styles}, key=MARKERS.index):
+            # One call per marker keeps the shuffled order within it (usually a single call).
+            pick = np.array([m == marker for _, m in styles], dtype=bool)
+            ax.scatter(
+                coords[order[pick], 0], coords[order[pick], 1], s=size, marker=marker,
+                c=[colour for (colour, m) in styles if m == marker], alpha=0.75, linewidths=0,
+            )
+        handles = [
+            _legend_handle(label, class_names[label] if label < len(class_names) else str(label))
+            for label in present
+        ]
+        ax.legend(
+            handles=handles, title="class", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+            ncols=max(1, math.ceil(len(handles) / LEGEND_ROWS)), frameon=False,
+        )
+        if class_rows:
+            ax.set_yticks(present, [class_names[i] if i < len(class_names) else str(i) for i in present])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(True, linewidth=0.3, alpha=0.5)
+        return figure_png(figure)
+
+
+def _legend_handle(index: int, name: str) -> Any:
+    from matplotlib.lines import Line2D
+
+    colour, marker = class_style(index)
+    return Line2D([], [], linestyle="none", marker=marker, markersize=7, color=colour, label=name)
+
+
+def _show_image(ax: Any, pixels: Any) -> None:
+    """Draw one uint8 (C, H, W) image without axes."""
+    import numpy as np
+
+    array = np.asarray(pixels, dtype=np.uint8)
+    if array.shape[0] == 1:
+        ax.imshow(array[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(array.transpose(1, 2, 0), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def image_rows_png(
+    rows: Sequence[Any],
+    row_titles: Sequence[str] = (),
+    column_titles: Sequence[str] = (),
+    title: str = "",
+    cell_inches: float = 1.0,
+) -> bytes:
+    """A table of images: `rows` is a list of uint8 (N, C, H, W) arrays of equal N."""
+    columns = max(len(row) for row in rows)
+    with _default_style():
+        figure = new_figure(cell_inches * columns + 0.6, cell_inches * len(rows) + 0.5)
+        axes = figure.subplots(len(rows), columns, squeeze=False)
+        for r, row in enumerate(rows):
+            for c in range(columns):
+                ax = axes[r][c]
+                if c < len(row):
+                    _show_image(ax, row[c])
+                else:
+                    ax.set_axis_off()
+                if r == 0 and c < len(column_titles):
+                    ax.set_title(column_titles[c], fontsize=8)
+            if r < len(row_titles):
+                axes[r][0].set_ylabel(row_titles[r], fontsize=9)
+        if title:
+            figure.suptitle(title)
+        return figure_png(figure)
+
+
+def tile(images: Any, columns: int, padding: int = 2, pad_value: int = 128) -> Any:
+    """uint8 (N, C, H, W) images tiled row by row into one (C, H', W') array."""
+    import numpy as np
+
+    images = np.asarray(images, dtype=np.uint8)
+    count, channels, height, width = images.shape
+    columns = max(1, min(columns, count))
+    rows = math.ceil(count / columns)
+    grid = np.full(
+        (channels, rows * (height + padding) - padding, columns * (width + padding) - padding),
+        pad_value, dtype=np.uint8,
+    )
+    for i in range(count):
+        top, left = (i // columns) * (height + padding), (i % columns) * (width + padding)
+        grid[:, top:top + height, left:left + width] = images[i]
+    return grid
+
+
+def image_grid_png(images: Any, columns: int, title: str = "") -> bytes:
+    """One figure holding a tiled grid of uint8 (N, C, H, W) images."""
+    grid = tile(images, columns)
+    height, width = grid.shape[1:]
+    side = 6.0
+    with _default_style():
+        figure = new_figure(side, side * height / width + (0.4 if title else 0.0))
+        ax = figure.add_subplot()
+        _show_image(ax, grid)
+        if title:
+            ax.set_title(title)
+        return figure_png(figure)
+
+
+def loss_curves_png(history: Sequence[dict], title: str = "") -> bytes:
+    """Train and test reconstruction, KL and total loss per epoch, three panels side by side."""
+    epochs = [record["epoch"] for record in history]
+    panels = (
+        ("recon", "reconstruction -log p(x|z)"),
+        ("kl", "KL(q(z|x) || p(z))"),
+        ("loss", "total (train: recon + beta KL)"),
+    )
+    with _default_style():
+        figure = new_figure(11.0, 3.6)
+        axes = figure.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (key, label) in zip(axes, panels):
+            for split, colour, marker in (("train", PALETTE[4], "o"), ("test", PALETTE[5], "s")):
+                values = [record.get(split, {}).get(key, math.nan) for record in history]
+                ax.plot(epochs, values, color=colour, marker=marker, markersize=4, label=split)
+            ax.set_title(label, fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("nats per image")
+            ax.grid(True, linewidth=0.3, alpha=0.5)
+            if len(epochs) < 12:
+                ax.set_xticks(epochs)
+        axes[0].legend(frameon=False)
+        if title:
+            figure.suptitle(title)
+        return figure_png(figure)
+
+
+def kl_bars_png(kl_per_dim: Sequence[float], threshold: float, title: str) -> bytes:
+    """A bar per latent dimension of its average KL; bars at or below threshold are grey."""
+    dims = list(range(1, len(kl_per_dim) + 1))
+    colours = [PALETTE[4] if value > threshold else PALETTE[8] for value in kl_per_dim]
+    with _default_style():
+        figure = new_figure(max(6.0, min(14.0, 0.35 * len(dims) + 2.0)), 4.0)
+        ax = figure.add_subplot()
+        ax.bar(dims, kl_per_dim, color=colours, width=0.8)
+        ax.axhline(threshold, color=PALETTE[5], linewidth=0.8, linestyle="--",
+                   label=f"active above {threshold:g} nats")
+        ax.set_xlabel("latent dimension")
+        ax.set_ylabel("average KL (nats per image)")
+        if len(dims) <= 40:
+            ax.set_xticks(dims)
+        ax.set_xlim(0.4, len(dims) + 0.6)
+        ax.legend(frameon=False, loc="upper right")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, axis="y", linewidth=0.3, alpha=0.5)
+        return figure_png(figure)

@@ -1,0 +1,102 @@
+"""Posterior means of labelled images, reduced to two coordinates for a scatter, and as CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vaecli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from vaecli.models import VAE
+
+ENCODE_BATCH = 500  # images per forward pass: bounds memory on the full 10,000-image test set
+
+
+@dataclass
+class Projection:
+    """Two coordinates per image and what they mean."""
+
+    coords: Any  # float64 (N, 2)
+    xlabel: str
+    ylabel: str
+    explained: tuple[float, float]  # share of the means' total variance along x and y
+    class_rows: bool = False  # y is the class index (a 1-D latent), not a latent direction
+
+
+def posterior_means(model: VAE, images: torch.Tensor) -> Any:
+    """The mean of q(z|x) for uint8 images (N, C, H, W): a float32 numpy array (N, latent)."""
+    import torch
+
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        chunks = [
+            model.encode(batch.to(device).float().div_(255.0))[0].float().cpu()
+            for batch in images.split(ENCODE_BATCH)
+        ]
+    return torch.cat(chunks).numpy()
+
+
+def project_2d(means: Any, labels: Any) -> Projection:
+    """PCA to 2-D when the latent has more than two dimensions; the latent itself otherwise.
+
+    A 1-D latent is drawn against the class index, one row per class.
+    """
+    import numpy as np
+
+    means = np.asarray(means, dtype=np.float64)
+    count, latent = means.shape
+    if latent == 1:
+        return Projection(
+            np.column_stack([means[:, 0], np.asarray(labels, dtype=np.float64)]),
+            "z1 (posterior mean; the latent is 1-D)", "class", (1.0, 0.0), class_rows=True,
+        )
+    if latent == 2:
+        shares = _shares(means.var(axis=0), means)
+        return Projection(means.copy(), _axis("z1", shares[0]), _axis("z2", shares[1]), shares)
+    if count < 2:
+        raise UsageError(f"PCA needs at least 2 images, got {count}; raise --limit")
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2, svd_solver="full")
+    with warnings.catch_warnings():
+        # All-equal means (a collapsed posterior) make sklearn divide 0 by 0; _shares copes.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        coords = pca.fit_transform(means)
+    shares = _shares(pca.explained_variance_ * (count - 1) / count, means)
+    return Projection(coords, _axis("PC1", shares[0]), _axis("PC2", shares[1]), shares)
+
+
+def _shares(variances: Any, means: Any) -> tuple[float, float]:
+    total = float(means.var(axis=0).sum())
+    if not total > 0:
+        return (0.0, 0.0)
+    return (float(variances[0]) / total, float(variances[1]) / total)
+
+
+def _axis(name: str, share: float) -> str:
+    return f"{name} ({100 * share:.1f}% of variance)"
+
+
+def class_name(class_names: list[str], label: int) -> str:
+    return class_names[label] if 0 <= label < len(class_names) else str(label)
+
+
+def points_csv(projection: Projection, means: Any, labels: Any, class_names: list[str]) -> bytes:
+    """One row per image: index, label, class, x, y, mu_1..mu_d, under a header row."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    latent = means.shape[1]
+    writer.writerow(["index", "label", "class", "x", "y", *(f"mu_{i}" for i in range(1, latent + 1))])
+    for index, (label, (x, y), mu) in enumerate(zip(labels.tolist(), projection.coords, means)):
+        # 9 significant digits round-trip a float32 exactly.
+        writer.writerow(
+            [index, label, class_name(class_names, label), f"{x:.9g}", f"{y:.9g}",
+             *(f"{float(v):.9g}" for v in mu)]
+        )
+    return buffer.getvalue().encode("utf-8")
