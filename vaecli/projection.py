@@ -11,12 +11,8 @@ from typing import TYPE_CHECKING, Any
 from vaecli.errors import UsageError
 
 if TYPE_CHECKING:
-    import torch
 
-    from vaecli.models import VAE
-
-ENCODE_BATCH = 500  # images per forward pass: bounds memory on the full 10,000-image test set
-
+    pass
 
 @dataclass
 class Projection:
@@ -27,19 +23,6 @@ class Projection:
     ylabel: str
     explained: tuple[float, float]  # share of the means' total variance along x and y
     class_rows: bool = False  # y is the class index (a 1-D latent), not a latent direction
-
-
-def posterior_means(model: VAE, images: torch.Tensor) -> Any:
-    """The mean of q(z|x) for uint8 images (N, C, H, W): a float32 numpy array (N, latent)."""
-    import torch
-
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        chunks = [
-            model.encode(batch.to(device).float().div_(255.0))[0].float().cpu()
-            for batch in images.split(ENCODE_BATCH)
-        ]
-    return torch.cat(chunks).numpy()
 
 
 def project_2d(means: Any, labels: Any) -> Projection:
@@ -93,7 +76,7 @@ def points_csv(projection: Projection, means: Any, labels: Any, class_names: lis
     writer = csv.writer(buffer, lineterminator="\n")
     latent = means.shape[1]
     writer.writerow(["index", "label", "class", "x", "y", *(f"mu_{i}" for i in range(1, latent + 1))])
-    for index, (label, (x, y), mu) in enumerate(zip(labels.tolist(), projection.coords, means)):
+    for index, (label, (x, y), mu) in enumerate(zip(labels.tolist(), projection.coords, means, strict=True)):
         # 9 significant digits round-trip a float32 exactly.
         writer.writerow(
             [index, label, class_name(class_names, label), f"{x:.9g}", f"{y:.9g}",

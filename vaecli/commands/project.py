@@ -66,15 +66,14 @@ def project_command(
     check_output(out, "--out")
     if points is not None:
         check_output(str(points), "--points")
-    from vaecli.checkpoint import load_checkpoint, resolve_model, write_atomic
+    from vaecli.checkpoint import write_atomic
     from vaecli.data import load_dataset
-    from vaecli.device import resolve_device
+    from vaecli.latent import open_model
     from vaecli.projection import points_csv
 
-    path, note = resolve_model(model)
+    checkpoint, note = open_model(model, device)
     if note:
         term.note(note)
-    checkpoint = load_checkpoint(path, resolve_device(device))
     name = dataset or checkpoint.config.dataset
     data = load_dataset(name, split.value, data_root=data_root,
                         shape=checkpoint.config.model.image_shape, limit=limit)
@@ -105,10 +104,11 @@ def draw_projection(model: VAE, data: ImageSet, what: str, seed: int) -> tuple[b
     """Encode every image, project the means to 2-D and draw the scatter: (PNG bytes, projection, means)."""
     import torch
 
+    from vaecli.latent import posterior_means
     from vaecli.plots import latent_scatter_png
-    from vaecli.projection import posterior_means, project_2d
+    from vaecli.projection import project_2d
 
-    means = posterior_means(model, data.images)
+    means = posterior_means(model, data.images).numpy()
     projection = project_2d(means, data.labels.numpy())
     # A seeded drawing order, so no class sits on top of all the others.
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).numpy()

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
     from vaecli.checkpoint import Checkpoint
     from vaecli.data import ImageSet
-    from vaecli.models import VAE
 
 RECONSTRUCTIONS = 8  # test images shown beside their reconstructions
 INTERPOLATION_STEPS = 5  # decoded points strictly between the two posterior means
@@ -52,16 +51,15 @@ def tour_command(
         raise UsageError(f"--out {out}: exists and is not a folder; choose another output folder")
     import torch
 
-    from vaecli.checkpoint import load_checkpoint, resolve_model, write_atomic
+    from vaecli.checkpoint import write_atomic
     from vaecli.commands.project import dataset_label, describe, draw_projection
-    from vaecli.device import resolve_device
+    from vaecli.latent import decode_to_pixels, interpolate, open_model, posterior_means, sample_prior
     from vaecli.plots import image_grid_png, image_rows_png
     from vaecli.projection import class_name
 
-    path, note = resolve_model(model)
+    checkpoint, note = open_model(model, device)
     if note:
         term.note(note)
-    checkpoint = load_checkpoint(path, resolve_device(device))
     name, data = _test_set(checkpoint, data_root)
     vae = checkpoint.model
     generator = torch.Generator().manual_seed(seed)
@@ -78,16 +76,15 @@ def tour_command(
     pick = torch.randperm(len(data), generator=generator)
     shown = data.images[pick[:RECONSTRUCTIONS]]
     save("reconstructions.png", image_rows_png(
-        [shown, _decode(vae, _means(vae, shown))], row_titles=("input", "reconstruction"),
+        [shown, decode_to_pixels(vae, posterior_means(vae, shown))], row_titles=("input", "reconstruction"),
         title=f"Reconstructions of {len(shown)} {what} images (decoded posterior means)",
     ))
 
     first, second = _two_classes(data, pick)
     ends = data.images[[first, second]]
-    mu = _means(vae, ends)
-    t = torch.arange(1, INTERPOLATION_STEPS + 1, dtype=torch.float32).unsqueeze(1) / (INTERPOLATION_STEPS + 1)
-    path_z = torch.cat([mu[:1], (1 - t) * mu[0] + t * mu[1], mu[1:]])  # recon A, points, recon B
-    panels = torch.cat([ends[:1], _decode(vae, path_z), ends[1:]])
+    mu = posterior_means(vae, ends)
+    path_z = torch.cat([mu[:1], interpolate(mu[0], mu[1], INTERPOLATION_STEPS), mu[1:]])  # recon A, points, recon B
+    panels = torch.cat([ends[:1], decode_to_pixels(vae, path_z), ends[1:]])
     titles = ["A", "recon A", *(f"t = {i}/{INTERPOLATION_STEPS + 1}" for i in range(1, INTERPOLATION_STEPS + 1)),
               "recon B", "B"]
     label_a, label_b = (class_name(data.class_names, int(data.labels[i])) for i in (first, second))
@@ -96,9 +93,9 @@ def tour_command(
         title=f"From a {label_a} to a {label_b}: decoded points on the line between posterior means",
     ))
 
-    z = torch.randn((SAMPLE_COLUMNS**2, checkpoint.config.model.latent_dim), generator=generator)
+    z = sample_prior(SAMPLE_COLUMNS**2, checkpoint.config.model.latent_dim, 1.0, generator)
     save("samples.png", image_grid_png(
-        _decode(vae, z), SAMPLE_COLUMNS, title=f"{SAMPLE_COLUMNS**2} samples decoded from z ~ N(0, I)",
+        decode_to_pixels(vae, z), SAMPLE_COLUMNS, title=f"{SAMPLE_COLUMNS**2} samples decoded from z ~ N(0, I)",
     ))
 
 
@@ -130,22 +127,3 @@ def _two_classes(data: ImageSet, order: torch.Tensor) -> tuple[int, int]:
         if int(data.labels[index]) != int(data.labels[first]):
             return first, index
     return first, int(order[1]) if len(order) > 1 else first
-
-
-def _means(model: VAE, images: torch.Tensor) -> torch.Tensor:
-    import torch
-
-    from vaecli.projection import posterior_means
-
-    return torch.from_numpy(posterior_means(model, images))
-
-
-def _decode(model: VAE, z: torch.Tensor) -> torch.Tensor:
-    """The mean of p(x|z) as uint8 (N, C, H, W)."""
-    import torch
-
-    from vaecli.objective import output_to_image
-
-    with torch.no_grad():
-        pixels = output_to_image(model, model.decode(z.to(next(model.parameters()).device)))
-    return pixels.clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
