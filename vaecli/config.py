@@ -16,7 +16,7 @@ MAX_HIDDEN = 16384
 LIKELIHOODS = ("bernoulli", "gaussian")
 # The architecture registry: a new one joins with one entry, name -> builder in vaecli.models.
 # It lives here, not in models.py, so help and completion list the names without importing torch.
-ARCHITECTURES = {"mlp": "build_mlp", "cnn": "build_cnn"}
+ARCHITECTURES = {"mlp": "build_mlp", "cnn": "build_cnn", "resnet": "build_resnet"}
 
 
 @dataclass

@@ -96,7 +96,7 @@ def build_cnn(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
     flat = widths[-1] * last_h * last_w
 
     encoder_layers: list[nn.Module] = []
-    for c_in, c_out in zip(widths[:-1], widths[1:]):
+    for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
         encoder_layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.SiLU()]
     encoder = nn.Sequential(
         *encoder_layers,
@@ -124,6 +124,57 @@ def build_cnn(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
         )
         if stage > 1:
             decoder_layers.append(nn.SiLU())
+    return encoder, nn.Sequential(*decoder_layers)
+
+
+class ResidualBlock(nn.Module):
+    """x + f(x) with two 3x3 convolutions (pre-activation, He et al. 2016)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def build_resnet(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    """Stride-2 convolutions down to about 8 pixels, a residual block after each, and a mirror."""
+    base = config.hidden or 32
+    sizes = [(config.height, config.width)]
+    while len(sizes) < 2 or (max(sizes[-1]) > 8 and len(sizes) <= 4):
+        sizes.append((math.ceil(sizes[-1][0] / 2), math.ceil(sizes[-1][1] / 2)))
+    stages = len(sizes) - 1
+    widths = [config.channels] + [base * min(2**i, 4) for i in range(stages)]
+    last_h, last_w = sizes[-1]
+    flat = widths[-1] * last_h * last_w
+    dense = 256
+
+    encoder_layers: list[nn.Module] = []
+    for stage in range(1, stages + 1):
+        encoder_layers += [
+            nn.Conv2d(widths[stage - 1], widths[stage], 3, stride=2, padding=1),
+            ResidualBlock(widths[stage]),
+            nn.SiLU(),
+        ]
+    encoder = nn.Sequential(
+        *encoder_layers, nn.Flatten(), nn.Linear(flat, dense), nn.SiLU(), nn.Linear(dense, 2 * config.latent_dim),
+    )
+    decoder_layers: list[nn.Module] = [
+        nn.Linear(config.latent_dim, dense), nn.SiLU(), nn.Linear(dense, flat),
+        nn.Unflatten(1, (widths[-1], last_h, last_w)),
+    ]
+    for stage in range(stages, 0, -1):
+        (h_in, w_in), (h_out, w_out) = sizes[stage], sizes[stage - 1]
+        padding = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))
+        decoder_layers += [
+            ResidualBlock(widths[stage]),
+            nn.SiLU(),
+            nn.ConvTranspose2d(widths[stage], widths[stage - 1], 3, stride=2, padding=1, output_padding=padding),
+        ]
     return encoder, nn.Sequential(*decoder_layers)
 
 
