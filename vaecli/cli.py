@@ -85,6 +85,8 @@ app = typer.Typer(
     help="Train Variational Autoencoders on images and use them from the shell.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich's help renderer costs ~60 ms of imports per call
+    add_completion=False,  # static scripts instead: `vae completion SHELL` (no Python per TAB)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -119,6 +121,20 @@ def _register() -> None:
 
     app.command("train")(train.train_command)
     app.command("info")(info.info_command)
+    from vaecli.commands import completion
+
+    app.command("completion")(completion.completion_command)
+    from vaecli.commands import decode, encode, interpolate, reconstruct, sample
+
+    app.command("sample")(sample.sample_command)
+    app.command("reconstruct")(reconstruct.reconstruct_command)
+    app.command("interpolate")(interpolate.interpolate_command)
+    app.command("encode")(encode.encode_command)
+    app.command("decode")(decode.decode_command)
+    from vaecli.commands import project, tour
+
+    app.command("project")(project.project_command)
+    app.command("tour")(tour.tour_command)
 
 
 _register()

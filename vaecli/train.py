@@ -55,6 +55,9 @@ def start_run(config: TrainConfig, device: torch.device, resume: Checkpoint | No
         model = build_model(config.model).to(device)
     else:
         model = resume.model.to(device)
+    if device.type == "cpu":
+        # oneDNN's convolutions run about a third faster on channels-last weights here.
+        model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config, device)
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed)

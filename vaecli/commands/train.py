@@ -71,6 +71,12 @@ def train_command(
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
     json_lines: JsonOption = False,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", file_okay=False, show_default=False,
+                     help="Folder for the report (<name>-losses.png, <name>-kl.png) [default: beside the checkpoint]"),
+    ] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Write no loss-curve or KL report.")] = False,
 ) -> None:
     """Train a VAE and write a safetensors checkpoint after every epoch.
 
@@ -101,8 +107,12 @@ def train_command(
         if changed:
             flag = "--" + changed[0].replace("_", "-")
             raise UsageError(f"{flag} cannot change when resuming; the checkpoint fixes it (only --epochs may)")
-    _train(ctx, config if resume is None else None, resume, epochs if _given(ctx, "epochs") else None,
-           out if (_given(ctx, "out") or resume is None) else resume, data_root, device, json_lines)
+    target = out if (_given(ctx, "out") or resume is None) else resume
+    from vaecli.report import report_after_training
+
+    with report_after_training(target, report, not no_report, lambda p: term.note(f"report: {p}"), term.warn):
+        _train(ctx, config if resume is None else None, resume, epochs if _given(ctx, "epochs") else None,
+               target, data_root, device, json_lines)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
