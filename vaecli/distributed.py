@@ -26,6 +26,9 @@ class World:
         return self.size > 1
 
 
+SINGLE_PROCESS = World()
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 

@@ -37,18 +37,22 @@ class VAE(nn.Module):
         return self.decoder(z)
 
     def forward(
-        self, x: torch.Tensor, generator: torch.Generator | None = None
+        self, x: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decoder output for one z ~ q(z|x) per image, with the posterior's mean and log-variance."""
         mu, logvar = self.encode(x)
-        z = reparameterize(mu, logvar, generator)
+        z = reparameterize(mu, logvar, generator, noise)
         return self.decode(z), mu, logvar
 
 
 def reparameterize(
-    mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """z = mu + sigma * eps (Kingma and Welling 2014, eq. 10), eps drawn on mu's device."""
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    """z = mu + sigma * eps (Kingma and Welling 2014, eq. 10); eps is drawn on mu's device unless given."""
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype) if noise is None else noise
     return mu + eps * torch.exp(0.5 * logvar)
 
 

@@ -13,9 +13,10 @@ import torch
 from vaecli.checkpoint import Checkpoint, build_metadata, save_checkpoint
 from vaecli.config import TrainConfig
 from vaecli.data import ImageSet
+from vaecli.distributed import SINGLE_PROCESS, World, barrier, shard, sum_across
 from vaecli.errors import TrainingError
 from vaecli.models import VAE, build_model
-from vaecli.objective import elbo_terms, kl_per_dimension, reconstruction_nll
+from vaecli.objective import kl_per_dimension, kl_to_standard_normal, reconstruction_nll
 
 EVAL_SEED = 2024  # test-loss noise is drawn from its own fixed stream, apart from training's
 EVAL_BATCH = 1000
@@ -128,55 +129,70 @@ def fit(
     on_progress: Callable[[Progress], None] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     progress_every_s: float = 0.2,
+    world: World = SINGLE_PROCESS,
 ) -> TrainingRun:
-    """Train until `config.epochs`, writing the checkpoint atomically after every epoch."""
+    """Train until `config.epochs`, writing the checkpoint atomically after every epoch.
+
+    Under torchrun every rank runs this on its shard of each global batch; rank 0 alone tests and saves.
+    """
     model, optimizer, generator = run.model, run.optimizer, run.generator
     device = next(model.parameters()).device
+    net = model if not world.distributed else _data_parallel(model, device)
     images = train_set.images.to(device)
     n = images.shape[0]
     batch = min(config.batch_size, n)
     steps_per_epoch = math.ceil(n / batch)
     total_steps = steps_per_epoch * config.epochs
-    test_pixels = _test_pixels(config, test_set, device)
+    test_pixels = _test_pixels(config, test_set, device) if world.is_main else None
 
     for epoch in range(run.epochs_done, config.epochs):
         model.train()
         started = time.perf_counter()
         last_report = started
         sums = torch.zeros(3, dtype=torch.float64, device=device)
+        seen = 0
         order = torch.randperm(n, generator=generator, device=device)
         for step in range(steps_per_epoch):
             index = order[step * batch : (step + 1) * batch]
             x = to_pixels(images[index])
             if config.binarize:
                 x = torch.bernoulli(x, generator=generator)
+            # Noise for the whole global batch from the stream all ranks share: a sharded step
+            # then computes what one process would, and the generator states stay equal.
+            noise = torch.randn((x.shape[0], config.model.latent_dim), generator=generator, device=device)
+            global_count = x.shape[0]
+            mine = shard(x, world)
+            x, noise = x[mine], noise[mine]
             global_step = epoch * steps_per_epoch + step
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, global_step / total_steps)
             beta = kl_weight(config, epoch + step / steps_per_epoch)
 
-            recon, kl = elbo_terms(model, x, generator)
-            loss = (recon + beta * kl).mean()
+            output, mu, logvar = net(x, noise=noise)
+            recon, kl = reconstruction_nll(model, output, x), kl_to_standard_normal(mu, logvar)
+            total = (recon + beta * kl).sum()
+            # DDP averages gradients over ranks, so each rank scales its sum to the global mean.
+            loss = total * (world.size / global_count)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
 
             with torch.no_grad():
-                count = x.shape[0]
-                sums += torch.stack([recon.sum(), kl.sum(), loss * count]).double()
-            if not math.isfinite(float(loss.detach())):
+                sums += torch.stack([recon.sum(), kl.sum(), total]).double()
+            seen += x.shape[0]
+            if not math.isfinite(float(total.detach())):
                 raise TrainingError(
-                    f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; "
+                    f"the loss became {float(total.detach())} at epoch {epoch + 1}, step {step + 1}; "
                     f"the checkpoint keeps the last good epoch. Try a lower --lr (now {config.lr:g})"
                 )
             now = time.perf_counter()
             if on_progress is not None and (now - last_report >= progress_every_s or step + 1 == steps_per_epoch):
                 last_report = now
                 done = min((step + 1) * batch, n)
-                on_progress(Progress(epoch + 1, config.epochs, done, n, float(sums[2]) / done, now - started))
+                on_progress(Progress(epoch + 1, config.epochs, done, n, float(sums[2]) / max(seen, 1), now - started))
         train_seconds = time.perf_counter() - started
+        sums = sum_across(sums, world)
         recon_sum, kl_sum, loss_sum = (float(v) / n for v in sums)
-        test = evaluate(model, test_pixels)
         record = {
             "epoch": epoch + 1,
             "elapsed_s": round(time.perf_counter() - started, 3),
@@ -184,16 +200,22 @@ def fit(
             "lr": optimizer.param_groups[0]["lr"],
             "beta": beta,
             "train": {"recon": recon_sum, "kl": kl_sum, "loss": loss_sum},
-            "test": test,
+            "test": evaluate(model, test_pixels) if world.is_main else None,
         }
         run.history.append(record)
-        meta = build_metadata(
-            config, epochs_done=run.epochs_done, history=run.history, **(extra_meta or {})
-        )
-        save_checkpoint(out, model, meta, optimizer_tensors(run), generator.get_state())
-        if on_epoch is not None:
-            on_epoch(record)
+        if world.is_main:
+            meta = build_metadata(config, epochs_done=run.epochs_done, history=run.history, **(extra_meta or {}))
+            save_checkpoint(out, model, meta, optimizer_tensors(run), generator.get_state())
+            if on_epoch is not None:
+                on_epoch(record)
+        barrier(world)
     return run
+
+
+def _data_parallel(model: VAE, device: torch.device) -> torch.nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _test_pixels(config: TrainConfig, test_set: ImageSet, device: torch.device) -> torch.Tensor:

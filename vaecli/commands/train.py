@@ -40,7 +40,8 @@ def train_command(
         int, typer.Option("--hidden", help="Network width (mlp: first layer; cnn: first channels); 0 = default.")
     ] = 0,
     channels: Annotated[
-        Optional[int], typer.Option("--channels", help="1 (grey) or 3 (RGB); default: the dataset's.", show_default=False)
+        Optional[int],
+        typer.Option("--channels", help="1 (grey) or 3 (RGB); default: the dataset's.", show_default=False),
     ] = None,
     image_size: Annotated[
         Optional[int], typer.Option("--image-size", help="Square side in pixels; default: 28.", show_default=False)
@@ -66,7 +67,12 @@ def train_command(
     ),
     resume: Annotated[
         Optional[Path],
-        typer.Option("--resume", help="Continue training this checkpoint (writes back to it unless --out).", show_default=False),
+        typer.Option(
+            "--resume",
+            help="Continue this checkpoint exactly (writes back to it unless --out). A cosine schedule "
+            "depends on the total epochs, so extending it with --epochs re-plans the remaining steps.",
+            show_default=False,
+        ),
     ] = None,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
@@ -126,10 +132,12 @@ def _train(ctx: typer.Context, config: Any, resume: Path | None, epochs: int | N
 
     from vaecli.checkpoint import load_checkpoint
     from vaecli.data import load_dataset
-    from vaecli.device import resolve_device
+    from vaecli.distributed import join, leave
     from vaecli.train import fit, start_run
 
-    device = resolve_device(device_name)
+    world, device = join(device_name)
+    if not world.is_main:
+        term.quiet, json_lines = True, False  # under torchrun rank 0 alone reports
     checkpoint = None
     if resume is not None:
         checkpoint = load_checkpoint(resume, device, training_state=True)
@@ -165,7 +173,7 @@ def _train(ctx: typer.Context, config: Any, resume: Path | None, epochs: int | N
 
         try:
             fit(config, run, train_set, test_set, out, extra_meta=extra,
-                on_progress=on_progress, on_epoch=on_epoch)
+                on_progress=on_progress, on_epoch=on_epoch, world=world)
         except KeyboardInterrupt as exc:
             code = ExitCode.TERMINATED if isinstance(exc, _Terminated) else ExitCode.INTERRUPTED
             if run.epochs_done == 0 or (checkpoint and run.epochs_done == checkpoint.epochs_done and out != resume):
@@ -176,7 +184,9 @@ def _train(ctx: typer.Context, config: Any, resume: Path | None, epochs: int | N
                 f"Resume with: vae train --resume {shlex.quote(str(out))}",
                 code,
             ) from None
-    if not json_lines:
+        finally:
+            leave(world)
+    if world.is_main and not json_lines:
         term.emit(str(out))
 
 
