@@ -200,13 +200,10 @@ def _fish_flags(option: OptionSpec) -> str:
     for name in option.names:
         parts.append(f"-l {name[2:]}" if name.startswith("--") else f"-s {name[1:]}")
     if option.takes_value:
-        parts.append("-r")
+        # -x: a value is required and is not a file; -r -F: a value that may be a path.
+        parts.append("-r -F" if option.paths else "-x")
         if option.words:
             parts.append(f"-a '{' '.join(option.words)}'")
-        if option.paths:
-            parts.append("-F")
-        elif not option.words:
-            parts.append("-x")
     parts.append(f"-d '{_plain(option.help)}'")
     return " ".join(parts)
 
