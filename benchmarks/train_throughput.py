@@ -14,13 +14,14 @@ from pathlib import Path
 
 import torch
 
-from _common import data_root, matmul_peak_gflops, private_mnist_copy
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.data import load_dataset
 from vaecli.device import resolve_device
 from vaecli.models import build_model
 from vaecli.objective import elbo_terms
 from vaecli.train import fit, start_run
+
+from _common import data_root, matmul_peak_gflops, private_mnist_copy
 
 
 def vaecli_epoch(config: TrainConfig, train_set, test_set, device, out: Path) -> float:

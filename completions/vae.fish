@@ -94,7 +94,7 @@ complete -c vae -n '__fish_seen_subcommand_from train' -l arch -x -a 'mlp cnn re
 complete -c vae -n '__fish_seen_subcommand_from train' -l dataset -r -F -a 'mnist fashion-mnist kmnist digits' -d 'mnist, fashion-mnist, kmnist, digits (offline, bundled with scikit-learn), or a '
 complete -c vae -n '__fish_seen_subcommand_from train' -l data-root -r -F -d 'Where torchvision datasets are found or downloaded (default VAE_DATA_ROOT, else '
 complete -c vae -n '__fish_seen_subcommand_from train' -l latent-dim -x -d 'Size of z.'
-complete -c vae -n '__fish_seen_subcommand_from train' -l hidden -x -d 'Network width (mlp first layer; cnn first channels); 0 = default.'
+complete -c vae -n '__fish_seen_subcommand_from train' -l hidden -x -d 'Network width (mlp first layer, default 512; cnn/resnet first channels, 32).'
 complete -c vae -n '__fish_seen_subcommand_from train' -l channels -x -d '1 (grey) or 3 (RGB); default the datasets.'
 complete -c vae -n '__fish_seen_subcommand_from train' -l image-size -x -d 'Square side in pixels; default 28.'
 complete -c vae -n '__fish_seen_subcommand_from train' -l likelihood -r -F -d 'bernoulli (pixels in 0, 1) or gaussian (learned variance).'

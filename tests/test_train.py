@@ -93,7 +93,7 @@ def test_checkpoint_metadata_is_complete_and_rebuilds_the_model(cli, tmp_path):
     z = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(first.model.decode(z), second.model.decode(z))
-    for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
+    for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
 

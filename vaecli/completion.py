@@ -181,9 +181,8 @@ def fish_script(root: list[OptionSpec], commands: list[CommandSpec]) -> str:
     for option in root:
         lines.append(f"complete -c vae -n 'not __fish_seen_subcommand_from {names}' {_fish_flags(option)}")
     for command in commands:
-        lines.append(
-            f"complete -c vae -n 'not __fish_seen_subcommand_from {names}' -a {command.name} -d '{_plain(command.help)}'"
-        )
+        top = f"complete -c vae -n 'not __fish_seen_subcommand_from {names}'"
+        lines.append(f"{top} -a {command.name} -d '{_plain(command.help)}'")
     for command in commands:
         condition = f"-n '__fish_seen_subcommand_from {command.name}'"
         for option in command.options:

@@ -17,6 +17,8 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 # The architecture registry: a new one joins with one entry, name -> builder in vaecli.models.
 # It lives here, not in models.py, so help and completion list the names without importing torch.
 ARCHITECTURES = {"mlp": "build_mlp", "cnn": "build_cnn", "resnet": "build_resnet"}
+# Width used when --hidden is 0: mlp's first hidden layer, or the first convolution's channels.
+DEFAULT_HIDDEN = {"mlp": 512, "cnn": 32, "resnet": 32}
 
 
 @dataclass
@@ -28,8 +30,13 @@ class ModelConfig:
     channels: int = 1  # 1 grey, 3 RGB
     height: int = 28  # input height in pixels
     width: int = 28  # input width in pixels
-    hidden: int = 0  # width of the widest hidden layer; 0 takes the architecture's default
+    hidden: int = 0  # network width (see DEFAULT_HIDDEN); 0 is replaced by the architecture's default
     likelihood: str = "bernoulli"  # p(x|z): bernoulli on [0, 1] pixels, or gaussian
+
+    def __post_init__(self) -> None:
+        # Store the width actually used, so a later change of default cannot change a saved model.
+        if self.hidden == 0:
+            self.hidden = DEFAULT_HIDDEN.get(self.arch, 0)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

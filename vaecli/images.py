@@ -277,7 +277,7 @@ def write_numbered(
 ) -> Iterator[Path]:
     """Write each uint8 (C, H, W) image as its own PNG, yielding each path once it is complete."""
     folder = ensure_folder(folder)
-    for path, pixels in zip(numbered_names(folder, prefix, len(images), force), images):
+    for path, pixels in zip(numbered_names(folder, prefix, len(images), force), images, strict=True):
         yield write_bytes(path, png_bytes(pixels, scale))
 
 

@@ -58,7 +58,7 @@ def reparameterize(
 
 def build_mlp(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
     """Two hidden layers each way, widths hidden and hidden/2."""
-    wide = config.hidden or 512
+    wide = config.hidden
     narrow = max(wide // 2, 1)
     pixels = config.channels * config.height * config.width
     encoder = nn.Sequential(
@@ -91,7 +91,7 @@ def conv_stage_sizes(height: int, width: int) -> list[tuple[int, int]]:
 
 def build_cnn(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
     """Stride-2 3x3 convolutions (channels doubling per stage), a dense bottleneck, and a mirror."""
-    base = config.hidden or 32
+    base = config.hidden
     sizes = conv_stage_sizes(config.height, config.width)
     stages = len(sizes) - 1
     widths = [config.channels] + [min(base * 2**i, 512) for i in range(stages)]
@@ -147,7 +147,7 @@ class ResidualBlock(nn.Module):
 
 def build_resnet(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
     """Stride-2 convolutions down to about 8 pixels, a residual block after each, and a mirror."""
-    base = config.hidden or 32
+    base = config.hidden
     sizes = [(config.height, config.width)]
     while len(sizes) < 2 or (max(sizes[-1]) > 8 and len(sizes) <= 4):
         sizes.append((math.ceil(sizes[-1][0] / 2), math.ceil(sizes[-1][1] / 2)))

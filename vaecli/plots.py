@@ -205,7 +205,7 @@ def loss_curves_png(history: Sequence[dict], title: str = "") -> bytes:
     with _default_style():
         figure = new_figure(11.0, 3.6)
         axes = figure.subplots(1, len(panels), squeeze=False)[0]
-        for ax, (key, label) in zip(axes, panels):
+        for ax, (key, label) in zip(axes, panels, strict=True):
             for split, colour, marker in (("train", PALETTE[4], "o"), ("test", PALETTE[5], "s")):
                 values = [record.get(split, {}).get(key, math.nan) for record in history]
                 ax.plot(epochs, values, color=colour, marker=marker, markersize=4, label=split)

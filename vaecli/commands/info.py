@@ -49,7 +49,7 @@ def _print_table(path: str, meta: dict) -> None:
     rows = [
         ("file", path),
         ("format", f"{meta.get('format')} v{meta.get('format_version')} (vaecli {meta.get('vaecli_version')})"),
-        ("architecture", f"{model.get('arch')} (hidden {model.get('hidden') or 'default'})"),
+        ("architecture", f"{model.get('arch')} (hidden {model.get('hidden')})"),
         ("latent dim", str(model.get("latent_dim"))),
         ("image shape", " x ".join(str(v) for v in meta.get("image_shape", []))),
         ("likelihood", str(model.get("likelihood"))),
@@ -59,8 +59,9 @@ def _print_table(path: str, meta: dict) -> None:
     ]
     if last:
         test = last.get("test", {})
-        rows.append(("test loss", f"{test.get('loss', float('nan')):.2f} nats "
-                                  f"(recon {test.get('recon', float('nan')):.2f}, KL {test.get('kl', float('nan')):.2f})"))
+        nan = float("nan")
+        rows.append(("test loss", f"{test.get('loss', nan):.2f} nats "
+                                  f"(recon {test.get('recon', nan):.2f}, KL {test.get('kl', nan):.2f})"))
         if "active_units" in test:
             rows.append(("active units", f"{test['active_units']} of {model.get('latent_dim')} (KL > 0.01 nats)"))
     if meta.get("command"):

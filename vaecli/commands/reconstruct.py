@@ -81,7 +81,7 @@ def reconstruct_command(
         term.note(line)
     recons = decode_to_pixels(checkpoint.model, posterior_means(checkpoint.model, inputs.pixels))
     if folder is not None:
-        for name, pixels in zip(unique_names(inputs.names), recons):
+        for name, pixels in zip(unique_names(inputs.names), recons, strict=True):
             term.emit(str(write_bytes(folder / f"recon-{name}.png", png_bytes(pixels, scale))))
     if compare is not None:
         figure = png_bytes(comparison(inputs.pixels, recons, nrow), scale)
@@ -111,5 +111,5 @@ def comparison(inputs: torch.Tensor, recons: torch.Tensor, nrow: int | None) -> 
 
     from vaecli.images import GRID_PADDING, make_grid
 
-    pairs = np.stack([make_grid(np.stack([x, r]), nrow=2) for x, r in zip(inputs.numpy(), recons.numpy())])
+    pairs = np.stack([make_grid(np.stack([x, r]), nrow=2) for x, r in zip(inputs.numpy(), recons.numpy(), strict=True)])
     return make_grid(pairs, nrow, padding=3 * GRID_PADDING)

@@ -43,7 +43,8 @@ ForceOption = Annotated[
 def sample_command(
     count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many images to draw.")] = 16,
     temperature: Annotated[
-        float, typer.Option("--temperature", "-t", help="Standard deviation of z; below 1 gives cleaner, less varied images.")
+        float,
+        typer.Option("--temperature", "-t", help="Standard deviation of z; below 1 gives cleaner, less varied images."),
     ] = 1.0,
     out: OutFolderOption = ".",
     grid: GridOption = None,

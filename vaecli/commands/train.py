@@ -37,7 +37,8 @@ def train_command(
     data_root: DataRootOption = None,
     latent_dim: Annotated[int, typer.Option("--latent-dim", help="Size of z.")] = 10,
     hidden: Annotated[
-        int, typer.Option("--hidden", help="Network width (mlp: first layer; cnn: first channels); 0 = default.")
+        int,
+        typer.Option("--hidden", help="Network width (mlp: first layer, default 512; cnn/resnet: first channels, 32)."),
     ] = 0,
     channels: Annotated[
         Optional[int],
