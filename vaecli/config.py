@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,23 @@ class TrainConfig:
         _check_range("warm-up epochs", self.warmup, 0, 100_000, "--warmup")
         if self.limit is not None:
             _check_range("limit", self.limit, 1, 10**9, "--limit")
+
+
+def train_command_line(config: TrainConfig) -> str:
+    """The full `vae train` command that reproduces this config from scratch."""
+    m = config.model
+    parts = [
+        "vae", "train", "--arch", m.arch, "--dataset", config.dataset, "--latent-dim", str(m.latent_dim),
+        "--hidden", str(m.hidden), "--channels", str(m.channels), "--image-size", str(m.height),
+        "--likelihood", m.likelihood, "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
+        "--lr", repr(config.lr), "--lr-schedule", config.lr_schedule, "--beta", repr(config.beta),
+        "--warmup", str(config.warmup), "--seed", str(config.seed),
+    ]
+    if config.binarize:
+        parts.append("--binarize")
+    if config.limit is not None:
+        parts += ["--limit", str(config.limit)]
+    return shlex.join(parts)
 
 
 def _check_range(what: str, value: int, low: int, high: int, option: str) -> None:

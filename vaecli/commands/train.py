@@ -132,6 +132,7 @@ def _train(ctx: typer.Context, config: Any, resume: Path | None, epochs: int | N
     import torch
 
     from vaecli.checkpoint import load_checkpoint
+    from vaecli.config import train_command_line
     from vaecli.data import load_dataset
     from vaecli.distributed import join, leave
     from vaecli.train import fit, start_run
@@ -163,7 +164,7 @@ def _train(ctx: typer.Context, config: Any, resume: Path | None, epochs: int | N
     )
     extra = {
         "dataset_info": {"n_train": len(train_set), "n_test": len(test_set), "class_names": train_set.class_names},
-        "command": recipe_command(config),
+        "command": train_command_line(config),
         "torch_version": torch.__version__,
     }
     with _progress_display(config.epochs) as on_progress, _terminate_as_interrupt():
@@ -197,23 +198,6 @@ def _check_writable(out: Path) -> None:
     folder = out.parent if str(out.parent) else Path(".")
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out {out}: {folder} is not a folder; choose another path")
-
-
-def recipe_command(config: Any) -> str:
-    """The full `vae train` command that reproduces this config from scratch."""
-    m = config.model
-    parts = [
-        "vae", "train", "--arch", m.arch, "--dataset", config.dataset, "--latent-dim", str(m.latent_dim),
-        "--hidden", str(m.hidden), "--channels", str(m.channels), "--image-size", str(m.height),
-        "--likelihood", m.likelihood, "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
-        "--lr", repr(config.lr), "--lr-schedule", config.lr_schedule, "--beta", repr(config.beta),
-        "--warmup", str(config.warmup), "--seed", str(config.seed),
-    ]
-    if config.binarize:
-        parts.append("--binarize")
-    if config.limit is not None:
-        parts += ["--limit", str(config.limit)]
-    return shlex.join(parts)
 
 
 def _epoch_line(record: dict, epochs: int) -> str:
