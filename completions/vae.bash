@@ -5,7 +5,7 @@ _vae() {
         case "${COMP_WORDS[i]}" in -*) ;; *) cmd="${COMP_WORDS[i]}"; break ;; esac
     done
     if [[ -z "$cmd" ]]; then
-        local words="completion decode encode info interpolate project reconstruct sample tour train"
+        local words="completion decode encode eval info interpolate project reconstruct sample tour train"
         [[ "$cur" == -* ]] && words="--debug --version --help"
         COMPREPLY=($(compgen -W "$words" -- "$cur"))
         return
@@ -23,6 +23,14 @@ _vae() {
         "encode --model"|"encode -m") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "encode --device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
         "encode --seed") COMPREPLY=(); return ;;
+        "eval --model"|"eval -m") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "eval --dataset") COMPREPLY=($(compgen -d -- "$cur")); return ;;
+        "eval --data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "eval --split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "eval --limit") COMPREPLY=(); return ;;
+        "eval --iw-samples"|"eval -k") COMPREPLY=(); return ;;
+        "eval --seed") COMPREPLY=(); return ;;
+        "eval --device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
         "interpolate --steps") COMPREPLY=(); return ;;
         "interpolate --method") COMPREPLY=($(compgen -W "lerp slerp" -- "$cur")); return ;;
         "interpolate --out"|"interpolate -o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -89,6 +97,7 @@ _vae() {
         completion) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help -h" -- "$cur")); else COMPREPLY=($(compgen -W "bash zsh fish" -- "$cur")); fi ;;
         decode) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --grid --nrow --scale --force -f --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         encode) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --invert --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+        eval) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --dataset --data-root --split --limit --iw-samples -k --binarize --seed --device --quiet -q --json --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
         info) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         interpolate) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--steps --method --out -o --frames --gif --invert --scale --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         project) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --points --dataset --data-root --split --limit --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=(); fi ;;

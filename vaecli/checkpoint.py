@@ -201,7 +201,7 @@ def load_checkpoint(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from vaecli.models import build_model
+    from vaecli.models import build_model, place
 
     path = Path(path)
     header, meta = read_header(path)
@@ -226,7 +226,7 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: weights do not match the declared architecture") from None
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
         raise CheckpointError(f"{path}: the weights contain NaN or Inf; use an earlier checkpoint")
-    model.to(device).eval()
+    model = place(model, device).eval()
     checkpoint = Checkpoint(model=model, config=config, meta=meta, path=path)
     if training_state:
         checkpoint.optimizer_state = {

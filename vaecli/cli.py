@@ -131,7 +131,10 @@ def _register() -> None:
     app.command("interpolate")(interpolate.interpolate_command)
     app.command("encode")(encode.encode_command)
     app.command("decode")(decode.decode_command)
+    from vaecli.commands import eval as eval_cmd
     from vaecli.commands import project, tour
+
+    app.command("eval")(eval_cmd.eval_command)
 
     app.command("project")(project.project_command)
     app.command("tour")(tour.tour_command)

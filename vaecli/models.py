@@ -182,6 +182,14 @@ def build_resnet(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
     return encoder, nn.Sequential(*decoder_layers)
 
 
+def place(model: VAE, device: torch.device | str) -> VAE:
+    """Move a model to its device; on the CPU, channels-last weights run oneDNN's convolutions faster."""
+    model = model.to(device)
+    if torch.device(device).type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 def build_model(config: ModelConfig) -> VAE:
     """Build an untrained VAE from its config (validated first)."""
     config.validate()

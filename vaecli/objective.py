@@ -7,20 +7,20 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vaecli.models import VAE, reparameterize
+from vaecli.models import VAE
 
 LOG_2PI = math.log(2 * math.pi)
 
 
 def reconstruction_nll(model: VAE, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """-log p(x|z) per image, summed over pixels, in nats: (B,)."""
+    """-log p(x|z) per image, summed over pixels, in nats: (B,), or (B, K) for (B, K, C, H, W) outputs."""
     if model.config.likelihood == "gaussian":
         logvar = model.decoder_logvar.view(1, -1, 1, 1)
         nll = 0.5 * (LOG_2PI + logvar + (x - output).square() * torch.exp(-logvar))
     else:
         # Bernoulli with continuous targets in [0, 1], as in the original code.
         nll = F.binary_cross_entropy_with_logits(output, x, reduction="none")
-    return nll.flatten(1).sum(1)
+    return nll.flatten(-3).sum(-1)
 
 
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -52,13 +52,13 @@ def log_weights(
     model: VAE, x: torch.Tensor, samples: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples z_k ~ q(z|x): (B, K)."""
-    mu, logvar = model.encode(x)
+    mu, logvar = model.encode(x)  # (B, L)
     batch, latent = mu.shape
-    mu_k = mu.unsqueeze(1).expand(batch, samples, latent).reshape(batch * samples, latent)
-    logvar_k = logvar.unsqueeze(1).expand(batch, samples, latent).reshape(batch * samples, latent)
-    z = reparameterize(mu_k, logvar_k, generator)
-    x_k = x.unsqueeze(1).expand(batch, samples, *x.shape[1:]).reshape(batch * samples, *x.shape[1:])
-    log_px_z = -reconstruction_nll(model, model.decode(z), x_k)
-    log_pz = -0.5 * (z.square() + LOG_2PI).sum(1)
-    log_qz_x = -0.5 * ((z - mu_k).square() * torch.exp(-logvar_k) + logvar_k + LOG_2PI).sum(1)
-    return (log_px_z + log_pz - log_qz_x).view(batch, samples)
+    eps = torch.randn((batch, samples, latent), generator=generator, device=mu.device, dtype=mu.dtype)
+    z = mu.unsqueeze(1) + eps * torch.exp(0.5 * logvar).unsqueeze(1)  # (B, K, L)
+    output = model.decode(z.reshape(batch * samples, latent)).reshape(batch, samples, *x.shape[1:])
+    # The target is broadcast, not copied K times: (B, 1, C, H, W) against (B, K, C, H, W).
+    log_px_z = -reconstruction_nll(model, output, x.unsqueeze(1).expand_as(output))
+    log_pz = -0.5 * (z.square() + LOG_2PI).sum(-1)
+    log_qz_x = -0.5 * (eps.square() + logvar.unsqueeze(1) + LOG_2PI).sum(-1)  # (z - mu) / sigma = eps
+    return log_px_z + log_pz - log_qz_x

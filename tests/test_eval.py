@@ -1,0 +1,118 @@
+"""`vae eval` and the importance-weighted estimator, checked against a closed-form likelihood."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from vaecli.config import ModelConfig
+from vaecli.evaluate import iw_nll
+from vaecli.models import LOGVAR_BOUND, VAE
+from vaecli.train import binarize_fixed
+
+SIDE, LATENT, SIGMA = 4, 2, 0.5  # 16 pixels, a 2-D latent, decoder noise std
+
+
+def _linear_gaussian(exact_posterior: bool) -> tuple[VAE, torch.Tensor, torch.Tensor]:
+    """p(z) = N(0, I), p(x|z) = N(Wz + b, s^2 I); the marginal is N(b, W W^T + s^2 I)."""
+    gen = torch.Generator().manual_seed(0)
+    dims = SIDE * SIDE
+    # Orthogonal columns make the true posterior diagonal, so a linear encoder can be exact.
+    q, _ = torch.linalg.qr(torch.randn(dims, LATENT, generator=gen))
+    weight = q * torch.tensor([2.0, 0.7])
+    bias = torch.randn(dims, generator=gen) * 0.3
+    config = ModelConfig(arch="mlp", latent_dim=LATENT, height=SIDE, width=SIDE, likelihood="gaussian")
+    decoder = nn.Sequential(nn.Linear(LATENT, dims), nn.Unflatten(1, (1, SIDE, SIDE)))
+    encoder_linear = nn.Linear(dims, 2 * LATENT)
+    encoder = nn.Sequential(nn.Flatten(), encoder_linear)
+    model = VAE(config, encoder, decoder)
+    with torch.no_grad():
+        decoder[0].weight.copy_(weight)
+        decoder[0].bias.copy_(bias)
+        model.decoder_logvar.fill_(math.log(SIGMA**2))
+        precision = torch.eye(LATENT) + weight.T @ weight / SIGMA**2
+        post_cov = torch.linalg.inv(precision)  # diagonal here
+        gain = post_cov @ weight.T / SIGMA**2  # mu = gain (x - b)
+        logvar = torch.log(torch.diagonal(post_cov))
+        if not exact_posterior:  # a deliberately poor encoder: shrunk means, too-wide variances
+            gain, logvar = gain * 0.6, logvar + 1.0
+        encoder_linear.weight.zero_()
+        encoder_linear.weight[:LATENT] = gain
+        encoder_linear.bias[:LATENT] = -gain @ bias
+        # The encoder bounds its log-variance as B tanh(raw / B); invert that to hit logvar exactly.
+        encoder_linear.bias[LATENT:] = LOGVAR_BOUND * torch.atanh(logvar / LOGVAR_BOUND)
+    marginal = torch.distributions.MultivariateNormal(bias, weight @ weight.T + SIGMA**2 * torch.eye(dims))
+    x = marginal.sample(torch.Size([64]))
+    exact_nll = -marginal.log_prob(x)
+    return model, x.view(-1, 1, SIDE, SIDE), exact_nll
+
+
+def test_exact_posterior_gives_the_exact_likelihood_even_with_one_sample():
+    model, x, exact = _linear_gaussian(exact_posterior=True)
+    estimate = iw_nll(model, x, 1, torch.Generator().manual_seed(1))
+    assert torch.allclose(estimate, exact.double(), atol=1e-3)
+
+
+def test_estimate_converges_to_the_exact_likelihood_as_k_grows():
+    model, x, exact = _linear_gaussian(exact_posterior=False)
+    errors = {}
+    for k in (1, 10, 100, 2000):
+        estimate = iw_nll(model, x, k, torch.Generator().manual_seed(k))
+        errors[k] = float((estimate - exact.double()).mean())
+        # A bound: never below the exact -log p(x) by more than Monte Carlo noise.
+        assert errors[k] > -0.05, errors
+    assert errors[1] > 0.5  # the poor encoder leaves a real gap at K = 1 (the ELBO)
+    assert errors[1] > errors[10] > errors[100]
+    assert abs(errors[2000]) < 0.01 * errors[1]  # within noise of the exact value
+
+
+def test_chunked_samples_match_one_pass(monkeypatch):
+    model, x, _ = _linear_gaussian(exact_posterior=False)
+    whole = iw_nll(model, x, 300, torch.Generator().manual_seed(3))
+    monkeypatch.setattr("vaecli.evaluate.DECODER_ROWS", 64)  # 300 samples in 5 chunks, one image a pass
+    chunked = iw_nll(model, x, 300, torch.Generator().manual_seed(3))
+    # Other chunks draw other samples, so the two agree to Monte Carlo noise, not bit for bit.
+    assert abs(float(whole.mean() - chunked.mean())) < 0.05
+    assert not torch.equal(whole, chunked)
+
+
+def test_eval_cli_json(cli, tiny_model):
+    result = cli("eval", "-m", tiny_model, "--dataset", "digits", "--limit", "40", "--iw-samples", "20", "--json",
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"] == 40 and report["iw_samples"] == 20 and report["binarized"] is False
+    elbo = report["elbo"]
+    assert elbo["loss"] == pytest.approx(elbo["recon"] + elbo["kl"])
+    assert report["nll"] <= elbo["loss"] + 1.0
+    assert report["bits_per_dim"] == pytest.approx(report["nll"] / (784 * math.log(2)))
+
+
+def test_eval_cli_text_and_binarize_is_repeatable(cli, tiny_model):
+    args = ["eval", "-m", tiny_model, "--dataset", "digits", "--limit", "30", "-k", "5", "--binarize", "--json",
+            "--device", "cpu"]
+    first, second = (json.loads(cli(*args).stdout) for _ in range(2))
+    for report in (first, second):
+        report.pop("seconds")
+    assert first == second and first["binarized"] is True
+    text = cli("eval", "-m", tiny_model, "--dataset", "digits", "--limit", "10", "-k", "3", "--device", "cpu")
+    assert text.exit_code == 0 and "-log p(x)" in text.stdout and "bits per dim" in text.stdout
+
+
+def test_binarized_test_set_is_fixed():
+    pixels = torch.rand(50, 1, 28, 28)
+    a, b = binarize_fixed(pixels), binarize_fixed(pixels.clone())
+    assert torch.equal(a, b)
+    assert set(a.unique().tolist()) <= {0.0, 1.0}
+    assert abs(float(a.mean()) - float(pixels.mean())) < 0.01
+
+
+@pytest.mark.parametrize("bad", ["0", "-3"])
+def test_bad_sample_count_is_a_usage_error(cli, tiny_model, bad):
+    result = cli("eval", "-m", tiny_model, "--iw-samples", bad)
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "--iw-samples" in result.stderr
