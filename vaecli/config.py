@@ -19,7 +19,7 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 # It lives here, not in models.py, so help and completion list the names without importing torch.
 ARCHITECTURES = {"mlp": "build_mlp", "cnn": "build_cnn", "resnet": "build_resnet"}
 # Width used when --hidden is 0: mlp's first hidden layer, or the first convolution's channels.
-DEFAULT_HIDDEN = {"mlp": 512, "cnn": 32, "resnet": 32}
+DEFAULT_HIDDEN = {"mlp": 512, "cnn": 16, "resnet": 32}
 
 
 @dataclass

@@ -38,7 +38,7 @@ def train_command(
     latent_dim: Annotated[int, typer.Option("--latent-dim", help="Size of z.")] = 10,
     hidden: Annotated[
         int,
-        typer.Option("--hidden", help="Network width (mlp: first layer, default 512; cnn/resnet: first channels, 32)."),
+        typer.Option("--hidden", help="Network width (mlp: first layer, default 512; cnn: first channels, 16; resnet: 32)."),
     ] = 0,
     channels: Annotated[
         Optional[int],

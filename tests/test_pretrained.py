@@ -1,0 +1,62 @@
+"""The bundled models: they load, decode, reproduce their recorded metrics, and are the default."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+import torch
+from PIL import Image
+
+from vaecli.checkpoint import BUNDLED_MODELS, load_checkpoint, resolve_model
+
+NLL_TOLERANCE = 0.05  # nats; the same seed gives the same draws, only summation order may differ
+
+
+@pytest.mark.parametrize("name", BUNDLED_MODELS)
+def test_bundled_model_loads_and_decodes(name):
+    path, note = resolve_model(name)
+    assert note is None and path.is_file()
+    assert path.stat().st_size < 8_000_000  # a few MB in all
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.meta["bundled_as"] == name
+    assert checkpoint.meta["command"].startswith("vae train ")
+    z = torch.randn(6, checkpoint.config.model.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pixels = torch.sigmoid(checkpoint.model.decode(z))
+    assert pixels.shape == (6, 1, 28, 28) and torch.isfinite(pixels).all()
+    assert 0.02 < float(pixels.mean()) < 0.6  # images, not blank or saturated
+
+
+@pytest.mark.parametrize("name", BUNDLED_MODELS)
+def test_eval_reproduces_the_recorded_metrics(cli, name, mnist_root):
+    checkpoint = load_checkpoint(resolve_model(name)[0])
+    recorded = checkpoint.meta["evaluation"]
+    args = shlex.split(recorded["command"])[1:]  # the exact `vae eval ...` that was recorded
+    if checkpoint.config.dataset != "mnist":
+        pytest.importorskip("torchvision")
+        root = mnist_root.parent / "fashion"
+        if not (root / "FashionMNIST").exists():
+            import os
+            import shutil
+            from pathlib import Path
+
+            shutil.copytree(Path(os.environ["VAE_DATA_ROOT"]) / "FashionMNIST", root / "FashionMNIST")
+        args += ["--data-root", str(root)]
+    else:
+        args += ["--data-root", str(mnist_root)]
+    result = cli(*args, "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    now = json.loads(result.stdout)
+    assert now["images"] == recorded["images"] and now["iw_samples"] == recorded["iw_samples"]
+    assert now["nll"] == pytest.approx(recorded["nll"], abs=NLL_TOLERANCE)
+    assert now["elbo"]["loss"] == pytest.approx(recorded["elbo"]["loss"], abs=NLL_TOLERANCE)
+
+
+def test_commands_fall_back_to_the_bundled_mnist_model(cli, tmp_path):
+    result = cli("sample", "-n", "4", "--grid", "samples.png")
+    assert result.exit_code == 0, result.stderr
+    assert "bundled MNIST model" in result.stderr
+    assert result.stdout == "samples.png\n"
+    assert Image.open(tmp_path / "samples.png").size[0] > 28
