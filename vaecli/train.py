@@ -127,8 +127,11 @@ def fit(
     on_epoch: Callable[[dict], None] | None = None,
     progress_every_s: float = 0.2,
     world: World = SINGLE_PROCESS,
+    best_out: Path | None = None,
 ) -> TrainingRun:
     """Train until `config.epochs`, writing the checkpoint atomically after every epoch.
+
+    With best_out, the epoch with the lowest test loss so far is also written there.
 
     Under torchrun every rank runs this on its shard of each global batch; rank 0 alone tests and saves.
     """
@@ -203,10 +206,18 @@ def fit(
         if world.is_main:
             meta = build_metadata(config, epochs_done=run.epochs_done, history=run.history, **(extra_meta or {}))
             save_checkpoint(out, model, meta, optimizer_tensors(run), generator.get_state())
+            if best_out is not None and _is_best(run.history):
+                save_checkpoint(best_out, model, meta, optimizer_tensors(run), generator.get_state())
             if on_epoch is not None:
                 on_epoch(record)
         barrier(world)
     return run
+
+
+def _is_best(history: list[dict]) -> bool:
+    """Whether the last epoch has the lowest test loss so far (earlier runs of a resumed file count)."""
+    losses = [record["test"]["loss"] for record in history if record.get("test")]
+    return bool(losses) and losses[-1] <= min(losses)
 
 
 def _data_parallel(model: VAE, device: torch.device) -> torch.nn.Module:

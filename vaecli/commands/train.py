@@ -38,7 +38,7 @@ def train_command(
     latent_dim: Annotated[int, typer.Option("--latent-dim", help="Size of z.")] = 10,
     hidden: Annotated[
         int,
-        typer.Option("--hidden", help="Network width (mlp: first layer, default 512; cnn: first channels, 16; resnet: 32)."),
+        typer.Option("--hidden", help="Width: mlp first layer (default 512), cnn first channels (16), resnet (32)."),
     ] = 0,
     channels: Annotated[
         Optional[int],
@@ -84,6 +84,9 @@ def train_command(
                      help="Folder for the report (<name>-losses.png, <name>-kl.png) [default: beside the checkpoint]"),
     ] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Write no loss-curve or KL report.")] = False,
+    keep_best: Annotated[
+        bool, typer.Option("--keep-best", help="Also keep the lowest-test-loss epoch in <out stem>-best.safetensors.")
+    ] = False,
 ) -> None:
     """Train a VAE and write a safetensors checkpoint after every epoch.
 
@@ -119,7 +122,7 @@ def train_command(
 
     with report_after_training(target, report, not no_report, lambda p: term.note(f"report: {p}"), term.warn):
         _train(ctx, config if resume is None else None, resume, epochs if _given(ctx, "epochs") else None,
-               target, data_root, device, json_lines)
+               target, data_root, device, json_lines, keep_best)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -128,7 +131,7 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 
 def _train(ctx: typer.Context, config: Any, resume: Path | None, epochs: int | None, out: Path,
-           data_root: Path | None, device_name: str, json_lines: bool) -> None:
+           data_root: Path | None, device_name: str, json_lines: bool, keep_best: bool) -> None:
     import torch
 
     from vaecli.checkpoint import load_checkpoint
@@ -175,7 +178,8 @@ def _train(ctx: typer.Context, config: Any, resume: Path | None, epochs: int | N
 
         try:
             fit(config, run, train_set, test_set, out, extra_meta=extra,
-                on_progress=on_progress, on_epoch=on_epoch, world=world)
+                on_progress=on_progress, on_epoch=on_epoch, world=world,
+                best_out=out.with_name(f"{out.stem}-best{out.suffix}") if keep_best else None)
         except KeyboardInterrupt as exc:
             code = ExitCode.TERMINATED if isinstance(exc, _Terminated) else ExitCode.INTERRUPTED
             if run.epochs_done == 0 or (checkpoint and run.epochs_done == checkpoint.epochs_done and out != resume):
