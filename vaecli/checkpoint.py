@@ -206,8 +206,10 @@ def load_checkpoint(
     path = Path(path)
     header, meta = read_header(path)
     config = config_of(path, meta)
-    model = build_model(config.model)
-    expected = model.state_dict()
+    # Shapes first, on the meta device (nothing allocated): weights that all lie in the file bound
+    # the model's size by the file's, so crafted metadata cannot make us allocate terabytes.
+    with torch.device("meta"):
+        expected = build_model(config.model).state_dict()
     for name, tensor in expected.items():
         entry = header.get(MODEL_PREFIX + name)
         if entry is None or list(entry["shape"]) != list(tensor.shape):
@@ -215,6 +217,7 @@ def load_checkpoint(
                 f"{path}: weights do not match the {config.model.arch} architecture it declares "
                 f"({name}); the file is damaged"
             )
+    model = build_model(config.model)
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import Annotated, Any
@@ -111,8 +112,8 @@ def root(
 
     Data goes to stdout (paths, PNG bytes, JSON); messages and progress go to stderr.
     """
-    if debug:
-        term.debug = True
+    # Decided per invocation: an in-process caller (tests, scripts) must not inherit an earlier --debug.
+    term.debug = debug or os.environ.get("VAE_DEBUG", "") not in ("", "0")
 
 
 def _register() -> None:

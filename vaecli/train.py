@@ -128,6 +128,7 @@ def fit(
     progress_every_s: float = 0.2,
     world: World = SINGLE_PROCESS,
     best_out: Path | None = None,
+    compile_model: bool = False,
 ) -> TrainingRun:
     """Train until `config.epochs`, writing the checkpoint atomically after every epoch.
 
@@ -138,6 +139,8 @@ def fit(
     model, optimizer, generator = run.model, run.optimizer, run.generator
     device = next(model.parameters()).device
     net = model if not world.distributed else _data_parallel(model, device)
+    if compile_model:
+        net = torch.compile(net)  # the first steps pay for compilation
     images = train_set.images.to(device)
     n = images.shape[0]
     batch = min(config.batch_size, n)

@@ -84,6 +84,9 @@ def train_command(
                      help="Folder for the report (<name>-losses.png, <name>-kl.png) [default: beside the checkpoint]"),
     ] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Write no loss-curve or KL report.")] = False,
+    compile_model: Annotated[
+        bool, typer.Option("--compile", help="Compile the model with torch.compile (slow start; see benchmarks/).")
+    ] = False,
     keep_best: Annotated[
         bool, typer.Option("--keep-best", help="Also keep the lowest-test-loss epoch in <out stem>-best.safetensors.")
     ] = False,
@@ -122,7 +125,7 @@ def train_command(
 
     with report_after_training(target, report, not no_report, lambda p: term.note(f"report: {p}"), term.warn):
         _train(ctx, config if resume is None else None, resume, epochs if _given(ctx, "epochs") else None,
-               target, data_root, device, json_lines, keep_best)
+               target, data_root, device, json_lines, keep_best, compile_model)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -131,7 +134,8 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 
 def _train(ctx: typer.Context, config: Any, resume: Path | None, epochs: int | None, out: Path,
-           data_root: Path | None, device_name: str, json_lines: bool, keep_best: bool) -> None:
+           data_root: Path | None, device_name: str, json_lines: bool, keep_best: bool,
+           compile_model: bool) -> None:
     import torch
 
     from vaecli.checkpoint import load_checkpoint
@@ -179,7 +183,8 @@ def _train(ctx: typer.Context, config: Any, resume: Path | None, epochs: int | N
         try:
             fit(config, run, train_set, test_set, out, extra_meta=extra,
                 on_progress=on_progress, on_epoch=on_epoch, world=world,
-                best_out=out.with_name(f"{out.stem}-best{out.suffix}") if keep_best else None)
+                best_out=out.with_name(f"{out.stem}-best{out.suffix}") if keep_best else None,
+                compile_model=compile_model)
         except KeyboardInterrupt as exc:
             code = ExitCode.TERMINATED if isinstance(exc, _Terminated) else ExitCode.INTERRUPTED
             if run.epochs_done == 0 or (checkpoint and run.epochs_done == checkpoint.epochs_done and out != resume):
