@@ -36,14 +36,18 @@ def iw_nll(
     samples: int,
     generator: torch.Generator,
     on_progress: Callable[[int], None] | None = None,
+    rows: int | None = None,
 ) -> torch.Tensor:
     """-(logsumexp_k w_k - log K) per image, w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x).
 
     The importance-weighted bound of Burda et al. (2016, eq. 8); it rises toward log p(x) as K grows.
+    At most `rows` (images x samples) are decoded per forward pass.
     """
-    chunk = min(samples, DECODER_ROWS)
-    images_per_pass = max(1, DECODER_ROWS // chunk)
+    rows = rows or DECODER_ROWS
+    chunk = min(samples, rows)
+    images_per_pass = max(1, rows // chunk)
     out = torch.empty(pixels.shape[0], dtype=torch.float64)
+    was_training = model.training
     model.eval()
     with torch.inference_mode():
         for start in range(0, pixels.shape[0], images_per_pass):
@@ -57,6 +61,7 @@ def iw_nll(
             out[start : start + x.shape[0]] = (math.log(samples) - total).cpu()
             if on_progress is not None:
                 on_progress(x.shape[0])
+    model.train(was_training)
     return out
 
 
@@ -66,12 +71,13 @@ def evaluate_split(
     samples: int,
     seed: int,
     on_progress: Callable[[int], None] | None = None,
+    rows: int | None = None,
 ) -> Evaluation:
     """The negative ELBO and the K-sample importance-weighted NLL, averaged over `pixels` (N, C, H, W)."""
     started = time.perf_counter()
     elbo = elbo_summary(model, pixels)
     generator = torch.Generator(device=pixels.device).manual_seed(seed)
-    nll = float(iw_nll(model, pixels, samples, generator, on_progress).mean())
+    nll = float(iw_nll(model, pixels, samples, generator, on_progress, rows).mean())
     dims = math.prod(pixels.shape[1:])
     return Evaluation(
         images=pixels.shape[0],

@@ -30,6 +30,11 @@ def eval_command(
     binarize: Annotated[
         bool, typer.Option("--binarize", help="Binarize the images once with a fixed seed (the literature's protocol).")
     ] = False,
+    batch_size: Annotated[
+        Optional[int],
+        typer.Option("--batch-size", show_default=False,
+                     help="Images x samples decoded per pass; bounds memory for any K [default: 8192]"),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the importance samples.")] = 0,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
@@ -42,6 +47,8 @@ def eval_command(
     term.quiet = quiet
     if iw_samples < 1:
         raise UsageError(f"--iw-samples must be 1 or more, not {iw_samples}")
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size must be 1 or more, not {batch_size}")
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be 1 or more, not {limit}")
     from vaecli.data import load_dataset
@@ -59,7 +66,7 @@ def eval_command(
         pixels = binarize_fixed(pixels)
     term.note(f"evaluating {checkpoint.path} on {len(data)} {name} {split} images with K = {iw_samples}")
     with _progress(len(data)) as advance:
-        result = evaluate_split(checkpoint.model, pixels, iw_samples, seed, advance)
+        result = evaluate_split(checkpoint.model, pixels, iw_samples, seed, advance, batch_size)
     numbers = asdict(result)
     report = {
         "model": str(checkpoint.path),
