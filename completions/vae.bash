@@ -29,6 +29,7 @@ _vae() {
         "eval --split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval --limit") COMPREPLY=(); return ;;
         "eval --iw-samples"|"eval -k") COMPREPLY=(); return ;;
+        "eval --batch-size") COMPREPLY=(); return ;;
         "eval --seed") COMPREPLY=(); return ;;
         "eval --device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
         "interpolate --steps") COMPREPLY=(); return ;;
@@ -97,14 +98,14 @@ _vae() {
         completion) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--help -h" -- "$cur")); else COMPREPLY=($(compgen -W "bash zsh fish" -- "$cur")); fi ;;
         decode) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --grid --nrow --scale --force -f --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         encode) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --invert --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
-        eval) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --dataset --data-root --split --limit --iw-samples -k --binarize --seed --device --quiet -q --json --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
+        eval) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --dataset --data-root --split --limit --iw-samples -k --binarize --batch-size --seed --device --quiet -q --json --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
         info) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         interpolate) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--steps --method --out -o --frames --gif --invert --scale --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         project) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --points --dataset --data-root --split --limit --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
         reconstruct) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --compare --nrow --invert --scale --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         sample) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--count -n --temperature -t --out -o --grid --nrow --scale --force -f --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
         tour) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --data-root --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
-        train) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --seed --limit --out -o --resume --device --quiet -q --json --report --no-report --keep-best --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
+        train) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --seed --limit --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
     esac
 }
 complete -o filenames -o bashdefault -F _vae vae

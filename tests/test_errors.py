@@ -198,12 +198,11 @@ def test_bad_checkpoints_fail_in_one_line(cli, tiny_model, inputs, monkeypatch, 
 
 def test_absurd_model_is_refused_before_allocating(tiny_model, tmp_path, monkeypatch):
     """Declared shapes are compared with the file on the meta device, never with real weights."""
-    from vaecli.checkpoint import load_checkpoint
-    from vaecli.errors import CheckpointError
-
     import torch
 
     import vaecli.models
+    from vaecli.checkpoint import load_checkpoint
+    from vaecli.errors import CheckpointError
 
     make_bad_checkpoint("oversized_model", tiny_model, tmp_path / BAD)
     real_build = vaecli.models.build_model

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from vaecli import __version__
 from vaecli.config import FORMAT_VERSION, TrainConfig, to_dict, train_config_from_dict
@@ -110,27 +111,35 @@ def _umask() -> int:
     return mask
 
 
-def read_header(path: Path) -> tuple[dict, dict]:
-    """Parse and check the safetensors header: (tensor table, vaecli metadata), nothing allocated."""
+def read_header(path: Path, data: bytes | None = None) -> tuple[dict, dict]:
+    """Parse and check the safetensors header: (tensor table, vaecli metadata), nothing allocated.
+
+    With `data`, the header is taken from these bytes of the file, already read, instead of the disk.
+    """
     path = Path(path)
+    if data is not None:
+        return _parse_header(path, io.BytesIO(data), len(data))
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint; train one with `vae train` or pass -m")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder; give a .safetensors checkpoint file")
     try:
-        size = path.stat().st_size
         with open(path, "rb") as handle:
-            head = handle.read(8)
-            if len(head) < 8:
-                raise CheckpointError(_not_checkpoint(path, "the file is empty or truncated"))
-            (length,) = struct.unpack("<Q", head)
-            if length > min(MAX_HEADER_BYTES, size - 8):
-                raise CheckpointError(_not_checkpoint(path, "its header is truncated or too large"))
-            raw = handle.read(length)
+            return _parse_header(path, handle, os.fstat(handle.fileno()).st_size)
     except PermissionError:
         raise CheckpointError(f"{path}: permission denied; check the file's permissions") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _parse_header(path: Path, handle: BinaryIO, size: int) -> tuple[dict, dict]:
+    head = handle.read(8)
+    if len(head) < 8:
+        raise CheckpointError(_not_checkpoint(path, "the file is empty or truncated"))
+    (length,) = struct.unpack("<Q", head)
+    if length > min(MAX_HEADER_BYTES, size - 8):
+        raise CheckpointError(_not_checkpoint(path, "its header is truncated or too large"))
+    raw = handle.read(length)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -159,7 +168,48 @@ def read_header(path: Path) -> tuple[dict, dict]:
             f"{path}: written by a newer vaecli (format {version}, this one reads up to "
             f"{FORMAT_VERSION}); upgrade with `pip install -U vaecli`"
         )
+    _check_fields(path, meta)
     return header, meta
+
+
+def _check_fields(path: Path, meta: dict) -> None:
+    """The metadata that commands read besides the config (history, counters) has the right types."""
+    history = meta.get("history", [])
+    ok = isinstance(history, list) and all(_is_record(r) for r in history)
+    ok = ok and _is_count(meta.get("epochs_done", 0))
+    shape = meta.get("image_shape", [])
+    ok = ok and isinstance(shape, list) and all(_is_count(v) for v in shape)
+    ok = ok and all(isinstance(meta.get(k, ""), str) for k in ("command", "format", "vaecli_version", "dataset"))
+    if not ok:
+        raise CheckpointError(f"{path}: its metadata has fields of the wrong type; the file is damaged")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_record(record: Any) -> bool:
+    """One epoch of history: numbers where numbers belong, the test part optional."""
+    if not isinstance(record, dict) or not _is_count(record.get("epoch", 0)):
+        return False
+    if not all(_is_number(record.get(k, 0)) for k in ("elapsed_s", "images_per_s", "lr", "beta")):
+        return False
+    for part in ("train", "test"):
+        losses = record.get(part)
+        if losses is None:
+            continue
+        if not isinstance(losses, dict) or not all(_is_number(losses.get(k, 0)) for k in ("recon", "kl", "loss")):
+            return False
+        kl_dims = losses.get("kl_per_dim", [])
+        if not (isinstance(kl_dims, list) and all(_is_number(v) for v in kl_dims)):
+            return False
+        if not _is_count(losses.get("active_units", 0)):
+            return False
+    return True
 
 
 def _check_tensor_table(path: Path, header: dict, data_bytes: int) -> None:
@@ -197,37 +247,47 @@ def load_checkpoint(
     path: Path, device: torch.device | str = "cpu", training_state: bool = False
 ) -> Checkpoint:
     """Rebuild the exact model from the file alone; with training_state, also optimizer and RNG."""
+    import numpy
     import torch
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     from vaecli.models import build_model, place
 
     path = Path(path)
-    header, meta = read_header(path)
+    read_header(path)  # checked on disk first, so a huge or foreign file is refused unread
+    # Everything below comes from one read: a writer replacing the file meanwhile cannot give us
+    # the metadata of one checkpoint with the weights of another.
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+    header, meta = read_header(path, data)
     config = config_of(path, meta)
-    # Shapes first, on the meta device (nothing allocated): weights that all lie in the file bound
-    # the model's size by the file's, so crafted metadata cannot make us allocate terabytes.
+    # Built on the meta device (nothing allocated) and checked against the header first: weights
+    # that all lie in the file bound the model by the file's size, so crafted metadata cannot
+    # make us allocate terabytes. The file's tensors then become the weights (assign=True).
     with torch.device("meta"):
-        expected = build_model(config.model).state_dict()
+        model = build_model(config.model)
+    expected = model.state_dict()
     for name, tensor in expected.items():
         entry = header.get(MODEL_PREFIX + name)
-        if entry is None or list(entry["shape"]) != list(tensor.shape):
+        if entry is None or list(entry["shape"]) != list(tensor.shape) or entry.get("dtype") != "F32":
             raise CheckpointError(
                 f"{path}: weights do not match the {config.model.arch} architecture it declares "
                 f"({name}); the file is damaged"
             )
-    model = build_model(config.model)
     try:
-        tensors = load_file(str(path), device="cpu")
+        tensors = load(data)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(_not_checkpoint(path, str(exc).splitlines()[0][:80])) from None
     state = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError:
         raise CheckpointError(f"{path}: weights do not match the declared architecture") from None
-    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+    # NumPy on the CPU copies: torch's per-tensor isfinite pays a thread start-up for each small tensor.
+    if not all(numpy.isfinite(v.numpy()).all() for v in state.values()):
         raise CheckpointError(f"{path}: the weights contain NaN or Inf; use an earlier checkpoint")
     model = place(model, device).eval()
     checkpoint = Checkpoint(model=model, config=config, meta=meta, path=path)
@@ -236,7 +296,26 @@ def load_checkpoint(
             k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIMIZER_PREFIX)
         }
         checkpoint.rng_state = tensors.get(RNG_KEY)
+        _check_training_state(path, checkpoint, expected)
     return checkpoint
+
+
+def _check_training_state(path: Path, checkpoint: Checkpoint, weights: dict) -> None:
+    """Adam's moments must fit their weights and the RNG state be bytes, or resuming would crash."""
+    import torch
+
+    for key, value in checkpoint.optimizer_state.items():
+        name, _, kind = key.rpartition(".")
+        target = weights.get(name)
+        if kind == "step":
+            fits = target is not None and value.numel() == 1
+        else:
+            fits = target is not None and kind in ("exp_avg", "exp_avg_sq") and value.shape == target.shape
+        if not fits or not value.is_floating_point():
+            raise CheckpointError(f"{path}: its optimizer state ({key[:60]}) is damaged; retrain or use another file")
+    state = checkpoint.rng_state
+    if state is not None and (state.dtype != torch.uint8 or state.dim() != 1):
+        raise CheckpointError(f"{path}: its random-number state is damaged; retrain or use another file")
 
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"

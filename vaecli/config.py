@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,8 +84,8 @@ class TrainConfig:
         _check_range("batch size", self.batch_size, 1, 1_000_000, "--batch-size")
         if not (self.lr > 0 and self.lr < 10):
             raise UsageError(f"learning rate must be in (0, 10), not {self.lr} (--lr)")
-        if not self.beta >= 0:
-            raise UsageError(f"beta must be 0 or more, not {self.beta} (--beta)")
+        if not 0 <= self.beta < math.inf:
+            raise UsageError(f"beta must be a finite number, 0 or more, not {self.beta} (--beta)")
         if self.lr_schedule not in ("constant", "cosine"):
             raise UsageError(f"unknown --lr-schedule {self.lr_schedule!r}; use constant or cosine")
         _check_range("warm-up epochs", self.warmup, 0, 100_000, "--warmup")
@@ -172,7 +173,8 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
         if isinstance(value, int):
             return value
     elif isinstance(default, float):
-        if isinstance(value, (int, float)):
+        # JSON integers are unbounded: one past float's range is a bad value, not an OverflowError.
+        if isinstance(value, float) or (isinstance(value, int) and abs(value) < 2**1023):
             return float(value)
     elif isinstance(default, str):
         if isinstance(value, str) and len(value) <= 4096:

@@ -43,6 +43,7 @@ class TrainingRun:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     history: list[dict] = field(default_factory=list)
+    epochs_saved: int = 0  # epochs in the checkpoint this run last wrote (0: it wrote none yet)
 
     @property
     def epochs_done(self) -> int:
@@ -193,6 +194,13 @@ def fit(
                 last_report = now
                 done = min((step + 1) * batch, n)
                 on_progress(Progress(epoch + 1, config.epochs, done, n, float(sums[2]) / max(seen, 1), now - started))
+        # The loss check sees each update only at the next step: the epoch's last one is checked here,
+        # so non-finite weights never replace the last good checkpoint.
+        if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+            raise TrainingError(
+                f"the weights became NaN or Inf at epoch {epoch + 1}, step {steps_per_epoch}; "
+                f"the checkpoint keeps the last good epoch. Try a lower --lr (now {config.lr:g})"
+            )
         train_seconds = time.perf_counter() - started
         sums = sum_across(sums, world)
         recon_sum, kl_sum, loss_sum = (float(v) / n for v in sums)
@@ -209,6 +217,7 @@ def fit(
         if world.is_main:
             meta = build_metadata(config, epochs_done=run.epochs_done, history=run.history, **(extra_meta or {}))
             save_checkpoint(out, model, meta, optimizer_tensors(run), generator.get_state())
+            run.epochs_saved = run.epochs_done
             if best_out is not None and _is_best(run.history):
                 save_checkpoint(best_out, model, meta, optimizer_tensors(run), generator.get_state())
             if on_epoch is not None:

@@ -98,6 +98,10 @@ def check_output(target: str, option: str) -> None:
         term.emit_bytes(b"")  # refuses a terminal now, not after the work
     elif Path(target).is_dir():
         raise UsageError(f"{option} {target}: is a folder; give a file name such as {Path(target) / 'latent.png'}")
+    else:
+        from vaecli.images import ensure_folder
+
+        ensure_folder(Path(target).parent)  # a folder that cannot be made fails now, not after the work
 
 
 def draw_projection(model: VAE, data: ImageSet, what: str, seed: int) -> tuple[bytes, Projection, Any]:

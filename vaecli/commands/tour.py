@@ -49,6 +49,9 @@ def tour_command(
     term.quiet = quiet
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder; choose another output folder")
+    from vaecli.images import ensure_folder
+
+    ensure_folder(out)  # fail before the work when the folder cannot be made
     import torch
 
     from vaecli.checkpoint import write_atomic

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 from contextlib import contextmanager
@@ -187,11 +188,12 @@ def _train(ctx: typer.Context, config: Any, resume: Path | None, epochs: int | N
                 compile_model=compile_model)
         except KeyboardInterrupt as exc:
             code = ExitCode.TERMINATED if isinstance(exc, _Terminated) else ExitCode.INTERRUPTED
-            if run.epochs_done == 0 or (checkpoint and run.epochs_done == checkpoint.epochs_done and out != resume):
-                where = "nothing new was saved"
-                raise Interrupted(f"interrupted during epoch {run.epochs_done + 1}; {where}", code) from None
+            # What is on disk, not what is in memory: a signal during a save leaves the previous epoch.
+            on_disk = run.epochs_saved or (checkpoint.epochs_done if checkpoint else 0)
+            if run.epochs_saved == 0 and (checkpoint is None or out != resume):
+                raise Interrupted(f"interrupted during epoch {on_disk + 1}; nothing new was saved", code) from None
             raise Interrupted(
-                f"interrupted during epoch {run.epochs_done + 1}; {out} holds epoch {run.epochs_done}. "
+                f"interrupted during epoch {on_disk + 1}; {out} holds epoch {on_disk}. "
                 f"Resume with: vae train --resume {shlex.quote(str(out))}",
                 code,
             ) from None
@@ -204,9 +206,15 @@ def _train(ctx: typer.Context, config: Any, resume: Path | None, epochs: int | N
 def _check_writable(out: Path) -> None:
     if out.is_dir():
         raise UsageError(f"--out {out}: is a folder; give a file name such as {out / 'vae.safetensors'}")
-    folder = out.parent if str(out.parent) else Path(".")
-    if folder.exists() and not folder.is_dir():
+    # The nearest folder that exists decides: a file anywhere above `out` or a read-only folder
+    # would otherwise surface only after the first epoch, when the checkpoint is written.
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
         raise UsageError(f"--out {out}: {folder} is not a folder; choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: cannot write in {folder} (permission denied); choose another path")
 
 
 def _epoch_line(record: dict, epochs: int) -> str:
