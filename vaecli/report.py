@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vaecli.errors import Interrupted, VaeError
+from vaecli.images import ensure_folder
 
 
 def report_paths(checkpoint: Path, folder: Path | None = None) -> tuple[Path, Path]:
@@ -60,7 +61,7 @@ def report_after_training(
         yield
         return
     if folder is not None:
-        _make_folder(folder)
+        ensure_folder(folder)
     before = _stamp(checkpoint)
     try:
         yield
@@ -78,17 +79,6 @@ def _stamp(path: Path) -> tuple[int, int] | None:
         return None
     return stat.st_mtime_ns, stat.st_size
 
-
-def _make_folder(folder: Path) -> None:
-    from vaecli.errors import InputError
-
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"--report {folder}: exists and is not a folder; choose another folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"--report {folder}: cannot create this folder ({exc.strerror})") from None
 
 
 def _write_from(
