@@ -80,11 +80,11 @@ _vae() {
         "train --hidden") COMPREPLY=(); return ;;
         "train --channels") COMPREPLY=(); return ;;
         "train --image-size") COMPREPLY=(); return ;;
-        "train --likelihood") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train --likelihood") COMPREPLY=($(compgen -W "bernoulli gaussian" -- "$cur")); return ;;
         "train --epochs") COMPREPLY=(); return ;;
         "train --batch-size") COMPREPLY=(); return ;;
         "train --lr") COMPREPLY=(); return ;;
-        "train --lr-schedule") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "train --lr-schedule") COMPREPLY=($(compgen -W "constant cosine" -- "$cur")); return ;;
         "train --beta") COMPREPLY=(); return ;;
         "train --warmup") COMPREPLY=(); return ;;
         "train --seed") COMPREPLY=(); return ;;

@@ -16,6 +16,7 @@ MAX_LATENT_DIM = 4096
 MAX_IMAGE_SIDE = 1024
 MAX_HIDDEN = 16384
 LIKELIHOODS = ("bernoulli", "gaussian")
+SCHEDULES = ("constant", "cosine")
 # The architecture registry: a new one joins with one entry, name -> builder in vaecli.models.
 # It lives here, not in models.py, so help and completion list the names without importing torch.
 ARCHITECTURES = {"mlp": "build_mlp", "cnn": "build_cnn", "resnet": "build_resnet"}
@@ -86,7 +87,7 @@ class TrainConfig:
             raise UsageError(f"learning rate must be in (0, 10), not {self.lr} (--lr)")
         if not 0 <= self.beta < math.inf:
             raise UsageError(f"beta must be a finite number, 0 or more, not {self.beta} (--beta)")
-        if self.lr_schedule not in ("constant", "cosine"):
+        if self.lr_schedule not in SCHEDULES:
             raise UsageError(f"unknown --lr-schedule {self.lr_schedule!r}; use constant or cosine")
         _check_range("warm-up epochs", self.warmup, 0, 100_000, "--warmup")
         if self.limit is not None:

@@ -8,10 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from vaecli.config import ARCHITECTURES
+from vaecli.config import ARCHITECTURES, LIKELIHOODS, SCHEDULES
 from vaecli.device import DEVICE_CHOICES
 
 Arch = Enum("Arch", {name: name for name in ARCHITECTURES}, type=str)  # follows the registry
+Likelihood = Enum("Likelihood", {name: name for name in LIKELIHOODS}, type=str)
+Schedule = Enum("Schedule", {name: name for name in SCHEDULES}, type=str)
 
 
 def complete_dataset(incomplete: str) -> list[str]:

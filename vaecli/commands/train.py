@@ -18,8 +18,10 @@ from vaecli.commands.options import (
     DatasetOption,
     DeviceOption,
     JsonOption,
+    Likelihood,
     LimitOption,
     QuietOption,
+    Schedule,
 )
 from vaecli.console import term
 from vaecli.errors import ExitCode, Interrupted, UsageError
@@ -49,14 +51,14 @@ def train_command(
         Optional[int], typer.Option("--image-size", help="Square side in pixels; default: 28.", show_default=False)
     ] = None,
     likelihood: Annotated[
-        str, typer.Option("--likelihood", help="bernoulli (pixels in [0, 1]) or gaussian (learned variance).")
-    ] = "bernoulli",
+        Likelihood, typer.Option("--likelihood", help="bernoulli (pixels in [0, 1]) or gaussian (learned variance).")
+    ] = Likelihood.bernoulli,
     epochs: Annotated[int, typer.Option("--epochs", help="Total epochs (on --resume: the new total).")] = 20,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 128,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (peak).")] = 2e-3,
     lr_schedule: Annotated[
-        str, typer.Option("--lr-schedule", help="constant, or cosine decay to lr/10.")
-    ] = "cosine",
+        Schedule, typer.Option("--lr-schedule", help="constant, or cosine decay to lr/10.")
+    ] = Schedule.cosine,
     beta: Annotated[float, typer.Option("--beta", help="Weight of the KL term; 1 = the ELBO.")] = 1.0,
     warmup: Annotated[int, typer.Option("--warmup", help="Epochs of linear KL warm-up from 0 to beta.")] = 0,
     binarize: Annotated[
@@ -110,9 +112,9 @@ def train_command(
         config = TrainConfig(
             model=ModelConfig(
                 arch=arch.value, latent_dim=latent_dim, hidden=hidden, channels=shape[0],
-                height=shape[1], width=shape[2], likelihood=likelihood,
+                height=shape[1], width=shape[2], likelihood=likelihood.value,
             ),
-            dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+            dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule.value,
             beta=beta, warmup=warmup, binarize=binarize, seed=seed, limit=limit,
         )
         config.validate()
@@ -125,7 +127,7 @@ def train_command(
     from vaecli.report import report_after_training
 
     with report_after_training(target, report, not no_report, lambda p: term.note(f"report: {p}"), term.warn):
-        _train(ctx, config if resume is None else None, resume, epochs if _given(ctx, "epochs") else None,
+        _train(config if resume is None else None, resume, epochs if _given(ctx, "epochs") else None,
                target, data_root, device, json_lines, keep_best, compile_model)
 
 
@@ -134,7 +136,7 @@ def _given(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name != "DEFAULT"
 
 
-def _train(ctx: typer.Context, config: Any, resume: Path | None, epochs: int | None, out: Path,
+def _train(config: Any, resume: Path | None, epochs: int | None, out: Path,
            data_root: Path | None, device_name: str, json_lines: bool, keep_best: bool,
            compile_model: bool) -> None:
     import torch
