@@ -216,15 +216,16 @@ def make_grid(images: Any, nrow: int | None = None, padding: int = GRID_PADDING)
     return grid
 
 
-def ensure_folder(folder: Path) -> Path:
-    """Create an output folder if missing, with one-line errors when that cannot work."""
+def ensure_folder(folder: Path, option: str = "") -> Path:
+    """Create an output folder if missing, with one-line errors (naming `option`) when that cannot work."""
     folder = Path(folder)
+    name = f"{option} {folder}" if option else str(folder)
     if folder.exists() and not folder.is_dir():
-        raise InputError(f"{folder}: exists and is not a folder; choose another output folder")
+        raise InputError(f"{name}: exists and is not a folder; choose another output folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"{folder}: cannot create this folder ({exc.strerror}); choose another") from None
+        raise InputError(f"{name}: cannot create this folder ({exc.strerror}); choose another") from None
     return folder
 
 

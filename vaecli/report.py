@@ -61,7 +61,7 @@ def report_after_training(
         yield
         return
     if folder is not None:
-        ensure_folder(folder)
+        ensure_folder(folder, "--report")
     before = _stamp(checkpoint)
     try:
         yield
