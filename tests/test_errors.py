@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import struct
 import time
 from pathlib import Path
 
@@ -11,6 +9,8 @@ import numpy as np
 import pytest
 import typer.testing
 from PIL import Image
+
+from safetensors_bytes import edit_metadata
 
 SENTINEL = b"an earlier output that must survive"
 BAD = "bad.safetensors"
@@ -43,25 +43,9 @@ def one_error_line(result) -> str:
     return lines[0]
 
 
-def split_safetensors(path: Path) -> tuple[dict, bytes]:
-    """(JSON header, tensor bytes) of a safetensors file."""
-    raw = Path(path).read_bytes()
-    (length,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8 : 8 + length]), raw[8 + length :]
-
-
-def join_safetensors(header: dict, data: bytes) -> bytes:
-    text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + data
-
-
 def with_metadata(source: Path, edit) -> bytes:
     """The bytes of `source` with its vaecli metadata (a dict, or its raw JSON text) edited."""
-    header, data = split_safetensors(source)
-    meta = json.loads(header["__metadata__"]["vaecli"])
-    edited = edit(meta)
-    header["__metadata__"]["vaecli"] = edited if isinstance(edited, str) else json.dumps(meta)
-    return join_safetensors(header, data)
+    return edit_metadata(Path(source).read_bytes(), edit)
 
 
 def _set(meta: dict, *pairs) -> None:

@@ -19,6 +19,8 @@ from PIL import Image
 import vaecli
 from vaecli.errors import CheckpointError, VaeError
 
+from safetensors_bytes import join_safetensors, split_safetensors
+
 PACKAGE = Path(vaecli.__file__).parent
 CASE_BUDGET_S = 2.0  # one case may take this long: a crafted file must not hang a loader
 
@@ -52,16 +54,6 @@ def test_package_never_unpickles_or_evaluates():
 
 
 # --- metadata: bounded, then validated field by field --------------------------------------------------
-
-
-def split(raw: bytes) -> tuple[dict, bytes]:
-    (length,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8 : 8 + length]), raw[8 + length :]
-
-
-def join(header: dict, data: bytes) -> bytes:
-    text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + data
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +106,7 @@ def test_every_config_field_is_checked(small_checkpoint, tmp_path, where, value)
     from vaecli.checkpoint import read_metadata
     from vaecli.config import train_config_from_dict
 
-    header, data = split(small_checkpoint)
+    header, data = split_safetensors(small_checkpoint)
     meta = json.loads(header["__metadata__"]["vaecli"])
     *parents, last = where.split(".")
     node = meta["config"]
@@ -125,7 +117,7 @@ def test_every_config_field_is_checked(small_checkpoint, tmp_path, where, value)
         train_config_from_dict(meta["config"])
     assert last in caught.value.message or "must" in caught.value.message or "unknown" in caught.value.message
     header["__metadata__"]["vaecli"] = json.dumps(meta)
-    (tmp_path / "m.safetensors").write_bytes(join(header, data))
+    (tmp_path / "m.safetensors").write_bytes(join_safetensors(header, data))
     with pytest.raises(CheckpointError, match="m.safetensors"):
         read_metadata(tmp_path / "m.safetensors")
 
@@ -155,7 +147,7 @@ def _set(tree, path, value):
 
 def mutate_checkpoint(raw: bytes, rng: random.Random) -> tuple[str, bytes]:
     """One random damage of a checkpoint: (what was done, the bytes)."""
-    header, data = split(raw)
+    header, data = split_safetensors(raw)
     start = len(raw) - len(data)
     kind = rng.choice(["flip_header", "flip_data", "truncate", "meta_value", "meta_value", "meta_value",
                        "tensor_table", "tensor_table", "meta_text", "length_prefix", "drop_key"])
@@ -173,7 +165,7 @@ def mutate_checkpoint(raw: bytes, rng: random.Random) -> tuple[str, bytes]:
         path = rng.choice([p for p in _paths(meta) if p])
         _set(meta, path, rng.choice(ODD_VALUES))
         header["__metadata__"]["vaecli"] = json.dumps(meta)
-        return f"{kind} {'.'.join(map(str, path))}", join(header, data)
+        return f"{kind} {'.'.join(map(str, path))}", join_safetensors(header, data)
     elif kind == "tensor_table":
         name = rng.choice([k for k in header if k != "__metadata__"])
         field = rng.choice(["shape", "dtype", "data_offsets"])
@@ -184,14 +176,14 @@ def mutate_checkpoint(raw: bytes, rng: random.Random) -> tuple[str, bytes]:
             entry[field][rng.randrange(len(entry[field]))] = rng.choice([0, 1, 7, 2**40, -3, 2**64, 1.5])
         else:
             entry[field] = rng.choice(ODD_VALUES)
-        return f"{kind} {name}.{field}", join(header, data)
+        return f"{kind} {name}.{field}", join_safetensors(header, data)
     elif kind == "meta_text":
         text = header["__metadata__"]["vaecli"]
         header["__metadata__"]["vaecli"] = rng.choice(
             ["", "{", "[]", "null", "7", '"text"', "[" * 50_000, "{" * 50_000, '{"format_version": 1e999}',
              '{"format_version": 1, "config": "x"}', text[: rng.randrange(len(text))], text + "}", text * 2]
         )
-        return kind, join(header, data)
+        return kind, join_safetensors(header, data)
     elif kind == "length_prefix":
         (length,) = struct.unpack("<Q", raw[:8])
         out[:8] = struct.pack("<Q", rng.choice([0, 1, 2, length - 1, length + 1, len(raw), 2**32, 2**64 - 1]))
@@ -201,7 +193,7 @@ def mutate_checkpoint(raw: bytes, rng: random.Random) -> tuple[str, bytes]:
             header["model.extra.weight"] = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
         else:
             del header[choice]
-        return f"{kind} {choice}", join(header, data)
+        return f"{kind} {choice}", join_safetensors(header, data)
     return kind, bytes(out)
 
 

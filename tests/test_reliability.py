@@ -6,9 +6,7 @@ one row to CHECKPOINT_READERS, IMAGE_READERS, UNWRITABLE or BAD_NUMBERS.
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -20,6 +18,8 @@ from PIL import Image
 
 from vaecli.checkpoint import load_checkpoint, read_metadata
 from vaecli.errors import CheckpointError, InputError
+
+from safetensors_bytes import edit_metadata
 
 SENTINEL = b"an earlier output that must survive\n"
 BAD = "bad.safetensors"
@@ -64,25 +64,6 @@ def fill(args: list[str], **values: object) -> list[str]:
             arg = arg.replace("{" + key + "}", str(value))
         out.append(arg)
     return out
-
-
-def split_safetensors(raw: bytes) -> tuple[dict, bytes]:
-    (length,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8 : 8 + length]), raw[8 + length :]
-
-
-def join_safetensors(header: dict, data: bytes) -> bytes:
-    text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + data
-
-
-def edit_metadata(raw: bytes, edit) -> bytes:
-    """The checkpoint with its vaecli metadata edited: `edit(meta)` changes the dict or returns raw text."""
-    header, data = split_safetensors(raw)
-    meta = json.loads(header["__metadata__"]["vaecli"])
-    text = edit(meta)
-    header["__metadata__"]["vaecli"] = text if isinstance(text, str) else json.dumps(meta)
-    return join_safetensors(header, data)
 
 
 def set_fields(**changes: object):
