@@ -10,9 +10,9 @@ import pytest
 import typer.testing
 from PIL import Image
 
+from cli_checks import SENTINEL, assert_untouched, keep_outputs, one_error_line
 from safetensors_bytes import edit_metadata
 
-SENTINEL = b"an earlier output that must survive"
 BAD = "bad.safetensors"
 DATASETS = "mnist, fashion-mnist, kmnist, digits"
 
@@ -34,13 +34,6 @@ CHECKPOINT_READERS = {
 # --- helpers -------------------------------------------------------------------------------------------
 
 
-def one_error_line(result) -> str:
-    """The single stderr line of a failed command; fails on tracebacks or extra lines."""
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    return lines[0]
 
 
 def with_metadata(source: Path, edit) -> bytes:
@@ -116,21 +109,6 @@ def inputs(tmp_path):
     return tmp_path
 
 
-def prepare_outputs(root: Path, outputs: list[str]) -> dict[Path, bytes]:
-    kept = {}
-    for name in outputs:
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(SENTINEL)
-        kept[path] = SENTINEL
-    return kept
-
-
-def assert_untouched(kept: dict[Path, bytes]) -> None:
-    for path, data in kept.items():
-        assert path.read_bytes() == data, f"{path} was changed"
-
-
 # --- checkpoints ---------------------------------------------------------------------------------------
 
 CHECKPOINT_FAULTS = {
@@ -161,7 +139,7 @@ def test_bad_checkpoints_fail_in_one_line(cli, tiny_model, inputs, monkeypatch, 
     make_bad_checkpoint(fault, tiny_model, bad)
     before = bad.read_bytes() if bad.is_file() else None
     args, outputs = CHECKPOINT_READERS[command]
-    kept = prepare_outputs(inputs, outputs)
+    kept = keep_outputs(inputs, outputs)
     if fault in ("huge_latent", "huge_image"):
         # Refused from the metadata alone, before any model is built.
         def no_build(config):
@@ -243,7 +221,7 @@ def test_bad_images_fail_in_one_line(cli, tiny_model, inputs, monkeypatch, comma
     if fault == "bomb":
         monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     args, outputs = IMAGE_READERS[command]
-    kept = prepare_outputs(inputs, outputs)
+    kept = keep_outputs(inputs, outputs)
     result = cli(*[a.replace("{I}", "bad.png").replace("{M}", str(tiny_model)) for a in args])
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert result.stdout == ""
@@ -296,7 +274,7 @@ UNWRITABLE = [
 def test_unwritable_output_is_one_line(cli, tiny_model, inputs, args):
     # A path under a regular file cannot be created even by root.
     (inputs / "blocker").write_bytes(SENTINEL)
-    kept = prepare_outputs(inputs, ["latent.png"])
+    kept = keep_outputs(inputs, ["latent.png"])
     started = time.perf_counter()
     result = cli(*[a.replace("{M}", str(tiny_model)) for a in args])
     assert result.exit_code == 2, (result.stdout, result.stderr)
@@ -355,7 +333,7 @@ BAD_NUMBERS = [
 
 @pytest.mark.parametrize(("args", "option"), BAD_NUMBERS, ids=lambda v: v if isinstance(v, str) else v[0])
 def test_zero_or_negative_numbers_are_refused(cli, tiny_model, inputs, args, option):
-    kept = prepare_outputs(inputs, ["vae.safetensors", "interpolation.png", "latent.png"])
+    kept = keep_outputs(inputs, ["vae.safetensors", "interpolation.png", "latent.png"])
     result = cli(*[a.replace("{M}", str(tiny_model)) for a in args])
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert result.stdout == ""

@@ -19,9 +19,9 @@ from PIL import Image
 from vaecli.checkpoint import load_checkpoint, read_metadata
 from vaecli.errors import CheckpointError, InputError
 
+from cli_checks import SENTINEL, assert_untouched, keep_outputs, one_error_line
 from safetensors_bytes import edit_metadata
 
-SENTINEL = b"an earlier output that must survive\n"
 BAD = "bad.safetensors"
 # Arguments that make any training run tiny; commands add their own.
 TINY = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "4", "--batch-size", "64", "--limit", "128",
@@ -29,31 +29,6 @@ TINY = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "4", "--batch-si
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-
-
-def one_error_line(result) -> str:
-    """The single stderr line of a failed command; fails on a traceback or any other line."""
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    return lines[0]
-
-
-def keep(*paths: str) -> dict[Path, bytes]:
-    """Pre-existing outputs (sentinel bytes) that a failed command must leave alone."""
-    kept = {}
-    for name in paths:
-        path = Path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(SENTINEL)
-        kept[path] = SENTINEL
-    return kept
-
-
-def assert_untouched(kept: dict[Path, bytes]) -> None:
-    for path, data in kept.items():
-        assert path.is_file() and path.read_bytes() == data, f"{path} was changed"
 
 
 def fill(args: list[str], **values: object) -> list[str]:
@@ -152,7 +127,7 @@ def test_bad_checkpoint_fails_in_one_line(cli, tiny_model, monkeypatch, tmp_path
     make_bad_checkpoint(fault, tiny_model, tmp_path / BAD)
     before = (tmp_path / BAD).read_bytes() if (tmp_path / BAD).is_file() else None
     args, outputs = CHECKPOINT_READERS[command]
-    kept = keep(*outputs)
+    kept = keep_outputs(".", outputs)
     if fault in ABSURD:
         forbid_building(monkeypatch)
     started = time.perf_counter()
@@ -285,7 +260,7 @@ def test_bad_image_fails_in_one_line(cli, monkeypatch, tmp_path, command, fault)
     stroke().save(folder / "good.png")
     make_bad_image(fault, folder / "bad.png", monkeypatch)
     args, outputs, _ = IMAGE_READERS[command]
-    kept = keep(*outputs)
+    kept = keep_outputs(".", outputs)
     result = cli(*fill(args, I=folder / "bad.png", D=folder))
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert result.stdout == ""
@@ -332,7 +307,7 @@ def test_unwritable_output_fails_before_any_work(cli, tiny_model, monkeypatch, a
 
     monkeypatch.setattr(vaecli.train, "fit", fit)
     Path("blocker").write_bytes(SENTINEL)
-    kept = keep("vae.safetensors")
+    kept = keep_outputs(".", ["vae.safetensors"])
     result = cli(*fill(args, M=tiny_model))
     assert result.exit_code == 2, (result.stdout, result.stderr)
     line = one_error_line(result)
@@ -378,7 +353,7 @@ BAD_NUMBERS = [
 
 @pytest.mark.parametrize(("args", "option"), BAD_NUMBERS, ids=lambda v: v if isinstance(v, str) else "-".join(v))
 def test_zero_negative_or_non_finite_numbers_are_refused(cli, tiny_model, args, option):
-    kept = keep("vae.safetensors")
+    kept = keep_outputs(".", ["vae.safetensors"])
     result = cli(*fill(args, M=tiny_model))
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert result.stdout == ""
@@ -389,7 +364,7 @@ def test_zero_negative_or_non_finite_numbers_are_refused(cli, tiny_model, args, 
 def test_unknown_dataset_lists_the_valid_names(cli):
     from vaecli.data import DATASET_NAMES
 
-    kept = keep("vae.safetensors")
+    kept = keep_outputs(".", ["vae.safetensors"])
     result = cli("train", "--dataset", "cifar-11")
     assert result.exit_code == 2, (result.stdout, result.stderr)
     line = one_error_line(result)

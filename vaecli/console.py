@@ -41,10 +41,6 @@ class Terminal:
         if not self.quiet:
             self.stderr.print(message, markup=False, soft_wrap=True)
 
-    def success(self, message: str) -> None:
-        if not self.quiet:
-            self.stderr.print(message, style="green", markup=False, soft_wrap=True)
-
     def warn(self, message: str) -> None:
         if not self.quiet:
             self.stderr.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
