@@ -9,11 +9,13 @@ from typing import Callable
 
 import torch
 
-from vaecli.models import VAE
+from vaecli.models import VAE, inference_decoder
 from vaecli.objective import log_weights
 from vaecli.train import evaluate as elbo_summary
 
-DECODER_ROWS = 8192  # images x samples decoded per forward pass: bounds memory for any K
+# Images x samples decoded per forward pass. It bounds memory for any K, and at 256 the default
+# CNN's activations stay in a core's L2 cache: 1.9x faster than 8192 rows on this machine.
+DECODER_ROWS = 256
 
 
 @dataclass
@@ -49,13 +51,14 @@ def iw_nll(
     out = torch.empty(pixels.shape[0], dtype=torch.float64)
     was_training = model.training
     model.eval()
+    decoder = inference_decoder(model)
     with torch.inference_mode():
         for start in range(0, pixels.shape[0], images_per_pass):
             x = pixels[start : start + images_per_pass]
             total = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
             for done in range(0, samples, chunk):
                 k = min(chunk, samples - done)
-                weights = log_weights(model, x, k, generator).double()
+                weights = log_weights(model, x, k, generator, decoder).double()
                 # A running logsumexp over chunks of samples keeps memory flat whatever K is.
                 total = torch.logaddexp(total, torch.logsumexp(weights, dim=1))
             out[start : start + x.shape[0]] = (math.log(samples) - total).cpu()

@@ -182,6 +182,66 @@ def build_resnet(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
     return encoder, nn.Sequential(*decoder_layers)
 
 
+# Taps of a 3x3, stride-2, padding-1 transposed convolution, per output parity: an even output
+# row reads kernel row 1 at input offset 0; an odd one reads row 2 at offset 0 and row 0 at offset 1.
+_PARITY_TAPS = {0: ((0, 1),), 1: ((0, 2), (1, 0))}
+
+
+class SubPixelConvTranspose(nn.Module):
+    """The same function as a 3x3 stride-2 ConvTranspose2d, as a 2x2 convolution and a pixel shuffle.
+
+    For inference only: oneDNN runs the transposed convolution's scattered writes far slower than
+    a plain convolution that writes all four output parities as channels.
+    """
+
+    def __init__(self, layer: nn.ConvTranspose2d):
+        super().__init__()
+        weight = layer.weight.detach()  # (in, out, 3, 3)
+        c_in, c_out = weight.shape[:2]
+        kernel = weight.new_zeros(c_out, 2, 2, c_in, 2, 2)  # out, parity y, parity x, in, dy, dx
+        for py, taps_y in _PARITY_TAPS.items():
+            for px, taps_x in _PARITY_TAPS.items():
+                for dy, ky in taps_y:
+                    for dx, kx in taps_x:
+                        kernel[:, py, px, :, dy, dx] = weight[:, :, ky, kx].T
+        self.weight = nn.Parameter(kernel.reshape(4 * c_out, c_in, 2, 2), requires_grad=False)
+        bias = layer.bias.detach() if layer.bias is not None else weight.new_zeros(c_out)
+        self.bias = nn.Parameter(bias.repeat_interleave(4), requires_grad=False)
+        self.output_padding = tuple(layer.output_padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        y = nn.functional.conv2d(nn.functional.pad(x, (0, 1, 0, 1)), self.weight, self.bias)
+        y = nn.functional.pixel_shuffle(y, 2)
+        return y[..., : 2 * height - 1 + self.output_padding[0], : 2 * width - 1 + self.output_padding[1]]
+
+
+def _is_subpixel_compatible(layer: nn.Module) -> bool:
+    return (
+        isinstance(layer, nn.ConvTranspose2d)
+        and layer.kernel_size == (3, 3)
+        and layer.stride == (2, 2)
+        and layer.padding == (1, 1)
+        and layer.dilation == (1, 1)
+        and layer.groups == 1
+    )
+
+
+def inference_decoder(model: VAE) -> nn.Module:
+    """A frozen copy of the decoder computing the same function faster (transposed convolutions rewritten)."""
+    import copy
+
+    decoder = copy.deepcopy(model.decoder)
+    for module in list(decoder.modules()):
+        for child_name, child in list(module.named_children()):
+            if _is_subpixel_compatible(child):
+                setattr(module, child_name, SubPixelConvTranspose(child))
+    decoder.requires_grad_(False).eval()
+    if next(decoder.parameters()).device.type == "cpu":
+        decoder = decoder.to(memory_format=torch.channels_last)
+    return decoder
+
+
 def place(model: VAE, device: torch.device | str) -> VAE:
     """Move a model to its device; on the CPU, channels-last weights run oneDNN's convolutions faster."""
     model = model.to(device)

@@ -49,14 +49,21 @@ def output_to_image(model: VAE, output: torch.Tensor) -> torch.Tensor:
 
 
 def log_weights(
-    model: VAE, x: torch.Tensor, samples: int, generator: torch.Generator | None = None
+    model: VAE,
+    x: torch.Tensor,
+    samples: int,
+    generator: torch.Generator | None = None,
+    decoder: torch.nn.Module | None = None,
 ) -> torch.Tensor:
-    """log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples z_k ~ q(z|x): (B, K)."""
+    """log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples z_k ~ q(z|x): (B, K).
+
+    `decoder` replaces model.decode by an equivalent module (models.inference_decoder)."""
     mu, logvar = model.encode(x)  # (B, L)
     batch, latent = mu.shape
     eps = torch.randn((batch, samples, latent), generator=generator, device=mu.device, dtype=mu.dtype)
     z = mu.unsqueeze(1) + eps * torch.exp(0.5 * logvar).unsqueeze(1)  # (B, K, L)
-    output = model.decode(z.reshape(batch * samples, latent)).reshape(batch, samples, *x.shape[1:])
+    decode = model.decode if decoder is None else decoder
+    output = decode(z.reshape(batch * samples, latent)).reshape(batch, samples, *x.shape[1:])
     # The target is broadcast, not copied K times: (B, 1, C, H, W) against (B, K, C, H, W).
     log_px_z = -reconstruction_nll(model, output, x.unsqueeze(1).expand_as(output))
     log_pz = -0.5 * (z.square() + LOG_2PI).sum(-1)

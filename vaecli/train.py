@@ -71,8 +71,10 @@ def start_run(config: TrainConfig, device: torch.device, resume: Checkpoint | No
 
 
 def make_optimizer(model: VAE, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    # foreach on GPU; on CPU the plain loop measured no slower for these small models.
-    return torch.optim.Adam(model.parameters(), lr=config.lr, foreach=device.type == "cuda")
+    # One fused kernel per weight: on the CPU a step of the default CNN's Adam takes 0.6 ms
+    # instead of 1.6 ms, about 6% of a training step.
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
 
 
 def optimizer_tensors(run: TrainingRun) -> dict[str, torch.Tensor]:
@@ -85,14 +87,17 @@ def optimizer_tensors(run: TrainingRun) -> dict[str, torch.Tensor]:
 
 
 def restore_optimizer(run: TrainingRun, tensors: dict[str, torch.Tensor]) -> None:
-    device = next(run.model.parameters()).device
     for name, param in run.model.named_parameters():
         state = {}
         for key in ("step", "exp_avg", "exp_avg_sq"):
             value = tensors.get(f"{name}.{key}")
             if value is not None:
-                # Adam keeps `step` on the CPU unless it runs fused or captured.
-                state[key] = value.clone() if key == "step" else value.to(device)
+                if key == "step":
+                    state[key] = value.clone().to(param.device if run.optimizer.defaults.get("fused") else "cpu")
+                else:
+                    # Fused Adam walks the moments' memory in the weight's order, so they must share
+                    # its layout (channels-last convolution weights), not just its shape.
+                    state[key] = torch.empty_like(param).copy_(value)
         if state:
             run.optimizer.state[param] = state
 
