@@ -41,7 +41,7 @@ complete -c vae -n '__fish_seen_subcommand_from eval' -l split -r -F -d 'train o
 complete -c vae -n '__fish_seen_subcommand_from eval' -l limit -x -d 'Use only the first N images.'
 complete -c vae -n '__fish_seen_subcommand_from eval' -l iw-samples -s k -x -d 'Importance samples K per image (1 gives the ELBO).'
 complete -c vae -n '__fish_seen_subcommand_from eval' -l binarize -d 'Binarize the images once with a fixed seed (the literatures protocol).'
-complete -c vae -n '__fish_seen_subcommand_from eval' -l batch-size -x -d 'Images x samples decoded per pass; bounds memory for any K default 8192'
+complete -c vae -n '__fish_seen_subcommand_from eval' -l batch-size -x -d 'Images x samples decoded per pass; bounds memory for any K default 256 on a CPU,'
 complete -c vae -n '__fish_seen_subcommand_from eval' -l seed -x -d 'Seed of the importance samples.'
 complete -c vae -n '__fish_seen_subcommand_from eval' -l device -x -a 'auto cpu cuda mps' -d 'auto (cuda, then mps, then cpu), cpu, cudaN or mps.'
 complete -c vae -n '__fish_seen_subcommand_from eval' -l quiet -s q -d 'Print only errors on stderr.'

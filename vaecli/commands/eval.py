@@ -33,7 +33,8 @@ def eval_command(
     batch_size: Annotated[
         Optional[int],
         typer.Option("--batch-size", show_default=False,
-                     help="Images x samples decoded per pass; bounds memory for any K [default: 8192]"),
+                     help="Images x samples decoded per pass; bounds memory for any K "
+                     "[default: 256 on a CPU, 8192 on a GPU]"),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the importance samples.")] = 0,
     device: DeviceOption = "auto",
