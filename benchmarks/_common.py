@@ -25,18 +25,25 @@ def private_mnist_copy() -> Path:
     return tmp
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 20) -> float:
-    """Best fp32 matmul rate of this machine, in GFLOP/s, measured now."""
+def matmul_peak_gflops(size: int = 2048, repeats: int = 20, device: str = "cpu", dtype_name: str = "fp32") -> float:
+    """Best matmul rate of this device (fp32 or bf16), in GFLOP/s, measured now."""
     import time
 
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    if device != "cpu":
+        size *= 4  # a GPU needs far larger products to reach its peak
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for _ in range(3):
         a @ b
+    sync()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9

@@ -89,6 +89,7 @@ _vae() {
         "train --warmup") COMPREPLY=(); return ;;
         "train --seed") COMPREPLY=(); return ;;
         "train --limit") COMPREPLY=(); return ;;
+        "train --precision") COMPREPLY=($(compgen -W "fp32 bf16" -- "$cur")); return ;;
         "train --out"|"train -o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train --resume") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "train --device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
@@ -105,7 +106,7 @@ _vae() {
         reconstruct) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --compare --nrow --invert --scale --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         sample) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--count -n --temperature -t --out -o --grid --nrow --scale --force -f --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
         tour) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --data-root --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
-        train) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --seed --limit --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
+        train) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --seed --limit --precision --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
     esac
 }
 complete -o filenames -o bashdefault -F _vae vae

@@ -121,6 +121,7 @@ complete -c vae -n '__fish_seen_subcommand_from train' -l warmup -x -d 'Epochs o
 complete -c vae -n '__fish_seen_subcommand_from train' -l binarize -d 'Dynamic binarization fresh Bernoulli pixels every batch.'
 complete -c vae -n '__fish_seen_subcommand_from train' -l seed -x -d 'Seeds weights, shuffling and noise.'
 complete -c vae -n '__fish_seen_subcommand_from train' -l limit -x -d 'Use only the first N images.'
+complete -c vae -n '__fish_seen_subcommand_from train' -l precision -x -a 'fp32 bf16' -d 'fp32, or bf16 autocast (for GPUs and CPUs with AVX-512 BF16 or AMX).'
 complete -c vae -n '__fish_seen_subcommand_from train' -l out -s o -r -F -d 'Checkpoint to write (after every epoch).'
 complete -c vae -n '__fish_seen_subcommand_from train' -l resume -r -F -d 'Continue this checkpoint exactly (writes back to it unless --out). A cosine sche'
 complete -c vae -n '__fish_seen_subcommand_from train' -l device -x -a 'auto cpu cuda mps' -d 'auto (cuda, then mps, then cpu), cpu, cudaN or mps.'

@@ -179,8 +179,15 @@ def test_every_architecture_fits_any_image_shape(arch, shape):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_training_path(cli, tmp_path):
-    result = cli("train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "--device", "cuda")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_training_path(cli, tmp_path, precision):
+    result = cli("train", "--dataset", "digits", "--epochs", "1", "--hidden", "8", "--device", "cuda",
+                 "--precision", precision)
     assert result.exit_code == 0, result.stderr
     meta = read_metadata(tmp_path / "vae.safetensors")
     assert meta["history"][0]["test"]["loss"] > 0
+    evaluated = cli("eval", "-m", "vae.safetensors", "--limit", "50", "--iw-samples", "20", "--json",
+                    "--device", "cuda")
+    assert evaluated.exit_code == 0, evaluated.stderr
+    figures = json.loads(evaluated.stdout)
+    assert 0 < figures["nll"] <= figures["elbo"]["loss"] + 1.0

@@ -60,3 +60,19 @@ def test_keep_best_writes_the_lowest_test_loss_epoch(cli, tmp_path):
     losses = [record["test"]["loss"] for record in last["history"]]
     assert best["epochs_done"] == 1 + losses.index(min(losses))
     assert best["history"][-1]["test"]["loss"] == min(losses)
+
+
+def test_bf16_autocast_trains_and_is_recorded(cli, tmp_path):
+    fp32 = cli("train", *TINY, "--epochs", "1", "-o", "fp32.safetensors")
+    bf16 = cli("train", *TINY, "--epochs", "1", "--precision", "bf16", "-o", "bf16.safetensors")
+    assert fp32.exit_code == 0 and bf16.exit_code == 0, bf16.stderr
+    meta = read_metadata(tmp_path / "bf16.safetensors")
+    assert meta["config"]["precision"] == "bf16" and "--precision bf16" in meta["command"]
+    assert "--precision" not in read_metadata(tmp_path / "fp32.safetensors")["command"]
+    # Same seed and data: bf16 rounding moves the loss a little, not a lot, and the weights stay fp32.
+    low, full = (read_metadata(tmp_path / f"{p}.safetensors")["history"][0]["test"]["loss"] for p in ("bf16", "fp32"))
+    assert low != full and abs(low - full) < 0.05 * full
+    weights = load_checkpoint(tmp_path / "bf16.safetensors").model.state_dict().values()
+    assert all(t.dtype == torch.float32 for t in weights)
+    refused = cli("train", "--resume", "bf16.safetensors", "--epochs", "2", "--precision", "fp32")
+    assert refused.exit_code == 2 and "--precision cannot change when resuming" in refused.stderr

@@ -17,6 +17,9 @@ MAX_IMAGE_SIDE = 1024
 MAX_HIDDEN = 16384
 LIKELIHOODS = ("bernoulli", "gaussian")
 SCHEDULES = ("constant", "cosine")
+# Arithmetic of the training steps: fp32, or bf16 autocast (fast on GPUs and CPUs with AMX or
+# AVX-512 BF16; weights, optimizer and loss sums stay fp32).
+PRECISIONS = ("fp32", "bf16")
 # The architecture registry: a new one joins with one entry, name -> builder in vaecli.models.
 # It lives here, not in models.py, so help and completion list the names without importing torch.
 ARCHITECTURES = {"mlp": "build_mlp", "cnn": "build_cnn", "resnet": "build_resnet"}
@@ -78,6 +81,7 @@ class TrainConfig:
     binarize: bool = False  # dynamic binarization: a fresh Bernoulli draw per pixel per batch
     seed: int = 0  # seeds weights, shuffling and noise
     limit: int | None = None  # use only the first N training (and test) images
+    precision: str = "fp32"  # fp32, or bf16 autocast for the forward pass (PRECISIONS)
 
     def validate(self) -> None:
         self.model.validate()
@@ -90,6 +94,8 @@ class TrainConfig:
         if self.lr_schedule not in SCHEDULES:
             raise UsageError(f"unknown --lr-schedule {self.lr_schedule!r}; use constant or cosine")
         _check_range("warm-up epochs", self.warmup, 0, 100_000, "--warmup")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"unknown --precision {self.precision!r}; use {' or '.join(PRECISIONS)}")
         if self.limit is not None:
             _check_range("limit", self.limit, 1, 10**9, "--limit")
 
@@ -108,6 +114,8 @@ def train_command_line(config: TrainConfig) -> str:
         parts.append("--binarize")
     if config.limit is not None:
         parts += ["--limit", str(config.limit)]
+    if config.precision != "fp32":
+        parts += ["--precision", config.precision]
     return shlex.join(parts)
 
 

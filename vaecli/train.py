@@ -147,6 +147,7 @@ def fit(
     net = model if not world.distributed else _data_parallel(model, device)
     if compile_model:
         net = torch.compile(net)  # the first steps pay for compilation
+    bf16 = config.precision == "bf16"
     images = train_set.images.to(device)
     n = images.shape[0]
     batch = min(config.batch_size, n)
@@ -177,7 +178,10 @@ def fit(
                 group["lr"] = learning_rate(config, global_step / total_steps)
             beta = kl_weight(config, epoch + step / steps_per_epoch)
 
-            output, mu, logvar = net(x, noise=noise)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                output, mu, logvar = net(x, noise=noise)
+            # The loss is summed over 784 pixels per image: in fp32 whatever the forward pass ran in.
+            output, mu, logvar = output.float(), mu.float(), logvar.float()
             recon, kl = reconstruction_nll(model, output, x), kl_to_standard_normal(mu, logvar)
             total = (recon + beta * kl).sum()
             # DDP averages gradients over ranks, so each rank scales its sum to the global mean.

@@ -8,12 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from vaecli.config import ARCHITECTURES, LIKELIHOODS, SCHEDULES
+from vaecli.config import ARCHITECTURES, LIKELIHOODS, PRECISIONS, SCHEDULES
 from vaecli.device import DEVICE_CHOICES
 
 Arch = Enum("Arch", {name: name for name in ARCHITECTURES}, type=str)  # follows the registry
 Likelihood = Enum("Likelihood", {name: name for name in LIKELIHOODS}, type=str)
 Schedule = Enum("Schedule", {name: name for name in SCHEDULES}, type=str)
+Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)
 
 
 def complete_dataset(incomplete: str) -> list[str]:

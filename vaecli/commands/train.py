@@ -20,6 +20,7 @@ from vaecli.commands.options import (
     JsonOption,
     Likelihood,
     LimitOption,
+    Precision,
     QuietOption,
     Schedule,
 )
@@ -29,7 +30,7 @@ from vaecli.errors import ExitCode, Interrupted, UsageError
 # Options fixed by the checkpoint when resuming (everything but epochs and where things go).
 RECIPE_OPTIONS = (
     "arch", "dataset", "latent_dim", "hidden", "channels", "image_size", "likelihood",
-    "batch_size", "lr", "lr_schedule", "beta", "warmup", "binarize", "seed", "limit",
+    "batch_size", "lr", "lr_schedule", "beta", "warmup", "binarize", "seed", "limit", "precision",
 )
 
 
@@ -66,6 +67,10 @@ def train_command(
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seeds weights, shuffling and noise.")] = 0,
     limit: LimitOption = None,
+    precision: Annotated[
+        Precision,
+        typer.Option("--precision", help="fp32, or bf16 autocast (for GPUs and CPUs with AVX-512 BF16 or AMX)."),
+    ] = Precision.fp32,
     out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (after every epoch).")] = Path(
         "vae.safetensors"
     ),
@@ -115,7 +120,7 @@ def train_command(
                 height=shape[1], width=shape[2], likelihood=likelihood.value,
             ),
             dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule.value,
-            beta=beta, warmup=warmup, binarize=binarize, seed=seed, limit=limit,
+            beta=beta, warmup=warmup, binarize=binarize, seed=seed, limit=limit, precision=precision.value,
         )
         config.validate()
     else:
