@@ -25,10 +25,10 @@ from vaecli.train import fit, start_run
 from _common import data_root, matmul_peak_gflops, private_mnist_copy
 
 
-def vaecli_epoch(config: TrainConfig, train_set, test_set, device, out: Path, compile_model: bool = False) -> float:
+def vaecli_epoch(config: TrainConfig, train_set, test_set, device, out: Path) -> float:
     """One epoch through vaecli's own loop; images/s of the training part."""
     run = start_run(config, device)
-    fit(config, run, train_set, test_set, out, compile_model=compile_model)
+    fit(config, run, train_set, test_set, out)
     return run.history[-1]["images_per_s"]
 
 

@@ -5,6 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 SENTINEL = b"an earlier output that must survive\n"
+# What the one-line error says for each kind of unreadable input image.
+IMAGE_FAULT_MESSAGES = {
+    "missing": "no such file",
+    "folder": "is a folder",
+    "empty": "empty",
+    "text": "not a readable image",
+    "truncated": "not a readable image",
+    "bomb": "safety limit",
+}
 
 
 def one_error_line(result) -> str:

@@ -10,7 +10,7 @@ import pytest
 import typer.testing
 from PIL import Image
 
-from cli_checks import SENTINEL, assert_untouched, keep_outputs, one_error_line
+from cli_checks import IMAGE_FAULT_MESSAGES, SENTINEL, assert_untouched, keep_outputs, one_error_line
 from safetensors_bytes import edit_metadata
 
 BAD = "bad.safetensors"
@@ -189,14 +189,7 @@ IMAGE_READERS = {
     "encode": (["encode", "{I}", "-m", "{M}", "-o", "out.npy"], ["out.npy"]),
     "interpolate": (["interpolate", "d.png", "{I}", "-m", "{M}", "-o", "out.png"], ["out.png"]),
 }
-IMAGE_FAULTS = {
-    "missing": "no such file",
-    "folder": "is a folder",
-    "empty": "empty",
-    "text": "not a readable image",
-    "truncated": "not a readable image",
-    "bomb": "safety limit",
-}
+IMAGE_FAULTS = IMAGE_FAULT_MESSAGES
 
 
 def make_bad_image(kind: str, root: Path, name: str) -> None:

@@ -19,7 +19,7 @@ from PIL import Image
 from vaecli.checkpoint import load_checkpoint, read_metadata
 from vaecli.errors import CheckpointError, InputError
 
-from cli_checks import SENTINEL, assert_untouched, keep_outputs, one_error_line
+from cli_checks import IMAGE_FAULT_MESSAGES, SENTINEL, assert_untouched, keep_outputs, one_error_line
 from safetensors_bytes import edit_metadata
 
 BAD = "bad.safetensors"
@@ -220,15 +220,7 @@ def make_bad_image(fault: str, path: Path, monkeypatch) -> None:
         stroke(size=(300, 300) if fault == "bomb" else (40, 40)).save(path)
 
 
-IMAGE_FAULTS = {
-    "missing": "no such file",
-    "folder": "is a folder",
-    "empty": "empty",
-    "text": "not a readable image",
-    "truncated": "not a readable image",
-    "bomb": "safety limit",
-    "bomb_warning": "safety limit",
-}
+IMAGE_FAULTS = {**IMAGE_FAULT_MESSAGES, "bomb_warning": "safety limit"}
 CONTENT_FAULTS = ("empty", "text", "truncated", "bomb", "bomb_warning")  # faults a file in a folder can have
 
 # Commands that read images: arguments ({I} the bad image, {D} a folder holding it and a good one),

@@ -92,7 +92,7 @@ class TrainConfig:
         if not 0 <= self.beta < math.inf:
             raise UsageError(f"beta must be a finite number, 0 or more, not {self.beta} (--beta)")
         if self.lr_schedule not in SCHEDULES:
-            raise UsageError(f"unknown --lr-schedule {self.lr_schedule!r}; use constant or cosine")
+            raise UsageError(f"unknown --lr-schedule {self.lr_schedule!r}; use {' or '.join(SCHEDULES)}")
         _check_range("warm-up epochs", self.warmup, 0, 100_000, "--warmup")
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown --precision {self.precision!r}; use {' or '.join(PRECISIONS)}")

@@ -15,7 +15,6 @@ from vaecli.commands.options import (
     SeedOption,
 )
 from vaecli.console import term
-from vaecli.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -47,11 +46,9 @@ def tour_command(
     Example: vae tour -m mnist-cnn.safetensors -o tour/
     """
     term.quiet = quiet
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder; choose another output folder")
     from vaecli.images import ensure_folder
 
-    ensure_folder(out)  # fail before the work when the folder cannot be made
+    ensure_folder(out, "--out")  # fail before the work when the folder cannot be made
     import torch
 
     from vaecli.checkpoint import write_atomic
