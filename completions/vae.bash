@@ -5,7 +5,7 @@ _vae() {
         case "${COMP_WORDS[i]}" in -*) ;; *) cmd="${COMP_WORDS[i]}"; break ;; esac
     done
     if [[ -z "$cmd" ]]; then
-        local words="completion decode encode eval info interpolate project reconstruct sample tour train"
+        local words="completion decode encode eval fit-prior info interpolate project reconstruct sample tour train"
         [[ "$cur" == -* ]] && words="--debug --version --help"
         COMPREPLY=($(compgen -W "$words" -- "$cur"))
         return
@@ -32,6 +32,14 @@ _vae() {
         "eval --batch-size") COMPREPLY=(); return ;;
         "eval --seed") COMPREPLY=(); return ;;
         "eval --device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
+        "fit-prior --model"|"fit-prior -m") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "fit-prior --out"|"fit-prior -o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "fit-prior --components"|"fit-prior -c") COMPREPLY=(); return ;;
+        "fit-prior --samples") COMPREPLY=(); return ;;
+        "fit-prior --limit") COMPREPLY=(); return ;;
+        "fit-prior --data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "fit-prior --seed") COMPREPLY=(); return ;;
+        "fit-prior --device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
         "interpolate --steps") COMPREPLY=(); return ;;
         "interpolate --method") COMPREPLY=($(compgen -W "lerp slerp" -- "$cur")); return ;;
         "interpolate --out"|"interpolate -o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -100,6 +108,7 @@ _vae() {
         decode) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --grid --nrow --scale --force -f --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         encode) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --invert --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         eval) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --dataset --data-root --split --limit --iw-samples -k --binarize --batch-size --seed --device --quiet -q --json --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
+        fit-prior) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --out -o --components -c --samples --limit --data-root --seed --device --quiet -q --json --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
         info) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         interpolate) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--steps --method --out -o --frames --gif --invert --scale --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         project) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --points --dataset --data-root --split --limit --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=(); fi ;;

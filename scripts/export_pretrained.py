@@ -2,8 +2,9 @@
 
 Usage: python scripts/export_pretrained.py CHECKPOINT NAME [--eval "--binarize --limit 500 -k 100"]
 The optimizer and RNG states are dropped (they only matter for --resume); the metadata keeps the
-full history and the exact `vae train` command. With --eval, `vae eval -m NAME ... --json` runs on
-the bundled file and its command and output are recorded, so a test can check they reproduce.
+full history, the exact `vae train` command, and the recipe of a model with a fitted prior. With
+--eval, `vae eval -m NAME ... --json` runs on the bundled file and its command and output are
+recorded, so a test can check they reproduce.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def main() -> None:
     checkpoint = load_checkpoint(args.checkpoint)
     meta = dict(checkpoint.meta)
     meta["config"] = to_dict(checkpoint.config)  # with the resolved network width
-    meta["command"] = train_command_line(checkpoint.config)
+    # With a fitted prior in its past, the recipe's first step is the training from scratch.
+    meta["command"] = meta["recipe"][0] if meta.get("recipe") else train_command_line(checkpoint.config)
     meta["bundled_as"] = args.name
     target = PRETRAINED_DIR / f"{args.name}.safetensors"
     save_checkpoint(target, checkpoint.model, meta)

@@ -13,6 +13,7 @@ from vaecli.config import ModelConfig
 from vaecli.evaluate import evaluate_split, iw_nll
 from vaecli.models import LOGVAR_BOUND, VAE
 from vaecli.objective import kl_to_standard_normal
+from vaecli.prior import MixturePrior
 from vaecli.train import binarize_fixed
 
 SIDE, LATENT, SIGMA = 4, 2, 0.5  # 16 pixels, a 2-D latent, decoder noise std
@@ -69,6 +70,37 @@ def test_estimate_converges_to_the_exact_likelihood_as_k_grows():
     assert errors[1] > 0.5  # the poor encoder leaves a real gap at K = 1 (the ELBO)
     assert errors[1] > errors[10] > errors[100]
     assert abs(errors[2000]) < 0.01 * errors[1]  # within noise of the exact value
+
+
+def test_estimate_converges_under_a_mixture_prior():
+    """p(z) = sum_c w_c N(m_c, S_c) makes p(x) = sum_c w_c N(W m_c + b, W S_c W^T + s^2 I)."""
+    model, _, _ = _linear_gaussian(exact_posterior=False)
+    weights = torch.tensor([0.3, 0.7])
+    means = torch.tensor([[1.2, -0.4], [-0.5, 0.3]])
+    covariances = torch.stack([torch.tensor([[0.5, 0.2], [0.2, 0.4]]), torch.tensor([[0.3, -0.1], [-0.1, 0.6]])])
+    prior = MixturePrior(2, LATENT)
+    prior.log_weights.copy_(weights.log())
+    prior.means.copy_(means)
+    # U with U U^T = S^-1, upper triangular: the transposed inverse of S's lower Cholesky factor.
+    prior.precision_cholesky.copy_(torch.linalg.inv(torch.linalg.cholesky(covariances)).mT)
+    model.prior = prior
+    weight, bias = model.decoder[0].weight.detach(), model.decoder[0].bias.detach()
+    marginal = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(weights),
+        torch.distributions.MultivariateNormal(
+            means @ weight.T + bias, weight @ covariances @ weight.T + SIGMA**2 * torch.eye(SIDE * SIDE)
+        ),
+    )
+    torch.manual_seed(5)
+    x = marginal.sample(torch.Size([64]))
+    exact = -marginal.log_prob(x).double()
+    x = x.view(-1, 1, SIDE, SIDE)
+    errors = {}
+    for k in (1, 100, 3000):
+        errors[k] = float((iw_nll(model, x, k, torch.Generator().manual_seed(k)) - exact).mean())
+        assert errors[k] > -0.05, errors
+    assert errors[1] > 0.5 and errors[1] > errors[100]
+    assert abs(errors[3000]) < 0.02 * errors[1], errors
 
 
 def _exact_negative_elbo(model: VAE, x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,9 @@ def test_bundled_model_loads_and_decodes(name):
     checkpoint = load_checkpoint(path)
     assert checkpoint.meta["bundled_as"] == name
     assert checkpoint.meta["command"].startswith("vae train ")
+    if checkpoint.config.model.prior_components:  # every step from scratch is recorded
+        assert checkpoint.meta["recipe"][0].startswith("vae train ")
+        assert checkpoint.meta["recipe"][-1] == checkpoint.meta["prior"]["command"]
     z = torch.randn(6, checkpoint.config.model.latent_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         pixels = torch.sigmoid(checkpoint.model.decode(z))

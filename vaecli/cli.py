@@ -133,10 +133,10 @@ def _register() -> None:
     app.command("encode")(encode.encode_command)
     app.command("decode")(decode.decode_command)
     from vaecli.commands import eval as eval_cmd
-    from vaecli.commands import project, tour
+    from vaecli.commands import fit_prior, project, tour
 
     app.command("eval")(eval_cmd.eval_command)
-
+    app.command("fit-prior")(fit_prior.fit_prior_command)
     app.command("project")(project.project_command)
     app.command("tour")(tour.tour_command)
 

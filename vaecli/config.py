@@ -15,6 +15,7 @@ FORMAT_VERSION = 1  # bump when the checkpoint layout changes incompatibly
 MAX_LATENT_DIM = 4096
 MAX_IMAGE_SIDE = 1024
 MAX_HIDDEN = 16384
+MAX_PRIOR_COMPONENTS = 4096
 LIKELIHOODS = ("bernoulli", "gaussian")
 SCHEDULES = ("constant", "cosine")
 # Arithmetic of the training steps: fp32, or bf16 autocast (fast on GPUs and CPUs with AMX or
@@ -38,6 +39,7 @@ class ModelConfig:
     width: int = 28  # input width in pixels
     hidden: int = 0  # network width (see DEFAULT_HIDDEN); 0 is replaced by the architecture's default
     likelihood: str = "bernoulli"  # p(x|z): bernoulli on [0, 1] pixels, or gaussian
+    prior_components: int = 0  # p(z): 0 for N(0, I), else a Gaussian mixture fitted by `vae fit-prior`
 
     def __post_init__(self) -> None:
         # Store the width actually used, so a later change of default cannot change a saved model.
@@ -60,6 +62,7 @@ class ModelConfig:
         _check_range("image height", self.height, 4, MAX_IMAGE_SIDE, "--image-size")
         _check_range("image width", self.width, 4, MAX_IMAGE_SIDE, "--image-size")
         _check_range("hidden width", self.hidden, 0, MAX_HIDDEN, "--hidden")
+        _check_range("prior components", self.prior_components, 0, MAX_PRIOR_COMPONENTS, "--components")
         if self.likelihood not in LIKELIHOODS:
             raise UsageError(
                 f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}"

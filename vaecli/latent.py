@@ -11,6 +11,7 @@ from vaecli.device import resolve_device
 from vaecli.errors import InputError, UsageError
 from vaecli.models import VAE
 from vaecli.objective import output_to_image
+from vaecli.prior import prefix_stable_normal
 
 BATCH_SIZE = 256  # images per forward pass: bounds memory for large -n or long .npy files
 INTERPOLATION_METHODS = ("lerp", "slerp")
@@ -27,13 +28,15 @@ def make_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def sample_prior(
-    count: int, latent_dim: int, temperature: float, generator: torch.Generator
-) -> torch.Tensor:
-    """z ~ N(0, T^2 I): (count, latent); the first k rows do not depend on count."""
+def sample_prior(model: VAE, count: int, temperature: float, generator: torch.Generator) -> torch.Tensor:
+    """z from the model's prior, spread scaled by T (N(0, T^2 I) for the standard one): (count, latent).
+
+    The first k rows do not depend on count."""
     if not (temperature >= 0 and math.isfinite(temperature)):
         raise UsageError(f"--temperature must be a finite number >= 0, not {temperature}")
-    return temperature * torch.randn((count, latent_dim), generator=generator)
+    if model.prior is not None:
+        return model.prior.sample(count, temperature, generator)
+    return temperature * prefix_stable_normal(count, model.config.latent_dim, generator)
 
 
 def _device(model: VAE) -> torch.device:

@@ -9,13 +9,14 @@ import torch
 from torch import nn
 
 from vaecli.config import ARCHITECTURES, ModelConfig
+from vaecli.prior import MixturePrior, standard_normal_log_prob
 
 # Bounds the encoder's log-variance smoothly so exp() can neither overflow nor underflow to 0.
 LOGVAR_BOUND = 15.0
 
 
 class VAE(nn.Module):
-    """q(z|x) = N(mu, diag(exp(logvar))), p(z) = N(0, I), p(x|z) given by decoder logits."""
+    """q(z|x) = N(mu, diag(exp(logvar))), p(z) = N(0, I) or a mixture, p(x|z) given by decoder logits."""
 
     def __init__(self, config: ModelConfig, encoder: nn.Module, decoder: nn.Module):
         super().__init__()
@@ -25,12 +26,19 @@ class VAE(nn.Module):
         if config.likelihood == "gaussian":
             # One learned log-variance per channel for p(x|z) (a fixed variance would need tuning).
             self.decoder_logvar = nn.Parameter(torch.zeros(config.channels))
+        self.prior: MixturePrior | None = None
+        if config.prior_components:
+            self.prior = MixturePrior(config.prior_components, config.latent_dim)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance, each (B, latent)."""
         mu, raw_logvar = self.encoder(x).chunk(2, dim=1)
         logvar = LOGVAR_BOUND * torch.tanh(raw_logvar / LOGVAR_BOUND)
         return mu, logvar
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) for codes (..., latent): (...)."""
+        return standard_normal_log_prob(z) if self.prior is None else self.prior.log_prob(z)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder output for z: Bernoulli logits (or Gaussian means), (B, C, H, W)."""

@@ -33,6 +33,11 @@ def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)
 
 
+def log_posterior(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log q(z|x) for codes z and the posterior's mean and log-variance, all (..., latent): (...)."""
+    return -0.5 * ((z - mu).square() * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
+
+
 def elbo_terms(
     model: VAE, x: torch.Tensor, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,6 +71,6 @@ def log_weights(
     output = decode(z.reshape(batch * samples, latent)).reshape(batch, samples, *x.shape[1:])
     # The target is broadcast, not copied K times: (B, 1, C, H, W) against (B, K, C, H, W).
     log_px_z = -reconstruction_nll(model, output, x.unsqueeze(1).expand_as(output))
-    log_pz = -0.5 * (z.square() + LOG_2PI).sum(-1)
+    log_pz = model.log_prior(z)
     log_qz_x = -0.5 * (eps.square() + logvar.unsqueeze(1) + LOG_2PI).sum(-1)  # (z - mu) / sigma = eps
     return log_px_z + log_pz - log_qz_x

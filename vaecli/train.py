@@ -15,8 +15,8 @@ from vaecli.config import TrainConfig
 from vaecli.data import ImageSet
 from vaecli.distributed import SINGLE_PROCESS, World, barrier, shard, sum_across
 from vaecli.errors import TrainingError
-from vaecli.models import VAE, build_model, place
-from vaecli.objective import kl_per_dimension, kl_to_standard_normal, reconstruction_nll
+from vaecli.models import VAE, build_model, place, reparameterize
+from vaecli.objective import kl_per_dimension, kl_to_standard_normal, log_posterior, reconstruction_nll
 
 EVAL_SEED = 2024  # test-loss noise is drawn from its own fixed stream, apart from training's
 EVAL_BATCH = 1000
@@ -182,7 +182,7 @@ def fit(
                 output, mu, logvar = net(x, noise=noise)
             # The loss is summed over 784 pixels per image: in fp32 whatever the forward pass ran in.
             output, mu, logvar = output.float(), mu.float(), logvar.float()
-            recon, kl = reconstruction_nll(model, output, x), kl_to_standard_normal(mu, logvar)
+            recon, kl = reconstruction_nll(model, output, x), kl_to_prior(model, mu, logvar, noise)
             total = (recon + beta * kl).sum()
             # DDP averages gradients over ranks, so each rank scales its sum to the global mean.
             loss = total * (world.size / global_count)
@@ -235,6 +235,16 @@ def fit(
     return run
 
 
+def kl_to_prior(model: VAE, mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || p(z)) per image: analytic for N(0, I); for a fitted mixture, at z = mu + sigma * noise.
+
+    A fitted prior stays fixed while the encoder and decoder train under it."""
+    if model.prior is None:
+        return kl_to_standard_normal(mu, logvar)
+    z = mu + noise * torch.exp(0.5 * logvar)
+    return log_posterior(z, mu, logvar) - model.log_prior(z)
+
+
 def _is_best(history: list[dict]) -> bool:
     """Whether the last epoch has the lowest test loss so far (earlier runs of a resumed file count)."""
     losses = [record["test"]["loss"] for record in history if record.get("test")]
@@ -270,10 +280,14 @@ def evaluate(model: VAE, pixels: torch.Tensor, seed: int = EVAL_SEED) -> dict:
     kl_dims = torch.zeros(model.config.latent_dim, dtype=torch.float64, device=pixels.device)
     for start in range(0, pixels.shape[0], EVAL_BATCH):
         x = pixels[start : start + EVAL_BATCH]
-        output, mu, logvar = model(x, generator)
-        recon = reconstruction_nll(model, output, x)
+        mu, logvar = model.encode(x)
+        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        recon = reconstruction_nll(model, model.decode(reparameterize(mu, logvar, noise=noise)), x)
+        # Per dimension, the KL to N(0, 1) picks the active units whatever the prior; the total is
+        # the KL to the model's own prior (one-sample, like recon, for a mixture).
         per_dim = kl_per_dimension(mu, logvar)
-        sums += torch.stack([recon.sum(), per_dim.sum()]).double()
+        kl = kl_to_prior(model, mu, logvar, noise)
+        sums += torch.stack([recon.sum(), kl.sum()]).double()
         kl_dims += per_dim.sum(0).double()
     model.train(was_training)
     n = max(pixels.shape[0], 1)

@@ -76,6 +76,7 @@ def eval_command(
         "binarized": binarize,
         "images": result.images,
         "iw_samples": result.iw_samples,
+        "prior_components": checkpoint.config.model.prior_components,  # 0: N(0, I)
         "elbo": {"recon": numbers.pop("recon"), "kl": numbers.pop("kl"), "loss": numbers.pop("elbo_loss")},
         "nll": result.nll,
         "bits_per_dim": result.bits_per_dim,
@@ -86,6 +87,8 @@ def eval_command(
         return
     elbo = report["elbo"]
     term.emit(f"images           {result.images} ({name} {split}{', binarized once, seed 0' if binarize else ''})")
+    components = checkpoint.config.model.prior_components
+    term.emit(f"prior            {f'mixture of {components} Gaussians' if components else 'N(0, I)'}")
     term.emit(f"-ELBO            {elbo['loss']:.2f} nats (recon {elbo['recon']:.2f}, KL {elbo['kl']:.2f})")
     term.emit(f"-log p(x)        {result.nll:.2f} nats (importance-weighted, K = {iw_samples})")
     term.emit(f"bits per dim     {result.bits_per_dim:.4f}")

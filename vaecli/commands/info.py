@@ -53,6 +53,7 @@ def _print_table(path: str, meta: dict) -> None:
         ("latent dim", str(model.get("latent_dim"))),
         ("image shape", " x ".join(str(v) for v in meta.get("image_shape", []))),
         ("likelihood", str(model.get("likelihood"))),
+        ("prior", _prior_line(model.get("prior_components") or 0, meta.get("prior"))),
         ("dataset", str(config.get("dataset"))),
         ("epochs done", f"{meta.get('epochs_done')} of {config.get('epochs')}"),
         ("seed", str(config.get("seed"))),
@@ -64,7 +65,10 @@ def _print_table(path: str, meta: dict) -> None:
                                   f"(recon {test.get('recon', nan):.2f}, KL {test.get('kl', nan):.2f})"))
         if "active_units" in test:
             rows.append(("active units", f"{test['active_units']} of {model.get('latent_dim')} (KL > 0.01 nats)"))
-    if meta.get("command"):
+    recipe = meta.get("recipe")
+    if isinstance(recipe, list) and recipe:
+        rows += [(f"recipe step {i}", str(step)) for i, step in enumerate(recipe, 1)]
+    elif meta.get("command"):
         rows.append(("command", meta["command"]))
     for key, value in rows:
         summary.add_row(key, value)
@@ -82,3 +86,12 @@ def _print_table(path: str, meta: dict) -> None:
                 f"{record.get('elapsed_s', 0):.1f}", f"{record.get('images_per_s', 0):.0f}",
             )
         console.print(table)
+
+
+def _prior_line(components: int, fit: object) -> str:
+    if not components:
+        return "N(0, I)"
+    line = f"mixture of {components} full-covariance Gaussians, fitted to the training codes"
+    if isinstance(fit, dict) and isinstance(fit.get("test_kl_mixture"), (int, float)):
+        line += f" (test KL {fit['test_kl_mixture']:.2f} nats, {fit.get('test_kl_standard', 0):.2f} with N(0, I))"
+    return line

@@ -1,4 +1,4 @@
-"""`vae sample`: decode draws from the prior N(0, I) into images."""
+"""`vae sample`: decode draws from the model's prior (N(0, I), or its fitted mixture) into images."""
 
 from __future__ import annotations
 
@@ -44,7 +44,9 @@ def sample_command(
     count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many images to draw.")] = 16,
     temperature: Annotated[
         float,
-        typer.Option("--temperature", "-t", help="Standard deviation of z; below 1 gives cleaner, less varied images."),
+        typer.Option("--temperature", "-t",
+                     help="Spread of z around the prior's centres, 1 for the prior itself; "
+                     "below 1 gives cleaner, less varied images."),
     ] = 1.0,
     out: OutFolderOption = ".",
     grid: GridOption = None,
@@ -56,7 +58,9 @@ def sample_command(
     seed: SeedOption = 0,
     quiet: QuietOption = False,
 ) -> None:
-    """Draw z ~ N(0, I) and decode it: sample-0001.png... in -o DIR (paths on stdout), or one --grid.
+    """Draw z from the prior (N(0, I), or as fitted by vae fit-prior) and decode it.
+
+    Writes sample-0001.png... in -o DIR (paths on stdout), or one --grid.
 
     Example: vae sample -n 16 --grid samples.png
     """
@@ -69,7 +73,7 @@ def sample_command(
     checkpoint, note = open_model(model, device)
     if note:
         term.note(note)
-    z = sample_prior(count, checkpoint.config.model.latent_dim, temperature, make_generator(seed))
+    z = sample_prior(checkpoint.model, count, temperature, make_generator(seed))
     write_images(decode_to_pixels(checkpoint.model, z), out, grid, nrow, scale, force, "sample")
 
 

@@ -93,7 +93,7 @@ def tour_command(
         title=f"From a {label_a} to a {label_b}: decoded points on the line between posterior means",
     ))
 
-    z = sample_prior(SAMPLE_COLUMNS**2, checkpoint.config.model.latent_dim, 1.0, generator)
+    z = sample_prior(checkpoint.model, SAMPLE_COLUMNS**2, 1.0, generator)
     save("samples.png", image_grid_png(
         decode_to_pixels(vae, z), SAMPLE_COLUMNS, title=f"{SAMPLE_COLUMNS**2} samples decoded from z ~ N(0, I)",
     ))

@@ -166,7 +166,7 @@ def _train(config: Any, resume: Path | None, epochs: int | None, out: Path,
             raise UsageError(
                 f"{resume} already has {checkpoint.epochs_done} epochs; pass a larger --epochs to go on"
             )
-    _check_writable(out)
+    check_writable(out)
     shape = config.model.image_shape
     train_set = load_dataset(config.dataset, "train", data_root=data_root, shape=shape, limit=config.limit)
     test_set = load_dataset(config.dataset, "test", data_root=data_root, shape=shape, limit=config.limit)
@@ -182,6 +182,11 @@ def _train(config: Any, resume: Path | None, epochs: int | None, out: Path,
         "command": train_command_line(config),
         "torch_version": torch.__version__,
     }
+    if checkpoint is not None and checkpoint.meta.get("recipe"):
+        # A fitted prior is in this model's past: one `vae train` command no longer reproduces it.
+        extra["prior"] = checkpoint.meta.get("prior")
+        extra["recipe"] = [*checkpoint.meta["recipe"], shlex.join(
+            ["vae", "train", "--resume", str(resume), "--epochs", str(config.epochs), "-o", str(out)])]
     with _progress_display(config.epochs) as on_progress, _terminate_as_interrupt():
         def on_epoch(record: dict) -> None:
             if json_lines:
@@ -210,7 +215,7 @@ def _train(config: Any, resume: Path | None, epochs: int | None, out: Path,
         term.emit(str(out))
 
 
-def _check_writable(out: Path) -> None:
+def check_writable(out: Path) -> None:
     if out.is_dir():
         raise UsageError(f"--out {out}: is a folder; give a file name such as {out / 'vae.safetensors'}")
     # The nearest folder that exists decides: a file anywhere above `out` or a read-only folder
