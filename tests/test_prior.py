@@ -159,3 +159,14 @@ def test_fit_prior_refuses_bad_options(cli, tiny_model, tmp_path, args, message)
     result = cli("fit-prior", "-m", tiny_model, "-o", tmp_path / "x.safetensors", *args, "--device", "cpu")
     assert result.exit_code == 2 and message in result.stderr
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_loading_a_mixture_model_stays_light():
+    # Building the prior's buffers on the meta device once pulled in sympy: a second per command.
+    import subprocess
+    import sys
+
+    code = ("import sys; from vaecli.checkpoint import load_checkpoint, resolve_model; "
+            "load_checkpoint(resolve_model('mnist')[0]); print('sympy' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

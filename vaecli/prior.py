@@ -21,7 +21,10 @@ class MixturePrior(nn.Module):
         super().__init__()
         self.register_buffer("log_weights", torch.full((components,), -math.log(components)))
         self.register_buffer("means", torch.zeros(components, latent_dim))
-        self.register_buffer("precision_cholesky", torch.eye(latent_dim).repeat(components, 1, 1))
+        identities = torch.zeros(components, latent_dim, latent_dim)
+        # Not torch.eye: on the meta device (checkpoint loading) it imports sympy, a second of start-up.
+        identities.diagonal(dim1=-2, dim2=-1).fill_(1.0)
+        self.register_buffer("precision_cholesky", identities)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) for codes (..., latent): (...)."""
