@@ -88,7 +88,10 @@ def fit_mixture(
     return prior.float()
 
 
-FIT_ROWS = 8192  # codes per pass: bounds the (rows, C, latent) and (rows, latent^2) temporaries
+# Codes per pass: bounds the (rows, C, latent) and (rows, latent^2) temporaries. Kept under glibc's
+# 32 MB mmap ceiling for the usual sizes, they are reused instead of mapped and faulted in afresh:
+# 8192 rows spent more time in the kernel than in EM (50 Gaussians, 120,000 codes: 90 s, 30 s now).
+FIT_ROWS = 2048
 COVARIANCE_FLOOR = 1e-5  # added to every variance, so no component collapses onto a few codes
 
 
