@@ -40,7 +40,7 @@ def fit_prior_command(
     quiet: QuietOption = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Fit p(z) to the aggregate posterior of the training set: a better ELBO and likelihood, cleaner samples.
+    """Fit p(z) to the codes of the training images, as a Gaussian mixture: a better ELBO and likelihood.
 
     The encoder and decoder stay as trained; only p(z) = N(0, I) becomes a Gaussian mixture
     fitted by EM to codes z ~ q(z|x) of the training images. Prints the new checkpoint's path.
