@@ -103,6 +103,11 @@ class TrainConfig:
             _check_range("limit", self.limit, 1, 10**9, "--limit")
 
 
+def describe_prior(components: int) -> str:
+    """p(z) in words, for reports: N(0, I), or the fitted mixture."""
+    return f"mixture of {components} full-covariance Gaussians" if components else "N(0, I)"
+
+
 def train_command_line(config: TrainConfig) -> str:
     """The full `vae train` command that reproduces this config from scratch."""
     m = config.model

@@ -48,13 +48,15 @@ def mean_kl(model: VAE, pixels: torch.Tensor, samples: int, generator: torch.Gen
     """Monte Carlo KL(q(z|x) || p(z)) averaged over images, under the model's current prior."""
     from vaecli.train import kl_to_prior
 
+    # Against N(0, I) the KL is exact, so further passes would only repeat the first.
+    passes = samples if model.prior is not None else 1
     total = 0.0
-    for _ in range(samples):
+    for _ in range(passes):
         for start in range(0, pixels.shape[0], CODE_BATCH):
             mu, logvar = model.encode(pixels[start : start + CODE_BATCH])
             noise = torch.randn(mu.shape, generator=generator, device=pixels.device)
             total += float(kl_to_prior(model, mu, logvar, noise).double().sum())
-    return total / (samples * max(pixels.shape[0], 1))
+    return total / (passes * max(pixels.shape[0], 1))
 
 
 def fit_prior(

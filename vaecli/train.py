@@ -153,7 +153,7 @@ def fit(
     batch = min(config.batch_size, n)
     steps_per_epoch = math.ceil(n / batch)
     total_steps = steps_per_epoch * config.epochs
-    test_pixels = _test_pixels(config, test_set, device) if world.is_main else None
+    test_pixels = eval_pixels(config, test_set, device) if world.is_main else None
 
     for epoch in range(run.epochs_done, config.epochs):
         model.train()
@@ -257,7 +257,8 @@ def _data_parallel(model: VAE, device: torch.device) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def _test_pixels(config: TrainConfig, test_set: ImageSet, device: torch.device) -> torch.Tensor:
+def eval_pixels(config: TrainConfig, test_set: ImageSet, device: torch.device) -> torch.Tensor:
+    """A split as the model is tested on it: pixels in [0, 1], binarized once if it trained binarized."""
     pixels = to_pixels(test_set.images.to(device))
     if config.binarize:
         pixels = binarize_fixed(pixels)

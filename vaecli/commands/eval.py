@@ -52,6 +52,7 @@ def eval_command(
         raise UsageError(f"--batch-size must be 1 or more, not {batch_size}")
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be 1 or more, not {limit}")
+    from vaecli.config import describe_prior
     from vaecli.data import load_dataset
     from vaecli.evaluate import evaluate_split
     from vaecli.latent import open_model
@@ -87,8 +88,7 @@ def eval_command(
         return
     elbo = report["elbo"]
     term.emit(f"images           {result.images} ({name} {split}{', binarized once, seed 0' if binarize else ''})")
-    components = checkpoint.config.model.prior_components
-    term.emit(f"prior            {f'mixture of {components} Gaussians' if components else 'N(0, I)'}")
+    term.emit(f"prior            {describe_prior(checkpoint.config.model.prior_components)}")
     term.emit(f"-ELBO            {elbo['loss']:.2f} nats (recon {elbo['recon']:.2f}, KL {elbo['kl']:.2f})")
     term.emit(f"-log p(x)        {result.nll:.2f} nats (importance-weighted, K = {iw_samples})")
     term.emit(f"bits per dim     {result.bits_per_dim:.4f}")

@@ -63,7 +63,7 @@ def fit_prior_command(
     from vaecli.data import load_dataset
     from vaecli.device import resolve_device
     from vaecli.prior_fit import fit_prior
-    from vaecli.train import binarize_fixed, to_pixels
+    from vaecli.train import eval_pixels, to_pixels
 
     path, note = resolve_model(model)
     if note:
@@ -87,9 +87,7 @@ def fit_prior_command(
         )
     model_device = next(checkpoint.model.parameters()).device
     train_pixels = to_pixels(train_set.images.to(model_device))
-    test_pixels = to_pixels(test_set.images.to(model_device))
-    if config.binarize:
-        test_pixels = binarize_fixed(test_pixels)
+    test_pixels = eval_pixels(config, test_set, model_device)
     term.note(
         f"fitting a {components}-Gaussian prior to {len(train_set) * samples} codes of {len(train_set)} "
         f"{config.dataset} images ({samples} per image)"

@@ -89,9 +89,11 @@ def _print_table(path: str, meta: dict) -> None:
 
 
 def _prior_line(components: int, fit: object) -> str:
+    from vaecli.config import describe_prior
+
     if not components:
-        return "N(0, I)"
-    line = f"mixture of {components} full-covariance Gaussians, fitted to the training codes"
+        return describe_prior(0)
+    line = f"{describe_prior(components)}, fitted to the training codes"
     if isinstance(fit, dict) and isinstance(fit.get("test_kl_mixture"), (int, float)):
         line += f" (test KL {fit['test_kl_mixture']:.2f} nats, {fit.get('test_kl_standard', 0):.2f} with N(0, I))"
     return line

@@ -94,8 +94,10 @@ def tour_command(
     ))
 
     z = sample_prior(checkpoint.model, SAMPLE_COLUMNS**2, 1.0, generator)
+    components = checkpoint.config.model.prior_components
+    prior = f"its {components}-Gaussian prior" if components else "N(0, I)"  # short enough for the title
     save("samples.png", image_grid_png(
-        decode_to_pixels(vae, z), SAMPLE_COLUMNS, title=f"{SAMPLE_COLUMNS**2} samples decoded from z ~ N(0, I)",
+        decode_to_pixels(vae, z), SAMPLE_COLUMNS, title=f"{SAMPLE_COLUMNS**2} samples decoded from z ~ {prior}",
     ))
 
 
