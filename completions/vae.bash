@@ -24,7 +24,7 @@ _vae() {
         "encode --device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
         "encode --seed") COMPREPLY=(); return ;;
         "eval --model"|"eval -m") COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        "eval --dataset") COMPREPLY=($(compgen -d -- "$cur")); return ;;
+        "eval --dataset") COMPREPLY=($(compgen -W "mnist fashion-mnist kmnist digits" -- "$cur") $(compgen -d -- "$cur")); return ;;
         "eval --data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval --split") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "eval --limit") COMPREPLY=(); return ;;
@@ -37,6 +37,7 @@ _vae() {
         "fit-prior --components"|"fit-prior -c") COMPREPLY=(); return ;;
         "fit-prior --samples") COMPREPLY=(); return ;;
         "fit-prior --limit") COMPREPLY=(); return ;;
+        "fit-prior --dataset") COMPREPLY=($(compgen -W "mnist fashion-mnist kmnist digits" -- "$cur") $(compgen -d -- "$cur")); return ;;
         "fit-prior --data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "fit-prior --seed") COMPREPLY=(); return ;;
         "fit-prior --device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
@@ -77,6 +78,7 @@ _vae() {
         "sample --device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
         "sample --seed") COMPREPLY=(); return ;;
         "tour --out"|"tour -o") COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        "tour --dataset") COMPREPLY=($(compgen -W "mnist fashion-mnist kmnist digits" -- "$cur") $(compgen -d -- "$cur")); return ;;
         "tour --data-root") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "tour --model"|"tour -m") COMPREPLY=($(compgen -f -- "$cur")); return ;;
         "tour --device") COMPREPLY=($(compgen -W "auto cpu cuda mps" -- "$cur")); return ;;
@@ -108,13 +110,13 @@ _vae() {
         decode) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --grid --nrow --scale --force -f --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         encode) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --invert --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         eval) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --dataset --data-root --split --limit --iw-samples -k --binarize --batch-size --seed --device --quiet -q --json --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
-        fit-prior) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --out -o --components -c --samples --limit --data-root --seed --device --quiet -q --json --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
+        fit-prior) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --out -o --components -c --samples --limit --dataset --data-root --seed --device --quiet -q --json --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
         info) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--json --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         interpolate) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--steps --method --out -o --frames --gif --invert --scale --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         project) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --points --dataset --data-root --split --limit --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
         reconstruct) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --compare --nrow --invert --scale --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
         sample) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--count -n --temperature -t --out -o --grid --nrow --scale --force -f --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
-        tour) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --data-root --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
+        tour) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out -o --dataset --data-root --model -m --device --seed --quiet -q --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
         train) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --seed --limit --precision --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --help -h" -- "$cur")); else COMPREPLY=(); fi ;;
     esac
 }

@@ -36,7 +36,7 @@ complete -c vae -n '__fish_seen_subcommand_from encode' -l quiet -s q -d 'Print 
 complete -c vae -n '__fish_seen_subcommand_from encode' -l help -s h -d 'Show the help and exit.'
 complete -c vae -n '__fish_seen_subcommand_from encode' -F
 complete -c vae -n '__fish_seen_subcommand_from eval' -l model -s m -r -F -d 'Checkpoint path, or a bundled model mnist, fashion-mnist. Default VAE_MODEL, els'
-complete -c vae -n '__fish_seen_subcommand_from eval' -l dataset -r -F -d 'Dataset name or image folder default the models training dataset'
+complete -c vae -n '__fish_seen_subcommand_from eval' -l dataset -r -F -a 'mnist fashion-mnist kmnist digits' -d 'Dataset name or image folder default the models training dataset; a folder is re'
 complete -c vae -n '__fish_seen_subcommand_from eval' -l data-root -r -F -d 'Where torchvision datasets are found or downloaded (default VAE_DATA_ROOT, else '
 complete -c vae -n '__fish_seen_subcommand_from eval' -l split -r -F -d 'train or test.'
 complete -c vae -n '__fish_seen_subcommand_from eval' -l limit -x -d 'Use only the first N images.'
@@ -53,6 +53,7 @@ complete -c vae -n '__fish_seen_subcommand_from fit-prior' -l out -s o -r -F -d 
 complete -c vae -n '__fish_seen_subcommand_from fit-prior' -l components -s c -x -d 'Gaussians in the mixture (full covariance each).'
 complete -c vae -n '__fish_seen_subcommand_from fit-prior' -l samples -x -d 'Codes drawn from q(z|x) per training image.'
 complete -c vae -n '__fish_seen_subcommand_from fit-prior' -l limit -x -d 'Use only the first N images.'
+complete -c vae -n '__fish_seen_subcommand_from fit-prior' -l dataset -r -F -a 'mnist fashion-mnist kmnist digits' -d 'Dataset name or image folder default the models training dataset; a folder is re'
 complete -c vae -n '__fish_seen_subcommand_from fit-prior' -l data-root -r -F -d 'Where torchvision datasets are found or downloaded (default VAE_DATA_ROOT, else '
 complete -c vae -n '__fish_seen_subcommand_from fit-prior' -l seed -x -d 'Seed of the codes and of the fit.'
 complete -c vae -n '__fish_seen_subcommand_from fit-prior' -l device -x -a 'auto cpu cuda mps' -d 'auto (cuda, then mps, then cpu), cpu, cudaN or mps.'
@@ -77,7 +78,7 @@ complete -c vae -n '__fish_seen_subcommand_from interpolate' -l help -s h -d 'Sh
 complete -c vae -n '__fish_seen_subcommand_from interpolate' -F
 complete -c vae -n '__fish_seen_subcommand_from project' -l out -s o -r -F -d 'The scatter PNG, or - for its bytes on stdout.'
 complete -c vae -n '__fish_seen_subcommand_from project' -l points -r -F -d 'Also write one CSV row per image index, label, class, x, y, mu_1..mu_d.'
-complete -c vae -n '__fish_seen_subcommand_from project' -l dataset -r -F -a 'mnist fashion-mnist kmnist digits' -d 'mnist, fashion-mnist, kmnist, digits, or a folder of images (sub-folder names ar'
+complete -c vae -n '__fish_seen_subcommand_from project' -l dataset -r -F -a 'mnist fashion-mnist kmnist digits' -d 'Dataset name or image folder default the models training dataset; a folder is re'
 complete -c vae -n '__fish_seen_subcommand_from project' -l data-root -r -F -d 'Where torchvision datasets are found or downloaded (default VAE_DATA_ROOT, else '
 complete -c vae -n '__fish_seen_subcommand_from project' -l split -x -a 'train test' -d 'Which split to encode.'
 complete -c vae -n '__fish_seen_subcommand_from project' -l limit -x -d 'Use only the first N images.'
@@ -110,6 +111,7 @@ complete -c vae -n '__fish_seen_subcommand_from sample' -l seed -x -d 'Seed for 
 complete -c vae -n '__fish_seen_subcommand_from sample' -l quiet -s q -d 'Print only errors on stderr.'
 complete -c vae -n '__fish_seen_subcommand_from sample' -l help -s h -d 'Show the help and exit.'
 complete -c vae -n '__fish_seen_subcommand_from tour' -l out -s o -r -F -d 'Folder for the four PNGs (created if missing).'
+complete -c vae -n '__fish_seen_subcommand_from tour' -l dataset -r -F -a 'mnist fashion-mnist kmnist digits' -d 'Dataset name or image folder default the models training dataset; a folder is re'
 complete -c vae -n '__fish_seen_subcommand_from tour' -l data-root -r -F -d 'Where torchvision datasets are found or downloaded (default VAE_DATA_ROOT, else '
 complete -c vae -n '__fish_seen_subcommand_from tour' -l model -s m -r -F -d 'Checkpoint path, or a bundled model mnist, fashion-mnist. Default VAE_MODEL, els'
 complete -c vae -n '__fish_seen_subcommand_from tour' -l device -x -a 'auto cpu cuda mps' -d 'auto (cuda, then mps, then cpu), cpu, cudaN or mps.'

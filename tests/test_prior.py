@@ -152,7 +152,7 @@ def test_fit_prior_cli(cli, tiny_model, tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--components", "0"], "--components must be between 1"),
-    (["--samples", "0"], "--samples must be 1 or more"),
+    (["--samples", "0"], "--samples must be between 1 and 1000"),
     (["--components", "500", "--limit", "100"], "more than the 200 codes"),
 ])
 def test_fit_prior_refuses_bad_options(cli, tiny_model, tmp_path, args, message):

@@ -475,7 +475,7 @@ def test_two_trainings_writing_the_same_out_leave_a_whole_checkpoint(tmp_path):
 WRITER = """
 import sys, time
 from pathlib import Path
-from vaecli.checkpoint import write_atomic
+from vaecli.files import write_atomic
 payload = Path(sys.argv[2]).read_bytes()
 stop = time.monotonic() + float(sys.argv[3])
 count = 0

@@ -157,7 +157,7 @@ def test_ctrl_c_during_a_save_reports_what_is_on_disk(cli, monkeypatch, tmp_path
 SLOW_WRITER = """
 import os, sys, time
 from pathlib import Path
-import vaecli.checkpoint
+import vaecli.files
 
 class Slow:
     def __init__(self, handle):
@@ -177,8 +177,8 @@ class Slow:
         return getattr(self.handle, name)
 
 real_fdopen = os.fdopen
-vaecli.checkpoint.os.fdopen = lambda fd, mode: Slow(real_fdopen(fd, mode))
-vaecli.checkpoint.write_atomic(Path(sys.argv[1]), Path(sys.argv[2]).read_bytes())
+vaecli.files.os.fdopen = lambda fd, mode: Slow(real_fdopen(fd, mode))
+vaecli.files.write_atomic(Path(sys.argv[1]), Path(sys.argv[2]).read_bytes())
 print("done", flush=True)
 """
 

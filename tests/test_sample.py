@@ -6,7 +6,8 @@ import io
 
 from PIL import Image
 
-from vaecli.images import GRID_PADDING, make_grid, numbered_names
+from vaecli.files import numbered_names
+from vaecli.images import GRID_PADDING, make_grid
 
 
 def _png(data: bytes) -> Image.Image:
@@ -120,7 +121,7 @@ def test_unwritable_output_folder_is_one_line(cli, tiny_model, tmp_path):
     assert result.exit_code == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: file/sub: cannot create")
+    assert len(lines) == 1 and lines[0].startswith("error: -o file/sub: cannot create")
 
 
 def test_grid_to_stdout_and_grid_file_conflict(cli, tiny_model):

@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from vaecli import __version__
 from vaecli.console import term
-from vaecli.errors import ExitCode, VaeError
+from vaecli.errors import ExitCode, OutputError, ReaderGone, VaeError
 
 
 class VaeGroup(TyperGroup):
@@ -31,29 +31,48 @@ class VaeGroup(TyperGroup):
 
 def run_safely(invoke: Any) -> int:
     """Call the CLI and map what it raises to an exit code and at most one line on stderr."""
+    if sys.stdout is None:  # started with `>&-`: refuse before any work, not after it
+        term.error("stdout is closed; give the command somewhere to write (`> /dev/null` discards it)")
+        return ExitCode.USAGE
     try:
         result = invoke()
+        sys.stdout.flush()  # a full disk or a closed pipe is reported here, not at interpreter exit
         return result if isinstance(result, int) else ExitCode.OK
+    except (BrokenPipeError, ReaderGone):
+        # The reader went away (`| head`): stop quietly with the status of a process killed by SIGPIPE.
+        _silence_stdout()
+        return ExitCode.BROKEN_PIPE
     except VaeError as exc:
         if term.debug:
             traceback.print_exc()
+        if isinstance(exc, OutputError):
+            _silence_stdout()  # what could not be written must not be retried at exit
         term.error(exc.message)
         return exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
         term.error("interrupted")
         return ExitCode.INTERRUPTED
-    except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, as Unix tools do.
-        _silence_stdout()
-        return ExitCode.ERROR
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
-        if _is_click_error(exc):
-            return _report_click_error(exc)
-        if term.debug:
-            traceback.print_exc()
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        term.error(f"unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)")
+        return _report_unexpected(exc)
+
+
+def _report_unexpected(exc: Exception) -> int:
+    if _is_click_error(exc):
+        return _report_click_error(exc)
+    if term.debug:
+        traceback.print_exc()
+    if isinstance(exc, OSError) and exc.filename is not None:
+        # A path the checks above did not foresee: still the user's file, still one line.
+        from vaecli.files import describe_os_error
+
+        term.error(f"{exc.filename}: {describe_os_error(exc)}; check the path")
+        return ExitCode.USAGE
+    if isinstance(exc, MemoryError):
+        term.error("out of memory; use fewer or smaller images, a smaller model or a smaller --batch-size")
         return ExitCode.ERROR
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    term.error(f"unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)")
+    return ExitCode.ERROR
 
 
 def _is_click_error(exc: Exception) -> bool:
@@ -71,8 +90,6 @@ def _report_click_error(exc: Any) -> int:
 
 
 def _silence_stdout() -> None:
-    import os
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

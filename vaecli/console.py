@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vaecli.errors import UsageError
+from vaecli.errors import OutputError, ReaderGone, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+
+# C0 and C1 control characters and DEL: text from files and file names must not drive the terminal.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text with control characters shown as escapes (\\x1b), so it is shown, never obeyed."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 @dataclass
@@ -28,7 +38,8 @@ class Terminal:
         if self._console is None or self._console_file is not sys.stderr:
             from rich.console import Console
 
-            self._console = Console(stderr=True, highlight=False)
+            # No emoji codes and no markup: `digit:smile:.png` is a file name, not a smiley.
+            self._console = Console(stderr=True, highlight=False, emoji=False, markup=False)
             self._console_file = sys.stderr
         return self._console
 
@@ -39,30 +50,62 @@ class Terminal:
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            self.stderr.print(message, markup=False, soft_wrap=True)
+            self.stderr.print(printable(message), markup=False, emoji=False, soft_wrap=True)
 
     def warn(self, message: str) -> None:
         if not self.quiet:
-            self.stderr.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
+            self.stderr.print(f"warning: {printable(message)}", style="yellow", markup=False, emoji=False,
+                              soft_wrap=True)
 
     def error(self, message: str) -> None:
-        self.stderr.print(f"error: {message}", style="bold red", markup=False, soft_wrap=True)
+        self.stderr.print(f"error: {printable(message)}", style="bold red", markup=False, emoji=False,
+                          soft_wrap=True)
 
     def emit(self, line: str) -> None:
         """Write one line of data to stdout at once, so pipes see it while work goes on."""
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        stream = _stdout()
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except BrokenPipeError:
+            raise ReaderGone("stdout was closed by its reader") from None
+        except (OSError, ValueError) as exc:
+            raise OutputError(_stdout_failure(exc)) from None
 
-    def emit_bytes(self, data: bytes) -> None:
-        """Write binary data to stdout, refusing when stdout is a terminal."""
-        if sys.stdout.isatty():
+    def check_binary_stdout(self) -> None:
+        """Refuse binary output for a terminal (or a closed stdout) now, before the work."""
+        if _stdout().isatty():
             raise UsageError(
                 "refusing to write binary data to a terminal: redirect stdout "
                 "(`> file.png` or `| ...`) or give a file name instead of `-`"
             )
-        buffer = getattr(sys.stdout, "buffer", sys.stdout)
-        buffer.write(data)
-        buffer.flush()
+
+    def emit_bytes(self, data: bytes) -> None:
+        """Write binary data to stdout, refusing when stdout is a terminal."""
+        self.check_binary_stdout()
+        stream = _stdout()
+        buffer = getattr(stream, "buffer", stream)
+        try:
+            view = memoryview(data)
+            while view:  # a pipe whose reader leaves takes part of a large write and reports no error
+                view = view[buffer.write(view):]
+            buffer.flush()
+        except BrokenPipeError:
+            raise ReaderGone("stdout was closed by its reader") from None
+        except (OSError, ValueError) as exc:
+            raise OutputError(_stdout_failure(exc)) from None
+
+
+def _stdout():
+    # Python sets sys.stdout to None when the program starts with file descriptor 1 closed (`>&-`).
+    if sys.stdout is None:
+        raise OutputError("stdout is closed; give the command somewhere to write (`> /dev/null` discards it)")
+    return sys.stdout
+
+
+def _stdout_failure(exc: BaseException) -> str:
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return f"cannot write to stdout ({reason}); redirect it to a file or a program that reads it"
 
 
 term = Terminal()

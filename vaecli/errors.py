@@ -8,7 +8,8 @@ from enum import IntEnum
 class ExitCode(IntEnum):
     OK = 0
     ERROR = 1
-    USAGE = 2  # bad options or bad input files
+    USAGE = 2  # bad options or bad input files, or an output that cannot be written
+    BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout went away (`| head`), as for any Unix tool
     INTERRUPTED = 130  # 128 + SIGINT
     TERMINATED = 143  # 128 + SIGTERM
 
@@ -39,6 +40,16 @@ class CheckpointError(InputError):
 
 class DataError(InputError):
     """A dataset that cannot be found, downloaded or decoded."""
+
+
+class OutputError(UsageError):
+    """An output (a file, or stdout) that cannot be written."""
+
+
+class ReaderGone(VaeError):
+    """The program reading stdout closed it (`| head`); not an OSError, so click leaves it to us."""
+
+    exit_code = ExitCode.BROKEN_PIPE
 
 
 class DeviceError(UsageError):

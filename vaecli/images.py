@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import math
-import re
-import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,42 +19,51 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
+MAX_IMAGE_BYTES = 64 << 20  # a PNG or JPEG this tool reads is far smaller; /dev/zero is not an image
+
+
 def open_image(source: str | Path) -> Image.Image:
-    """Decode a PNG/JPEG file (or `-` for stdin) fully, with one-line errors for bad files."""
+    """Decode a PNG/JPEG file, `-` (stdin), FIFO or device fully, with one-line errors for bad input."""
     from PIL import Image
 
-    name = "stdin" if str(source) == "-" else str(source)
-    if str(source) == "-":
-        data = sys.stdin.buffer.read()
-        if not data:
-            raise InputError("stdin is empty: pipe an image into `-`, e.g. `< digit.png`")
-        handle: io.BytesIO | Path = io.BytesIO(data)
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise InputError(f"{name}: no such file; check the path")
-        if path.is_dir():
-            raise InputError(f"{name}: is a folder; give an image file")
-        if path.stat().st_size == 0:
-            raise InputError(f"{name}: the file is empty; give a PNG or JPEG image")
-        handle = path
+    from vaecli.files import read_input
+
+    data, name = read_input(source, MAX_IMAGE_BYTES, "a PNG or JPEG file")
+    if not data:
+        hint = "pipe an image into `-`, e.g. `< digit.png`" if name == "stdin" else "give a PNG or JPEG image"
+        raise InputError(f"{name}: {'is empty' if name == 'stdin' else 'the file is empty'}; {hint}")
     try:
         with warnings.catch_warnings():
             # Treat Pillow's decompression-bomb warning as the error it warns of.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(handle)
+            image = Image.open(io.BytesIO(data))
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(
             f"{name}: the image is larger than Pillow's safety limit; shrink it first"
         ) from None
-    except PermissionError:
-        raise InputError(f"{name}: permission denied; check the file's permissions") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
         raise InputError(
             f"{name}: not a readable image ({_first_line(exc)}); give a PNG or JPEG file"
         ) from None
     return image
+
+
+def load_image(source: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
+    """A file (or `-`) as a uint8 (C, H, W) tensor of the given shape; one-line errors naming it."""
+    return conform_image(open_image(source), source, shape)
+
+
+def conform_image(image: Image.Image, source: str | Path, shape: tuple[int, int, int]) -> torch.Tensor:
+    """A decoded image as uint8 (C, H, W) in the given shape, or one line naming the file."""
+    try:
+        return image_to_tensor(image, *shape)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        name = "stdin" if str(source) == "-" else str(source)
+        raise InputError(
+            f"{name}: its pixels (mode {image.mode}) cannot be converted to grey or RGB "
+            f"({_first_line(exc)}); save it as an 8-bit PNG"
+        ) from None
 
 
 def to_mode(image: Image.Image, channels: int) -> Image.Image:
@@ -116,16 +123,21 @@ class InputImages:
 
     def notes(self, invert: str) -> list[str]:
         """What was done to the inputs, one line each, for stderr."""
-        height, width = self.pixels.shape[2:]
-        lines = []
-        if self.resized:
-            lines.append(f"resized {self.resized} of {len(self.names)} input(s) to {width}x{height}, the model's size")
-        if self.inverted and invert == "auto":
-            lines.append(
-                f"inverted {self.inverted} of {len(self.names)} input(s) with a light border, since the "
-                "model expects light strokes on a dark background (--invert no keeps them)"
-            )
-        return lines
+        return input_notes(len(self.names), self.resized, self.inverted, tuple(self.pixels.shape[1:]), invert)
+
+
+def input_notes(count: int, resized: int, inverted: int, shape: tuple[int, ...], invert: str) -> list[str]:
+    """What was done to `count` inputs (resized, inverted), one line each, for stderr."""
+    height, width = shape[1:]
+    lines = []
+    if resized:
+        lines.append(f"resized {resized} of {count} input(s) to {width}x{height}, the model's size")
+    if inverted and invert == "auto":
+        lines.append(
+            f"inverted {inverted} of {count} input(s) with a light border, since the "
+            "model expects light strokes on a dark background (--invert no keeps them)"
+        )
+    return lines
 
 
 def border_is_light(pixels: torch.Tensor) -> bool:
@@ -148,20 +160,33 @@ def read_images(sources: list[str], shape: tuple[int, int, int], invert: str) ->
     """Open every file (`-` is stdin, at most once) and conform it to shape (C, H, W)."""
     import torch
 
-    if sum(1 for source in sources if source == "-") > 1:
-        raise UsageError("`-` (stdin) can be given only once; it holds one image")
+    check_stdin_once(sources)
     channels, height, width = shape
     tensors, names, resized, inverted = [], [], 0, 0
     for source in sources:
         image = open_image(source)
         resized += image.size != (width, height)
-        pixels = image_to_tensor(image, channels, height, width)
+        pixels = conform_image(image, source, shape)
         if should_invert(pixels, invert):
             pixels = 255 - pixels
             inverted += 1
         tensors.append(pixels)
         names.append("stdin" if source == "-" else Path(source).stem)
     return InputImages(torch.stack(tensors), names, resized, inverted)
+
+
+def read_image_batches(
+    sources: list[str], shape: tuple[int, int, int], invert: str, batch: int
+) -> Iterator[InputImages]:
+    """read_images on `batch` files at a time: many inputs never sit in memory together."""
+    check_stdin_once(sources)
+    for start in range(0, len(sources), batch):
+        yield read_images(sources[start:start + batch], shape, invert)
+
+
+def check_stdin_once(sources: list[str]) -> None:
+    if sum(1 for source in sources if source == "-") > 1:
+        raise UsageError("`-` (stdin) can be given only once; it holds one image")
 
 
 # --- Output: PNG and GIF files, grids, nearest-neighbour enlargement ---
@@ -196,6 +221,28 @@ def png_bytes(pixels: Any, scale: int = 1) -> bytes:
     return buffer.getvalue()
 
 
+def grid_size(count: int, nrow: int | None, height: int, width: int, padding: int = GRID_PADDING) -> tuple[int, int]:
+    """(height, width) of a grid of `count` cells, `nrow` per row (default: a square)."""
+    columns = min(nrow or math.ceil(math.sqrt(count)), count)
+    rows = math.ceil(count / columns)
+    return rows * height + (rows - 1) * padding, columns * width + (columns - 1) * padding
+
+
+def check_grid(count: int, shape: tuple[int, int, int], nrow: int | None, scale: int, what: str) -> None:
+    """Refuse, before any work, a grid of `count` images larger than MAX_OUTPUT_PIXELS after --scale."""
+    _, height, width = shape
+    grid_h, grid_w = grid_size(count, nrow, height, width)
+    if grid_h * grid_w * scale * scale <= MAX_OUTPUT_PIXELS:
+        return
+    fits = 1
+    while fits < count and math.prod(grid_size(fits * 2, nrow, height, width)) * scale * scale <= MAX_OUTPUT_PIXELS:
+        fits *= 2
+    raise UsageError(
+        f"{what}: a grid of {grid_w * scale}x{grid_h * scale} pixels is too large to write "
+        f"(at most {MAX_OUTPUT_PIXELS:,}); {fits} images fit, or write one PNG per image with -o DIR"
+    )
+
+
 def make_grid(images: Any, nrow: int | None = None, padding: int = GRID_PADDING) -> Any:
     """Tile uint8 (N, C, H, W) images row by row, `nrow` per row (default: a square), into (C, H', W')."""
     import numpy as np
@@ -205,8 +252,7 @@ def make_grid(images: Any, nrow: int | None = None, padding: int = GRID_PADDING)
     if count == 0:
         raise UsageError("no images to put in a grid")
     columns = min(nrow or math.ceil(math.sqrt(count)), count)
-    rows = math.ceil(count / columns)
-    grid_h, grid_w = rows * height + (rows - 1) * padding, columns * width + (columns - 1) * padding
+    grid_h, grid_w = grid_size(count, nrow, height, width, padding)
     if grid_h * grid_w > MAX_OUTPUT_PIXELS:
         raise UsageError(f"a {grid_w}x{grid_h} grid is too large to write; lower -n or change --nrow")
     grid = np.full((channels, grid_h, grid_w), GRID_PAD_VALUE, dtype=np.uint8)
@@ -216,70 +262,19 @@ def make_grid(images: Any, nrow: int | None = None, padding: int = GRID_PADDING)
     return grid
 
 
-def ensure_folder(folder: Path, option: str = "") -> Path:
-    """Create an output folder if missing, with one-line errors (naming `option`) when that cannot work."""
-    folder = Path(folder)
-    name = f"{option} {folder}" if option else str(folder)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"{name}: exists and is not a folder; choose another output folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{name}: cannot create this folder ({exc.strerror}); choose another") from None
-    return folder
-
-
-def write_bytes(path: Path, data: bytes) -> Path:
-    """Write a whole output file, creating its folder, with one-line errors."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; give a file name for the output")
-    ensure_folder(path.parent if str(path.parent) else Path("."))
-    try:
-        path.write_bytes(data)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write ({exc.strerror}); choose another path") from None
-    return path
-
-
-def numbered_names(folder: Path, prefix: str, count: int, force: bool) -> list[Path]:
-    """`prefix-0001.png`... for count files; without force, numbering goes on after existing ones.
-
-    Numbers have at least 4 digits, more when needed, and never fewer than files already there,
-    so a glob lists old and new files in order.
-    """
-    existing = _numbers(folder, prefix)
-    start = 1 if force else 1 + max((int(digits) for digits in existing), default=0)
-    width = max(4, len(str(start + count - 1)), *(len(digits) for digits in existing))
-    return [folder / f"{prefix}-{number:0{width}d}.png" for number in range(start, start + count)]
-
-
-def highest_number(folder: Path, prefix: str) -> int:
-    """The largest N of the `prefix-N.png` files in folder, 0 when there are none."""
-    return max((int(digits) for digits in _numbers(folder, prefix)), default=0)
-
-
-def _numbers(folder: Path, prefix: str) -> list[str]:
-    pattern = re.compile(rf"{re.escape(prefix)}-(\d+)\.png")
-    return [match.group(1) for entry in _list(folder) if (match := pattern.fullmatch(entry))]
-
-
-def _list(folder: Path) -> list[str]:
-    try:
-        return [entry.name for entry in folder.iterdir()]
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot list this folder ({exc.strerror})") from None
-
-
 def write_numbered(
-    images: Any, folder: Path, prefix: str, force: bool = False, scale: int = 1
+    batches: Iterable[Any], count: int, folder: Path, prefix: str, force: bool = False, scale: int = 1
 ) -> Iterator[Path]:
-    """Write each uint8 (C, H, W) image as its own PNG, yielding each path once it is complete."""
-    folder = ensure_folder(folder)
-    for path, pixels in zip(numbered_names(folder, prefix, len(images), force), images, strict=True):
-        yield write_bytes(path, png_bytes(pixels, scale))
+    """Write `count` uint8 (C, H, W) images, given in batches, as numbered PNGs; yields each path once written.
+
+    Images are written as they come, so a long run holds one batch in memory, not every image.
+    """
+    from vaecli.files import ensure_folder, numbered_names, write_atomic
+
+    names = numbered_names(ensure_folder(folder), prefix, count, force)
+    for batch in batches:
+        for pixels in batch:
+            yield write_atomic(next(names), png_bytes(pixels, scale))
 
 
 def gif_bytes(frames: Any, durations_ms: list[int], scale: int = 1) -> bytes:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import BinaryIO
 
 import torch
 
 from vaecli.checkpoint import Checkpoint, load_checkpoint, resolve_model
 from vaecli.device import resolve_device
 from vaecli.errors import InputError, UsageError
+from vaecli.files import read_exactly
 from vaecli.models import VAE
 from vaecli.objective import output_to_image
 from vaecli.prior import prefix_stable_normal
@@ -19,8 +21,14 @@ INTERPOLATION_METHODS = ("lerp", "slerp")
 
 def open_model(option: str | None, device_name: str) -> tuple[Checkpoint, str | None]:
     """Resolve -m (see checkpoint.resolve_model) and load it; also returns the fallback note."""
+    from vaecli.memory import check_fits, model_bytes
+
     path, note = resolve_model(option)
-    return load_checkpoint(path, resolve_device(device_name)), note
+    checkpoint = load_checkpoint(path, resolve_device(device_name))
+    # The weights are bounded by the file's size, but not what a batch of its images needs.
+    check_fits(model_bytes(checkpoint.config.model, BATCH_SIZE, training=False), _device(checkpoint.model),
+               f"{path}: running this model on {BATCH_SIZE} images at a time", "use a smaller model")
+    return checkpoint, note
 
 
 def make_generator(seed: int) -> torch.Generator:
@@ -113,34 +121,71 @@ def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int, method: str = "ler
     return lerp(a, b, t) if method == "lerp" else slerp(a, b, t)
 
 
-def read_codes(data: bytes, latent_dim: int, name: str) -> torch.Tensor:
-    """Parse .npy bytes holding an (N, latent) float array, as `vae encode` writes, into float32."""
+MAX_CODE_BYTES = 1 << 30  # codes read at once; a million 32-d codes take 128 MiB
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_codes(handle: BinaryIO, latent_dim: int, name: str) -> torch.Tensor:
+    """Every (N, latent) float array of a .npy stream (arrays written one after another are all read)."""
+    arrays, total = [], 0
+    while True:
+        magic = read_exactly(handle, len(NPY_MAGIC), name)
+        if not magic and arrays:
+            break
+        array = _read_one_array(handle, magic, latent_dim, name, MAX_CODE_BYTES - total)
+        total += array.nbytes
+        arrays.append(array)
+    return torch.cat(arrays)
+
+
+def _read_one_array(handle: BinaryIO, magic: bytes, latent_dim: int, name: str, budget: int) -> torch.Tensor:
     import io
 
     import numpy as np
+    from numpy.lib import format as npy
 
-    if not data:
-        raise InputError(f"{name}: empty; give a .npy file written by `vae encode`")
-    if data.startswith(b"PK"):
-        raise InputError(f"{name}: an .npz archive, not one .npy array; save one array with numpy.save")
-    if not data.startswith(b"\x93NUMPY"):
-        raise InputError(f"{name}: not a .npy file; give the output of `vae encode`")
+    hint = "give a .npy file written by `vae encode`"
+    if not magic:
+        raise InputError(f"{name}: empty; {hint}")
+    if magic.startswith(b"PK"):
+        raise InputError(f"{name}: an .npz archive, not a .npy array; save one array with numpy.save")
+    if magic != NPY_MAGIC:
+        raise InputError(f"{name}: not a .npy file; {hint}")
     try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+        version = read_exactly(handle, 2, name)
+        length_size = 2 if version[:1] == b"\x01" else 4
+        length_bytes = read_exactly(handle, length_size, name)
+        length = int.from_bytes(length_bytes, "little")
+        if length > 65536 or len(length_bytes) < length_size:
+            raise ValueError("its header is damaged")
+        head = io.BytesIO(magic + version + length_bytes + read_exactly(handle, length, name))
+        npy.read_magic(head)
+        reader = npy.read_array_header_1_0 if length_size == 2 else npy.read_array_header_2_0
+        shape, fortran, dtype = reader(head, max_header_size=65536)
+    except (ValueError, SyntaxError, TypeError, OverflowError) as exc:
         first = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{name}: not a readable .npy array ({first}); {hint}") from None
+    if dtype.hasobject:
+        raise InputError(f"{name}: not a readable .npy array (it holds Python objects); {hint}")
+    if len(shape) != 2 or shape[1] != latent_dim:
         raise InputError(
-            f"{name}: not a readable .npy array ({first}); give a file written by `vae encode`"
-        ) from None
-    if array.ndim != 2 or array.shape[1] != latent_dim:
-        raise InputError(
-            f"{name}: array of shape {tuple(array.shape)}, but this model needs (N, {latent_dim}); "
+            f"{name}: array of shape {tuple(shape)}, but this model needs (N, {latent_dim}); "
             "encode with the same model, or reshape it"
         )
-    if array.dtype.kind != "f":
-        raise InputError(f"{name}: array of {array.dtype}, not floats; give the float32 means of `vae encode`")
-    if len(array) == 0:
+    if dtype.kind != "f" or dtype.hasobject:
+        raise InputError(f"{name}: array of {dtype}, not floats; give the float32 means of `vae encode`")
+    size = shape[0] * shape[1] * dtype.itemsize
+    if size > budget:
+        raise InputError(
+            f"{name}: {shape[0]:,} codes ({size:,} bytes) are more than one run decodes "
+            f"({MAX_CODE_BYTES:,} bytes); split the array"
+        )
+    if shape[0] == 0:
         raise InputError(f"{name}: the array has no rows; nothing to decode")
+    data = read_exactly(handle, size, name)
+    if len(data) != size:
+        raise InputError(f"{name}: the array is truncated ({len(data):,} of {size:,} bytes); {hint}")
+    array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
     if not np.isfinite(array).all():
         raise InputError(f"{name}: the array contains NaN or Inf; nothing sensible decodes from it")
     return torch.from_numpy(array.astype(np.float32))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from vaecli.models import VAE, reparameterize
-from vaecli.prior import fit_mixture
+from vaecli.prior import FIT_ROWS, fit_mixture
 
 CODE_BATCH = 1000  # images encoded per pass
 
@@ -23,6 +23,14 @@ class PriorFit:
     test_images: int
     test_kl_standard: float  # mean KL(q(z|x) || N(0, I)) on the held-out images
     test_kl_mixture: float  # the same codes under the fitted mixture
+
+
+def fit_bytes(codes: int, latent: int, components: int) -> int:
+    """Estimated peak memory of the EM fit in float64: codes, responsibilities, covariances, per-pass temporaries."""
+    per_code = 8 * (2 * latent + 4 * components)
+    per_component = 8 * 6 * latent * latent
+    per_pass = 8 * 2 * FIT_ROWS * (latent * latent + components * latent)
+    return codes * per_code + components * per_component + per_pass
 
 
 @torch.no_grad()
@@ -77,7 +85,7 @@ def fit_prior(
     seconds = time.perf_counter() - started
     # The KL difference between the two priors is the change in test -ELBO (the recon term stays).
     model.prior = None
-    test_generator = torch.Generator(device=test_pixels.device).manual_seed(seed + 1)
+    test_generator = torch.Generator(device=test_pixels.device).manual_seed((seed + 1) % 2**64)
     before = mean_kl(model, test_pixels, samples, test_generator)
     model.prior = prior
     model.config.prior_components = components

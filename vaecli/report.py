@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vaecli.errors import Interrupted, VaeError
-from vaecli.images import ensure_folder
+from vaecli.files import ensure_folder
 
 
 def report_paths(checkpoint: Path, folder: Path | None = None) -> tuple[Path, Path]:
@@ -20,7 +20,7 @@ def report_paths(checkpoint: Path, folder: Path | None = None) -> tuple[Path, Pa
 
 def write_report(history: list[dict], checkpoint: Path, folder: Path | None = None) -> list[Path]:
     """Write the loss curves and, when the last epoch has them, the per-dimension KL bars."""
-    from vaecli.checkpoint import write_atomic
+    from vaecli.files import write_atomic
     from vaecli.plots import kl_bars_png, loss_curves_png
     from vaecli.train import ACTIVE_UNIT_NATS  # loads torch, which training has loaded anyway
 

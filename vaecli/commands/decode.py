@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,11 +20,12 @@ from vaecli.commands.sample import (
     ForceOption,
     GridOption,
     OutFolderOption,
+    check_count,
     check_outputs,
     write_images,
 )
 from vaecli.console import term
-from vaecli.errors import InputError, UsageError
+from vaecli.errors import UsageError
 
 
 def decode_command(
@@ -49,27 +50,17 @@ def decode_command(
     """
     term.quiet = quiet
     check_outputs(out, grid, nrow)
-    data, name = _read_source(codes)
-    from vaecli.latent import decode_to_pixels, open_model, read_codes
+    if codes is None and sys.stdin.isatty():
+        raise UsageError("give a .npy file, or pipe one in: vae encode a.png | vae decode")
+    from vaecli.files import open_input
+    from vaecli.latent import BATCH_SIZE, decode_to_pixels, open_model, read_codes
 
     checkpoint, note = open_model(model, device)
     if note:
         term.note(note)
-    z = read_codes(data, checkpoint.config.model.latent_dim, name)
-    write_images(decode_to_pixels(checkpoint.model, z), out, grid, nrow, scale, force, "decoded")
-
-
-def _read_source(codes: str | None) -> tuple[bytes, str]:
-    if codes is None or codes == "-":
-        if codes is None and sys.stdin.isatty():
-            raise UsageError("give a .npy file, or pipe one in: vae encode a.png | vae decode")
-        return sys.stdin.buffer.read(), "stdin"
-    path = Path(codes)
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; give a .npy file written by `vae encode`")
-    try:
-        return path.read_bytes(), str(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file; check the path") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    handle, name = open_input(codes or "-", "a .npy file written by `vae encode`")
+    with handle if name != "stdin" else contextlib.nullcontext():
+        z = read_codes(handle, checkpoint.config.model.latent_dim, name)
+    check_count(len(z), checkpoint.config.model.image_shape, out, grid, nrow, scale, f"{name}: {len(z)} codes")
+    batches = (decode_to_pixels(checkpoint.model, rows) for rows in z.split(BATCH_SIZE))
+    write_images(batches, len(z), out, grid, nrow, scale, force, "decoded")

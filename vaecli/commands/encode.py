@@ -40,20 +40,31 @@ def encode_command(
     Example: vae encode a.png b.png -o codes.npy
     """
     term.quiet = quiet
+    from vaecli.files import check_output_file
+
     to_stdout = out is None or out == "-"
     if to_stdout:
-        term.emit_bytes(b"")  # refuses a terminal now, not after the work
-    from vaecli.images import read_images, write_bytes
-    from vaecli.latent import codes_to_npy, open_model, posterior_means
+        term.check_binary_stdout()
+    else:
+        check_output_file(Path(out), "-o")
+    import torch
+
+    from vaecli.files import write_atomic
+    from vaecli.images import input_notes, read_image_batches
+    from vaecli.latent import BATCH_SIZE, codes_to_npy, open_model, posterior_means
 
     checkpoint, note = open_model(model, device)
     if note:
         term.note(note)
-    inputs = read_images(images, checkpoint.config.model.image_shape, invert.value)
-    for line in inputs.notes(invert.value):
+    shape = checkpoint.config.model.image_shape
+    means, resized, inverted = [], 0, 0
+    for batch in read_image_batches(images, shape, invert.value, BATCH_SIZE):
+        means.append(posterior_means(checkpoint.model, batch.pixels))
+        resized, inverted = resized + batch.resized, inverted + batch.inverted
+    for line in input_notes(len(images), resized, inverted, shape, invert.value):
         term.note(line)
-    payload = codes_to_npy(posterior_means(checkpoint.model, inputs.pixels))
+    payload = codes_to_npy(torch.cat(means))
     if to_stdout:
         term.emit_bytes(payload)
     else:
-        term.emit(str(write_bytes(Path(out), payload)))
+        term.emit(str(write_atomic(Path(out), payload)))

@@ -9,18 +9,17 @@ from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 
-from vaecli.commands.options import DataRootOption, DeviceOption, JsonOption, LimitOption, ModelOption, QuietOption
+from vaecli.commands.options import ModelDatasetOption, seed_option, DataRootOption, DeviceOption, JsonOption, LimitOption, ModelOption, QuietOption
 from vaecli.console import term
 from vaecli.errors import UsageError
+
+MAX_IW_SAMPLES = 1_000_000  # K = 1000 is the literature's; a million already takes days on a CPU
+MAX_BATCH_ROWS = 1 << 20
 
 
 def eval_command(
     model: ModelOption = None,
-    dataset: Annotated[
-        Optional[str],
-        typer.Option("--dataset", help="Dataset name or image folder [default: the model's training dataset]",
-                     show_default=False),
-    ] = None,
+    dataset: ModelDatasetOption = None,
     data_root: DataRootOption = None,
     split: Annotated[str, typer.Option("--split", help="train or test.")] = "test",
     limit: LimitOption = None,
@@ -36,7 +35,7 @@ def eval_command(
                      help="Images x samples decoded per pass; bounds memory for any K "
                      "[default: 256 on a CPU, 8192 on a GPU]"),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the importance samples.")] = 0,
+    seed: Annotated[int, seed_option("Seed of the importance samples.")] = 0,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
     json_out: JsonOption = False,
@@ -46,22 +45,29 @@ def eval_command(
     Example: vae eval -m mnist --binarize --iw-samples 1000 --json
     """
     term.quiet = quiet
-    if iw_samples < 1:
-        raise UsageError(f"--iw-samples must be 1 or more, not {iw_samples}")
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"--batch-size must be 1 or more, not {batch_size}")
+    if not 1 <= iw_samples <= MAX_IW_SAMPLES:
+        raise UsageError(f"--iw-samples must be between 1 and {MAX_IW_SAMPLES:,}, not {iw_samples}")
+    if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_ROWS:
+        raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_ROWS:,}, not {batch_size}")
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be 1 or more, not {limit}")
     from vaecli.config import describe_prior
-    from vaecli.data import load_dataset
-    from vaecli.evaluate import evaluate_split
+    from vaecli.data import dataset_for_model, load_dataset
+    from vaecli.evaluate import default_rows, evaluate_split
+    from vaecli.memory import check_fits, model_bytes
     from vaecli.latent import open_model
     from vaecli.train import binarize_fixed, to_pixels
 
     checkpoint, note = open_model(model, device)
     if note:
         term.note(note)
-    name = dataset or checkpoint.config.dataset
+    model_device = next(checkpoint.model.parameters()).device
+    rows = batch_size or default_rows(model_device)
+    check_fits(model_bytes(checkpoint.config.model, rows, training=False), model_device,
+               f"decoding {rows:,} rows per pass", "lower --batch-size")
+    name, dataset_note = dataset_for_model(checkpoint.config.dataset, dataset)
+    if dataset_note:
+        term.note(dataset_note)
     data = load_dataset(name, split, data_root=data_root, shape=checkpoint.config.model.image_shape, limit=limit)
     pixels = to_pixels(data.images.to(next(checkpoint.model.parameters()).device))
     if binarize:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vaecli.commands.options import DataRootOption, DeviceOption, JsonOption, LimitOption, ModelOption, QuietOption
+from vaecli.commands.options import ModelDatasetOption, seed_option, DataRootOption, DeviceOption, JsonOption, LimitOption, ModelOption, QuietOption
 from vaecli.console import term
 from vaecli.errors import UsageError
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from vaecli.checkpoint import Checkpoint
 
 DEFAULT_COMPONENTS = 50
+MAX_CODE_SAMPLES = 1000  # codes per image; memory is checked besides
 
 
 def fit_prior_command(
@@ -34,8 +35,9 @@ def fit_prior_command(
     ] = DEFAULT_COMPONENTS,
     samples: Annotated[int, typer.Option("--samples", help="Codes drawn from q(z|x) per training image.")] = 2,
     limit: LimitOption = None,
+    dataset: ModelDatasetOption = None,
     data_root: DataRootOption = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the codes and of the fit.")] = 0,
+    seed: Annotated[int, seed_option("Seed of the codes and of the fit.")] = 0,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
     json_out: JsonOption = False,
@@ -53,16 +55,17 @@ def fit_prior_command(
 
     if not 1 <= components <= MAX_PRIOR_COMPONENTS:
         raise UsageError(f"--components must be between 1 and {MAX_PRIOR_COMPONENTS}, not {components}")
-    if samples < 1:
-        raise UsageError(f"--samples must be 1 or more, not {samples}")
+    if not 1 <= samples <= MAX_CODE_SAMPLES:
+        raise UsageError(f"--samples must be between 1 and {MAX_CODE_SAMPLES}, not {samples}")
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be 1 or more, not {limit}")
     from vaecli.checkpoint import PRETRAINED_DIR, load_checkpoint, resolve_model, save_checkpoint
-    from vaecli.commands.train import check_writable
     from vaecli.config import to_dict
-    from vaecli.data import load_dataset
+    from vaecli.data import dataset_for_model, load_dataset
     from vaecli.device import resolve_device
-    from vaecli.prior_fit import fit_prior
+    from vaecli.files import check_output_file
+    from vaecli.memory import check_fits
+    from vaecli.prior_fit import fit_bytes, fit_prior
     from vaecli.train import eval_pixels, to_pixels
 
     path, note = resolve_model(model)
@@ -74,12 +77,19 @@ def fit_prior_command(
     if out is None:
         folder = Path(".") if source.parent == PRETRAINED_DIR else source.parent
         out = folder / f"{source.stem}-mixture{source.suffix}"
-    check_writable(out)
+    check_output_file(out, "--out")
     config = checkpoint.config
     shape = config.model.image_shape
     count = limit if limit is not None else config.limit
-    train_set = load_dataset(config.dataset, "train", data_root=data_root, shape=shape, limit=count)
-    test_set = load_dataset(config.dataset, "test", data_root=data_root, shape=shape, limit=count)
+    source, dataset_note = dataset_for_model(config.dataset, dataset)
+    if dataset_note:
+        term.note(dataset_note)
+    train_set = load_dataset(source, "train", data_root=data_root, shape=shape, limit=count)
+    test_set = load_dataset(source, "test", data_root=data_root, shape=shape, limit=count)
+    codes = len(train_set) * samples
+    check_fits(fit_bytes(codes, config.model.latent_dim, components), None,
+               f"fitting {components} Gaussians to {codes:,} codes of size {config.model.latent_dim}",
+               "lower --components, --samples or --limit")
     if components > len(train_set) * samples:
         raise UsageError(
             f"--components {components} is more than the {len(train_set) * samples} codes to fit; "

@@ -36,8 +36,10 @@ def info_command(
 
 
 def _print_table(path: str, meta: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from vaecli.console import printable
 
     config = meta.get("config", {})
     model = config.get("model", {})
@@ -71,8 +73,9 @@ def _print_table(path: str, meta: dict) -> None:
     elif meta.get("command"):
         rows.append(("command", meta["command"]))
     for key, value in rows:
-        summary.add_row(key, value)
-    console = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        # Text, not str: metadata is shown as written, never read as markup, emoji codes or escapes.
+        summary.add_row(key, Text(printable(value)))
+    console = _table_console()
     console.print(summary)
     if history:
         table = Table(title="history (test split)", title_justify="left")
@@ -86,6 +89,20 @@ def _print_table(path: str, meta: dict) -> None:
                 f"{record.get('elapsed_s', 0):.1f}", f"{record.get('images_per_s', 0):.0f}",
             )
         console.print(table)
+    term.emit(console.file.getvalue().rstrip("\n"))
+
+
+def _table_console():
+    """A console that renders into a string, sized and styled for where stdout goes."""
+    import io
+    import shutil
+
+    from rich.console import Console
+
+    to_terminal = sys.stdout.isatty()
+    width = shutil.get_terminal_size().columns if to_terminal else None
+    return Console(file=io.StringIO(), force_terminal=to_terminal, width=width, highlight=False,
+                   emoji=False, markup=False, soft_wrap=True)
 
 
 def _prior_line(components: int, fit: object) -> str:

@@ -68,18 +68,23 @@ def interpolate_command(
     Example: vae interpolate a.png b.png --steps 5 --method slerp -o strip.png
     """
     term.quiet = quiet
+    from vaecli.files import check_output_file, ensure_folder
+
     if out == "-":
         if frames is not None or gif is not None:
             raise UsageError("-o - writes PNG bytes to stdout, so paths for --frames/--gif cannot go there")
-        term.emit_bytes(b"")  # refuses a terminal now, not after the work
+        term.check_binary_stdout()
     strip = out if out is not None else (None if frames or gif else str(DEFAULT_STRIP))
+    if strip not in (None, "-"):
+        check_output_file(Path(strip), "-o")
+    if gif is not None:
+        check_output_file(gif, "--gif")
     if frames is not None:
-        from vaecli.images import ensure_folder
-
-        ensure_folder(frames)
+        ensure_folder(frames, "--frames")
     import torch
 
-    from vaecli.images import gif_bytes, make_grid, png_bytes, read_images, write_bytes
+    from vaecli.files import write_atomic
+    from vaecli.images import gif_bytes, make_grid, png_bytes, read_images
     from vaecli.latent import decode_to_pixels, interpolate, open_model, posterior_means
 
     checkpoint, note = open_model(model, device)
@@ -95,21 +100,22 @@ def interpolate_command(
     if strip == "-":
         term.emit_bytes(png_bytes(make_grid(panels, nrow=len(panels)), scale))
     elif strip is not None:
-        term.emit(str(write_bytes(Path(strip), png_bytes(make_grid(panels, nrow=len(panels)), scale))))
+        term.emit(str(write_atomic(Path(strip), png_bytes(make_grid(panels, nrow=len(panels)), scale))))
     if frames is not None:
         _write_frames(panels, frames, scale)
     if gif is not None:
         loop = torch.cat([decoded, decoded[1:-1].flip(0)])  # A -> B -> back toward A
         durations = [STEP_FRAME_MS] * len(loop)
         durations[0] = durations[len(decoded) - 1] = END_FRAME_MS
-        term.emit(str(write_bytes(gif, gif_bytes(loop, durations, scale))))
+        term.emit(str(write_atomic(gif, gif_bytes(loop, durations, scale))))
 
 
 def _write_frames(panels: torch.Tensor, folder: Path, scale: int) -> None:
-    from vaecli.images import highest_number, write_numbered
+    from vaecli.files import highest_number
+    from vaecli.images import write_numbered
 
     # Frames of one run form a set: number from 1, and say when an earlier, longer run left more.
-    for path in write_numbered(panels, folder, "frame", force=True, scale=scale):
+    for path in write_numbered([panels], len(panels), folder, "frame", force=True, scale=scale):
         term.emit(str(path))
     if highest_number(folder, "frame") > len(panels):
         term.warn(f"{folder} still holds frames after {path.name} from an earlier run; delete them first")

@@ -46,7 +46,15 @@ ModelOption = Annotated[
         show_default=False,
     ),
 ]
-SeedOption = Annotated[int, typer.Option("--seed", help="Seed for every random draw.")]
+MAX_SEED = 2**64 - 1  # torch's generators take 64-bit seeds
+
+
+def seed_option(help_text: str) -> typer.models.OptionInfo:
+    """--seed, from 0 to 2**64 - 1 (what torch's generators accept), with a command's own help."""
+    return typer.Option("--seed", min=0, max=MAX_SEED, help=help_text)
+
+
+SeedOption = Annotated[int, seed_option("Seed for every random draw.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors on stderr.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Write JSON to stdout for scripts.")]
 DatasetOption = Annotated[
@@ -55,6 +63,16 @@ DatasetOption = Annotated[
         "--dataset",
         help="mnist, fashion-mnist, kmnist, digits (offline, bundled with scikit-learn), "
         "or a folder of PNG/JPEG images (sub-folder names are labels).",
+        autocompletion=complete_dataset,
+    ),
+]
+ModelDatasetOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--dataset",
+        help="Dataset name or image folder [default: the model's training dataset; a folder is read "
+        "only when named here or inside the working folder]",
+        show_default=False,
         autocompletion=complete_dataset,
     ),
 ]

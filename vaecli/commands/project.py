@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vaecli.commands.options import (
+    ModelDatasetOption,
     DataRootOption,
     DeviceOption,
     LimitOption,
     ModelOption,
     QuietOption,
     SeedOption,
-    complete_dataset,
 )
 from vaecli.console import term
 from vaecli.errors import UsageError
@@ -40,12 +40,7 @@ def project_command(
         typer.Option("--points", metavar="FILE.csv", dir_okay=False, show_default=False,
                      help="Also write one CSV row per image: index, label, class, x, y, mu_1..mu_d."),
     ] = None,
-    dataset: Annotated[
-        str | None,
-        typer.Option("--dataset", show_default=False, autocompletion=complete_dataset,
-                     help="mnist, fashion-mnist, kmnist, digits, or a folder of images (sub-folder "
-                     "names are labels) [default: the model's training dataset]"),
-    ] = None,
+    dataset: ModelDatasetOption = None,
     data_root: DataRootOption = None,
     split: Annotated[Split, typer.Option("--split", help="Which split to encode.")] = Split.test,
     limit: LimitOption = None,
@@ -66,15 +61,17 @@ def project_command(
     check_output(out, "--out")
     if points is not None:
         check_output(str(points), "--points")
-    from vaecli.checkpoint import write_atomic
-    from vaecli.data import load_dataset
+    from vaecli.files import write_atomic
+    from vaecli.data import dataset_for_model, load_dataset
     from vaecli.latent import open_model
     from vaecli.projection import points_csv
 
     checkpoint, note = open_model(model, device)
     if note:
         term.note(note)
-    name = dataset or checkpoint.config.dataset
+    name, dataset_note = dataset_for_model(checkpoint.config.dataset, dataset)
+    if dataset_note:
+        term.note(dataset_note)
     data = load_dataset(name, split.value, data_root=data_root,
                         shape=checkpoint.config.model.image_shape, limit=limit)
     png, projection, means = draw_projection(checkpoint.model, data, f"{dataset_label(name)} {split.value}", seed)
@@ -94,14 +91,12 @@ def project_command(
 
 def check_output(target: str, option: str) -> None:
     """Refuse an output that cannot work before any model or data is loaded."""
-    if target == "-":
-        term.emit_bytes(b"")  # refuses a terminal now, not after the work
-    elif Path(target).is_dir():
-        raise UsageError(f"{option} {target}: is a folder; give a file name such as {Path(target) / 'latent.png'}")
-    else:
-        from vaecli.images import ensure_folder
+    from vaecli.files import check_output_file
 
-        ensure_folder(Path(target).parent)  # a folder that cannot be made fails now, not after the work
+    if target == "-":
+        term.check_binary_stdout()
+    else:
+        check_output_file(Path(target), option)
 
 
 def draw_projection(model: VAE, data: ImageSet, what: str, seed: int) -> tuple[bytes, Projection, Any]:

@@ -61,34 +61,53 @@ def reconstruct_command(
     term.quiet = quiet
     if str(out) == "-":
         raise UsageError("-o takes a folder; for PNG bytes on stdout use --compare -")
-    if compare == "-":
-        if out is not None:
-            raise UsageError("--compare - writes PNG bytes to stdout, so paths for -o cannot go there; drop -o")
-        term.emit_bytes(b"")  # refuses a terminal now, not after the work
+    _check_outputs(out, compare)
     folder = out if out is not None else (Path(".") if compare is None else None)
-    if folder is not None:
-        from vaecli.images import ensure_folder
-
-        ensure_folder(folder)
-    from vaecli.images import png_bytes, read_images, write_bytes
-    from vaecli.latent import decode_to_pixels, open_model, posterior_means
+    from vaecli.files import write_atomic
+    from vaecli.images import check_grid, input_notes, png_bytes, read_image_batches
+    from vaecli.latent import BATCH_SIZE, decode_to_pixels, open_model, posterior_means
 
     checkpoint, note = open_model(model, device)
     if note:
         term.note(note)
-    inputs = read_images(images, checkpoint.config.model.image_shape, invert.value)
-    for line in inputs.notes(invert.value):
+    shape = checkpoint.config.model.image_shape
+    if compare is not None:  # pairs side by side: the figure's size is known before any work
+        check_grid(len(images), (shape[0], shape[1], 2 * shape[2] + 2), nrow, scale, f"{len(images)} images")
+    names = iter(unique_names([Path(source).stem if source != "-" else "stdin" for source in images]))
+    pairs, resized, inverted = [], 0, 0
+    for batch in read_image_batches(images, shape, invert.value, BATCH_SIZE):
+        recons = decode_to_pixels(checkpoint.model, posterior_means(checkpoint.model, batch.pixels))
+        resized, inverted = resized + batch.resized, inverted + batch.inverted
+        if folder is not None:  # written as they come, so a long list never sits in memory
+            for pixels in recons:
+                term.emit(str(write_atomic(folder / f"recon-{next(names)}.png", png_bytes(pixels, scale))))
+        if compare is not None:
+            pairs.append((batch.pixels, recons))
+    for line in input_notes(len(images), resized, inverted, shape, invert.value):
         term.note(line)
-    recons = decode_to_pixels(checkpoint.model, posterior_means(checkpoint.model, inputs.pixels))
-    if folder is not None:
-        for name, pixels in zip(unique_names(inputs.names), recons, strict=True):
-            term.emit(str(write_bytes(folder / f"recon-{name}.png", png_bytes(pixels, scale))))
     if compare is not None:
-        figure = png_bytes(comparison(inputs.pixels, recons, nrow), scale)
+        import torch
+
+        inputs, outputs = (torch.cat(part) for part in zip(*pairs))
+        figure = png_bytes(comparison(inputs, outputs, nrow), scale)
         if compare == "-":
             term.emit_bytes(figure)
         else:
-            term.emit(str(write_bytes(Path(compare), figure)))
+            term.emit(str(write_atomic(Path(compare), figure)))
+
+
+def _check_outputs(out: Path | None, compare: str | None) -> None:
+    """Refuse unwritable or conflicting outputs before the model is loaded."""
+    from vaecli.files import check_output_file, ensure_folder
+
+    if compare == "-":
+        if out is not None:
+            raise UsageError("--compare - writes PNG bytes to stdout, so paths for -o cannot go there; drop -o")
+        term.check_binary_stdout()
+    elif compare is not None:
+        check_output_file(Path(compare), "--compare")
+    if out is not None or compare is None:
+        ensure_folder(out if out is not None else Path("."), "-o")
 
 
 def unique_names(names: list[str]) -> list[str]:

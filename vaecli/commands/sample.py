@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -68,40 +69,67 @@ def sample_command(
     if not (math.isfinite(temperature) and temperature >= 0):
         raise UsageError(f"--temperature must be a finite number >= 0, not {temperature}")
     check_outputs(out, grid, nrow)
-    from vaecli.latent import decode_to_pixels, make_generator, open_model, sample_prior
+    from vaecli.latent import BATCH_SIZE, decode_to_pixels, make_generator, open_model, sample_prior
 
     checkpoint, note = open_model(model, device)
     if note:
         term.note(note)
-    z = sample_prior(checkpoint.model, count, temperature, make_generator(seed))
-    write_images(decode_to_pixels(checkpoint.model, z), out, grid, nrow, scale, force, "sample")
+    check_count(count, checkpoint.config.model.image_shape, out, grid, nrow, scale, f"-n {count}")
+    generator = make_generator(seed)
+    # Drawn and decoded a batch at a time: the rows are the same as in one draw (prefix-stable).
+    batches = (
+        decode_to_pixels(checkpoint.model, sample_prior(checkpoint.model, size, temperature, generator))
+        for size in batch_sizes(count, BATCH_SIZE)
+    )
+    write_images(batches, count, out, grid, nrow, scale, force, "sample")
+
+
+def batch_sizes(count: int, batch: int) -> list[int]:
+    """Sizes of the batches that make up `count` items."""
+    return [min(batch, count - start) for start in range(0, count, batch)]
 
 
 def check_outputs(out: str, grid: Path | None, nrow: int | None) -> None:
-    """Refuse conflicting output options before any model is loaded."""
+    """Refuse conflicting or unwritable output options before any model is loaded."""
+    from vaecli.files import check_output_file, ensure_folder
+
     if out == "-":
         if grid is not None:
             raise UsageError("-o - already writes the grid to stdout; drop --grid or give -o a folder")
-        term.emit_bytes(b"")  # refuses a terminal now, not after the work
+        term.check_binary_stdout()
     elif grid is None:
         if nrow is not None:
             term.warn("--nrow applies only to a grid (--grid FILE or -o -); ignoring it")
-        from vaecli.images import ensure_folder
+        ensure_folder(Path(out), "-o")
+    else:
+        check_output_file(grid, "--grid")
 
-        ensure_folder(Path(out))
+
+def check_count(count: int, shape: tuple[int, int, int], out: str, grid: Path | None, nrow: int | None,
+                scale: int, what: str) -> None:
+    """A grid of `count` images must fit the size limit: checked before anything is decoded."""
+    from vaecli.images import check_grid
+
+    if out == "-" or grid is not None:
+        check_grid(count, shape, nrow, scale, what)
 
 
 def write_images(
-    pixels: torch.Tensor, out: str, grid: Path | None, nrow: int | None, scale: int,
+    batches: Iterable[torch.Tensor], count: int, out: str, grid: Path | None, nrow: int | None, scale: int,
     force: bool, prefix: str,
 ) -> None:
-    """Write uint8 (N, C, H, W) images as sample does: numbered PNGs, one grid, or grid bytes."""
-    from vaecli.images import make_grid, png_bytes, write_bytes, write_numbered
+    """Write uint8 (N, C, H, W) batches as sample does: numbered PNGs as they come, one grid, or grid bytes."""
+    import torch
 
-    if out == "-":
-        term.emit_bytes(png_bytes(make_grid(pixels, nrow), scale))
-    elif grid is not None:
-        term.emit(str(write_bytes(grid, png_bytes(make_grid(pixels, nrow), scale))))
-    else:
-        for path in write_numbered(pixels, Path(out), prefix, force, scale):
-            term.emit(str(path))
+    from vaecli.files import write_atomic
+    from vaecli.images import make_grid, png_bytes, write_numbered
+
+    if out == "-" or grid is not None:
+        figure = png_bytes(make_grid(torch.cat(list(batches)), nrow), scale)
+        if out == "-":
+            term.emit_bytes(figure)
+        else:
+            term.emit(str(write_atomic(grid, figure)))
+        return
+    for path in write_numbered(batches, count, Path(out), prefix, force, scale):
+        term.emit(str(path))

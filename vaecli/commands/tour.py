@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from vaecli.commands.options import (
+    ModelDatasetOption,
     DataRootOption,
     DeviceOption,
     ModelOption,
@@ -32,6 +33,7 @@ def tour_command(
     out: Annotated[
         Path, typer.Option("--out", "-o", file_okay=False, help="Folder for the four PNGs (created if missing).")
     ] = Path("tour"),
+    dataset: ModelDatasetOption = None,
     data_root: DataRootOption = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
@@ -40,18 +42,18 @@ def tour_command(
 ) -> None:
     """Write latent.png, reconstructions.png, interpolation.png and samples.png; paths on stdout.
 
-    Uses the test split of the model's dataset (MNIST for other models), or the offline digits
-    set when that cannot be loaded.
+    Uses the test split of --dataset, else of the model's dataset (MNIST for other models), or the
+    offline digits set when that cannot be loaded.
 
     Example: vae tour -m mnist-cnn.safetensors -o tour/
     """
     term.quiet = quiet
-    from vaecli.images import ensure_folder
+    from vaecli.files import ensure_folder
 
     ensure_folder(out, "--out")  # fail before the work when the folder cannot be made
     import torch
 
-    from vaecli.checkpoint import write_atomic
+    from vaecli.files import write_atomic
     from vaecli.commands.project import dataset_label, describe, draw_projection
     from vaecli.latent import decode_to_pixels, interpolate, open_model, posterior_means, sample_prior
     from vaecli.plots import image_grid_png, image_rows_png
@@ -60,7 +62,7 @@ def tour_command(
     checkpoint, note = open_model(model, device)
     if note:
         term.note(note)
-    name, data = _test_set(checkpoint, data_root)
+    name, data = _test_set(checkpoint, dataset, data_root)
     vae = checkpoint.model
     generator = torch.Generator().manual_seed(seed)
     what = f"{dataset_label(name)} test"
@@ -101,14 +103,17 @@ def tour_command(
     ))
 
 
-def _test_set(checkpoint: Checkpoint, data_root: Path | None) -> tuple[str, ImageSet]:
-    """The model's own test set when it is known here, else MNIST's, else the offline digits."""
-    from vaecli.data import DATASET_NAMES, TORCHVISION_DATASETS, load_dataset
+def _test_set(checkpoint: Checkpoint, named: str | None, data_root: Path | None) -> tuple[str, ImageSet]:
+    """--dataset, else the model's own test set when it is known here, else MNIST's, else the offline digits."""
+    from vaecli.data import DATASET_NAMES, TORCHVISION_DATASETS, dataset_for_model, load_dataset
     from vaecli.errors import DataError
 
-    name = checkpoint.config.dataset
-    if name not in DATASET_NAMES and not Path(name).expanduser().is_dir():
-        name = "mnist"
+    stored = checkpoint.config.dataset
+    if named is None and stored not in DATASET_NAMES and not Path(stored).expanduser().is_dir():
+        stored = "mnist"  # a folder that is gone: show the model on MNIST
+    name, note = dataset_for_model(stored, named)
+    if note:
+        term.note(note)
     shape = checkpoint.config.model.image_shape
     try:
         return name, load_dataset(name, "test", data_root=data_root, shape=shape)

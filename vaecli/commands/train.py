@@ -13,6 +13,7 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 
 from vaecli.commands.options import (
+    seed_option,
     Arch,
     DataRootOption,
     DatasetOption,
@@ -29,7 +30,7 @@ from vaecli.errors import ExitCode, Interrupted, UsageError
 
 # Options fixed by the checkpoint when resuming (everything but epochs and where things go).
 RECIPE_OPTIONS = (
-    "arch", "dataset", "latent_dim", "hidden", "channels", "image_size", "likelihood",
+    "arch", "latent_dim", "hidden", "channels", "image_size", "likelihood",
     "batch_size", "lr", "lr_schedule", "beta", "warmup", "binarize", "seed", "limit", "precision",
 )
 
@@ -65,7 +66,7 @@ def train_command(
     binarize: Annotated[
         bool, typer.Option("--binarize", help="Dynamic binarization: fresh Bernoulli pixels every batch.")
     ] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seeds weights, shuffling and noise.")] = 0,
+    seed: Annotated[int, seed_option("Seeds weights, shuffling and noise.")] = 0,
     limit: LimitOption = None,
     precision: Annotated[
         Precision,
@@ -125,15 +126,23 @@ def train_command(
         config.validate()
     else:
         changed = [name for name in RECIPE_OPTIONS if _given(ctx, name)]
+        named_dataset = dataset if _given(ctx, "dataset") else None
         if changed:
             flag = "--" + changed[0].replace("_", "-")
             raise UsageError(f"{flag} cannot change when resuming; the checkpoint fixes it (only --epochs may)")
     target = out if (_given(ctx, "out") or resume is None) else resume
+    from vaecli.files import kind_of
     from vaecli.report import report_after_training
 
+    if kind_of(target, "--out") in ("device", "fifo"):
+        # Written through, epoch after epoch; nothing is placed beside a device or pipe.
+        if keep_best:
+            raise UsageError(f"--keep-best writes beside --out, and {target} is not a regular file; drop one")
+        no_report = no_report or report is None
     with report_after_training(target, report, not no_report, lambda p: term.note(f"report: {p}"), term.warn):
         _train(config if resume is None else None, resume, epochs if _given(ctx, "epochs") else None,
-               target, data_root, device, json_lines, keep_best, compile_model)
+               target, data_root, device, json_lines, keep_best, compile_model,
+               named_dataset if resume is not None else None)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -143,10 +152,11 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 def _train(config: Any, resume: Path | None, epochs: int | None, out: Path,
            data_root: Path | None, device_name: str, json_lines: bool, keep_best: bool,
-           compile_model: bool) -> None:
+           compile_model: bool, named_dataset: str | None = None) -> None:
     import torch
 
     from vaecli.checkpoint import load_checkpoint
+    from vaecli.files import check_output_file
     from vaecli.config import train_command_line
     from vaecli.data import load_dataset
     from vaecli.distributed import join, leave
@@ -166,10 +176,12 @@ def _train(config: Any, resume: Path | None, epochs: int | None, out: Path,
             raise UsageError(
                 f"{resume} already has {checkpoint.epochs_done} epochs; pass a larger --epochs to go on"
             )
-    check_writable(out)
+    check_output_file(out, "--out")
+    source = config.dataset if checkpoint is None else _resumed_dataset(config.dataset, named_dataset)
     shape = config.model.image_shape
-    train_set = load_dataset(config.dataset, "train", data_root=data_root, shape=shape, limit=config.limit)
-    test_set = load_dataset(config.dataset, "test", data_root=data_root, shape=shape, limit=config.limit)
+    _check_memory(config, device)
+    train_set = load_dataset(source, "train", data_root=data_root, shape=shape, limit=config.limit)
+    test_set = load_dataset(source, "test", data_root=data_root, shape=shape, limit=config.limit)
     run = start_run(config, device, checkpoint)
     params = sum(p.numel() for p in run.model.parameters())
     term.note(
@@ -215,18 +227,30 @@ def _train(config: Any, resume: Path | None, epochs: int | None, out: Path,
         term.emit(str(out))
 
 
-def check_writable(out: Path) -> None:
-    if out.is_dir():
-        raise UsageError(f"--out {out}: is a folder; give a file name such as {out / 'vae.safetensors'}")
-    # The nearest folder that exists decides: a file anywhere above `out` or a read-only folder
-    # would otherwise surface only after the first epoch, when the checkpoint is written.
-    folder = out.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UsageError(f"--out {out}: {folder} is not a folder; choose another path")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: cannot write in {folder} (permission denied); choose another path")
+def _check_memory(config: Any, device: Any) -> None:
+    """Refuse, before any data is loaded, a model and batch whose training step cannot fit."""
+    from vaecli.memory import check_fits, model_bytes
+
+    batch = min(config.batch_size, config.limit or config.batch_size)  # fit() never batches more than it has
+    channels, height, width = config.model.image_shape
+    check_fits(model_bytes(config.model, batch, training=True), device,
+               f"training on {channels}x{height}x{width} images in batches of {batch}",
+               "lower --batch-size, --image-size or --hidden")
+
+
+def _resumed_dataset(stored: str, named: str | None) -> str:
+    """The dataset a resumed run reads: the checkpoint's, and a folder only where the user names it."""
+    from vaecli.data import dataset_for_model, same_dataset
+
+    if named is not None and not same_dataset(named, stored):
+        raise UsageError(
+            f"--dataset cannot change when resuming; the checkpoint was trained on {stored[:200]!r} "
+            "(--dataset may only name that same folder)"
+        )
+    source, note = dataset_for_model(stored, named)
+    if note:
+        term.note(note)
+    return source
 
 
 def _epoch_line(record: dict, epochs: int) -> str:

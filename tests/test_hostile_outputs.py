@@ -1,0 +1,361 @@
+"""Hostile outputs and streams (issue 13): special files, atomic writes, sizes before work, stdout, pipes."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import shlex
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli_checks import SENTINEL, assert_untouched, keep_outputs, one_error_line
+
+VAE = [sys.executable, "-m", "vaecli"]
+
+
+def _digit(path: Path, value: int = 200) -> Path:
+    pixels = np.zeros((28, 28), np.uint8)
+    pixels[6:22, 12:16] = value
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _shell(command: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run a bash command line with `vae` as this interpreter's module, as a user's shell would."""
+    env = {**os.environ, "VAE_OFFLINE": "1"}
+    vae = " ".join(shlex.quote(part) for part in VAE)
+    return subprocess.run(["bash", "-c", f"vae() {{ {vae} \"$@\"; }}\n{command}"], cwd=tmp_path, env=env,
+                          capture_output=True, timeout=120)
+
+
+# --- class 1: an existing special file is written through, never replaced -------------------------------
+
+
+def _char_device(path: Path) -> Path:
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # the null device
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    return path
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["project", "--dataset", "digits", "--limit", "40", "-o", "{T}"],
+        ["sample", "-n", "4", "--grid", "{T}"],
+        ["encode", "d.png", "-o", "{T}"],
+        ["interpolate", "d.png", "d.png", "-o", "{T}"],
+        ["train", "--dataset", "digits", "--limit", "64", "--epochs", "1", "--hidden", "4", "-q", "-o", "{T}"],
+    ],
+    ids=["project", "sample", "encode", "interpolate", "train"],
+)
+def test_a_device_node_given_as_output_stays_a_device(cli, tiny_model, tmp_path, args):
+    device = _char_device(tmp_path / "n")
+    _digit(tmp_path / "d.png")
+    model = [] if args[0] == "train" else ["-m", tiny_model]
+    result = cli(*[a.replace("{T}", str(device)) for a in args], *model)
+    assert result.exit_code == 0, result.stderr
+    assert stat.S_ISCHR(os.stat(device).st_mode), "the device node was replaced by a regular file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.png", "n"], "something was written beside it"
+
+
+def test_a_fifo_given_as_output_is_written_through(cli, tiny_model, tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    result = cli("sample", "-n", "4", "--grid", fifo, "-m", tiny_model)
+    reader.join(30)
+    assert result.exit_code == 0, result.stderr
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert Image.open(io.BytesIO(received[0])).size[0] > 0
+
+
+def test_a_symlink_output_keeps_the_link_and_replaces_its_target(cli, tiny_model, tmp_path):
+    target = tmp_path / "real.png"
+    target.write_bytes(SENTINEL)
+    (tmp_path / "link.png").symlink_to(target)
+    result = cli("sample", "-n", "4", "--grid", "link.png", "-m", tiny_model)
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "link.png").is_symlink()
+    assert target.read_bytes().startswith(b"\x89PNG")
+
+
+# --- class 2: every file output goes through one atomic path --------------------------------------------
+
+ATOMIC_CASES = {
+    "sample-grid": (["sample", "-n", "4", "--grid", "out.png"], ["out.png"]),
+    "sample-files": (["sample", "-n", "2", "-o", "dir", "--force"], ["dir/sample-0001.png"]),
+    "decode": (["decode", "codes.npy", "--grid", "out.png"], ["out.png"]),
+    "reconstruct": (["reconstruct", "d.png", "-o", "dir"], ["dir/recon-d.png"]),
+    "compare": (["reconstruct", "d.png", "--compare", "out.png"], ["out.png"]),
+    "strip": (["interpolate", "d.png", "d.png", "-o", "out.png"], ["out.png"]),
+    "frames": (["interpolate", "d.png", "d.png", "--frames", "dir"], ["dir/frame-0001.png"]),
+    "gif": (["interpolate", "d.png", "d.png", "--gif", "out.gif"], ["out.gif"]),
+    "encode": (["encode", "d.png", "-o", "out.npy"], ["out.npy"]),
+    "project": (["project", "--dataset", "digits", "--limit", "40", "-o", "out.png"], ["out.png"]),
+    "tour": (["tour", "-o", "dir"], ["dir/latent.png"]),
+}
+
+
+@pytest.mark.parametrize("case", list(ATOMIC_CASES))
+def test_a_full_disk_leaves_earlier_outputs_whole_and_no_partial_files(cli, tiny_model, tmp_path, monkeypatch, case):
+    args, outputs = ATOMIC_CASES[case]
+    _digit(tmp_path / "d.png")
+    np.save(tmp_path / "codes.npy", np.zeros((2, 4), np.float32))
+    kept = keep_outputs(tmp_path, outputs)
+    before = {p for p in tmp_path.rglob("*")}
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("vaecli.files.os.fsync", full_disk)
+    result = cli(*args, "-m", tiny_model, "-q")
+    assert result.exit_code == 2, result.stderr
+    assert "No space left on device".lower() in one_error_line(result).lower()
+    assert_untouched(kept)
+    left = {p for p in tmp_path.rglob("*")} - before
+    assert not left, f"left behind: {sorted(map(str, left))}"
+
+
+# --- class 4: sizes are checked before the work, and per-image outputs stream ---------------------------
+
+
+def test_a_grid_too_large_is_refused_before_anything_is_decoded(cli, tiny_model, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("decoded before the size was checked")
+
+    monkeypatch.setattr("vaecli.latent.decode_to_pixels", never)
+    result = cli("sample", "-n", "100000000", "--grid", "g.png", "-m", tiny_model)
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert "-n 100000000" in line and "too large" in line and "images fit" in line
+    assert not Path("g.png").exists()
+
+
+def test_sample_writes_each_batch_before_drawing_the_next(cli, tiny_model, monkeypatch):
+    import vaecli.latent as latent
+
+    monkeypatch.setattr(latent, "BATCH_SIZE", 8)
+    written_when_decoding = []
+    real = latent.decode_to_pixels
+
+    def spy(model, z):
+        written_when_decoding.append(len(list(Path("out").glob("*.png"))) if Path("out").exists() else 0)
+        return real(model, z)
+
+    monkeypatch.setattr(latent, "decode_to_pixels", spy)
+    result = cli("sample", "-n", "20", "-o", "out", "-m", tiny_model)
+    assert result.exit_code == 0, result.stderr
+    assert written_when_decoding == [0, 8, 16]
+    assert len(result.stdout.splitlines()) == 20
+
+
+def test_sample_in_batches_draws_the_same_images_as_one_draw(cli, tiny_model, monkeypatch):
+    assert cli("sample", "-n", "20", "--grid", "one.png", "-m", tiny_model).exit_code == 0
+    monkeypatch.setattr("vaecli.latent.BATCH_SIZE", 3)
+    assert cli("sample", "-n", "20", "--grid", "many.png", "-m", tiny_model).exit_code == 0
+    assert Path("one.png").read_bytes() == Path("many.png").read_bytes()
+
+
+def _npy_header(shape: tuple[int, ...], dtype: str = "<f4") -> bytes:
+    header = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': {shape}, }}".encode()
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (_npy_header((10**12, 4)), "more than one run decodes"),
+        (_npy_header((3, 4)) + b"\0" * 20, "truncated"),
+        (b"\x93NUMPY\x01\x00\xff\xff{'descr'", "not a readable .npy"),
+        (b"\x93NUMPY\x01\x00\x10\x00{'descr': <f4}\n", "not a readable .npy"),
+    ],
+    ids=["huge-shape", "truncated", "header-cut", "header-garbage"],
+)
+def test_npy_headers_are_checked_before_memory_is_committed(cli, tiny_model, tmp_path, payload, expected):
+    (tmp_path / "z.npy").write_bytes(payload)
+    result = cli("decode", "z.npy", "-m", tiny_model, "--grid", "g.png")
+    assert result.exit_code == 2
+    assert expected in one_error_line(result)
+
+
+def test_decode_of_an_endless_device_stops_at_once(tiny_model, tmp_path):
+    result = _shell(f"vae decode -m {tiny_model} /dev/zero -o out; echo rc=$?; "
+                    f"vae decode -m {tiny_model} -o out < /dev/zero; echo rc=$?", tmp_path)
+    assert result.stdout.decode().split() == ["rc=2", "rc=2"], result.stderr
+    assert result.stderr.decode().count("not a .npy file") == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["eval", "--dataset", "digits", "--batch-size", "100000000"], "--batch-size must be between"),
+        (["eval", "--dataset", "digits", "--iw-samples", "1000000000"], "--iw-samples must be between"),
+        (["fit-prior", "--samples", "100000", "--limit", "10"], "--samples must be between"),
+    ],
+)
+def test_counts_without_a_sensible_bound_are_refused(cli, tiny_model, args, expected):
+    result = cli(*args, "-m", tiny_model)
+    assert result.exit_code == 2
+    assert expected in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "--dataset", "digits", "--arch", "mlp", "--image-size", "1024", "--hidden", "16384",
+          "--epochs", "1", "--limit", "64"], "lower --batch-size, --image-size or --hidden"),
+        (["eval", "-m", "{M}", "--dataset", "digits", "--limit", "4", "--batch-size", "1000000"],
+         "lower --batch-size"),
+        (["fit-prior", "-m", "{M}", "--components", "4000", "--samples", "1000"],
+         "lower --components, --samples or --limit"),
+    ],
+    ids=["train", "eval", "fit-prior"],
+)
+def test_runs_that_cannot_fit_in_memory_are_refused_before_they_start(cli, tiny_model, monkeypatch, args, expected):
+    monkeypatch.setattr("vaecli.memory.available_bytes", lambda device=None: 2 << 30)
+    result = cli(*[str(tiny_model) if a == "{M}" else a for a in args])
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert "needs about" in line and expected in line
+    assert not Path("vae.safetensors").exists()
+
+
+# --- class 5: stdout closed or full, names too long, seeds out of range, unconvertible images -----------
+
+
+def test_stdout_full_or_closed_is_one_line_and_exit_2(tiny_model, tmp_path):
+    result = _shell(f"vae sample -m {tiny_model} -o - > /dev/full; echo rc=$? >&2; "
+                    f"vae info {tiny_model} >&-; echo rc=$? >&2", tmp_path)
+    lines = result.stderr.decode().splitlines()
+    assert lines[0].startswith("error: cannot write to stdout (No space left on device)"), lines
+    assert lines[1:] == ["rc=2", lines[2], "rc=2"] and lines[2].startswith("error: stdout is closed"), lines
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sample", "--grid", "{L}.png"],
+        ["sample", "-o", "{L}"],
+        ["encode", "d.png", "-o", "{L}.npy"],
+        ["project", "--dataset", "digits", "-o", "{L}.png"],
+        ["reconstruct", "d.png", "--compare", "{L}.png"],
+        ["train", "--dataset", "digits", "-o", "{L}.safetensors"],
+        ["info", "{L}.safetensors"],
+        ["reconstruct", "{L}.png"],
+    ],
+)
+def test_names_over_255_bytes_are_one_line(cli, tiny_model, tmp_path, args):
+    _digit(tmp_path / "d.png")
+    long_name = "x" * 300
+    model = ["-m", tiny_model] if args[0] not in ("train", "info") else []
+    result = cli(*[a.replace("{L}", long_name) for a in args], *model)
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert "255" in line or "too long" in line, line
+
+
+@pytest.mark.parametrize("command", [["sample", "--grid", "g.png"], ["eval", "--dataset", "digits"],
+                                     ["train", "--dataset", "digits"], ["fit-prior"]])
+@pytest.mark.parametrize("seed", [str(2**64), "-1", str(10**30)])
+def test_seeds_outside_64_bits_are_refused(cli, tiny_model, command, seed):
+    model = [] if command[0] == "train" else ["-m", tiny_model]
+    result = cli(*command, "--seed", seed, *model)
+    assert result.exit_code == 2
+    assert "--seed" in one_error_line(result)
+
+
+def test_an_image_mode_pillow_cannot_convert_is_one_line(cli, tiny_model, tmp_path):
+    Image.new("LAB", (28, 28)).save(tmp_path / "lab.tif")
+    result = cli("reconstruct", "lab.tif", "-m", tiny_model)
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert "lab.tif" in line and "LAB" in line and "cannot be converted" in line
+
+
+# --- class 7: text from files reaches the terminal clean ------------------------------------------------
+
+
+def test_user_text_is_not_rewritten_by_markup_emoji_or_escapes(cli, tiny_model):
+    for name in ["digit:smile:.png", "[bold]x[/bold].png", "a\x1b]0;owned\x07b.png"]:
+        result = cli("reconstruct", name, "-m", tiny_model)
+        line = one_error_line(result)
+        assert "\x1b" not in line and "\x07" not in line
+        shown = name.replace("\x1b", "\\x1b").replace("\x07", "\\x07")
+        assert line.startswith(f"error: {shown}: no such file"), line
+
+
+def test_info_shows_escape_sequences_in_metadata_instead_of_replaying_them(cli, tiny_model, tmp_path):
+    from safetensors_bytes import edit_metadata
+
+    def plant(meta):
+        meta["command"] = "vae train \x1b]0;owned\x07\x1b[2J:smile: [red]x[/red]"
+        meta.pop("recipe", None)
+
+    (tmp_path / "m.safetensors").write_bytes(edit_metadata(tiny_model.read_bytes(), plant))
+    result = cli("info", "m.safetensors")
+    assert result.exit_code == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "\\x1b]0;owned\\x07\\x1b[2J:smile: [red]x[/red]" in result.stdout.replace("\n", "")
+
+
+# --- class 8: pipes and special files as inputs, a reader that goes away, concatenated arrays -----------
+
+
+def test_images_from_dev_stdin_process_substitution_and_fifos_are_read(tiny_model, tmp_path):
+    _digit(tmp_path / "d.png")
+    os.mkfifo(tmp_path / "fifo.png")
+    result = _shell(
+        f"cat d.png | vae reconstruct /dev/stdin -m {tiny_model} -o a && "
+        f"vae reconstruct <(cat d.png) -m {tiny_model} -o b && "
+        f"(cat d.png > fifo.png &) && vae reconstruct fifo.png -m {tiny_model} -o c",
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    written = result.stdout.decode().split()
+    assert len(written) == 3
+    for path in written:
+        assert Image.open(tmp_path / path).size == (28, 28)
+
+
+def test_a_fifo_with_no_writer_is_refused_instead_of_blocking(cli, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr("vaecli.files.PIPE_WRITER_WAIT_S", 0.2)
+    os.mkfifo(tmp_path / "fifo.png")
+    result = cli("reconstruct", "fifo.png", "-m", tiny_model)
+    assert result.exit_code == 2
+    assert "no program writes to" in one_error_line(result)
+
+
+def test_a_reader_that_goes_away_ends_quietly_with_the_sigpipe_status(tiny_model, tmp_path):
+    result = _shell(f"vae sample -m {tiny_model} -n 400 -o out | head -1; echo rc=${{PIPESTATUS[0]}}; "
+                    f"vae sample -m {tiny_model} -n 400 --scale 4 -o - | head -c 1 > /dev/null; echo rc=${{PIPESTATUS[0]}}",
+                    tmp_path)
+    out = result.stdout.decode().split()
+    assert out == ["out/sample-0001.png", "rc=141", "rc=141"], (out, result.stderr)
+    assert result.stderr == b""
+
+
+def test_concatenated_npy_arrays_on_stdin_are_all_read(cli, tiny_model):
+    streams = io.BytesIO()
+    np.save(streams, np.zeros((2, 4), np.float32))
+    np.save(streams, np.ones((3, 4), np.float64))
+    result = cli("decode", "-m", tiny_model, "-o", "out", input=streams.getvalue())
+    assert result.exit_code == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 5
+    streams.write(b"\x93NUMPY garbage")
+    result = cli("decode", "-m", tiny_model, "-o", "again", input=streams.getvalue())
+    assert result.exit_code == 2
+    assert "stdin" in one_error_line(result)
+    assert not Path("again").exists() or not any(Path("again").iterdir())

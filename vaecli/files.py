@@ -1,0 +1,303 @@
+"""The user's files: atomic writes, special files (devices, FIFOs), output checks, bounded reads."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from vaecli.errors import InputError, UsageError
+
+MAX_NAME_BYTES = 255  # NAME_MAX of Linux, macOS and Windows file systems
+PIPE_WRITER_WAIT_S = 10.0  # how long a FIFO with no writer is given before it counts as abandoned
+READ_CHUNK = 1 << 20
+
+
+def describe_size(count: int) -> str:
+    """A byte count for messages: 64 MiB, 2.0 GiB."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}" if count % size else f"{count // size} {unit}"
+    return f"{count} bytes"
+
+
+def _name(path: Path, option: str) -> str:
+    return f"{option} {path}" if option else str(path)
+
+
+def kind_of(path: Path, option: str = "") -> str:
+    """What is at path, symlinks followed: missing, file, folder, device, fifo, block or socket."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except ValueError:  # a NUL byte: no file system has such a name
+        raise InputError(f"{_name(Path(str(path).replace(chr(0), '?')), option)}: the name holds a NUL byte; "
+                         "choose another path") from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            return "missing" if exc.errno == errno.ENOTDIR else "loop"
+        raise InputError(f"{_name(path, option)}: {describe_os_error(exc)}; choose another path") from None
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISCHR(mode):
+        return "device"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    return "block" if stat.S_ISBLK(mode) else "socket"
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An OSError's reason in a few words, for one-line messages."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"the name is too long (at most {MAX_NAME_BYTES} bytes per name)"
+    return (exc.strerror or type(exc).__name__).lower() if exc.errno != errno.EACCES else "permission denied"
+
+
+# --- Output: pre-flight checks, folders, atomic writes -------------------------------------------------
+
+
+def check_output_file(path: Path, option: str = "") -> None:
+    """Refuse an output file that cannot be written, before any work is done."""
+    path = Path(path)
+    name = _name(path, option)
+    if any(len(os.fsencode(part)) > MAX_NAME_BYTES for part in path.parts):
+        raise UsageError(f"{name}: a name in this path is over {MAX_NAME_BYTES} bytes; choose a shorter one")
+    kind = kind_of(path, option)
+    if kind == "folder":
+        raise UsageError(f"{name}: is a folder; give a file name inside it")
+    if kind in ("block", "socket", "loop"):
+        raise UsageError(f"{name}: is a {_KIND_WORDS[kind]}, not a file; give a file name")
+    if kind in ("device", "fifo"):
+        return  # written through, never replaced
+    folder = path.parent
+    # The nearest folder that exists decides: a file above `path` or a read-only folder would
+    # otherwise surface only after the work, when the output is written.
+    while kind_of(folder, option) == "missing" and folder != folder.parent:
+        folder = folder.parent
+    if kind_of(folder, option) != "folder":
+        raise UsageError(f"{name}: {folder} is not a folder; choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{name}: cannot write in {folder} (permission denied); choose another path")
+
+
+_KIND_WORDS = {"block": "block device", "socket": "socket", "loop": "symbolic-link loop"}
+
+
+def ensure_folder(folder: Path, option: str = "") -> Path:
+    """Create an output folder if missing, with one-line errors (naming `option`) when that cannot work."""
+    folder = Path(folder)
+    name = _name(folder, option)
+    if any(len(os.fsencode(part)) > MAX_NAME_BYTES for part in folder.parts):
+        raise UsageError(f"{name}: a name in this path is over {MAX_NAME_BYTES} bytes; choose a shorter one")
+    kind = kind_of(folder, option)
+    if kind not in ("missing", "folder"):
+        raise InputError(f"{name}: exists and is not a folder; choose another output folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{name}: cannot create this folder ({describe_os_error(exc)}); choose another") from None
+    return folder
+
+
+def write_atomic(path: Path, payload: bytes) -> Path:
+    """Readers see the old file or the new one, never a partial write; devices and FIFOs are written through.
+
+    A symbolic link is kept: the file it points to is replaced.
+    """
+    path = Path(path)
+    kind = kind_of(path)
+    if kind in ("device", "fifo"):
+        _write_through(path, payload)
+        return path
+    if kind == "folder":
+        raise InputError(f"{path}: is a folder; give a file name for the output")
+    if kind in ("block", "socket", "loop"):
+        raise InputError(f"{path}: is a {_KIND_WORDS[kind]}, not a file; give a file name")
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    folder = target.parent if str(target.parent) else Path(".")
+    ensure_folder(folder)
+    try:
+        # A short prefix: a name near the 255-byte limit must still leave room for the temporary's.
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:32]}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot write here ({describe_os_error(exc)}); choose another path") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            # mkstemp makes the file private (0600); give it the mode a plain open() would.
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise InputError(f"{path}: cannot write ({describe_os_error(exc)}); choose another path") from None
+        raise
+    return path
+
+
+def _write_through(path: Path, payload: bytes) -> None:
+    # No O_CREAT and no O_TRUNC: what is there is written to, never made or cut.
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({describe_os_error(exc)}); choose another path") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# --- Numbered outputs: prefix-0001.png ... -------------------------------------------------------------
+
+
+def numbered_names(folder: Path, prefix: str, count: int, force: bool) -> Iterator[Path]:
+    """`prefix-0001.png`... for count files; without force, numbering goes on after existing ones.
+
+    Numbers have at least 4 digits, more when needed, and never fewer than files already there,
+    so a glob lists old and new files in order. The names are made one at a time.
+    """
+    existing = _numbers(folder, prefix)
+    start = 1 if force else 1 + max((int(digits) for digits in existing), default=0)
+    width = max(4, len(str(start + count - 1)), *(len(digits) for digits in existing))
+    return (folder / f"{prefix}-{number:0{width}d}.png" for number in range(start, start + count))
+
+
+def highest_number(folder: Path, prefix: str) -> int:
+    """The largest N of the `prefix-N.png` files in folder, 0 when there are none."""
+    return max((int(digits) for digits in _numbers(folder, prefix)), default=0)
+
+
+def _numbers(folder: Path, prefix: str) -> list[str]:
+    pattern = re.compile(rf"{re.escape(prefix)}-(\d+)\.png")
+    return [match.group(1) for entry in _list(folder) if (match := pattern.fullmatch(entry))]
+
+
+def _list(folder: Path) -> list[str]:
+    try:
+        return [entry.name for entry in folder.iterdir()]
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot list this folder ({describe_os_error(exc)})") from None
+
+
+# --- Input: regular files, stdin, FIFOs and devices, read with a size bound ----------------------------
+
+
+def open_input(source: str | Path, what: str) -> tuple[BinaryIO, str]:
+    """Open a file, `-` (stdin), a FIFO or a device for reading: (binary handle, name for messages).
+
+    A FIFO that no program writes to is given PIPE_WRITER_WAIT_S, then refused, instead of blocking forever.
+    """
+    if str(source) == "-":
+        return sys.stdin.buffer, "stdin"
+    path = Path(source)
+    name = str(path)
+    kind = kind_of(path)
+    if kind == "missing":
+        raise InputError(f"{name}: no such file; check the path")
+    if kind == "folder":
+        raise InputError(f"{name}: is a folder; give {what}")
+    if kind in ("socket", "loop"):
+        raise InputError(f"{name}: is a {_KIND_WORDS[kind]}; give {what}")
+    try:
+        if kind != "fifo":
+            return open(path, "rb"), name
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({describe_os_error(exc)}); check the file") from None
+    return _PipeReader(fd, name, what), name
+
+
+class _PipeReader:
+    """A FIFO opened without blocking: waits a bounded time for a writer, then reads normally."""
+
+    def __init__(self, fd: int, name: str, what: str):
+        self.fd, self.name, self.what = fd, name, what
+        self.pending = self._first_bytes()
+
+    def _first_bytes(self) -> bytes:
+        deadline = time.monotonic() + PIPE_WRITER_WAIT_S
+        while True:
+            try:
+                data = os.read(self.fd, READ_CHUNK)
+            except BlockingIOError:  # a writer is there and has not written yet: wait for it
+                os.set_blocking(self.fd, True)
+                return b""
+            if data:
+                os.set_blocking(self.fd, True)
+                return data
+            if time.monotonic() > deadline:  # b"" with O_NONBLOCK: no program has the pipe open
+                os.close(self.fd)
+                raise InputError(
+                    f"{self.name}: a pipe that no program writes to (waited {PIPE_WRITER_WAIT_S:g} s); "
+                    f"start its writer first, or give {self.what}"
+                )
+            time.sleep(0.05)
+
+    def read(self, size: int = -1) -> bytes:
+        chunks, wanted = [], size if size >= 0 else sys.maxsize
+        if self.pending:
+            chunks.append(self.pending[:wanted])
+            self.pending = self.pending[wanted:]
+            wanted -= len(chunks[0])
+        while wanted > 0:
+            data = os.read(self.fd, min(wanted, READ_CHUNK))
+            if not data:
+                break
+            chunks.append(data)
+            wanted -= len(data)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> _PipeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_exactly(handle: BinaryIO, count: int, name: str) -> bytes:
+    """`count` bytes from handle, in chunks (nothing is allocated for data that is not there)."""
+    chunks, left = [], count
+    try:
+        while left > 0:
+            data = handle.read(min(left, READ_CHUNK))
+            if not data:
+                break
+            chunks.append(data)
+            left -= len(data)
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({describe_os_error(exc)})") from None
+    return b"".join(chunks)
+
+
+def read_input(source: str | Path, limit: int, what: str) -> tuple[bytes, str]:
+    """The whole content of a file, `-`, FIFO or device, refused past `limit` bytes: (bytes, name)."""
+    handle, name = open_input(source, what)
+    try:
+        data = read_exactly(handle, limit + 1, name)
+    finally:
+        if handle is not sys.stdin.buffer:
+            handle.close()
+    if len(data) > limit:
+        raise InputError(f"{name}: more than {describe_size(limit)}; {what} is never this large")
+    return data, name

@@ -1,0 +1,77 @@
+"""Memory estimates made before the work: a run that cannot fit is refused with one line, not killed later."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from vaecli.errors import UsageError
+from vaecli.files import describe_size
+
+if TYPE_CHECKING:
+    import torch
+
+    from vaecli.config import ModelConfig
+
+# Fraction of the free memory a run may plan to use: the estimates leave out allocator slack,
+# the framework's own buffers and whatever else the machine runs.
+USABLE_FRACTION = 0.7
+
+
+def available_bytes(device: torch.device | None = None) -> int:
+    """Memory free for a new allocation: the GPU's free memory, else the system's available RAM."""
+    if device is not None and device.type == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # no such counter here (macOS): trust the other checks
+        return 1 << 62
+
+
+def check_fits(needed: int, device: torch.device | None, what: str, fix: str) -> None:
+    """Refuse a run whose estimated memory exceeds what is free, naming the option that fixes it."""
+    free = int(available_bytes(device) * USABLE_FRACTION)
+    if needed > free:
+        where = "the GPU" if device is not None and device.type == "cuda" else "this machine"
+        raise UsageError(
+            f"{what} needs about {describe_size(needed)}, more than {where} has free "
+            f"({describe_size(free)} usable); {fix}"
+        )
+
+
+def model_bytes(config: ModelConfig, batch: int, training: bool) -> int:
+    """Estimated bytes of one step: weights (with gradients and Adam's moments when training) and activations.
+
+    The model runs on PyTorch's meta device, which computes shapes without allocating anything.
+    """
+    import torch
+
+    from vaecli.models import build_model
+
+    activations = 0
+
+    def count(module: torch.nn.Module, inputs: object, output: object) -> None:
+        nonlocal activations
+        outputs = output if isinstance(output, tuple) else (output,)
+        activations += sum(o.numel() * o.element_size() for o in outputs if isinstance(o, torch.Tensor))
+
+    with torch.device("meta"):
+        model = build_model(config)
+        hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+        x = torch.empty(batch, *config.image_shape)
+        with torch.no_grad():
+            model(x, noise=torch.empty(batch, config.latent_dim))
+    for hook in hooks:
+        hook.remove()
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    # Training keeps every activation for the backward pass and a gradient of each beside it.
+    return weights * 4 + activations * 3 if training else weights + activations * 2
