@@ -52,7 +52,7 @@ def tiny_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model") / "tiny.safetensors"
     result = run_cli(
         "train", "--dataset", "digits", "--arch", "cnn", "--hidden", "8", "--latent-dim", "4",
-        "--epochs", "2", "--batch-size", "64", "--device", "cpu", "--seed", "7", "-q", "-o", out,
+        "--epochs", "2", "--batch-size", "64", "--device", "cpu", "--seed", "7", "-q", "--no-report", "-o", out,
     )
     assert result.exit_code == 0, result.stderr
     return out

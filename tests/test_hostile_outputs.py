@@ -269,7 +269,7 @@ def test_names_over_255_bytes_are_one_line(cli, tiny_model, tmp_path, args):
 
 @pytest.mark.parametrize("command", [["sample", "--grid", "g.png"], ["eval", "--dataset", "digits"],
                                      ["train", "--dataset", "digits"], ["fit-prior"]])
-@pytest.mark.parametrize("seed", [str(2**64), "-1", str(10**30)])
+@pytest.mark.parametrize("seed", [str(2**64), str(-(2**63) - 1), str(10**30)])
 def test_seeds_outside_64_bits_are_refused(cli, tiny_model, command, seed):
     model = [] if command[0] == "train" else ["-m", tiny_model]
     result = cli(*command, "--seed", seed, *model)
@@ -340,8 +340,8 @@ def test_a_fifo_with_no_writer_is_refused_instead_of_blocking(cli, tiny_model, t
 
 def test_a_reader_that_goes_away_ends_quietly_with_the_sigpipe_status(tiny_model, tmp_path):
     result = _shell(f"vae sample -m {tiny_model} -n 400 -o out | head -1; echo rc=${{PIPESTATUS[0]}}; "
-                    f"vae sample -m {tiny_model} -n 400 --scale 4 -o - | head -c 1 > /dev/null; echo rc=${{PIPESTATUS[0]}}",
-                    tmp_path)
+                    f"vae sample -m {tiny_model} -n 400 --scale 4 -o - | head -c 1 > /dev/null; "
+                    "echo rc=${PIPESTATUS[0]}", tmp_path)
     out = result.stdout.decode().split()
     assert out == ["out/sample-0001.png", "rc=141", "rc=141"], (out, result.stderr)
     assert result.stderr == b""
@@ -359,3 +359,19 @@ def test_concatenated_npy_arrays_on_stdin_are_all_read(cli, tiny_model):
     assert result.exit_code == 2
     assert "stdin" in one_error_line(result)
     assert not Path("again").exists() or not any(Path("again").iterdir())
+
+
+def test_a_model_whose_checkpoints_no_reader_accepts_is_refused_before_training(cli, monkeypatch):
+    monkeypatch.setattr("vaecli.checkpoint.MAX_CHECKPOINT_BYTES", 1 << 20)
+    result = cli("train", "--dataset", "digits", "--arch", "mlp", "--hidden", "512", "--epochs", "1",
+                 "--limit", "64")
+    assert result.exit_code == 2
+    assert "checkpoints, more than vae reads" in one_error_line(result)
+    assert not Path("vae.safetensors").exists()
+
+
+def test_negative_seeds_that_torch_accepts_still_train_and_load(cli):
+    result = cli("train", "--dataset", "digits", "--seed", "-5", "--epochs", "1", "--limit", "64", "--hidden", "4",
+                 "-q", "--no-report")
+    assert result.exit_code == 0, result.stderr
+    assert cli("sample", "-m", "vae.safetensors", "--grid", "g.png").exit_code == 0

@@ -115,8 +115,9 @@ def test_fit_prior_cli(cli, tiny_model, tmp_path):
     assert report["test_kl_mixture"] < report["test_kl_standard"]
     meta = json.loads(cli("info", out, "--json").stdout)
     assert meta["config"]["model"]["prior_components"] == 3
-    assert meta["prior"]["command"].startswith("vae fit-prior -m ")
-    assert meta["recipe"][0].startswith("vae train ") and meta["recipe"][1] == meta["prior"]["command"]
+    assert meta["prior"]["command"].startswith(f"vae fit-prior -m {tiny_model} -o {out} ")
+    assert meta["recipe"][0].startswith("vae train ")
+    assert meta["recipe"][0].endswith(f"-o {tiny_model}") and meta["recipe"][1] == meta["prior"]["command"]
     assert "mixture of 3" in cli("info", out).stdout
 
     # eval's KL is now taken against the mixture; the decoder, so the reconstruction term, is unchanged.

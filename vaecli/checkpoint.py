@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-import io
 import json
+import math
 import os
+import stat
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from vaecli import __version__
-from vaecli.config import FORMAT_VERSION, TrainConfig, to_dict, train_config_from_dict
-from vaecli.errors import CheckpointError, InputError
+from vaecli.config import (
+    FORMAT_VERSION,
+    MAX_LATENT_DIM,
+    MAX_PRIOR_COMPONENTS,
+    MAX_SEED,
+    MIN_SEED,
+    TrainConfig,
+    to_dict,
+    train_config_from_dict,
+)
+from vaecli.errors import CheckpointError
+from vaecli.files import READ_CHUNK, describe_size, kind_of, open_input, read_exactly, write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -22,9 +32,27 @@ if TYPE_CHECKING:
 
 METADATA_KEY = "vaecli"
 MAX_HEADER_BYTES = 8_000_000  # a vaecli header is a few kB; refuse before reading a huge one
+# Tensor data, refused before it is read: the bundled MNIST model holds 8 MB, weights and Adam state.
+MAX_CHECKPOINT_BYTES = 4 << 30
 MODEL_PREFIX = "model."
 OPTIMIZER_PREFIX = "optimizer."
 RNG_KEY = "rng.train"
+ADAM_KEYS = ("step", "exp_avg", "exp_avg_sq")
+# Bytes per element of each safetensors dtype; vaecli writes F32 and U8.
+DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}
+MAX_TENSOR_DIMS = 8  # vaecli's tensors have at most 4; bounds the arithmetic on a crafted shape
+# Bounds on what the commands read from the metadata: past them a file is damaged, not big.
+MAX_COUNT = 2**63 - 1
+MAX_EPOCHS_DONE = 10**6
+MAX_TEXT_CHARS = 65_536  # a command line with paths in it; PATH_MAX is 4096
+MAX_RECIPE_STEPS = 10_000
+MAX_CLASSES = 1_000_000
+# vaecli nests 5 levels (meta, history, epoch, test, kl_per_dim). Deeper JSON can parse, then overflow
+# the stack when `vae info --json` or a resumed run writes it back.
+MAX_METADATA_DEPTH = 32
 
 
 @dataclass
@@ -79,82 +107,77 @@ def save_checkpoint(
     write_atomic(path, payload)
 
 
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Readers see the old file or the new one, never a partial write."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; give a file name for the output")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot write here ({exc.strerror}); choose another path") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            # mkstemp makes the file private (0600); give it the mode a plain open() would.
-            os.fchmod(handle.fileno(), 0o666 & ~_umask())
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise InputError(f"{path}: cannot write ({exc.strerror}); choose another path") from None
-        raise
+def read_header(path: Path) -> tuple[dict, dict]:
+    """Parse and check the safetensors header: (tensor table, vaecli metadata), no weights allocated.
 
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def read_header(path: Path, data: bytes | None = None) -> tuple[dict, dict]:
-    """Parse and check the safetensors header: (tensor table, vaecli metadata), nothing allocated.
-
-    With `data`, the header is taken from these bytes of the file, already read, instead of the disk.
+    A regular file's weights are not read; a pipe or device is read to its end, to check that it is whole.
     """
-    path = Path(path)
-    if data is not None:
-        return _parse_header(path, io.BytesIO(data), len(data))
-    if not path.exists():
+    header, meta, _ = _read_checkpoint(Path(path), weights=False)
+    return header, meta
+
+
+def _read_checkpoint(path: Path, weights: bool) -> tuple[dict, dict, bytes | None]:
+    """(tensor table, metadata, and with `weights` the file's bytes), all from one pass over the file."""
+    kind = kind_of(path)
+    if kind == "missing":
         raise CheckpointError(f"{path}: no such checkpoint; train one with `vae train` or pass -m")
-    if path.is_dir():
+    if kind == "folder":
         raise CheckpointError(f"{path}: is a folder; give a .safetensors checkpoint file")
+    # open_input reads `-` as stdin; a checkpoint file named `-` is meant here.
+    handle, _ = open_input(path if str(path) != "-" else f".{os.sep}-", "a .safetensors checkpoint")
     try:
-        with open(path, "rb") as handle:
-            return _parse_header(path, handle, os.fstat(handle.fileno()).st_size)
-    except PermissionError:
-        raise CheckpointError(f"{path}: permission denied; check the file's permissions") from None
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+        size = _regular_size(handle)
+        prefix, header, meta = _parse_header(path, handle, size)
+        data_bytes = _data_size(path, header, None if size is None else size - len(prefix))
+        if size is not None and not weights:
+            return header, meta, None
+        body = _read_tensor_data(path, handle, data_bytes, keep=weights)
+        return header, meta, (prefix + body if weights else None)
+    finally:
+        handle.close()
 
 
-def _parse_header(path: Path, handle: BinaryIO, size: int) -> tuple[dict, dict]:
-    head = handle.read(8)
+def _regular_size(handle: BinaryIO) -> int | None:
+    """The size of a regular file; None for a pipe or device, whose size is what its header declares."""
+    if not hasattr(handle, "fileno"):
+        return None
+    status = os.fstat(handle.fileno())
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+
+def _parse_header(path: Path, handle: BinaryIO, size: int | None) -> tuple[bytes, dict, dict]:
+    """(the length prefix and header as read, tensor table, vaecli metadata), checked before any weights."""
+    head = read_exactly(handle, 8, str(path))
     if len(head) < 8:
         raise CheckpointError(_not_checkpoint(path, "the file is empty or truncated"))
     (length,) = struct.unpack("<Q", head)
-    if length > min(MAX_HEADER_BYTES, size - 8):
-        raise CheckpointError(_not_checkpoint(path, "its header is truncated or too large"))
-    raw = handle.read(length)
+    if length > MAX_HEADER_BYTES:
+        raise CheckpointError(_not_checkpoint(path, "its header is too large"))
+    raw = read_exactly(handle, length, str(path)) if size is None or length <= size - 8 else b""
+    if len(raw) < length:
+        raise CheckpointError(_not_checkpoint(path, "its header is truncated"))
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: bad UTF-8 or JSON, or an integer over 4,300 digits
         raise CheckpointError(_not_checkpoint(path, "its header is not valid JSON")) from None
     if not isinstance(header, dict):
         raise CheckpointError(_not_checkpoint(path, "its header is not a JSON object"))
-    metadata = header.pop("__metadata__", None) or {}
+    meta = _vaecli_metadata(path, header.pop("__metadata__", None) or {})
+    return head + raw, header, meta
+
+
+def _vaecli_metadata(path: Path, metadata: Any) -> dict:
+    """The object under the `vaecli` key of the safetensors metadata, parsed and validated."""
     if not isinstance(metadata, dict) or METADATA_KEY not in metadata:
         raise CheckpointError(
             f"{path}: a safetensors file but not a vaecli checkpoint; use one written by `vae train`"
         )
-    _check_tensor_table(path, header, size - 8 - length)
+    if not all(isinstance(value, str) for value in metadata.values()):
+        # safetensors itself refuses such a file when the weights are loaded.
+        raise CheckpointError(_not_checkpoint(path, "its safetensors metadata holds a value that is not text"))
     try:
         meta = json.loads(metadata[METADATA_KEY])
-    except (TypeError, json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         raise CheckpointError(
             f"{path}: its vaecli metadata is not valid JSON; the file is damaged, retrain or re-copy it"
         ) from None
@@ -169,64 +192,211 @@ def _parse_header(path: Path, handle: BinaryIO, size: int) -> tuple[dict, dict]:
             f"{FORMAT_VERSION}); upgrade with `pip install -U vaecli`"
         )
     _check_fields(path, meta)
-    return header, meta
+    return meta
 
 
-def _check_fields(path: Path, meta: dict) -> None:
-    """The metadata that commands read besides the config (history, counters) has the right types."""
-    history = meta.get("history", [])
-    ok = isinstance(history, list) and all(_is_record(r) for r in history)
-    ok = ok and _is_count(meta.get("epochs_done", 0))
-    shape = meta.get("image_shape", [])
-    ok = ok and isinstance(shape, list) and all(_is_count(v) for v in shape)
-    ok = ok and all(isinstance(meta.get(k, ""), str) for k in ("command", "format", "vaecli_version", "dataset"))
-    if not ok:
-        raise CheckpointError(f"{path}: its metadata has fields of the wrong type; the file is damaged")
+def _data_size(path: Path, header: dict, available: int | None) -> int:
+    """The bytes of tensor data the table lays out, checked as safetensors checks it: tensors tile the data.
 
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_record(record: Any) -> bool:
-    """One epoch of history: numbers where numbers belong, the test part optional."""
-    if not isinstance(record, dict) or not _is_count(record.get("epoch", 0)):
-        return False
-    if not all(_is_number(record.get(k, 0)) for k in ("elapsed_s", "images_per_s", "lr", "beta")):
-        return False
-    for part in ("train", "test"):
-        losses = record.get(part)
-        if losses is None:
-            continue
-        if not isinstance(losses, dict) or not all(_is_number(losses.get(k, 0)) for k in ("recon", "kl", "loss")):
-            return False
-        kl_dims = losses.get("kl_per_dim", [])
-        if not (isinstance(kl_dims, list) and all(_is_number(v) for v in kl_dims)):
-            return False
-        if not _is_count(losses.get("active_units", 0)):
-            return False
-    return True
-
-
-def _check_tensor_table(path: Path, header: dict, data_bytes: int) -> None:
-    for name, entry in header.items():
-        ok = (
-            isinstance(entry, dict)
-            and isinstance(entry.get("shape"), list)
-            and isinstance(entry.get("data_offsets"), list)
-            and len(entry["data_offsets"]) == 2
-            and all(isinstance(v, int) and v >= 0 for v in entry["data_offsets"] + entry["shape"])
+    `available` is what a regular file holds after its header; it must match exactly.
+    """
+    end = 0
+    for begin, stop, name in sorted(_extent(path, name, entry) for name, entry in header.items()):
+        if begin != end:
+            raise CheckpointError(_not_checkpoint(path, f"tensor {name[:40]!r} overlaps another or leaves a gap"))
+        end = stop
+    if end > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"{path}: its tensors would take {describe_size(end)}, more than the {describe_size(MAX_CHECKPOINT_BYTES)} "
+            "a checkpoint may hold; the file is damaged or not from vaecli"
         )
-        if not ok or entry["data_offsets"][1] > data_bytes:
-            raise CheckpointError(_not_checkpoint(path, f"tensor {name[:40]!r} is damaged or truncated"))
+    if available is not None and end > available:
+        raise CheckpointError(_not_checkpoint(path, "the file is truncated"))
+    if available is not None and end < available:
+        raise CheckpointError(_not_checkpoint(path, f"{available - end} unexpected bytes after its last tensor"))
+    return end
+
+
+def _extent(path: Path, name: str, entry: Any) -> tuple[int, int, str]:
+    """(first byte, end, name) of one tensor, whose dtype, shape and offsets must agree."""
+    ok = (
+        isinstance(entry, dict)
+        and entry.get("dtype") in DTYPE_BYTES
+        and _is_sizes(entry.get("shape"), MAX_TENSOR_DIMS)
+        and _is_sizes(entry.get("data_offsets"), 2)
+        and len(entry["data_offsets"]) == 2
+    )
+    if ok:
+        begin, stop = entry["data_offsets"]
+        ok = stop - begin == math.prod(entry["shape"]) * DTYPE_BYTES[entry["dtype"]]
+    if not ok:
+        raise CheckpointError(_not_checkpoint(path, f"tensor {name[:40]!r} is damaged"))
+    return begin, stop, name
+
+
+def _is_sizes(value: Any, most: int) -> bool:
+    return isinstance(value, list) and len(value) <= most and all(_is_count(v) for v in value)
+
+
+def _read_tensor_data(path: Path, handle: BinaryIO, count: int, keep: bool) -> bytes:
+    """The `count` bytes of tensor data, then the end of the file; without `keep`, read and dropped."""
+    if keep:
+        body = read_exactly(handle, count, str(path))
+        got = len(body)
+    else:
+        body, got = b"", 0
+        while got < count:
+            piece = read_exactly(handle, min(count - got, READ_CHUNK), str(path))
+            if not piece:
+                break
+            got += len(piece)
+    if got < count:
+        raise CheckpointError(_not_checkpoint(path, f"the file is truncated, {describe_size(count - got)} short"))
+    if read_exactly(handle, 1, str(path)):
+        raise CheckpointError(_not_checkpoint(path, "unexpected bytes after its last tensor"))
+    return body
 
 
 def _not_checkpoint(path: Path, why: str) -> str:
     return f"{path}: not a readable checkpoint ({why}); retrain it or pass another file with -m"
+
+
+# --- metadata fields: what the commands read, in the types and sizes they expect ----------------------
+
+
+def _check_fields(path: Path, meta: dict) -> None:
+    """Refuse metadata that a command would trip over later (vae info, the report, resume, fit-prior)."""
+    problem = _metadata_problem(meta)
+    if problem:
+        raise CheckpointError(f"{path}: its metadata is damaged ({problem}); retrain it or use another checkpoint")
+
+
+def _metadata_problem(meta: dict) -> str | None:
+    if _depth(meta) > MAX_METADATA_DEPTH:
+        return f"nested more than {MAX_METADATA_DEPTH} levels deep"
+    for key in ("command", "format", "vaecli_version", "dataset"):
+        if key in meta and not _is_text(meta[key]):
+            return f"{key} is not a text of at most {MAX_TEXT_CHARS} characters"
+    for key, most in (("epochs_done", MAX_EPOCHS_DONE), ("latent_dim", MAX_LATENT_DIM)):
+        if key in meta and not _is_count(meta[key], most):
+            return f"{key} is not a whole number from 0 to {most}"
+    if "seed" in meta and not _is_seed(meta["seed"]):
+        return f"seed is not a whole number from {MIN_SEED} to {MAX_SEED}"
+    if not _is_sizes(meta.get("image_shape", []), 4):
+        return "image_shape is not a list of sizes"
+    recipe = meta.get("recipe")
+    if recipe is not None and not (
+        isinstance(recipe, list) and len(recipe) <= MAX_RECIPE_STEPS and all(_is_text(step) for step in recipe)
+    ):
+        return f"recipe is not a list of at most {MAX_RECIPE_STEPS} commands"
+    return _history_problem(meta) or _prior_problem(meta.get("prior")) or _dataset_problem(meta.get("dataset_info"))
+
+
+def _history_problem(meta: dict) -> str | None:
+    """The per-epoch records, as `vae info`, the training report and --keep-best read them."""
+    history = meta.get("history", [])
+    if not isinstance(history, list) or len(history) > MAX_EPOCHS_DONE:
+        return "history is not a list of epochs"
+    # A resumed run goes on from len(history): a count that disagrees would skip or repeat epochs.
+    if "history" in meta and "epochs_done" in meta and len(history) != meta["epochs_done"]:
+        return f"history holds {len(history)} epochs, epochs_done says {meta['epochs_done']}"
+    for index, record in enumerate(history):
+        problem = _record_problem(record)
+        if problem:
+            return f"history[{index}]{problem}"
+    return None
+
+
+def _record_problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return " is not an object"
+    if not _is_count(record.get("epoch"), MAX_EPOCHS_DONE) or record["epoch"] < 1:
+        return f".epoch is not a whole number from 1 to {MAX_EPOCHS_DONE}"
+    for key in ("elapsed_s", "images_per_s", "lr", "beta"):
+        if key in record and not _is_number(record[key]):
+            return f".{key} is not a number"
+    for part in ("train", "test"):
+        losses = record.get(part, {})
+        if not isinstance(losses, dict):
+            return f".{part} is not an object"
+        problem = _losses_problem(losses) if part in record else None
+        if problem:
+            return f".{part}.{problem}"
+    return None
+
+
+def _losses_problem(losses: dict) -> str | None:
+    for key in ("recon", "kl", "loss"):
+        if not _is_number(losses.get(key)):
+            return f"{key} is not a number"
+    kl_per_dim = losses.get("kl_per_dim", [])
+    if not (isinstance(kl_per_dim, list) and len(kl_per_dim) <= MAX_LATENT_DIM and all(map(_is_number, kl_per_dim))):
+        return "kl_per_dim is not a list of numbers, one per latent dimension"
+    if "active_units" in losses and not _is_count(losses["active_units"], MAX_LATENT_DIM):
+        return "active_units is not a count of latent dimensions"
+    return None
+
+
+def _prior_problem(prior: Any) -> str | None:
+    """The record of `vae fit-prior`: `vae info` prints its numbers."""
+    if prior is None:
+        return None
+    if not isinstance(prior, dict):
+        return "prior is not an object"
+    for key in ("seconds", "test_kl_standard", "test_kl_mixture"):
+        if key in prior and not _is_number(prior[key]):
+            return f"prior.{key} is not a number"
+    for key, most in (("components", MAX_PRIOR_COMPONENTS), ("codes", MAX_COUNT), ("test_images", MAX_COUNT)):
+        if key in prior and not _is_count(prior[key], most):
+            return f"prior.{key} is not a whole number from 0 to {most}"
+    if "seed" in prior and not _is_seed(prior["seed"]):
+        return f"prior.seed is not a whole number from {MIN_SEED} to {MAX_SEED}"
+    if "command" in prior and not _is_text(prior["command"]):
+        return f"prior.command is not a text of at most {MAX_TEXT_CHARS} characters"
+    return None
+
+
+def _dataset_problem(info: Any) -> str | None:
+    if info is None:
+        return None
+    if not isinstance(info, dict):
+        return "dataset_info is not an object"
+    if not all(_is_count(info[key]) for key in ("n_train", "n_test") if key in info):
+        return "dataset_info holds an image count that is not a whole number"
+    names = info.get("class_names", [])
+    if not (isinstance(names, list) and len(names) <= MAX_CLASSES and all(map(_is_text, names))):
+        return "dataset_info.class_names is not a list of names"
+    return None
+
+
+def _depth(value: Any) -> int:
+    """How deeply JSON containers nest in value (stopping past the limit), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= MAX_METADATA_DEPTH:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and MIN_SEED <= value <= MAX_SEED
+
+
+def _is_count(value: Any, most: int = MAX_COUNT) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most
+
+
+def _is_number(value: Any) -> bool:
+    """A number a reader can format: any float (NaN and Inf print as such), an int within a float's range."""
+    if isinstance(value, float):
+        return True
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**1023
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_TEXT_CHARS
 
 
 def read_metadata(path: Path) -> dict:
@@ -243,34 +413,49 @@ def config_of(path: Path, meta: dict) -> TrainConfig:
         raise CheckpointError(f"{path}: {exc.message}; the file is damaged or not for this vaecli") from None
 
 
+# --- weights and training state ------------------------------------------------------------------------
+
+
 def load_checkpoint(
     path: Path, device: torch.device | str = "cpu", training_state: bool = False
 ) -> Checkpoint:
     """Rebuild the exact model from the file alone; with training_state, also optimizer and RNG."""
+    from vaecli.models import place
+
+    path = Path(path)
+    # One read: a writer replacing the file meanwhile cannot give us the metadata of one checkpoint with
+    # the weights of another, and a pipe can be read only once. The header is checked before the weights.
+    header, meta, data = _read_checkpoint(path, weights=True)
+    config = config_of(path, meta)
+    model, tensors = _load_weights(path, config, header, data)
+    checkpoint = Checkpoint(model=model, config=config, meta=meta, path=path)
+    if training_state:
+        checkpoint.optimizer_state = {
+            k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIMIZER_PREFIX)
+        }
+        checkpoint.rng_state = tensors.get(RNG_KEY)
+        _check_optimizer_state(path, model, checkpoint.optimizer_state)
+        _check_rng_state(path, checkpoint.rng_state)
+    checkpoint.model = place(model, device).eval()
+    return checkpoint
+
+
+def _load_weights(path: Path, config: TrainConfig, header: dict, data: bytes) -> tuple[VAE, dict]:
+    """The model with the file's weights, checked finite (and its prior a density); all the file's tensors."""
     import numpy
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    from vaecli.models import build_model, place
+    from vaecli.models import build_model
+    from vaecli.prior import mixture_problem
 
-    path = Path(path)
-    read_header(path)  # checked on disk first, so a huge or foreign file is refused unread
-    # Everything below comes from one read: a writer replacing the file meanwhile cannot give us
-    # the metadata of one checkpoint with the weights of another.
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
-    header, meta = read_header(path, data)
-    config = config_of(path, meta)
     # Built on the meta device (nothing allocated) and checked against the header first: weights
     # that all lie in the file bound the model by the file's size, so crafted metadata cannot
     # make us allocate terabytes. The file's tensors then become the weights (assign=True).
     with torch.device("meta"):
         model = build_model(config.model)
-    expected = model.state_dict()
-    for name, tensor in expected.items():
+    for name, tensor in model.state_dict().items():
         entry = header.get(MODEL_PREFIX + name)
         if entry is None or list(entry["shape"]) != list(tensor.shape) or entry.get("dtype") != "F32":
             raise CheckpointError(
@@ -289,33 +474,72 @@ def load_checkpoint(
     # NumPy on the CPU copies: torch's per-tensor isfinite pays a thread start-up for each small tensor.
     if not all(numpy.isfinite(v.numpy()).all() for v in state.values()):
         raise CheckpointError(f"{path}: the weights contain NaN or Inf; use an earlier checkpoint")
-    model = place(model, device).eval()
-    checkpoint = Checkpoint(model=model, config=config, meta=meta, path=path)
-    if training_state:
-        checkpoint.optimizer_state = {
-            k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIMIZER_PREFIX)
-        }
-        checkpoint.rng_state = tensors.get(RNG_KEY)
-        _check_training_state(path, checkpoint, expected)
-    return checkpoint
+    problem = mixture_problem(model.prior) if model.prior is not None else None
+    if problem:
+        raise CheckpointError(
+            f"{path}: its fitted prior is damaged ({problem}); fit it again with `vae fit-prior` "
+            "or use another checkpoint"
+        )
+    return model, tensors
 
 
-def _check_training_state(path: Path, checkpoint: Checkpoint, weights: dict) -> None:
-    """Adam's moments must fit their weights and the RNG state be bytes, or resuming would crash."""
+def _check_optimizer_state(path: Path, model: VAE, state: dict[str, torch.Tensor]) -> None:
+    """Adam's step and moments must fit their weights and be finite, or resuming would crash or diverge."""
+    import numpy
+
+    shapes = {name: param.shape for name, param in model.named_parameters()}
+    kinds: dict[str, set[str]] = {}
+    for key, value in state.items():
+        name, _, kind = key.rpartition(".")
+        fits = name in shapes and kind in ADAM_KEYS and value.is_floating_point()
+        fits = fits and (value.numel() == 1 if kind == "step" else value.shape == shapes[name])
+        if not fits:
+            raise CheckpointError(f"{path}: its optimizer state {key[:60]!r} is damaged; retrain or use another file")
+        values = value.float().numpy()
+        # The second moment is a mean of squares and the step a count: neither is ever negative.
+        if not numpy.isfinite(values).all() or (kind != "exp_avg" and (values < 0).any()):
+            raise CheckpointError(
+                f"{path}: its optimizer state {key[:60]!r} holds NaN, Inf or a negative value; "
+                "use an earlier checkpoint or retrain"
+            )
+        kinds.setdefault(name, set()).add(kind)
+    partial = next((name for name, found in kinds.items() if len(found) < len(ADAM_KEYS)), None)
+    if partial is not None:
+        raise CheckpointError(
+            f"{path}: its optimizer state for {partial[:60]!r} is incomplete; retrain or use another file"
+        )
+
+
+def _check_rng_state(path: Path, state: torch.Tensor | None) -> None:
+    """The RNG state is bytes; one as long as a CPU generator's must be a valid one (others: on resuming)."""
     import torch
 
-    for key, value in checkpoint.optimizer_state.items():
-        name, _, kind = key.rpartition(".")
-        target = weights.get(name)
-        if kind == "step":
-            fits = target is not None and value.numel() == 1
-        else:
-            fits = target is not None and kind in ("exp_avg", "exp_avg_sq") and value.shape == target.shape
-        if not fits or not value.is_floating_point():
-            raise CheckpointError(f"{path}: its optimizer state ({key[:60]}) is damaged; retrain or use another file")
-    state = checkpoint.rng_state
-    if state is not None and (state.dtype != torch.uint8 or state.dim() != 1):
+    if state is None:
+        return
+    ok = state.dtype == torch.uint8 and state.dim() == 1 and state.numel() > 0
+    if ok and state.numel() == torch.Generator().get_state().numel():
+        try:
+            torch.Generator().set_state(state)
+        except RuntimeError:  # torch checks the Mersenne Twister's position and seeding flag
+            ok = False
+    if not ok:
         raise CheckpointError(f"{path}: its random-number state is damaged; retrain or use another file")
+
+
+def restore_generator(generator: torch.Generator, checkpoint: Checkpoint) -> None:
+    """Give `generator` the checkpoint's RNG state, or say in one line why that state does not fit it."""
+    state, path = checkpoint.rng_state, checkpoint.path
+    size, expected = state.numel(), generator.get_state().numel()
+    if size != expected:
+        # A CPU generator keeps a Mersenne Twister (5056 bytes), a CUDA one a seed and an offset (16).
+        raise CheckpointError(
+            f"{path}: its random-number state ({size} bytes) does not fit a {generator.device.type} generator "
+            f"({expected} bytes); resume it with the --device it was trained on, or it is damaged"
+        )
+    try:
+        generator.set_state(state)
+    except RuntimeError:
+        raise CheckpointError(f"{path}: its random-number state is damaged; retrain or use another file") from None
 
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"

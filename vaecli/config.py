@@ -16,6 +16,9 @@ MAX_LATENT_DIM = 4096
 MAX_IMAGE_SIDE = 1024
 MAX_HIDDEN = 16384
 MAX_PRIOR_COMPONENTS = 4096
+MAX_SEED = 2**64 - 1  # torch.manual_seed takes 64 bits, read as unsigned ...
+MIN_SEED = -(2**63)  # ... or as signed
+MAX_TEXT = 4096  # a stored string: a dataset folder's path is at most PATH_MAX
 LIKELIHOODS = ("bernoulli", "gaussian")
 SCHEDULES = ("constant", "cosine")
 # Arithmetic of the training steps: fp32, or bf16 autocast (fast on GPUs and CPUs with AMX or
@@ -97,6 +100,7 @@ class TrainConfig:
         if self.lr_schedule not in SCHEDULES:
             raise UsageError(f"unknown --lr-schedule {self.lr_schedule!r}; use {' or '.join(SCHEDULES)}")
         _check_range("warm-up epochs", self.warmup, 0, 100_000, "--warmup")
+        _check_range("seed", self.seed, MIN_SEED, MAX_SEED, "--seed")
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown --precision {self.precision!r}; use {' or '.join(PRECISIONS)}")
         if self.limit is not None:
@@ -129,7 +133,8 @@ def train_command_line(config: TrainConfig) -> str:
 
 def _check_range(what: str, value: int, low: int, high: int, option: str) -> None:
     if not low <= value <= high:
-        raise UsageError(f"{what} must be between {low} and {high}, not {value} ({option})")
+        shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:20]}... ({len(str(value))} digits)"
+        raise UsageError(f"{what} must be between {low} and {high}, not {shown} ({option})")
 
 
 def to_dict(config: Any) -> dict:
@@ -194,6 +199,7 @@ def _coerce(value: Any, default: Any, name: str) -> Any:
         if isinstance(value, float) or (isinstance(value, int) and abs(value) < 2**1023):
             return float(value)
     elif isinstance(default, str):
-        if isinstance(value, str) and len(value) <= 4096:
+        # A NUL cannot be in a path or option; os calls on it raise ValueError, not OSError.
+        if isinstance(value, str) and len(value) <= MAX_TEXT and "\0" not in value:
             return value
     raise CheckpointError(f"field {name} has a bad value {str(value)[:40]!r}")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
+import math
 import os
+import shlex
 import struct
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from vaecli.errors import DataError, InputError, UsageError
 from vaecli.images import IMAGE_SUFFIXES
@@ -32,6 +38,15 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 SPLITS = ("train", "test")
+
+MAX_DATASET_BYTES = 8 << 30  # one split in memory as uint8; also at most half the memory available
+MAX_FOLDER_IMAGES = 2_000_000  # far more than fits in memory at any useful size; stops a scan of `/`
+MAX_IDX_ITEM = 4096 * 4096  # bytes per IDX item; the MNIST family has 784, anything near this is damage
+IDX_CHUNK = 1 << 20  # IDX payloads are read this much at a time, so a lying header allocates nothing
+GZIP_MAX_RATIO = 1100  # deflate inflates at most ~1,032-fold: a header declaring more than this lies
+CONFORM_CHUNK = 4096  # images resized per pass at most ...
+CONFORM_CHUNK_BYTES = 64 << 20  # ... and at most this much float32 scratch per pass
+SHOWN_CHARS = 200  # a path from a file we did not write is shown this long at most
 
 
 @dataclass
@@ -64,15 +79,82 @@ def check_dataset_name(dataset: str) -> None:
     """Accept a built-in name or an existing folder; otherwise list what is valid."""
     if dataset in DATASET_NAMES:
         return
-    path = Path(dataset).expanduser()
-    if path.is_dir():
+    try:
+        is_folder = Path(dataset).expanduser().is_dir()
+        exists = is_folder or Path(dataset).expanduser().exists()
+    except (OSError, RuntimeError) as exc:  # too long a path, an unknown ~user, a locked parent
+        reason = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
+        raise InputError(f"--dataset {_shown(dataset)}: cannot read ({reason}); check the path") from None
+    if is_folder:
         return
-    if path.exists():
+    if exists:
         raise InputError(f"--dataset {dataset}: is a file; give a folder of images")
     raise UsageError(
-        f"unknown dataset {dataset!r}: use one of {', '.join(DATASET_NAMES)}, "
+        f"unknown dataset {_shown(dataset)}: use one of {', '.join(DATASET_NAMES)}, "
         "or the path of a folder of images"
     )
+
+
+def dataset_for_model(stored: str, given: str | None) -> tuple[str, str | None]:
+    """The dataset a command on a model reads, and a note for stderr (or None).
+
+    A checkpoint's dataset comes from a file we did not write, so a folder it names is read
+    only when it lies inside the working folder; anywhere else the user must name it.
+    """
+    if given is not None:
+        return given, None
+    if stored in DATASET_NAMES:
+        return stored, None
+    shown = _shown(stored)
+    inside = _inside_working_folder(stored)
+    if inside is not None and os.path.isdir(inside):
+        return stored, f"using the model's training folder {shown} (inside the working folder); --dataset picks another"
+    if inside is not None:
+        raise UsageError(
+            f"the model was trained on {shown}, which is neither a built-in dataset nor a folder here; "
+            f"pass --dataset with one of {', '.join(DATASET_NAMES)} or a folder of images"
+        )
+    named = shlex.quote(stored) if len(stored) <= SHOWN_CHARS else "FOLDER"
+    raise UsageError(
+        f"the model was trained on the folder {shown}, outside the working folder; "
+        f"name it with --dataset {named} to read it, or pass another --dataset"
+    )
+
+
+def same_dataset(named: str, stored: str) -> bool:
+    """True when two dataset values name one dataset: the same built-in name, or the same folder."""
+    if named == stored:
+        return True
+    if named in DATASET_NAMES or stored in DATASET_NAMES:
+        return False
+    # Paths are compared, not folders opened: `pets`, `./pets/` and a link to it are one folder.
+    try:
+        return Path(named).expanduser().resolve() == Path(stored).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def _inside_working_folder(stored: str) -> Path | None:
+    # Resolving follows symlinks and `..`, so a link inside the working folder to /etc is outside.
+    try:
+        cwd = Path.cwd().resolve()
+        path = (cwd / Path(stored).expanduser()).resolve()
+    except (OSError, RuntimeError, ValueError):  # a vanished cwd, a link loop, a NUL byte, ~nobody
+        return None
+    return path if path.is_relative_to(cwd) else None
+
+
+def _shown(text: str) -> str:
+    """repr of a string from outside, cut to SHOWN_CHARS so one line stays readable."""
+    return repr(text[:SHOWN_CHARS]) + ("..." if len(text) > SHOWN_CHARS else "")
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "the path is too long for this system"
+    return (exc.strerror or type(exc).__name__).lower()
 
 
 def load_dataset(
@@ -86,26 +168,73 @@ def load_dataset(
     """Load one split of a dataset, conformed to `shape` (C, H, W) and cut to `limit` images."""
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; use train or test")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be 1 or more, not {limit}")
     check_dataset_name(dataset)
     if dataset in TORCHVISION_DATASETS:
-        images, labels = _load_torchvision(dataset, split, data_root or default_data_root(), limit)
-        names = CLASS_NAMES[dataset]
+        root = data_root or default_data_root()
+        images, labels = _load_torchvision(dataset, split, root, limit, shape)
     elif dataset == "digits":
         images, labels = _load_digits(split)
-        names = CLASS_NAMES["digits"]
+        images, labels = images[:limit], labels[:limit]
+        check_dataset_size(len(labels), shape, f"digits {split}")
     else:
-        return _cut(load_folder(Path(dataset).expanduser(), split, shape), limit)
-    return _cut(ImageSet(conform(images, shape), labels, names), limit)
+        return load_folder(Path(dataset).expanduser(), split, shape, limit)
+    return ImageSet(conform(images, shape), labels, CLASS_NAMES[dataset])
 
 
-def _cut(data: ImageSet, limit: int | None) -> ImageSet:
-    if limit is None or limit >= len(data):
-        return data
-    return ImageSet(data.images[:limit], data.labels[:limit], data.class_names)
+# --- Memory: a split's size is checked before it is read ------------------------------------------
+
+
+def dataset_budget() -> int:
+    """Bytes one split may take: MAX_DATASET_BYTES, or half the memory available now if less."""
+    from vaecli.memory import available_bytes
+
+    return min(MAX_DATASET_BYTES, available_bytes() // 2)
+
+
+def check_dataset_size(count: int, shape: tuple[int, int, int], what: str, raw_item: int = 0) -> None:
+    """Refuse `count` images of shape (C, H, W) past dataset_budget(), naming what would fit.
+
+    raw_item: bytes per image as stored, when they are read whole before being resized.
+    """
+    from vaecli.files import describe_size
+
+    channels, height, width = shape
+    per_image = max(channels * height * width, raw_item)
+    budget = dataset_budget()
+    if count * per_image <= budget:
+        return
+    fits = budget // per_image
+    side = math.isqrt(budget // (count * channels))
+    hints = [f"--limit {fits}"] if fits >= 1 else []
+    if side >= 1 and count * raw_item <= budget:
+        hints.append(f"train at --image-size {side}")
+    raise UsageError(
+        f"{what}: {count:,} images of {channels}x{height}x{width} need {describe_size(count * per_image)}, "
+        f"more than the {describe_size(budget)} this machine can spare (half its free memory, at most "
+        f"{describe_size(MAX_DATASET_BYTES)}); {' or '.join(hints) or 'free some memory'}"
+    )
 
 
 def conform(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     """Convert uint8 (N, C, H, W) to the given channels and size (bilinear, antialiased)."""
+    import torch
+
+    if tuple(images.shape[1:]) == tuple(shape):
+        return images.contiguous()
+    count, channels_in, height_in, width_in = images.shape
+    channels, height, width = shape
+    # Pass by pass, so the float32 scratch stays small; each image is computed as in one pass.
+    scratch = 4 * max(channels, channels_in) * max(height * width, height_in * width_in)
+    step = max(1, min(CONFORM_CHUNK, CONFORM_CHUNK_BYTES // scratch))
+    out = torch.empty((count, channels, height, width), dtype=torch.uint8)
+    for start in range(0, count, step):
+        out[start:start + step] = _conform_chunk(images[start:start + step], shape)
+    return out
+
+
+def _conform_chunk(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     import torch
     import torch.nn.functional as F
 
@@ -121,21 +250,50 @@ def conform(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
             images.float(), size=(height, width), mode="bilinear", antialias=True
         )
         images = resized.round().clamp(0, 255).to(torch.uint8)
-    return images.contiguous()
+    return images
+
+
+# --- The MNIST family: IDX files, checked before their payload is read -------------------------------
 
 
 def _load_torchvision(
-    dataset: str, split: str, root: Path, limit: int | None
+    dataset: str, split: str, root: Path, limit: int | None, shape: tuple[int, int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     folder = root / TORCHVISION_DATASETS[dataset] / "raw"
     image_stem, label_stem = IDX_FILES[split]
     if _find_idx(folder, image_stem) is None or _find_idx(folder, label_stem) is None:
         _download(dataset, root)
-    images = read_idx(_find_idx(folder, image_stem), count=limit)
-    labels = read_idx(_find_idx(folder, label_stem), count=limit)
-    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise DataError(f"{folder}: image and label files do not match; download them again")
-    return images.unsqueeze(1), labels.long()
+    image_path, label_path = _find_idx(folder, image_stem), _find_idx(folder, label_stem)
+    if image_path is None or label_path is None:
+        raise DataError(f"{folder}: dataset files missing after download; check --data-root")
+    image_dims = _check_idx_pair(image_path, label_path)
+    count = image_dims[0] if limit is None else min(image_dims[0], limit)
+    check_dataset_size(count, shape, f"{dataset} {split}", raw_item=math.prod(image_dims[1:]))
+    images = read_idx(image_path, count)
+    labels = read_idx(label_path, count).long()
+    if int(labels.max()) >= len(CLASS_NAMES[dataset]):
+        raise DataError(
+            f"{label_path}: holds label {int(labels.max())}, but {dataset} has "
+            f"{len(CLASS_NAMES[dataset])} classes; download it again"
+        )
+    return images.unsqueeze(1), labels
+
+
+def _check_idx_pair(image_path: Path, label_path: Path) -> tuple[int, ...]:
+    """The image file's dims, once both headers describe one non-empty split of 2-D images."""
+    image_dims, label_dims = idx_dims(image_path), idx_dims(label_path)
+    if len(image_dims) != 3:
+        raise DataError(f"{image_path}: holds {len(image_dims)}-D data, not images (3-D); download it again")
+    if len(label_dims) != 1:
+        raise DataError(f"{label_path}: holds {len(label_dims)}-D data, not labels (1-D); download it again")
+    if image_dims[0] == 0:
+        raise DataError(f"{image_path}: holds no images; download it again")
+    if image_dims[0] != label_dims[0]:
+        raise DataError(
+            f"{image_path}: holds {image_dims[0]:,} images but {label_path.name} holds "
+            f"{label_dims[0]:,} labels; download them again"
+        )
+    return image_dims
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -145,29 +303,102 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
+@contextmanager
+def _open_idx(path: Path) -> Iterator[BinaryIO]:
+    """The file (gunzipped when it ends in .gz), with read failures as one-line DataErrors."""
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
+            yield handle
+    # BadGzipFile is an OSError: it must be matched first to be named for what it is.
+    except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
+        raise DataError(f"{path}: the gzip stream is damaged ({_first_line(exc)}); download it again") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({_os_reason(exc)}); download it again") from None
+
+
+def idx_dims(path: Path) -> tuple[int, ...]:
+    """The dimensions an IDX file's header declares, checked; the payload is not read."""
+    with _open_idx(path) as handle:
+        return _idx_header(handle, path)
+
+
+def _idx_header(handle: BinaryIO, path: Path) -> tuple[int, ...]:
+    magic = handle.read(4)
+    if len(magic) != 4 or magic[:2] != b"\0\0" or magic[2] != 0x08:
+        raise DataError(f"{path}: not an IDX file of unsigned bytes; download it again")
+    if magic[3] == 0:
+        raise DataError(f"{path}: the IDX header declares zero dimensions; download it again")
+    raw = handle.read(4 * magic[3])
+    if len(raw) != 4 * magic[3]:
+        raise DataError(f"{path}: the IDX header is truncated; download it again")
+    dims = struct.unpack(f">{magic[3]}I", raw)
+    item = math.prod(dims[1:])
+    if not 0 < item <= MAX_IDX_ITEM:
+        shown = "x".join(str(d) for d in dims[1:])
+        raise DataError(f"{path}: declares items of {shown} bytes, which no dataset here has; download it again")
+    _check_declared_size(path, dims, 4 + len(raw))
+    return dims
+
+
+def _check_declared_size(path: Path, dims: tuple[int, ...], header: int) -> None:
+    """Refuse a header that declares more bytes than the file holds (or, gzipped, could hold)."""
+    declared = dims[0] * math.prod(dims[1:])
+    size = os.stat(path).st_size
+    if path.suffix != ".gz" and size - header < declared:
+        raise DataError(
+            f"{path}: the header declares {dims[0]:,} items ({declared:,} bytes), but the file holds "
+            f"{max(size - header, 0):,} bytes of them; the file is truncated, download it again"
+        )
+    if path.suffix == ".gz" and declared > GZIP_MAX_RATIO * size:
+        raise DataError(
+            f"{path}: the header declares {dims[0]:,} items ({declared:,} bytes), more than a gzip file of "
+            f"{size:,} bytes can hold; the file is damaged, download it again"
+        )
+
+
 def read_idx(path: Path | None, count: int | None = None) -> torch.Tensor:
     """Parse an IDX file (optionally gzipped) into a uint8 tensor, reading `count` items at most."""
     import torch
 
     if path is None:
         raise DataError("dataset file missing after download; check --data-root")
-    try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as handle:
-            magic = handle.read(4)
-            if len(magic) != 4 or magic[:2] != b"\0\0" or magic[2] != 0x08:
-                raise DataError(f"{path}: not an IDX file of unsigned bytes; download it again")
-            dims = struct.unpack(f">{magic[3]}I", handle.read(4 * magic[3]))
-            n = dims[0] if count is None else min(dims[0], count)
-            item = 1
-            for d in dims[1:]:
-                item *= d
-            payload = handle.read(n * item)
-    except (OSError, EOFError, struct.error) as exc:
-        raise DataError(f"{path}: cannot read ({exc}); download it again") from None
-    if len(payload) != n * item:
-        raise DataError(f"{path}: the file is truncated; download it again")
-    return torch.frombuffer(bytearray(payload), dtype=torch.uint8).view(n, *dims[1:])
+    with _open_idx(path) as handle:
+        dims = _idx_header(handle, path)
+        n = dims[0] if count is None else min(dims[0], count)
+        wanted = n * math.prod(dims[1:])
+        payload = _read_bounded(handle, wanted)
+        if len(payload) == wanted and n == dims[0]:  # a cut read leaves the rest, and its CRC, unread
+            _check_end(handle, path)
+    if len(payload) != wanted:
+        raise DataError(f"{path}: the file is truncated (its header declares {dims[0]:,} items); download it again")
+    if not payload:
+        return torch.empty((n, *dims[1:]), dtype=torch.uint8)
+    return torch.frombuffer(payload, dtype=torch.uint8).view(n, *dims[1:])
+
+
+def _check_end(handle: BinaryIO, path: Path) -> None:
+    """Refuse data past what the header declares; reading to the end makes gzip check its CRC."""
+    extra = 0
+    while extra <= IDX_CHUNK * 64 and (chunk := handle.read(IDX_CHUNK)):
+        extra += len(chunk)
+    if extra:
+        raise DataError(f"{path}: holds more data than its header declares; the file is damaged, download it again")
+
+
+def _read_bounded(handle: BinaryIO, size: int) -> bytearray:
+    # Grows with what is really there: a gzip header claiming terabytes allocates only its real bytes.
+    data = bytearray()
+    while len(data) < size:
+        chunk = handle.read(min(IDX_CHUNK, size - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:120] if text else type(exc).__name__
 
 
 def _download(dataset: str, root: Path) -> None:
@@ -200,19 +431,60 @@ def _load_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return images[part].unsqueeze(1).contiguous(), labels[part]
 
 
+# --- Image folders: an iterative scan, then only the images a split needs are decoded ----------------
+
+
 def list_image_files(root: Path) -> list[Path]:
-    """Image files under root, searched recursively, in a stable order."""
-    return sorted(
-        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    """Image files under root, in a stable (sorted) order; symlinked folders are not followed."""
+    found: list[str] = []
+    # An explicit stack instead of recursion: a tree thousands of folders deep is just a long list.
+    pending = [os.fspath(root)]
+    while pending:
+        _scan_folder(pending.pop(), root, pending, found)
+    return sorted(Path(name) for name in found)
 
 
+def _scan_folder(folder: str, root: Path, pending: list[str], found: list[str]) -> None:
+    """Add folder's sub-folders to pending and its image files to found, or one line on failure."""
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and _is_file(entry):
+                    found.append(entry.path)
+                    if len(found) > MAX_FOLDER_IMAGES:
+                        raise DataError(
+                            f"{root}: more than {MAX_FOLDER_IMAGES:,} images; "
+                            "pass --dataset a smaller folder (a sub-folder, or a copy with fewer images)"
+                        )
+    except OSError as exc:
+        where = folder[len(os.fspath(root)):].lstrip(os.sep)
+        if len(where) > SHOWN_CHARS:
+            where = "..." + where[-SHOWN_CHARS:]
+        place = f"cannot read its sub-folder {where}" if where else "cannot read this folder"
+        raise DataError(
+            f"{root}: {place} ({_os_reason(exc)}); fix it, or pass --dataset another folder"
+        ) from None
 
-def load_folder(root: Path, split: str, shape: tuple[int, int, int]) -> ImageSet:
-    """Decode every image under root once; the first sub-folder's name is the label."""
+
+def _is_file(entry: os.DirEntry) -> bool:
+    # A symlink that loops or points nowhere is not an image; skip it as rglob did.
+    try:
+        return entry.is_file()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return False
+        raise
+
+
+def load_folder(
+    root: Path, split: str, shape: tuple[int, int, int], limit: int | None = None
+) -> ImageSet:
+    """Decode the first `limit` images of a split under root; the first sub-folder's name is the label."""
     import torch
 
-    from vaecli.images import image_to_tensor, open_image  # Pillow only when a folder is used
+    from vaecli.images import load_image  # Pillow only when a folder is used
 
     files = list_image_files(root)
     if not files:
@@ -220,11 +492,15 @@ def load_folder(root: Path, split: str, shape: tuple[int, int, int]) -> ImageSet
     if len(files) >= 20:
         # Every tenth image is held out as the test split; small folders test on everything.
         files = [f for i, f in enumerate(files) if (i % 10 == 9) == (split == "test")]
+    # Class names come from the whole split, so --limit never renumbers the labels.
     label_of = [_label_of(f.relative_to(root)) for f in files]
     class_names = sorted(set(label_of))
     index = {name: i for i, name in enumerate(class_names)}
-    channels, height, width = shape
-    images = torch.stack([image_to_tensor(open_image(f), channels, height, width) for f in files])
+    files, label_of = files[:limit], label_of[:limit]
+    check_dataset_size(len(files), shape, f"{root} ({split} split)")
+    images = torch.empty((len(files), *shape), dtype=torch.uint8)
+    for i, path in enumerate(files):
+        images[i] = load_image(path, shape)
     labels = torch.tensor([index[name] for name in label_of], dtype=torch.long)
     return ImageSet(images, labels, [name or "(root)" for name in class_names])
 

@@ -70,8 +70,7 @@ def check_output_file(path: Path, option: str = "") -> None:
     """Refuse an output file that cannot be written, before any work is done."""
     path = Path(path)
     name = _name(path, option)
-    if any(len(os.fsencode(part)) > MAX_NAME_BYTES for part in path.parts):
-        raise UsageError(f"{name}: a name in this path is over {MAX_NAME_BYTES} bytes; choose a shorter one")
+    check_name_lengths(path, option)
     kind = kind_of(path, option)
     if kind == "folder":
         raise UsageError(f"{name}: is a folder; give a file name inside it")
@@ -90,6 +89,14 @@ def check_output_file(path: Path, option: str = "") -> None:
         raise UsageError(f"{name}: cannot write in {folder} (permission denied); choose another path")
 
 
+def check_name_lengths(path: Path, option: str = "") -> None:
+    """Refuse a path with a name over the file systems' limit, before anything is made."""
+    if any(len(os.fsencode(part)) > MAX_NAME_BYTES for part in Path(path).parts):
+        raise UsageError(
+            f"{_name(path, option)}: a name in this path is over {MAX_NAME_BYTES} bytes; choose a shorter one"
+        )
+
+
 _KIND_WORDS = {"block": "block device", "socket": "socket", "loop": "symbolic-link loop"}
 
 
@@ -97,8 +104,7 @@ def ensure_folder(folder: Path, option: str = "") -> Path:
     """Create an output folder if missing, with one-line errors (naming `option`) when that cannot work."""
     folder = Path(folder)
     name = _name(folder, option)
-    if any(len(os.fsencode(part)) > MAX_NAME_BYTES for part in folder.parts):
-        raise UsageError(f"{name}: a name in this path is over {MAX_NAME_BYTES} bytes; choose a shorter one")
+    check_name_lengths(folder, option)
     kind = kind_of(folder, option)
     if kind not in ("missing", "folder"):
         raise InputError(f"{name}: exists and is not a folder; choose another output folder")

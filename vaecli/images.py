@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -43,9 +44,9 @@ def open_image(source: str | Path) -> Image.Image:
             f"{name}: the image is larger than Pillow's safety limit; shrink it first"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        raise InputError(
-            f"{name}: not a readable image ({_first_line(exc)}); give a PNG or JPEG file"
-        ) from None
+        # Pillow names what it read, here an in-memory buffer: name the user's file instead.
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", repr(name), _first_line(exc))
+        raise InputError(f"{name}: not a readable image ({reason}); give a PNG or JPEG file") from None
     return image
 
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 # Fraction of the free memory a run may plan to use: the estimates leave out allocator slack,
 # the framework's own buffers and whatever else the machine runs.
 USABLE_FRACTION = 0.7
+MEMINFO = "/proc/meminfo"  # Linux's view of free memory (reclaimable cache counts); elsewhere sysconf
 
 
 def available_bytes(device: torch.device | None = None) -> int:
@@ -25,7 +26,7 @@ def available_bytes(device: torch.device | None = None) -> int:
 
         return int(torch.cuda.mem_get_info(device)[0])
     try:
-        with open("/proc/meminfo") as handle:
+        with open(MEMINFO) as handle:
             for line in handle:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
@@ -72,6 +73,20 @@ def model_bytes(config: ModelConfig, batch: int, training: bool) -> int:
             model(x, noise=torch.empty(batch, config.latent_dim))
     for hook in hooks:
         hook.remove()
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    weights = _weight_bytes(model)
     # Training keeps every activation for the backward pass and a gradient of each beside it.
     return weights * 4 + activations * 3 if training else weights + activations * 2
+
+
+def weight_bytes(config: ModelConfig) -> int:
+    """Bytes of the model's weights, counted on the meta device."""
+    import torch
+
+    from vaecli.models import build_model
+
+    with torch.device("meta"):
+        return _weight_bytes(build_model(config))
+
+
+def _weight_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())

@@ -48,6 +48,31 @@ class MixturePrior(nn.Module):
         return (self.means.double().cpu()[picked] + temperature * offsets.squeeze(1)).float()
 
 
+# How far the log weights' logsumexp may be from 0: float32 rounding of thousands of weights is ~1e-6.
+WEIGHT_SUM_TOLERANCE = 1e-3
+TRIANGLE_TOLERANCE = 1e-4  # entries below a factor's diagonal, relative to its largest: rounding only
+
+
+def mixture_problem(prior: MixturePrior) -> str | None:
+    """Why these buffers are not a mixture density (weights that sum to 1, factors with a positive diagonal), or None.
+
+    A damaged factor would otherwise surface as black samples or an infinite KL, far from its cause.
+    """
+    total = float(torch.logsumexp(prior.log_weights.double(), 0))
+    if not abs(total) <= WEIGHT_SUM_TOLERANCE:
+        return f"its component weights do not sum to 1 (log of the sum: {total:.3g})"
+    factors = prior.precision_cholesky.double()
+    diagonal = factors.diagonal(dim1=-2, dim2=-1)
+    if not bool(((diagonal > 0) & torch.isfinite(diagonal)).all()):
+        return "a component's precision factor has a zero, negative or infinite diagonal entry"
+    # log_prob multiplies by the whole factor and sample solves with its upper triangle: only a
+    # triangular factor makes the two agree, and only then does its diagonal give the determinant.
+    below = factors.tril(-1).abs().amax(dim=(-2, -1))
+    if bool((below > TRIANGLE_TOLERANCE * diagonal.amax(dim=-1)).any()):
+        return "a component's precision factor is not upper triangular"
+    return None
+
+
 def prefix_stable_normal(count: int, width: int, generator: torch.Generator) -> torch.Tensor:
     """N(0, 1) draws (count, width) on the CPU whose first k rows do not depend on count.
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vaecli.config import MAX_SEED
 from vaecli.models import VAE, reparameterize
 from vaecli.prior import FIT_ROWS, fit_mixture
 
@@ -85,7 +86,7 @@ def fit_prior(
     seconds = time.perf_counter() - started
     # The KL difference between the two priors is the change in test -ELBO (the recon term stays).
     model.prior = None
-    test_generator = torch.Generator(device=test_pixels.device).manual_seed((seed + 1) % 2**64)
+    test_generator = torch.Generator(device=test_pixels.device).manual_seed(seed + 1 if seed < MAX_SEED else 0)
     before = mean_kl(model, test_pixels, samples, test_generator)
     model.prior = prior
     model.config.prior_components = components

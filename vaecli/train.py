@@ -62,11 +62,14 @@ def start_run(config: TrainConfig, device: torch.device, resume: Checkpoint | No
     generator.manual_seed(config.seed)
     run = TrainingRun(model=model, optimizer=optimizer, generator=generator)
     if resume is not None:
+        from vaecli.checkpoint import restore_generator
+
         run.history = list(resume.meta.get("history", []))
         if resume.optimizer_state:
             restore_optimizer(run, resume.optimizer_state)
         if resume.rng_state is not None:
-            generator.set_state(resume.rng_state)
+            # The state's length and contents depend on the device's generator: checked against this one.
+            restore_generator(generator, resume)
     return run
 
 

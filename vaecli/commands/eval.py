@@ -9,7 +9,16 @@ from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 
-from vaecli.commands.options import ModelDatasetOption, seed_option, DataRootOption, DeviceOption, JsonOption, LimitOption, ModelOption, QuietOption
+from vaecli.commands.options import (
+    DataRootOption,
+    DeviceOption,
+    JsonOption,
+    LimitOption,
+    ModelDatasetOption,
+    ModelOption,
+    QuietOption,
+    seed_option,
+)
 from vaecli.console import term
 from vaecli.errors import UsageError
 
@@ -54,8 +63,8 @@ def eval_command(
     from vaecli.config import describe_prior
     from vaecli.data import dataset_for_model, load_dataset
     from vaecli.evaluate import default_rows, evaluate_split
-    from vaecli.memory import check_fits, model_bytes
     from vaecli.latent import open_model
+    from vaecli.memory import check_fits, model_bytes
     from vaecli.train import binarize_fixed, to_pixels
 
     checkpoint, note = open_model(model, device)

@@ -11,12 +11,22 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vaecli.commands.options import ModelDatasetOption, seed_option, DataRootOption, DeviceOption, JsonOption, LimitOption, ModelOption, QuietOption
+from vaecli.commands.options import (
+    DataRootOption,
+    DeviceOption,
+    JsonOption,
+    LimitOption,
+    ModelDatasetOption,
+    ModelOption,
+    QuietOption,
+    seed_option,
+)
 from vaecli.console import term
 from vaecli.errors import UsageError
 
 if TYPE_CHECKING:
     from vaecli.checkpoint import Checkpoint
+    from vaecli.data import ImageSet
 
 DEFAULT_COMPONENTS = 50
 MAX_CODE_SAMPLES = 1000  # codes per image; memory is checked besides
@@ -61,11 +71,9 @@ def fit_prior_command(
         raise UsageError(f"--limit must be 1 or more, not {limit}")
     from vaecli.checkpoint import PRETRAINED_DIR, load_checkpoint, resolve_model, save_checkpoint
     from vaecli.config import to_dict
-    from vaecli.data import dataset_for_model, load_dataset
     from vaecli.device import resolve_device
     from vaecli.files import check_output_file
-    from vaecli.memory import check_fits
-    from vaecli.prior_fit import fit_bytes, fit_prior
+    from vaecli.prior_fit import fit_prior
     from vaecli.train import eval_pixels, to_pixels
 
     path, note = resolve_model(model)
@@ -79,22 +87,7 @@ def fit_prior_command(
         out = folder / f"{source.stem}-mixture{source.suffix}"
     check_output_file(out, "--out")
     config = checkpoint.config
-    shape = config.model.image_shape
-    count = limit if limit is not None else config.limit
-    source, dataset_note = dataset_for_model(config.dataset, dataset)
-    if dataset_note:
-        term.note(dataset_note)
-    train_set = load_dataset(source, "train", data_root=data_root, shape=shape, limit=count)
-    test_set = load_dataset(source, "test", data_root=data_root, shape=shape, limit=count)
-    codes = len(train_set) * samples
-    check_fits(fit_bytes(codes, config.model.latent_dim, components), None,
-               f"fitting {components} Gaussians to {codes:,} codes of size {config.model.latent_dim}",
-               "lower --components, --samples or --limit")
-    if components > len(train_set) * samples:
-        raise UsageError(
-            f"--components {components} is more than the {len(train_set) * samples} codes to fit; "
-            "lower it or raise --samples"
-        )
+    train_set, test_set = _splits(checkpoint, dataset, data_root, limit, components, samples)
     model_device = next(checkpoint.model.parameters()).device
     train_pixels = to_pixels(train_set.images.to(model_device))
     test_pixels = eval_pixels(config, test_set, model_device)
@@ -124,6 +117,31 @@ def fit_prior_command(
         term.emit(json.dumps({"checkpoint": str(out), **meta["prior"]}))
     else:
         term.emit(str(out))
+
+
+def _splits(checkpoint: Checkpoint, dataset: str | None, data_root: Path | None, limit: int | None,
+            components: int, samples: int) -> tuple[ImageSet, ImageSet]:
+    """The training and test splits to fit on, refused when the fit could not run or not fit in memory."""
+    from vaecli.data import dataset_for_model, load_dataset
+    from vaecli.memory import check_fits
+    from vaecli.prior_fit import fit_bytes
+
+    config = checkpoint.config
+    name, note = dataset_for_model(config.dataset, dataset)
+    if note:
+        term.note(note)
+    count = limit if limit is not None else config.limit
+    shape = config.model.image_shape
+    train_set = load_dataset(name, "train", data_root=data_root, shape=shape, limit=count)
+    codes, latent = len(train_set) * samples, config.model.latent_dim
+    check_fits(fit_bytes(codes, latent, components), None,
+               f"fitting {components} Gaussians to {codes:,} codes of size {latent}",
+               "lower --components, --samples or --limit")
+    if components > codes:
+        raise UsageError(
+            f"--components {components} is more than the {codes} codes to fit; lower it or raise --samples"
+        )
+    return train_set, load_dataset(name, "test", data_root=data_root, shape=shape, limit=count)
 
 
 def _train_command(checkpoint: Checkpoint, path: Path) -> str:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 DEFAULT_STRIP = Path("interpolation.png")
 END_FRAME_MS = 600  # the GIF rests on each end so the eye can see both images
 STEP_FRAME_MS = 120
+MAX_STEPS = 10_000  # every frame is held for the strip and the GIF
 
 
 class Method(str, Enum):
@@ -36,7 +37,9 @@ class Method(str, Enum):
 def interpolate_command(
     first: Annotated[str, typer.Argument(metavar="A", help="First image (PNG/JPEG, or - for stdin).")],
     second: Annotated[str, typer.Argument(metavar="B", help="Second image (PNG/JPEG, or - for stdin).")],
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Decoded points strictly between A and B.")] = 3,
+    steps: Annotated[
+        int, typer.Option("--steps", min=1, max=MAX_STEPS, help="Decoded points strictly between A and B.")
+    ] = 3,
     method: Annotated[
         Method, typer.Option("--method", help="lerp (straight line) or slerp (great circle, keeps the norm typical).")
     ] = Method.lerp,
@@ -84,12 +87,14 @@ def interpolate_command(
     import torch
 
     from vaecli.files import write_atomic
-    from vaecli.images import gif_bytes, make_grid, png_bytes, read_images
+    from vaecli.images import check_grid, gif_bytes, make_grid, png_bytes, read_images
     from vaecli.latent import decode_to_pixels, interpolate, open_model, posterior_means
 
     checkpoint, note = open_model(model, device)
     if note:
         term.note(note)
+    if strip is not None:  # one row of steps + 4 panels: its size is known before any work
+        check_grid(steps + 4, checkpoint.config.model.image_shape, steps + 4, scale, f"--steps {steps}")
     inputs = read_images([first, second], checkpoint.config.model.image_shape, invert.value)
     for line in inputs.notes(invert.value):
         term.note(line)

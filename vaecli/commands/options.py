@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vaecli.config import ARCHITECTURES, LIKELIHOODS, PRECISIONS, SCHEDULES
+from vaecli.config import ARCHITECTURES, LIKELIHOODS, MAX_SEED, MIN_SEED, PRECISIONS, SCHEDULES
 from vaecli.device import DEVICE_CHOICES
 
 Arch = Enum("Arch", {name: name for name in ARCHITECTURES}, type=str)  # follows the registry
@@ -46,12 +46,9 @@ ModelOption = Annotated[
         show_default=False,
     ),
 ]
-MAX_SEED = 2**64 - 1  # torch's generators take 64-bit seeds
-
-
 def seed_option(help_text: str) -> typer.models.OptionInfo:
-    """--seed, from 0 to 2**64 - 1 (what torch's generators accept), with a command's own help."""
-    return typer.Option("--seed", min=0, max=MAX_SEED, help=help_text)
+    """--seed, within what torch's generators accept (64 bits, signed or not), with a command's own help."""
+    return typer.Option("--seed", min=MIN_SEED, max=MAX_SEED, help=help_text)
 
 
 SeedOption = Annotated[int, seed_option("Seed for every random draw.")]

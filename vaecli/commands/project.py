@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vaecli.commands.options import (
-    ModelDatasetOption,
     DataRootOption,
     DeviceOption,
     LimitOption,
+    ModelDatasetOption,
     ModelOption,
     QuietOption,
     SeedOption,
@@ -61,8 +61,8 @@ def project_command(
     check_output(out, "--out")
     if points is not None:
         check_output(str(points), "--points")
-    from vaecli.files import write_atomic
     from vaecli.data import dataset_for_model, load_dataset
+    from vaecli.files import write_atomic
     from vaecli.latent import open_model
     from vaecli.projection import points_csv
 

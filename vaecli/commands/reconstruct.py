@@ -88,7 +88,7 @@ def reconstruct_command(
     if compare is not None:
         import torch
 
-        inputs, outputs = (torch.cat(part) for part in zip(*pairs))
+        inputs, outputs = (torch.cat(part) for part in zip(*pairs, strict=True))
         figure = png_bytes(comparison(inputs, outputs, nrow), scale)
         if compare == "-":
             term.emit_bytes(figure)

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from vaecli.commands.options import (
-    ModelDatasetOption,
     DataRootOption,
     DeviceOption,
+    ModelDatasetOption,
     ModelOption,
     QuietOption,
     SeedOption,
@@ -53,8 +53,8 @@ def tour_command(
     ensure_folder(out, "--out")  # fail before the work when the folder cannot be made
     import torch
 
-    from vaecli.files import write_atomic
     from vaecli.commands.project import dataset_label, describe, draw_projection
+    from vaecli.files import write_atomic
     from vaecli.latent import decode_to_pixels, interpolate, open_model, posterior_means, sample_prior
     from vaecli.plots import image_grid_png, image_rows_png
     from vaecli.projection import class_name

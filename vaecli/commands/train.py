@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import signal
 from contextlib import contextmanager
@@ -13,7 +12,6 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 
 from vaecli.commands.options import (
-    seed_option,
     Arch,
     DataRootOption,
     DatasetOption,
@@ -24,6 +22,7 @@ from vaecli.commands.options import (
     Precision,
     QuietOption,
     Schedule,
+    seed_option,
 )
 from vaecli.console import term
 from vaecli.errors import ExitCode, Interrupted, UsageError
@@ -155,27 +154,17 @@ def _train(config: Any, resume: Path | None, epochs: int | None, out: Path,
            compile_model: bool, named_dataset: str | None = None) -> None:
     import torch
 
-    from vaecli.checkpoint import load_checkpoint
-    from vaecli.files import check_output_file
     from vaecli.config import train_command_line
     from vaecli.data import load_dataset
     from vaecli.distributed import join, leave
+    from vaecli.files import check_output_file
     from vaecli.train import fit, start_run
 
     world, device = join(device_name)
     if not world.is_main:
         term.quiet, json_lines = True, False  # under torchrun rank 0 alone reports
-    checkpoint = None
-    if resume is not None:
-        checkpoint = load_checkpoint(resume, device, training_state=True)
-        config = checkpoint.config
-        if epochs is not None:
-            config.epochs = epochs
-            config.validate()
-        if checkpoint.epochs_done >= config.epochs:
-            raise UsageError(
-                f"{resume} already has {checkpoint.epochs_done} epochs; pass a larger --epochs to go on"
-            )
+    checkpoint = None if resume is None else _resumed(resume, epochs, device)
+    config = config if checkpoint is None else checkpoint.config
     check_output_file(out, "--out")
     source = config.dataset if checkpoint is None else _resumed_dataset(config.dataset, named_dataset)
     shape = config.model.image_shape
@@ -227,15 +216,37 @@ def _train(config: Any, resume: Path | None, epochs: int | None, out: Path,
         term.emit(str(out))
 
 
+def _resumed(resume: Path, epochs: int | None, device: Any) -> Any:
+    """The checkpoint to go on from, with its new total of epochs."""
+    from vaecli.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(resume, device, training_state=True)
+    if epochs is not None:
+        checkpoint.config.epochs = epochs
+        checkpoint.config.validate()
+    if checkpoint.epochs_done >= checkpoint.config.epochs:
+        raise UsageError(f"{resume} already has {checkpoint.epochs_done} epochs; pass a larger --epochs to go on")
+    return checkpoint
+
+
 def _check_memory(config: Any, device: Any) -> None:
     """Refuse, before any data is loaded, a model and batch whose training step cannot fit."""
-    from vaecli.memory import check_fits, model_bytes
+    from vaecli.checkpoint import MAX_CHECKPOINT_BYTES
+    from vaecli.files import describe_size
+    from vaecli.memory import check_fits, model_bytes, weight_bytes
 
     batch = min(config.batch_size, config.limit or config.batch_size)  # fit() never batches more than it has
     channels, height, width = config.model.image_shape
     check_fits(model_bytes(config.model, batch, training=True), device,
                f"training on {channels}x{height}x{width} images in batches of {batch}",
                "lower --batch-size, --image-size or --hidden")
+    # Weights and Adam's two moments go into every checkpoint, which readers refuse past a bound.
+    stored = 3 * weight_bytes(config.model)
+    if stored > MAX_CHECKPOINT_BYTES:
+        raise UsageError(
+            f"a {config.model.arch} of this size would write {describe_size(stored)} checkpoints, more than "
+            f"vae reads ({describe_size(MAX_CHECKPOINT_BYTES)}); lower --hidden or --image-size"
+        )
 
 
 def _resumed_dataset(stored: str, named: str | None) -> str:
