@@ -27,7 +27,7 @@ CHECKPOINT_READERS = {
     "eval": (["eval", "-m", "{C}", "--dataset", "digits", "--limit", "8", "-k", "2"], []),
     "project": (["project", "-m", "{C}", "--dataset", "digits", "-o", "out.png"], ["out.png"]),
     "tour": (["tour", "-m", "{C}", "-o", "tourdir"], ["tourdir/latent.png"]),
-    "train": (["train", "--resume", "{C}", "-o", "out.safetensors", "--no-report"], ["out.safetensors"]),
+    "train": (["train", "--resume", "{C}", "-o", "out.safetensors", "--no-report", "--force"], ["out.safetensors"]),
 }
 
 

@@ -162,9 +162,9 @@ def test_sample_writes_each_batch_before_drawing_the_next(cli, tiny_model, monke
 
 
 def test_sample_in_batches_draws_the_same_images_as_one_draw(cli, tiny_model, monkeypatch):
-    assert cli("sample", "-n", "20", "--grid", "one.png", "-m", tiny_model).exit_code == 0
+    assert cli("sample", "-n", "20", "--grid", "one.png", "-m", tiny_model, "--seed", "9").exit_code == 0
     monkeypatch.setattr("vaecli.latent.BATCH_SIZE", 3)
-    assert cli("sample", "-n", "20", "--grid", "many.png", "-m", tiny_model).exit_code == 0
+    assert cli("sample", "-n", "20", "--grid", "many.png", "-m", tiny_model, "--seed", "9").exit_code == 0
     assert Path("one.png").read_bytes() == Path("many.png").read_bytes()
 
 
@@ -237,7 +237,7 @@ def test_runs_that_cannot_fit_in_memory_are_refused_before_they_start(cli, tiny_
 
 
 def test_stdout_full_or_closed_is_one_line_and_exit_2(tiny_model, tmp_path):
-    result = _shell(f"vae sample -m {tiny_model} -o - > /dev/full; echo rc=$? >&2; "
+    result = _shell(f"vae sample -m {tiny_model} -q -o - > /dev/full; echo rc=$? >&2; "
                     f"vae info {tiny_model} >&-; echo rc=$? >&2", tmp_path)
     lines = result.stderr.decode().splitlines()
     assert lines[0].startswith("error: cannot write to stdout (No space left on device)"), lines
@@ -339,8 +339,8 @@ def test_a_fifo_with_no_writer_is_refused_instead_of_blocking(cli, tiny_model, t
 
 
 def test_a_reader_that_goes_away_ends_quietly_with_the_sigpipe_status(tiny_model, tmp_path):
-    result = _shell(f"vae sample -m {tiny_model} -n 400 -o out | head -1; echo rc=${{PIPESTATUS[0]}}; "
-                    f"vae sample -m {tiny_model} -n 400 --scale 4 -o - | head -c 1 > /dev/null; "
+    result = _shell(f"vae sample -m {tiny_model} -q -n 400 -o out | head -1; echo rc=${{PIPESTATUS[0]}}; "
+                    f"vae sample -m {tiny_model} -q -n 400 --scale 4 -o - | head -c 1 > /dev/null; "
                     "echo rc=${PIPESTATUS[0]}", tmp_path)
     out = result.stdout.decode().split()
     assert out == ["out/sample-0001.png", "rc=141", "rc=141"], (out, result.stderr)

@@ -99,7 +99,7 @@ ABSURD = ("huge_latent", "huge_image")
 # Commands that read a checkpoint: arguments ({C} is the checkpoint) and outputs that must survive.
 CHECKPOINT_READERS = {
     "info": (["info", "{C}"], []),
-    "train-resume": (["train", "--resume", "{C}", "--epochs", "5", "-o", "out.safetensors", "--no-report"],
+    "train-resume": (["train", "--resume", "{C}", "--epochs", "5", "-o", "out.safetensors", "--no-report", "--force"],
                      ["out.safetensors"]),
 }
 
@@ -226,7 +226,7 @@ CONTENT_FAULTS = ("empty", "text", "truncated", "bomb", "bomb_warning")  # fault
 # Commands that read images: arguments ({I} the bad image, {D} a folder holding it and a good one),
 # outputs that must survive, and the faults that apply.
 IMAGE_READERS = {
-    "train-folder": (["train", *TINY[2:], "--dataset", "{D}", "--epochs", "1"], ["vae.safetensors"],
+    "train-folder": (["train", *TINY[2:], "--dataset", "{D}", "--epochs", "1", "--force"], ["vae.safetensors"],
                      CONTENT_FAULTS),
 }
 
@@ -285,7 +285,7 @@ def test_unusual_image_modes_are_converted(tmp_path, mode, fmt, channels):
 UNWRITABLE = {
     "train-out": ["train", *TINY, "--epochs", "1", "-o", "blocker/x.safetensors"],
     "train-out-deep": ["train", *TINY, "--epochs", "1", "-o", "blocker/sub/x.safetensors"],
-    "train-report": ["train", *TINY[:-2], "--epochs", "1", "--report", "blocker/report"],
+    "train-report": ["train", *TINY[:-2], "--epochs", "1", "--report", "blocker/report", "--force"],
     "train-resume-out": ["train", "--resume", "{M}", "--epochs", "3", "-o", "blocker/x.safetensors"],
 }
 
@@ -453,7 +453,7 @@ def test_two_trainings_writing_the_same_out_leave_a_whole_checkpoint(tmp_path):
     env = {**os.environ, "VAE_OFFLINE": "1", "NO_COLOR": "1"}
     processes = [
         subprocess.Popen([sys.executable, "-m", "vaecli", "train", *TINY, "--limit", "64", "--epochs", "3",
-                          "--seed", str(seed), "-o", str(out)],
+                          "--seed", str(seed), "-o", str(out), "--force"],
                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for seed in (1, 2)
     ]

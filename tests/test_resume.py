@@ -144,7 +144,7 @@ def test_ctrl_c_during_a_save_reports_what_is_on_disk(cli, monkeypatch, tmp_path
 
     monkeypatch.setattr(vaecli.train, "save_checkpoint", save)
     Path("run.safetensors").write_bytes(b"an earlier run")
-    result = cli("train", *RECIPE, "-q", "--epochs", "3", "-o", "run.safetensors")
+    result = cli("train", *RECIPE, "-q", "--epochs", "3", "-o", "run.safetensors", "--force")
     assert result.exit_code == 130, result.stderr
     assert result.stderr.strip().splitlines() == [f"error: {expected}"]
     if interrupted_save == 1:

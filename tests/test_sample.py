@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from PIL import Image
 
@@ -20,7 +21,7 @@ def test_numbered_pngs_and_their_paths_on_stdout(cli, tiny_model, tmp_path):
     result = cli("sample", "-m", tiny_model, "-n", "3", "-o", "out", "--device", "cpu")
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "out/sample-0001.png\nout/sample-0002.png\nout/sample-0003.png\n"
-    assert result.stderr == ""
+    assert result.stderr.startswith("seed ") and len(result.stderr.splitlines()) == 1  # the seed drawn
     for line in result.stdout.splitlines():
         image = _png((tmp_path / line).read_bytes())
         assert image.size == (28, 28) and image.mode == "L"
@@ -54,8 +55,8 @@ def test_grid_file_with_nrow_and_scale(cli, tiny_model, tmp_path):
 
 
 def test_scale_is_nearest_neighbour(cli, tiny_model, tmp_path):
-    plain = cli("sample", "-m", tiny_model, "-n", "1", "-o", "a", "-q")
-    big = cli("sample", "-m", tiny_model, "-n", "1", "-o", "b", "--scale", "2", "-q")
+    plain = cli("sample", "-m", tiny_model, "-n", "1", "-o", "a", "-q", "--seed", "3")
+    big = cli("sample", "-m", tiny_model, "-n", "1", "-o", "b", "--scale", "2", "-q", "--seed", "3")
     assert plain.exit_code == big.exit_code == 0
     small = Image.open(tmp_path / "a/sample-0001.png")
     large = Image.open(tmp_path / "b/sample-0001.png")
@@ -128,3 +129,14 @@ def test_grid_to_stdout_and_grid_file_conflict(cli, tiny_model):
     result = cli("sample", "-m", tiny_model, "-o", "-", "--grid", "g.png")
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_without_a_seed_each_run_draws_new_images_and_says_its_seed(cli, tiny_model):
+    first = cli("sample", "-m", tiny_model, "-n", "4", "-o", "out")
+    second = cli("sample", "-m", tiny_model, "-n", "4", "-o", "out")
+    assert first.exit_code == second.exit_code == 0
+    a, b = (Path(result.stdout.split()[0]).read_bytes() for result in (first, second))
+    assert a != b, "two runs without --seed drew the same images"
+    seed = first.stderr.split("seed ")[1].split()[0]
+    again = cli("sample", "-m", tiny_model, "-n", "4", "-o", "again", "--seed", seed)
+    assert Path(again.stdout.split()[0]).read_bytes() == a

@@ -190,4 +190,4 @@ def test_cuda_training_path(cli, tmp_path, precision):
                     "--device", "cuda")
     assert evaluated.exit_code == 0, evaluated.stderr
     figures = json.loads(evaluated.stdout)
-    assert 0 < figures["nll"] <= figures["elbo"]["loss"] + 1.0
+    assert 0 < figures["nll"] <= figures["neg_elbo"]["loss"] + 1.0

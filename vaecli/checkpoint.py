@@ -189,7 +189,7 @@ def _vaecli_metadata(path: Path, metadata: Any) -> dict:
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: written by a newer vaecli (format {version}, this one reads up to "
-            f"{FORMAT_VERSION}); upgrade with `pip install -U vaecli`"
+            f"{FORMAT_VERSION}); upgrade vaecli (`git pull && pip install .` in its clone)"
         )
     _check_fields(path, meta)
     return meta
@@ -343,7 +343,7 @@ def _prior_problem(prior: Any) -> str | None:
         return None
     if not isinstance(prior, dict):
         return "prior is not an object"
-    for key in ("seconds", "test_kl_standard", "test_kl_mixture"):
+    for key in ("elapsed_s", "seconds", "test_kl_standard", "test_kl_mixture"):
         if key in prior and not _is_number(prior[key]):
             return f"prior.{key} is not a number"
     for key, most in (("components", MAX_PRIOR_COMPONENTS), ("codes", MAX_COUNT), ("test_images", MAX_COUNT)):
@@ -547,13 +547,26 @@ BUNDLED_MODELS = ("mnist", "fashion-mnist")  # names that -m accepts instead of 
 DEFAULT_MODEL_FILE = "vae.safetensors"
 
 
+def model_name(path: Path) -> str:
+    """How to name a model to the user: a bundled model by its -m name, any other by its path."""
+    path = Path(path)
+    return path.stem if path.parent == PRETRAINED_DIR and path.stem in BUNDLED_MODELS else str(path)
+
+
 def resolve_model(option: str | None) -> tuple[Path, str | None]:
     """The checkpoint to use: -m, else $VAE_MODEL, else ./vae.safetensors, else bundled MNIST.
 
     Returns the path and, when a fallback was taken silently, a note for stderr.
     """
-    if option is None:
-        option = os.environ.get("VAE_MODEL") or None
+    if option is None and os.environ.get("VAE_MODEL"):
+        from vaecli.files import kind_of
+
+        option = os.environ["VAE_MODEL"]
+        if kind_of(Path(option).expanduser(), "VAE_MODEL") != "file" and option not in BUNDLED_MODELS:
+            raise CheckpointError(
+                f"VAE_MODEL={option}: not a checkpoint file; point VAE_MODEL at a .safetensors file, "
+                "or unset it to use ./vae.safetensors or the bundled model"
+            )
     if option is None:
         if Path(DEFAULT_MODEL_FILE).exists():
             return Path(DEFAULT_MODEL_FILE), None

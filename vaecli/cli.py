@@ -133,29 +133,49 @@ def root(
     term.debug = debug or os.environ.get("VAE_DEBUG", "") not in ("", "0")
 
 
+# One line each for `vae --help`: click would cut the docstrings' first sentences with "...".
+SUMMARIES = {
+    "train": "Train a VAE; a checkpoint after every epoch.",
+    "info": "Show what a checkpoint holds.",
+    "completion": "Print the completion script for bash, zsh or fish.",
+    "sample": "Decode draws from the prior into images.",
+    "reconstruct": "Encode images and decode them again.",
+    "interpolate": "Decode the path between two images' codes.",
+    "encode": "Images to their posterior means (.npy).",
+    "decode": "Codes (.npy) back to images.",
+    "eval": "-log p(x) and the negative ELBO of a split.",
+    "fit-prior": "Fit a Gaussian-mixture prior to the training codes.",
+    "project": "Scatter of the latent space, coloured by class.",
+    "tour": "The four figures of the original notebooks.",
+}
+
+
 def _register() -> None:
     # Command modules import only typer and the standard library at module level.
-    from vaecli.commands import info, train
-
-    app.command("train")(train.train_command)
-    app.command("info")(info.info_command)
-    from vaecli.commands import completion
-
-    app.command("completion")(completion.completion_command)
-    from vaecli.commands import decode, encode, interpolate, reconstruct, sample
-
-    app.command("sample")(sample.sample_command)
-    app.command("reconstruct")(reconstruct.reconstruct_command)
-    app.command("interpolate")(interpolate.interpolate_command)
-    app.command("encode")(encode.encode_command)
-    app.command("decode")(decode.decode_command)
+    from vaecli.commands import (
+        completion,
+        decode,
+        encode,
+        fit_prior,
+        info,
+        interpolate,
+        project,
+        reconstruct,
+        sample,
+        tour,
+        train,
+    )
     from vaecli.commands import eval as eval_cmd
-    from vaecli.commands import fit_prior, project, tour
 
-    app.command("eval")(eval_cmd.eval_command)
-    app.command("fit-prior")(fit_prior.fit_prior_command)
-    app.command("project")(project.project_command)
-    app.command("tour")(tour.tour_command)
+    commands = {
+        "train": train.train_command, "info": info.info_command, "completion": completion.completion_command,
+        "sample": sample.sample_command, "reconstruct": reconstruct.reconstruct_command,
+        "interpolate": interpolate.interpolate_command, "encode": encode.encode_command,
+        "decode": decode.decode_command, "eval": eval_cmd.eval_command, "fit-prior": fit_prior.fit_prior_command,
+        "project": project.project_command, "tour": tour.tour_command,
+    }
+    for name, function in commands.items():
+        app.command(name, short_help=SUMMARIES[name])(function)
 
 
 _register()

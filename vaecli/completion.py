@@ -12,17 +12,36 @@ from pathlib import Path
 
 SHELLS = ("bash", "zsh", "fish")
 FILE_NAMES = {"bash": "vae.bash", "zsh": "_vae", "fish": "vae.fish"}
-# Options whose values may be a word from the list or a path as well.
-ALSO_PATHS = {"--dataset": "dirs", "--model": "files", "-m": "files"}
+# Parameters (by their Python name) whose values are paths of one kind, whatever their type says:
+# "checkpoints" offers *.safetensors files and folders, "dirs" folders only.
+PATH_KINDS = {"model": "checkpoints", "checkpoint": "checkpoints", "dataset": "dirs", "data_root": "dirs"}
+# Words a scripted shell can only be told, since the CLI checks these values in code (config.py
+# refuses channels other than 1 or 3) rather than declaring them as choices.
+FIXED_CHANNELS = ("1", "3")
+SAFE_WORD = re.compile(r"[A-Za-z0-9_.+-]+")  # needs no quoting in any shell, and no word breaks in bash
+
+
+@dataclass
+class Values:
+    """What a value (of an option or a positional argument) may be: words, paths of a kind, or both."""
+
+    hint: str  # a one-word name for the value, shown by zsh
+    words: list[str] = field(default_factory=list)
+    paths: str = ""  # "files", "dirs", "checkpoints" or "" (no path completion)
 
 
 @dataclass
 class OptionSpec:
-    names: list[str]
+    names: list[str]  # long names first
     help: str
-    takes_value: bool
-    words: list[str] = field(default_factory=list)  # fixed values to offer
-    paths: str = ""  # "files", "dirs" or "" (no path completion)
+    values: Values | None = None  # None for a flag
+    repeatable: bool = False
+
+
+@dataclass
+class ArgumentSpec:
+    values: Values
+    many: bool  # takes any number of words
 
 
 @dataclass
@@ -30,92 +49,188 @@ class CommandSpec:
     name: str
     help: str
     options: list[OptionSpec]
-    takes_files: bool  # positional arguments are files
-    arg_words: list[str] = field(default_factory=list)  # or words from a fixed list
+    arguments: list[ArgumentSpec]
 
 
 def describe_cli() -> tuple[list[OptionSpec], list[CommandSpec]]:
-    """Walk the typer app: root options and every command with its options and value lists."""
+    """Walk the typer app: root options and every visible command with its options and arguments."""
     import typer
 
     from vaecli.cli import app
 
     group = typer.main.get_command(app)
+    known = _known_words()
     root_ctx = group.make_context("vae", [], resilient_parsing=True)
-    root = [_option(p, root_ctx) for p in group.params if p.param_type_name == "option"]
+    root = [_option(p, root_ctx, known) for p in group.params if _visible_option(p)]
+    root.append(_help_option(root_ctx))
     commands = []
     for name in sorted(group.commands):
         command = group.commands[name]
+        if command.hidden:
+            continue
+        _check_word(name, "command name")
         ctx = command.make_context(name, [], parent=root_ctx, resilient_parsing=True)
-        options = [_option(p, ctx) for p in command.params if p.param_type_name == "option"]
-        options.append(OptionSpec(["--help", "-h"], "Show the help and exit.", False))
-        arguments = [p for p in command.params if p.param_type_name == "argument"]
-        words = [item.value for p in arguments for item in p.shell_complete(ctx, "")]
-        short = (command.help or "").strip().splitlines()[0] if command.help else ""
-        commands.append(CommandSpec(name, short, options, bool(arguments) and not words, words))
-    return [o for o in root if not o.names[0].startswith("--install")], commands
+        options = [_option(p, ctx, known) for p in command.params if _visible_option(p)]
+        options.append(_help_option(ctx))
+        arguments = [ArgumentSpec(_values(p, ctx, known), p.nargs == -1) for p in command.params
+                     if p.param_type_name == "argument"]
+        commands.append(CommandSpec(name, _first_line(command.help or ""), options, arguments))
+    return root, commands
 
 
-def _option(param, ctx) -> OptionSpec:
-    names = sorted(list(param.opts) + list(param.secondary_opts), key=lambda n: (not n.startswith("--"), n))
-    takes_value = not getattr(param, "is_flag", False)
-    spec = OptionSpec(names, (param.help or "").strip(), takes_value)
-    if not takes_value:
-        return spec
-    spec.words = [item.value for item in param.shell_complete(ctx, "")]
+def _known_words() -> dict[str, tuple[str, ...]]:
+    """Values that plain str/int parameters accept, taken from the modules that check them."""
+    from vaecli.checkpoint import BUNDLED_MODELS
+    from vaecli.data import SPLITS
+
+    return {"model": BUNDLED_MODELS, "checkpoint": BUNDLED_MODELS, "split": SPLITS, "channels": FIXED_CHANNELS}
+
+
+def _visible_option(param) -> bool:
+    return param.param_type_name == "option" and not param.hidden
+
+
+def _help_option(ctx) -> OptionSpec:
+    names = sorted(ctx.help_option_names, key=lambda n: (not n.startswith("--"), n))
+    return OptionSpec(names, "Show the help and exit.")
+
+
+def _option(param, ctx, known) -> OptionSpec:
+    names = sorted([*param.opts, *param.secondary_opts], key=lambda n: (not n.startswith("--"), n))
+    values = None if param.is_flag else _values(param, ctx, known)
+    return OptionSpec(names, _first_line(param.help or ""), values, bool(param.multiple))
+
+
+def _values(param, ctx, known) -> Values:
+    """Words from the parameter's choices or completion function (or `known`), and the kind of paths."""
+    hint = param.name.replace("_", "-")
+    words = list(known.get(param.name, ())) or [item.value for item in param.shell_complete(ctx, "")]
+    for word in words:
+        _check_word(word, param.name)
     annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-    also = next((ALSO_PATHS[n] for n in names if n in ALSO_PATHS), "")
-    if also:
-        spec.paths = also
-    elif not spec.words and not (isinstance(annotation, type) and issubclass(annotation, (int, float, enum.Enum))):
-        spec.paths = "files"
-    return spec
+    if param.name in PATH_KINDS:
+        paths = PATH_KINDS[param.name]
+    elif words or (isinstance(annotation, type) and issubclass(annotation, (int, float, enum.Enum))):
+        paths = ""  # numbers and closed lists are not paths
+    else:
+        paths = "dirs" if param.metavar == "DIR" else "files"
+    return Values(hint, words, paths)
 
 
-def _plain(text: str) -> str:
-    """Help text safe inside any shell's quoting: no quotes, brackets, colons or newlines."""
-    return re.sub(r"[\"'`\[\]:$\\]", "", " ".join(text.split()))[:80]
+def _check_word(word: str, where: str) -> None:
+    """Refuse to write a script that would break on a word (the scripts write words unquoted)."""
+    if not SAFE_WORD.fullmatch(word):
+        raise ValueError(f"{where}: {word!r} would need quoting in a completion script")
+
+
+def _first_line(text: str) -> str:
+    """The help's first sentence on one line, short enough for a completion menu."""
+    text = " ".join(text.strip().split("\n\n")[0].split())
+    sentence = re.match(r"(.+?[.!?])(\s|$)", text)
+    if sentence and len(sentence.group(1)) <= 80:
+        return sentence.group(1)
+    return text if len(text) <= 80 else text[:77].rstrip() + "..."
+
+
+# bash ---------------------------------------------------------------------------------------------
+# Helpers shared by every command. Names come back one per line so that spaces stay inside a name;
+# `compopt -o filenames` then has readline quote them, add / to folders and no space after a folder.
+BASH_HELPERS = r"""# The word under the cursor as the shell reads it (my\ fi, 'my fi, "my fi -> my fi), without eval.
+_vae_dequote() {
+    local word=$1 quote="" char i
+    REPLY=""
+    for ((i = 0; i < ${#word}; i++)); do
+        char=${word:i:1}
+        if [[ $quote == "'" ]]; then
+            [[ $char == "'" ]] && quote="" || REPLY+=$char
+        elif [[ $char == '\' ]]; then
+            ((++i))
+            # Inside double quotes a backslash escapes only $ ` " and \; elsewhere it stays.
+            [[ $quote == '"' && ${word:i:1} != [\$\`\"\\] ]] && REPLY+='\'
+            REPLY+=${word:i:1}
+        elif [[ $char == "$quote" || ( -z $quote && $char == [\"\'] ) ]]; then
+            [[ -z $quote ]] && quote=$char || quote=""
+        else
+            REPLY+=$char
+        fi
+    done
+}
+_vae_words() {
+    COMPREPLY+=($(compgen -W "$1" -- "$cur"))
+}
+_vae_paths() {
+    local name
+    compopt -o filenames 2>/dev/null
+    while IFS= read -r name; do
+        COMPREPLY+=("$name")
+    done < <(case $1 in
+        files) compgen -f -- "$cur" ;;
+        dirs) compgen -d -- "$cur" ;;
+        checkpoints) compgen -d -- "$cur"; compgen -f -X '!*.safetensors' -- "$cur" ;;
+    esac)
+}"""
 
 
 def bash_script(root: list[OptionSpec], commands: list[CommandSpec]) -> str:
     lines = [
         "# bash completion for vae (generated by `vae completion bash`; do not edit)",
+        BASH_HELPERS,
         "_vae() {",
-        '    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" cmd="" i',
+        '    local cur prev cmd="" i REPLY',
+        '    _vae_dequote "${COMP_WORDS[COMP_CWORD]}"; cur=$REPLY',
+        "    prev=${COMP_WORDS[COMP_CWORD-1]}",
+        "    # --option=value: bash splits the word at '=', so the option is the word before it.",
+        '    if [[ $cur == "=" ]]; then cur=""; elif [[ $prev == "=" ]]; then prev=${COMP_WORDS[COMP_CWORD-2]}; fi',
+        "    COMPREPLY=()",
+        "    # The command is the first word that is not an option (no root option takes a value).",
         "    for ((i = 1; i < COMP_CWORD; i++)); do",
-        '        case "${COMP_WORDS[i]}" in -*) ;; *) cmd="${COMP_WORDS[i]}"; break ;; esac',
+        '        [[ ${COMP_WORDS[i]} != -* ]] && { cmd=${COMP_WORDS[i]}; break; }',
         "    done",
-        '    if [[ -z "$cmd" ]]; then',
-        f'        local words="{" ".join(c.name for c in commands)}"',
-        f'        [[ "$cur" == -* ]] && words="{" ".join(n for o in root for n in o.names)} --help"',
-        '        COMPREPLY=($(compgen -W "$words" -- "$cur"))',
-        "        return",
-        "    fi",
-        '    case "$cmd $prev" in',
+        "    case $cmd in",
+        f'        "") if [[ $cur == -* ]]; then _vae_words "{_flags(root)}"; '
+        f'else _vae_words "{" ".join(c.name for c in commands)}"; fi ;;',
     ]
     for command in commands:
+        lines.append(f"        {command.name})")
+        by_action: dict[str, list[str]] = {}  # options that complete alike share one case branch
         for option in command.options:
-            if not option.takes_value:
-                continue
-            pattern = "|".join(f'"{command.name} {n}"' for n in option.names)
-            parts = []
-            if option.words:
-                parts.append(f'$(compgen -W "{" ".join(option.words)}" -- "$cur")')
-            if option.paths:
-                parts.append(f'$(compgen -{"d" if option.paths == "dirs" else "f"} -- "$cur")')
-            lines.append(f"        {pattern}) COMPREPLY=({' '.join(parts)}); return ;;")
-    lines += ["    esac", '    case "$cmd" in']
-    for command in commands:
-        flags = " ".join(n for o in command.options for n in o.names)
-        files = '$(compgen -f -- "$cur")' if command.takes_files else ""
-        if command.arg_words:
-            files = f'$(compgen -W "{" ".join(command.arg_words)}" -- "$cur")'
-        lines.append(
-            f'        {command.name}) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "{flags}" -- "$cur")); '
-            f"else COMPREPLY=({files}); fi ;;"
-        )
-    lines += ["    esac", "}", "complete -o filenames -o bashdefault -F _vae vae", ""]
+            if option.values:
+                by_action.setdefault(_bash_values(option.values), []).extend(option.names)
+        if by_action:
+            lines.append("            case $prev in")
+            lines += [f"                {'|'.join(names)}) {action}return ;;" for action, names in by_action.items()]
+            lines.append("            esac")
+        if command.arguments:
+            given = "".join(dict.fromkeys(_bash_values(a.values) for a in command.arguments)) or ":; "
+            flags = _flags(command.options)
+            lines.append(f'            if [[ $cur == -* ]]; then _vae_words "{flags}"; else {given}fi ;;')
+        else:
+            lines.append(f'            _vae_words "{_flags(command.options)}" ;;')
+    lines += ["    esac", "}", "complete -F _vae vae", ""]
     return "\n".join(lines)
+
+
+def _flags(options: list[OptionSpec]) -> str:
+    return " ".join(name for option in options for name in option.names)
+
+
+def _bash_values(values: Values) -> str:
+    """Commands that add the values to COMPREPLY, each ending in "; "; none for a number or free text."""
+    action = f'_vae_words "{" ".join(values.words)}"; ' if values.words else ""
+    return action + (f"_vae_paths {values.paths}; " if values.paths else "")
+
+
+# zsh ----------------------------------------------------------------------------------------------
+ZSH_HELPERS = r"""# Names beside paths: $1 the kind of path (files, dirs, checkpoints), $2 what a name is, then names.
+_vae_names_or_paths() {
+    local kind=$1 hint=$2 paths=_files
+    shift 2
+    case $kind in
+        dirs) paths='_files -/' ;;
+        checkpoints) paths="_files -g '*.safetensors'" ;;
+    esac
+    _alternative "names:$hint:($*)" "paths:path:$paths"
+}"""
 
 
 def zsh_script(root: list[OptionSpec], commands: list[CommandSpec]) -> str:
@@ -123,88 +238,128 @@ def zsh_script(root: list[OptionSpec], commands: list[CommandSpec]) -> str:
         "#compdef vae",
         "# zsh completion for vae (generated by `vae completion zsh`; do not edit)",
         "",
+        ZSH_HELPERS,
+        "",
         "_vae() {",
-        "    local curcontext=$curcontext state line",
-        "    local -a commands",
-        "    commands=(",
-        *[f"        '{c.name}:{_plain(c.help)}'" for c in commands],
+        "    local curcontext=$curcontext state state_descr line ret=1",
+        "    typeset -A opt_args",
+        "    local -a commands=(",
+        *[f"        {_sq(c.name + ':' + c.help)}" for c in commands],
         "    )",
-        "    _arguments -C \\",
-        *[f"        '{_zsh_option(o)}' \\" for o in root],
-        "        '(-h --help)'{-h,--help}'[Show the help and exit.]' \\",
+        "    _arguments -s -S -C \\",
+        *[f"        {_zsh_option(o)} \\" for o in root],
         "        '1: :->command' \\",
-        "        '*:: :->args'",
+        "        '*:: :->args' && ret=0",
         "    case $state in",
-        "        command) _describe -t commands 'vae command' commands ;;",
+        "        command) _describe -t commands 'vae command' commands && ret=0 ;;",
         "        args)",
+        "            curcontext=${curcontext%:*:*}:vae-$line[1]:",
         "            case $line[1] in",
     ]
     for command in commands:
         specs = [_zsh_option(o) for o in command.options]
-        if command.takes_files:
-            specs.append("*:file:_files")
-        if command.arg_words:
-            specs.append(f"1:value:({' '.join(command.arg_words)})")
-        body = " \\\n                        ".join(f"'{s}'" for s in specs)
-        lines.append(f"                {command.name}) _arguments \\\n                        {body} ;;")
-    lines += ["            esac ;;", "    esac", "}", "", '_vae "$@"', ""]
+        for position, argument in enumerate(command.arguments, start=1):
+            where = "*" if argument.many else str(position)
+            specs.append(_sq(f"{where}:{argument.values.hint}:{_zsh_action(argument.values)}"))
+        lines.append(f"                {command.name}) _arguments -s -S \\")
+        lines += [f"                    {spec} \\" for spec in specs[:-1]]
+        lines.append(f"                    {specs[-1]} && ret=0 ;;")
+    lines += ["            esac ;;", "    esac", "    return ret", "}", "", '_vae "$@"', ""]
     return "\n".join(lines)
 
 
 def _zsh_option(option: OptionSpec) -> str:
-    help_text = _plain(option.help)
-    value = ""
-    if option.takes_value:
-        actions = []
-        if option.words:
-            actions.append("(" + " ".join(option.words) + ")")
-        if option.paths:
-            actions.append("_files -/" if option.paths == "dirs" else "_files")
-        if not actions:
-            value = ":value: "
-        elif len(actions) == 1:
-            value = f":value:{actions[0]}"
-        else:
-            value = ":value:{_alternative 'words:word:" + actions[0] + "' 'paths:path:" + actions[1] + "'}"
-    names = option.names
-    if len(names) == 1:
-        return f"{names[0]}[{help_text}]{value}"
-    return f"({' '.join(names)})" + "{" + ",".join(names) + "}" + f"[{help_text}]{value}"
+    """One _arguments spec, quoted for the shell: '(-o --out)'{-o,--out}'[help]:out:_files'."""
+    # In the explanation a backslash quotes the brackets that would end it early.
+    tail = "[" + re.sub(r"([\\\[\]])", r"\\\1", option.help) + "]"
+    if option.values:
+        tail += f":{option.values.hint}:{_zsh_action(option.values)}"
+    if len(option.names) == 1:
+        return _sq(("*" if option.repeatable else "") + option.names[0] + tail)
+    exclusive = "*" if option.repeatable else f"({' '.join(option.names)})"
+    return _sq(exclusive) + "{" + ",".join(option.names) + "}" + _sq(tail)
+
+
+def _zsh_action(values: Values) -> str:
+    if values.words and values.paths:
+        # The leading space has _arguments call the helper with these words alone, adding no options.
+        return f" _vae_names_or_paths {values.paths} {values.hint} {' '.join(values.words)}"
+    if values.words:
+        return f"({' '.join(values.words)})"
+    return {"files": "_files", "dirs": "_files -/", "checkpoints": "_files -g '*.safetensors'", "": " "}[values.paths]
+
+
+def _sq(text: str) -> str:
+    """Single-quoted for sh-like shells: a quote inside becomes '\\''."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+# fish ---------------------------------------------------------------------------------------------
+FISH_HELPERS = r"""# The command: the first word after vae that is not an option (no root option takes a value).
+function __vae_command
+    for word in (commandline -opc)[2..-1]
+        if not string match -q -- '-*' $word
+            echo $word
+            return 0
+        end
+    end
+    return 1
+end
+function __vae_using
+    set -l command (__vae_command)
+    test "$command" = "$argv[1]"
+end
+# Folders and *.safetensors files: fish's helper puts those first but lists every other file after them.
+# The groups do not capture, or string match would print what they matched as lines of their own.
+function __vae_checkpoints
+    __fish_complete_suffix .safetensors | string match -r -- '^[^\t]*(?:/|\.safetensors)(?:\t.*)?$'
+end"""
 
 
 def fish_script(root: list[OptionSpec], commands: list[CommandSpec]) -> str:
     lines = [
         "# fish completion for vae (generated by `vae completion fish`; do not edit)",
+        FISH_HELPERS,
+        "# No file names unless an option or argument asks for them.",
         "complete -c vae -f",
     ]
-    names = " ".join(c.name for c in commands)
-    for option in root:
-        lines.append(f"complete -c vae -n 'not __fish_seen_subcommand_from {names}' {_fish_flags(option)}")
+    top = "complete -c vae -n 'not __vae_command'"
+    lines += [f"{top} {_fish_option(o)}" for o in root]
+    lines += [f"{top} -a {c.name} -d {_fish_quote(c.help)}" for c in commands]
     for command in commands:
-        top = f"complete -c vae -n 'not __fish_seen_subcommand_from {names}'"
-        lines.append(f"{top} -a {command.name} -d '{_plain(command.help)}'")
-    for command in commands:
-        condition = f"-n '__fish_seen_subcommand_from {command.name}'"
-        for option in command.options:
-            lines.append(f"complete -c vae {condition} {_fish_flags(option)}")
-        if command.takes_files:
-            lines.append(f"complete -c vae {condition} -F")
-        if command.arg_words:
-            lines.append(f"complete -c vae {condition} -a '{' '.join(command.arg_words)}'")
+        using = f"complete -c vae -n '__vae_using {command.name}'"
+        lines += [f"{using} {_fish_option(o)}" for o in command.options]
+        for values in dict.fromkeys(_fish_values(a.values, of_option=False) for a in command.arguments):
+            lines.append(f"{using} {values}")
     return "\n".join(lines) + "\n"
 
 
-def _fish_flags(option: OptionSpec) -> str:
-    parts = []
-    for name in option.names:
-        parts.append(f"-l {name[2:]}" if name.startswith("--") else f"-s {name[1:]}")
-    if option.takes_value:
-        # -x: a value is required and is not a file; -r -F: a value that may be a path.
-        parts.append("-r -F" if option.paths else "-x")
-        if option.words:
-            parts.append(f"-a '{' '.join(option.words)}'")
-    parts.append(f"-d '{_plain(option.help)}'")
+def _fish_option(option: OptionSpec) -> str:
+    parts = [f"-l {n[2:]}" if n.startswith("--") else (f"-s {n[1:]}" if len(n) == 2 else f"-o {n[1:]}")
+             for n in option.names]
+    if option.values:
+        parts.append(_fish_values(option.values))
+    parts.append(f"-d {_fish_quote(option.help)}")
     return " ".join(parts)
+
+
+def _fish_values(values: Values, of_option: bool = True) -> str:
+    """-F: any file may follow; -a: these candidates. An option's value is required (-r), and -x = -r -f."""
+    candidates = list(values.words)
+    if values.paths == "dirs":
+        candidates.append("(__fish_complete_directories)")
+    elif values.paths == "checkpoints":
+        candidates.append("(__vae_checkpoints)")
+    listed = f"-a '{' '.join(candidates)}'" if candidates else ""
+    if values.paths == "files":
+        flags = "-r -F" if of_option else "-F"
+    else:
+        flags = "-x" if of_option else ""  # the script's `complete -c vae -f` already keeps other files out
+    return " ".join(part for part in (flags, listed) if part)
+
+
+def _fish_quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def script(shell: str) -> str:

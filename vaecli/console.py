@@ -34,13 +34,16 @@ class Terminal:
 
     @property
     def stderr(self) -> Console:
-        # sys.stderr is looked up each time so test runners that swap it are honoured.
-        if self._console is None or self._console_file is not sys.stderr:
+        # sys.stderr is looked up each time so test runners that swap it are honoured. A live rich
+        # display swaps in a proxy of the same stream: the console that owns the display must stay,
+        # since a second one would write past it and glue its text onto the bar.
+        stream = getattr(sys.stderr, "rich_proxied_file", sys.stderr)
+        if self._console is None or self._console_file is not stream:
             from rich.console import Console
 
             # No emoji codes and no markup: `digit:smile:.png` is a file name, not a smiley.
             self._console = Console(stderr=True, highlight=False, emoji=False, markup=False)
-            self._console_file = sys.stderr
+            self._console_file = stream
         return self._console
 
     @property

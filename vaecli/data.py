@@ -109,10 +109,10 @@ def dataset_for_model(stored: str, given: str | None) -> tuple[str, str | None]:
     inside = _inside_working_folder(stored)
     if inside is not None and os.path.isdir(inside):
         return stored, f"using the model's training folder {shown} (inside the working folder); --dataset picks another"
-    if inside is not None:
+    if inside is not None or not os.path.isdir(os.path.expanduser(stored)):
         raise UsageError(
-            f"the model was trained on {shown}, which is neither a built-in dataset nor a folder here; "
-            f"pass --dataset with one of {', '.join(DATASET_NAMES)} or a folder of images"
+            f"the model was trained on {shown} (so its metadata says), which is neither a built-in dataset "
+            f"nor a folder here; pass --dataset with that folder, or with images like it"
         )
     named = shlex.quote(stored) if len(stored) <= SHOWN_CHARS else "FOLDER"
     raise UsageError(
@@ -402,21 +402,26 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _download(dataset: str, root: Path) -> None:
-    offline_hint = (
-        f"{TORCHVISION_DATASETS[dataset]} is not in {root} and could not be downloaded: "
-        f"pass --data-root DIR (or set VAE_DATA_ROOT) to a folder holding "
-        f"{TORCHVISION_DATASETS[dataset]}/raw/*.gz, or train offline with --dataset digits"
-    )
+    folder = TORCHVISION_DATASETS[dataset]
+    where = (f"pass --data-root DIR (or set VAE_DATA_ROOT) to a folder holding {folder}/raw/*.gz, "
+             "or use --dataset digits, which needs no download")
     if os.environ.get("VAE_OFFLINE", "") not in ("", "0"):
-        raise DataError(offline_hint)
+        raise DataError(f"{folder} is not in {root}, and VAE_OFFLINE=1 forbids downloading it: {where}")
+    created = [p for p in (root / folder / "raw", root / folder, root, *root.parents) if not p.exists()]
     try:
         import torchvision.datasets as tvd
 
         root.mkdir(parents=True, exist_ok=True)
-        getattr(tvd, TORCHVISION_DATASETS[dataset])(str(root), train=True, download=True)
-        getattr(tvd, TORCHVISION_DATASETS[dataset])(str(root), train=False, download=True)
-    except Exception:  # noqa: BLE001 - any failure to fetch means the same thing to the user
-        raise DataError(offline_hint) from None
+        getattr(tvd, folder)(str(root), train=True, download=True)
+        getattr(tvd, folder)(str(root), train=False, download=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to fetch means the same thing to the user
+        for path in created:  # innermost first; a folder that holds anything stays
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        reason = _first_line(exc)
+        raise DataError(f"{folder} is not in {root} and could not be downloaded ({reason}): {where}") from None
 
 
 def _load_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -163,6 +163,15 @@ def _write_through(path: Path, payload: bytes) -> None:
         raise InputError(f"{path}: cannot write ({describe_os_error(exc)}); choose another path") from None
 
 
+def stamp(path: Path) -> tuple[int, int] | None:
+    """(modification time, size) of a file, None when it is not there: tells whether it was rewritten."""
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return status.st_mtime_ns, status.st_size
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 # Fraction of the free memory a run may plan to use: the estimates leave out allocator slack,
 # the framework's own buffers and whatever else the machine runs.
 USABLE_FRACTION = 0.7
+# Bytes of activations per image, per pixel and per unit of width, that no architecture here exceeds
+# (measured on the meta device: at most 32 for mlp, cnn and resnet at widths 4 to 128 and sizes 8 to 64).
+ROUGH_ACTIVATION_BYTES = 64
+ROUGH_ENOUGH = 4 << 30  # below this bound a step cannot matter, so the exact count is not worth its second
 MEMINFO = "/proc/meminfo"  # Linux's view of free memory (reclaimable cache counts); elsewhere sysconf
 
 
@@ -52,8 +56,20 @@ def check_fits(needed: int, device: torch.device | None, what: str, fix: str) ->
 def model_bytes(config: ModelConfig, batch: int, training: bool) -> int:
     """Estimated bytes of one step: weights (with gradients and Adam's moments when training) and activations.
 
-    The model runs on PyTorch's meta device, which computes shapes without allocating anything.
+    Small models get a safe bound at once; larger ones run on PyTorch's meta device, which computes
+    shapes without allocating anything (but costs a second or more the first time).
     """
+    weights = weight_bytes(config)
+    rough = ROUGH_ACTIVATION_BYTES * batch * (
+        max(config.hidden, config.channels) * config.height * config.width + config.latent_dim
+    )
+    activations = rough if rough * 3 <= ROUGH_ENOUGH else _activation_bytes(config, batch)
+    # Training keeps every activation for the backward pass and a gradient of each beside it.
+    return weights * 4 + activations * 3 if training else weights + activations * 2
+
+
+def _activation_bytes(config: ModelConfig, batch: int) -> int:
+    """The bytes of every layer's output in one forward pass, counted on the meta device."""
     import torch
 
     from vaecli.models import build_model
@@ -68,14 +84,11 @@ def model_bytes(config: ModelConfig, batch: int, training: bool) -> int:
     with torch.device("meta"):
         model = build_model(config)
         hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
-        x = torch.empty(batch, *config.image_shape)
         with torch.no_grad():
-            model(x, noise=torch.empty(batch, config.latent_dim))
+            model(torch.empty(batch, *config.image_shape), noise=torch.empty(batch, config.latent_dim))
     for hook in hooks:
         hook.remove()
-    weights = _weight_bytes(model)
-    # Training keeps every activation for the backward pass and a gradient of each beside it.
-    return weights * 4 + activations * 3 if training else weights + activations * 2
+    return activations
 
 
 def weight_bytes(config: ModelConfig) -> int:

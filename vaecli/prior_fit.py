@@ -20,7 +20,7 @@ class PriorFit:
 
     components: int
     codes: int
-    seconds: float
+    elapsed_s: float
     test_images: int
     test_kl_standard: float  # mean KL(q(z|x) || N(0, I)) on the held-out images
     test_kl_mixture: float  # the same codes under the fitted mixture

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vaecli.errors import Interrupted, VaeError
-from vaecli.files import ensure_folder
+from vaecli.files import ensure_folder, stamp
 
 
 def report_paths(checkpoint: Path, folder: Path | None = None) -> tuple[Path, Path]:
@@ -62,23 +62,14 @@ def report_after_training(
         return
     if folder is not None:
         ensure_folder(folder, "--report")
-    before = _stamp(checkpoint)
+    before = stamp(checkpoint)
     try:
         yield
     except Interrupted:
-        if _stamp(checkpoint) not in (None, before):  # this run saved at least one epoch
+        if stamp(checkpoint) not in (None, before):  # this run saved at least one epoch
             _write_from(checkpoint, folder, on_written, on_failure)
         raise
     _write_from(checkpoint, folder, on_written, on_failure)
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = Path(path).stat()
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
-
 
 
 def _write_from(

@@ -43,7 +43,6 @@ class TrainingRun:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     history: list[dict] = field(default_factory=list)
-    epochs_saved: int = 0  # epochs in the checkpoint this run last wrote (0: it wrote none yet)
 
     @property
     def epochs_done(self) -> int:
@@ -229,7 +228,6 @@ def fit(
         if world.is_main:
             meta = build_metadata(config, epochs_done=run.epochs_done, history=run.history, **(extra_meta or {}))
             save_checkpoint(out, model, meta, optimizer_tensors(run), generator.get_state())
-            run.epochs_saved = run.epochs_done
             if best_out is not None and _is_best(run.history):
                 save_checkpoint(best_out, model, meta, optimizer_tensors(run), generator.get_state())
             if on_epoch is not None:

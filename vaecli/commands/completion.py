@@ -19,6 +19,7 @@ def completion_command(
 ) -> None:
     """Print the completion script for a shell (see the README for where to put it).
 
+    \b
     Example: vae completion bash > ~/.local/share/bash-completion/completions/vae
     """
     from vaecli.completion import SHELLS, script

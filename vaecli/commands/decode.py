@@ -46,6 +46,7 @@ def decode_command(
 ) -> None:
     """Decode each row of a .npy array to an image: decoded-0001.png... in -o DIR, or one --grid.
 
+    \b
     Example: vae encode a.png b.png | vae decode -o out/
     """
     term.quiet = quiet

@@ -37,6 +37,7 @@ def encode_command(
 ) -> None:
     """Write the posterior means of the images as a float32 .npy array (N x latent), in input order.
 
+    \b
     Example: vae encode a.png b.png -o codes.npy
     """
     term.quiet = quiet

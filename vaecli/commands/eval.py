@@ -51,6 +51,7 @@ def eval_command(
 ) -> None:
     """Estimate -log p(x) with K importance samples, beside the negative ELBO and bits per dimension.
 
+    \b
     Example: vae eval -m mnist --binarize --iw-samples 1000 --json
     """
     term.quiet = quiet
@@ -60,6 +61,7 @@ def eval_command(
         raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_ROWS:,}, not {batch_size}")
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be 1 or more, not {limit}")
+    from vaecli.checkpoint import model_name
     from vaecli.config import describe_prior
     from vaecli.data import dataset_for_model, load_dataset
     from vaecli.evaluate import default_rows, evaluate_split
@@ -86,22 +88,22 @@ def eval_command(
         result = evaluate_split(checkpoint.model, pixels, iw_samples, seed, advance, batch_size)
     numbers = asdict(result)
     report = {
-        "model": str(checkpoint.path),
+        "model": model_name(checkpoint.path),
         "dataset": name,
         "split": split,
         "binarized": binarize,
         "images": result.images,
         "iw_samples": result.iw_samples,
         "prior_components": checkpoint.config.model.prior_components,  # 0: N(0, I)
-        "elbo": {"recon": numbers.pop("recon"), "kl": numbers.pop("kl"), "loss": numbers.pop("elbo_loss")},
+        "neg_elbo": {"recon": numbers.pop("recon"), "kl": numbers.pop("kl"), "loss": numbers.pop("elbo_loss")},
         "nll": result.nll,
         "bits_per_dim": result.bits_per_dim,
-        "seconds": round(result.seconds, 3),
+        "elapsed_s": round(result.seconds, 3),
     }
     if json_out:
         term.emit(json.dumps(report))
         return
-    elbo = report["elbo"]
+    elbo = report["neg_elbo"]
     term.emit(f"images           {result.images} ({name} {split}{', binarized once, seed 0' if binarize else ''})")
     term.emit(f"prior            {describe_prior(checkpoint.config.model.prior_components)}")
     term.emit(f"-ELBO            {elbo['loss']:.2f} nats (recon {elbo['recon']:.2f}, KL {elbo['kl']:.2f})")

@@ -58,6 +58,7 @@ def fit_prior_command(
     fitted by EM to codes z ~ q(z|x) of the training images. Prints the new checkpoint's path.
     `vae train --resume` on it trains on under the fixed mixture; fit again afterwards.
 
+    \b
     Example: vae fit-prior -m vae.safetensors -o vae-mixture.safetensors
     """
     term.quiet = quiet
@@ -69,7 +70,7 @@ def fit_prior_command(
         raise UsageError(f"--samples must be between 1 and {MAX_CODE_SAMPLES}, not {samples}")
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be 1 or more, not {limit}")
-    from vaecli.checkpoint import PRETRAINED_DIR, load_checkpoint, resolve_model, save_checkpoint
+    from vaecli.checkpoint import PRETRAINED_DIR, load_checkpoint, model_name, resolve_model, save_checkpoint
     from vaecli.config import to_dict
     from vaecli.device import resolve_device
     from vaecli.files import check_output_file
@@ -96,12 +97,12 @@ def fit_prior_command(
         f"{config.dataset} images ({samples} per image)"
     )
     result = fit_prior(checkpoint.model, train_pixels, test_pixels, components, samples, config.binarize, seed)
-    command = ["vae", "fit-prior", "-m", str(source), "-o", str(out), "--components", str(components),
+    command = ["vae", "fit-prior", "-m", model_name(source), "-o", str(out), "--components", str(components),
                "--samples", str(samples), "--seed", str(seed)]
     if limit is not None:
         command += ["--limit", str(limit)]
     # Every step from scratch: the training so far, then this fit.
-    recipe = checkpoint.meta.get("recipe") or [_train_command(checkpoint, source)]
+    recipe = checkpoint.meta.get("recipe") or [_train_command(checkpoint, Path(model_name(source)))]
     meta = {
         **checkpoint.meta,
         "config": to_dict(config),
@@ -110,11 +111,11 @@ def fit_prior_command(
     }
     save_checkpoint(out, checkpoint.model, meta, checkpoint.optimizer_state, checkpoint.rng_state)
     term.note(
-        f"fitted in {result.seconds:.1f} s; KL to the prior on {result.test_images} test images: "
+        f"fitted in {result.elapsed_s:.1f} s; KL to the prior on {result.test_images} test images: "
         f"{result.test_kl_standard:.2f} nats with N(0, I), {result.test_kl_mixture:.2f} with the mixture"
     )
     if json_out:
-        term.emit(json.dumps({"checkpoint": str(out), **meta["prior"]}))
+        term.emit(json.dumps({"model": model_name(source), "checkpoint": str(out), **meta["prior"]}))
     else:
         term.emit(str(out))
 

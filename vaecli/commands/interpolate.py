@@ -68,6 +68,7 @@ def interpolate_command(
 ) -> None:
     """Write one strip: A, recon(A), --steps decodings between them, recon(B), B; paths on stdout.
 
+    \b
     Example: vae interpolate a.png b.png --steps 5 --method slerp -o strip.png
     """
     term.quiet = quiet

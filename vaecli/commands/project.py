@@ -53,6 +53,7 @@ def project_command(
 
     Stdout gets the PNG's path (and the CSV's with --points).
 
+    \b
     Example: vae project -m mnist-cnn.safetensors --limit 2000 -o latent.png --points latent.csv
     """
     term.quiet = quiet

@@ -56,6 +56,7 @@ def reconstruct_command(
 
     --compare FILE.png writes one figure of input/reconstruction pairs instead (add -o DIR for both).
 
+    \b
     Example: vae reconstruct digit.png --compare compare.png
     """
     term.quiet = quiet

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -15,8 +16,9 @@ from vaecli.commands.options import (
     NrowOption,
     QuietOption,
     ScaleOption,
-    SeedOption,
+    seed_option,
 )
+from vaecli.config import MAX_SEED
 from vaecli.console import term
 from vaecli.errors import UsageError
 
@@ -56,13 +58,16 @@ def sample_command(
     force: ForceOption = False,
     model: ModelOption = None,
     device: DeviceOption = "auto",
-    seed: SeedOption = 0,
+    seed: Annotated[
+        Optional[int], seed_option("Seed of the draws [default: a new one each run, said on stderr]")
+    ] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Draw z from the prior (N(0, I), or as fitted by vae fit-prior) and decode it.
 
     Writes sample-0001.png... in -o DIR (paths on stdout), or one --grid.
 
+    \b
     Example: vae sample -n 16 --grid samples.png
     """
     term.quiet = quiet
@@ -75,6 +80,9 @@ def sample_command(
     if note:
         term.note(note)
     check_count(count, checkpoint.config.model.image_shape, out, grid, nrow, scale, f"-n {count}")
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
+        term.note(f"seed {seed} (pass --seed {seed} to draw the same images again)")
     generator = make_generator(seed)
     # Drawn and decoded a batch at a time: the rows are the same as in one draw (prefix-stable).
     batches = (

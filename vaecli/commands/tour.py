@@ -45,6 +45,7 @@ def tour_command(
     Uses the test split of --dataset, else of the model's dataset (MNIST for other models), or the
     offline digits set when that cannot be loaded.
 
+    \b
     Example: vae tour -m mnist-cnn.safetensors -o tour/
     """
     term.quiet = quiet
@@ -105,13 +106,10 @@ def tour_command(
 
 def _test_set(checkpoint: Checkpoint, named: str | None, data_root: Path | None) -> tuple[str, ImageSet]:
     """--dataset, else the model's own test set when it is known here, else MNIST's, else the offline digits."""
-    from vaecli.data import DATASET_NAMES, TORCHVISION_DATASETS, dataset_for_model, load_dataset
+    from vaecli.data import TORCHVISION_DATASETS, dataset_for_model, load_dataset
     from vaecli.errors import DataError
 
-    stored = checkpoint.config.dataset
-    if named is None and stored not in DATASET_NAMES and not Path(stored).expanduser().is_dir():
-        stored = "mnist"  # a folder that is gone: show the model on MNIST
-    name, note = dataset_for_model(stored, named)
+    name, note = dataset_for_model(checkpoint.config.dataset, named)
     if note:
         term.note(note)
     shape = checkpoint.config.model.image_shape

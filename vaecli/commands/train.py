@@ -42,7 +42,8 @@ def train_command(
     latent_dim: Annotated[int, typer.Option("--latent-dim", help="Size of z.")] = 10,
     hidden: Annotated[
         int,
-        typer.Option("--hidden", help="Width: mlp first layer (default 512), cnn first channels (16), resnet (32)."),
+        typer.Option("--hidden", show_default=False,
+                     help="Width: mlp first layer, cnn or resnet first channels [default: mlp 512, cnn 16, resnet 32]"),
     ] = 0,
     channels: Annotated[
         Optional[int],
@@ -98,11 +99,15 @@ def train_command(
     keep_best: Annotated[
         bool, typer.Option("--keep-best", help="Also keep the lowest-test-loss epoch in <out stem>-best.safetensors.")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Replace an existing checkpoint at --out that this run did not write.")
+    ] = False,
 ) -> None:
     """Train a VAE and write a safetensors checkpoint after every epoch.
 
     Stdout gets the checkpoint's path at the end, or with --json one JSON object per epoch.
 
+    \b
     Example: vae train --arch cnn --dataset mnist --epochs 20 -o mnist-cnn.safetensors
     """
     term.quiet = quiet
@@ -119,8 +124,9 @@ def train_command(
                 arch=arch.value, latent_dim=latent_dim, hidden=hidden, channels=shape[0],
                 height=shape[1], width=shape[2], likelihood=likelihood.value,
             ),
-            dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule.value,
-            beta=beta, warmup=warmup, binarize=binarize, seed=seed, limit=limit, precision=precision.value,
+            dataset=_stored_dataset(dataset), epochs=epochs, batch_size=batch_size, lr=lr,
+            lr_schedule=lr_schedule.value, beta=beta, warmup=warmup, binarize=binarize, seed=seed, limit=limit,
+            precision=precision.value,
         )
         config.validate()
     else:
@@ -133,6 +139,10 @@ def train_command(
     from vaecli.files import kind_of
     from vaecli.report import report_after_training
 
+    if not force:
+        _keep_earlier_work(target, resume, "--out")
+        if keep_best:
+            _keep_earlier_work(target.with_name(f"{target.stem}-best{target.suffix}"), None, "--keep-best")
     if kind_of(target, "--out") in ("device", "fifo"):
         # Written through, epoch after epoch; nothing is placed beside a device or pipe.
         if keep_best:
@@ -157,7 +167,8 @@ def _train(config: Any, resume: Path | None, epochs: int | None, out: Path,
     from vaecli.config import train_command_line
     from vaecli.data import load_dataset
     from vaecli.distributed import join, leave
-    from vaecli.files import check_output_file
+    from vaecli.files import check_output_file, stamp
+    from vaecli.progress import training_display
     from vaecli.train import fit, start_run
 
     world, device = join(device_name)
@@ -188,32 +199,77 @@ def _train(config: Any, resume: Path | None, epochs: int | None, out: Path,
         extra["prior"] = checkpoint.meta.get("prior")
         extra["recipe"] = [*checkpoint.meta["recipe"], shlex.join(
             ["vae", "train", "--resume", str(resume), "--epochs", str(config.epochs), "-o", str(out)])]
-    with _progress_display(config.epochs) as on_progress, _terminate_as_interrupt():
+    before = stamp(out)
+    with training_display(config.epochs, run.epochs_done, len(train_set)) as display, _terminate_as_interrupt():
         def on_epoch(record: dict) -> None:
             if json_lines:
                 term.emit(json.dumps(record))
-            term.note(_epoch_line(record, config.epochs))
+            display.epoch_line(_epoch_line(record, config.epochs))
 
         try:
             fit(config, run, train_set, test_set, out, extra_meta=extra,
-                on_progress=on_progress, on_epoch=on_epoch, world=world,
+                on_progress=display.on_progress, on_epoch=on_epoch, world=world,
                 best_out=out.with_name(f"{out.stem}-best{out.suffix}") if keep_best else None,
                 compile_model=compile_model)
         except KeyboardInterrupt as exc:
             code = ExitCode.TERMINATED if isinstance(exc, _Terminated) else ExitCode.INTERRUPTED
-            # What is on disk, not what is in memory: a signal during a save leaves the previous epoch.
-            on_disk = run.epochs_saved or (checkpoint.epochs_done if checkpoint else 0)
-            if run.epochs_saved == 0 and (checkpoint is None or out != resume):
-                raise Interrupted(f"interrupted during epoch {on_disk + 1}; nothing new was saved", code) from None
-            raise Interrupted(
-                f"interrupted during epoch {on_disk + 1}; {out} holds epoch {on_disk}. "
-                f"Resume with: vae train --resume {shlex.quote(str(out))}",
-                code,
-            ) from None
+            raise _interrupted(out, before, checkpoint.epochs_done if checkpoint else 0, out == resume,
+                               code) from None
         finally:
             leave(world)
     if world.is_main and not json_lines:
         term.emit(str(out))
+
+
+def _stored_dataset(dataset: str) -> str:
+    """What the checkpoint records: a built-in name, or the folder's absolute path, found from anywhere."""
+    from vaecli.data import DATASET_NAMES
+
+    return dataset if dataset in DATASET_NAMES else str(Path(dataset).expanduser().resolve())
+
+
+def _keep_earlier_work(path: Path, resume: Path | None, option: str) -> None:
+    """Refuse to replace a file this run did not write: the user's earlier model is never lost unasked."""
+    from vaecli.checkpoint import read_metadata
+    from vaecli.errors import VaeError
+    from vaecli.files import kind_of
+
+    if kind_of(path, option) != "file" or (resume is not None and path.resolve() == resume.resolve()):
+        return
+    ways = (f"go on training it with --resume {shlex.quote(str(path))}, write elsewhere with "
+            f"-o NEW.safetensors, or replace it with --force")
+    try:
+        meta = read_metadata(path)
+    except VaeError:
+        raise UsageError(f"{option} {path}: exists and is not a vaecli checkpoint; choose another path with -o, "
+                         "or replace it with --force") from None
+    config = meta.get("config", {})
+    raise UsageError(
+        f"{option} {path}: already holds a checkpoint ({config.get('model', {}).get('arch')}, "
+        f"{meta.get('epochs_done', 0)} epochs on {str(config.get('dataset'))[:80]}); {ways}"
+    )
+
+
+def _interrupted(out: Path, before: tuple[int, int] | None, start: int, writes_back: bool,
+                 code: int) -> Interrupted:
+    """What a signal leaves: the epochs in the file on disk, which a signal during a save did not replace."""
+    from vaecli.checkpoint import read_metadata
+    from vaecli.errors import VaeError
+    from vaecli.files import stamp
+
+    on_disk, saved = start, False
+    if stamp(out) not in (None, before):  # this run replaced the file at least once, whole
+        try:
+            on_disk, saved = int(read_metadata(out).get("epochs_done", 0)), True
+        except VaeError:
+            pass
+    if not saved and not writes_back:
+        return Interrupted(f"interrupted during epoch {start + 1}; nothing new was saved", code)
+    return Interrupted(
+        f"interrupted during epoch {on_disk + 1}; {out} holds epoch {on_disk}. "
+        f"Resume with: vae train --resume {shlex.quote(str(out))}",
+        code,
+    )
 
 
 def _resumed(resume: Path, epochs: int | None, device: Any) -> Any:
@@ -291,33 +347,3 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def _progress_display(epochs: int) -> Iterator[Any]:
-    """A live rich bar on a terminal; nothing between the per-epoch lines otherwise."""
-    if not term.live_progress:
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-        BarColumn(),
-        TextColumn("{task.completed:>6.0f}/{task.total:.0f}"),
-        TextColumn("{task.fields[rate]:>7.0f} img/s"),
-        TextColumn("loss {task.fields[loss]:8.2f}"),
-        TimeRemainingColumn(),
-        console=term.stderr,
-        transient=True,
-    )
-    task = bar.add_task("train", total=1, epoch=0, epochs=epochs, rate=0.0, loss=float("nan"))
-
-    def on_progress(p: Any) -> None:
-        bar.update(
-            task, completed=p.images_done, total=p.images_total, epoch=p.epoch, epochs=p.epochs,
-            rate=p.images_done / max(p.elapsed_s, 1e-9), loss=p.running_loss,
-        )
-
-    with bar:
-        yield on_progress

@@ -1,0 +1,369 @@
+"""The README's shell examples run as a user runs them, and the docs figures match what `vae tour` draws."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from PIL import Image
+
+import vaecli
+from vaecli.checkpoint import read_metadata
+from vaecli.cli import app
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+DOCS = REPO / "docs"
+DOCS_MODEL = DOCS / "quickstart.safetensors"
+FIGURES = ("latent.png", "reconstructions.png", "interpolation.png", "samples.png")
+# Grey levels a pixel of a fresh figure may differ by. Another torch build rounds the encoder's outputs in
+# their last bits, which moves the 10,000 translucent points of latent.png by a fraction of a pixel: weights
+# changed by 1e-7 (relative) already change 2,000 of its pixels by up to 2 levels, 1e-5 by up to 11.
+# A stale figure differs by far more: other samples or another title change pixels by up to 255.
+PIXEL_TOLERANCE = 16
+QUICK_START_TRAIN = "vae train --arch cnn"  # how the quick start trains; the docs model must be trained so
+
+
+class Shrunk(NamedTuple):
+    """A README command run with less work: each (README text, text run instead) edit, and why."""
+
+    edits: tuple[tuple[str, str], ...]
+    why: str
+
+
+# Every command in the README falls in exactly one of these three; a new one fails the test until it is
+# placed. They run in README order in one folder, as a reader who goes through the README would run them.
+RUN_AS_WRITTEN = (
+    "vae info vae.safetensors",
+    "vae info vae.safetensors --json | jq .config",
+    'vae sample -n 8 -o out/ | while read f; do convert "$f" "${f%.png}.jpg"; done',
+    "vae reconstruct drawing.png --compare - > compare.png",
+    "vae interpolate a.png b.png --steps 5 --gif morph.gif",
+    "vae encode a.png b.png | vae decode -o out/",
+    "vae encode a.png b.png -o z.npy && python -c \"import numpy; numpy.save('mid.npy', "
+    "numpy.load('z.npy').mean(0, keepdims=True))\" && vae decode mid.npy --grid mid.png",
+    "vae info --json | jq .history[-1].test.loss",
+    'vae sample -m "$(vae fit-prior -m vae.safetensors)" -n 16 --grid s.png',
+    "vae fit-prior -m resnet.safetensors -o resnet-mixture.safetensors",
+    "vae fit-prior -m resnet-ft.safetensors -o mnist.safetensors",
+    "vae fit-prior -m vae.safetensors -o vae-mixture.safetensors",
+    "mkdir -p ~/.local/share/bash-completion/completions && vae completion bash > "
+    "~/.local/share/bash-completion/completions/vae",
+    "mkdir -p ~/.zfunc && vae completion zsh > ~/.zfunc/_vae",
+    "mkdir -p ~/.config/fish/completions && vae completion fish > ~/.config/fish/completions/vae.fish",
+)
+FEW_EPOCHS = "--epochs 1 --limit 200"  # one pass over 200 images: a checkpoint of the same kind in seconds
+SMALL_EVAL = "--limit 50 -k 5"  # 50 test images, 5 importance samples: the same report in a second
+SHRUNK = {
+    "pip install . && vae sample -n 16 --grid samples.png && vae train --arch cnn": Shrunk(
+        (("pip install .", "vae --version"), ("--arch cnn", f"--arch cnn {FEW_EPOCHS}")),
+        "this checkout's vae is already on PATH; 20 MNIST epochs take minutes",
+    ),
+    "vae train --arch cnn --dataset mnist --epochs 20 -o mnist-cnn.safetensors": Shrunk(
+        (("--epochs 20", FEW_EPOCHS),), "20 MNIST epochs take minutes"),
+    "vae train --arch mlp --dataset digits --epochs 5 -o digits.safetensors": Shrunk(
+        (("--epochs 5", "--epochs 5 --limit 200"),), "5 epochs of 1,437 images take 10 s on 2 cores"),
+    "vae train --dataset ~/pictures/cats --channels 3 --image-size 32 --likelihood gaussian -o cats.safetensors":
+        Shrunk((("gaussian", "gaussian --epochs 2"),), "20 epochs: 2 make the same kind of checkpoint"),
+    "vae train --json --epochs 3 -o short.safetensors | jq .test.loss": Shrunk(
+        (("--epochs 3", "--epochs 3 --limit 200"),), "3 MNIST epochs take a minute"),
+    "vae train --resume vae.safetensors --epochs 30": Shrunk(
+        (("--epochs 30", "--epochs 2"),), "resumes the 1-epoch quick-start model: one more epoch shows it"),
+    "export VAE_DATA_ROOT=/path/to/data": Shrunk(
+        (("/path/to/data", '"$VAE_DATA_ROOT"'),), "a placeholder: the test's copy of MNIST"),
+    "vae train --dataset mnist -o local.safetensors": Shrunk(
+        (("--dataset mnist", f"--dataset mnist {FEW_EPOCHS}"),), "20 MNIST epochs take minutes"),
+    "vae project --points pts.csv > /dev/null && cut -d, -f3-5 pts.csv | head": Shrunk(
+        (("vae project", "vae project --limit 1000"),), "encodes and draws all 10,000 MNIST test images"),
+    "vae tour -m mnist -o tour/ | xargs -n1 echo wrote": Shrunk(
+        (("-m mnist", "-m mnist --dataset digits"),),
+        "the bundled ResNet takes 10 s for the 10,000 MNIST test images; the digits test set has 360"),
+    "vae eval -m mnist --binarize": Shrunk(
+        (("--binarize", f"--binarize {SMALL_EVAL}"),), "K = 1000 on 10,000 images takes 17 minutes"),
+    "vae eval -m vae.safetensors --limit 1000 -k 100 --json | jq .nll": Shrunk(
+        (("--limit 1000 -k 100", SMALL_EVAL),), "K = 100 on 1,000 images takes a minute"),
+    "vae train --arch resnet --dataset mnist --latent-dim 32 --hidden 32 --epochs 120 --binarize "
+    "-o resnet.safetensors": Shrunk((("--epochs 120", FEW_EPOCHS),), "120 epochs take 88 minutes"),
+    "vae train --resume resnet-mixture.safetensors --epochs 180 -o resnet-ft.safetensors": Shrunk(
+        (("--epochs 180", "--epochs 2"),), "resumes the shrunk 1-epoch ResNet: one more epoch shows it"),
+    "vae eval -m vae-mixture.safetensors --binarize": Shrunk(
+        (("--binarize", f"--binarize {SMALL_EVAL}"),), "K = 1000 on 10,000 images takes minutes"),
+    "torchrun --standalone --nproc-per-node 2 -m vaecli train --dataset digits --device cpu -o ddp.safetensors":
+        Shrunk((("--device cpu", "--device cpu --epochs 1 --limit 200"),), "20 epochs in two processes"),
+}
+SKIPPED = {
+    "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu && pip install .":
+        "installs packages from the network",
+    "pip install '.[test]' && python -m pytest": "installs packages and runs the suite this test is part of",
+    "torchrun --standalone --nproc-per-node 4 -m vaecli train --arch cnn --device cuda --batch-size 512 "
+    "-o gpu4.safetensors": "needs 4 CUDA GPUs",
+    "torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint host1:29400 --rdzv-id vae1 "
+    "-m vaecli train --arch resnet --device cuda -o nodes.safetensors": "needs two machines with 8 GPUs each",
+    "pip install -e '.[test]'": "installs packages",
+    "python -m pytest": "runs the suite this test is part of",
+    "bash .ci/run": "makes a fresh venv and installs torch into it (about 6 GB)",
+    "echo 'source ~/.local/share/bash-completion/completions/vae' >> ~/.bashrc": "edits the shell's startup file",
+    "echo 'fpath+=(~/.zfunc); autoload -U compinit && compinit' >> ~/.zshrc": "edits the shell's startup file",
+}
+# Programs some examples pipe into, with the option that shows they work (a stand-in may only exist).
+TOOLS = {"jq": "--version", "convert": "-version"}
+OPTION = r"(?<![\w-])--?[a-z][\w-]*"  # an option's name in prose: -o, --out, not recon-NAME
+# A pipeline into `head` ends its writer early: SIGPIPE (141) there is how the README's pipelines work.
+SIGPIPE_OK = ("| head",)
+
+
+def _without_comment(line: str) -> str:
+    """The line up to its shell comment: an unquoted `#` that starts a word."""
+    quote = None
+    for i, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line.rstrip()
+
+
+def _cells(row: str) -> list[str]:
+    """A Markdown table row's cells, `\\|` kept inside its cell."""
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", row.strip())[1:-1]]
+
+
+def _unquote_cell(cell: str) -> str:
+    return cell.strip("`").replace("\\|", "|")
+
+
+def _table(text: str, header: str) -> list[list[str]]:
+    """The rows (cells) of the Markdown table whose header row starts with `header`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:  # past the header and its |---| line
+        if not line.startswith("|"):
+            break
+        rows.append(_cells(line))
+    return rows
+
+
+def readme_commands(text: str) -> list[str]:
+    """Every command in the README's ```sh blocks and its command table's pipeline column, in README order."""
+    found = []
+    for match in re.finditer(r"^```sh\n(.*?)^```$|^\| command \|[^\n]*\| a pipeline \|$", text, re.S | re.M):
+        if match.group(1) is not None:
+            block = re.sub(r"\s*\\\n\s*", " ", match.group(1))  # continued lines are one command
+            found += [cmd for cmd in map(_without_comment, block.splitlines()) if cmd]
+        else:
+            column = _cells(match.group(0)).index("a pipeline")
+            found += [_unquote_cell(row[column]) for row in _table(text[match.start():], "| command |")]
+    return found
+
+
+def _command_to_run(command: str) -> str:
+    """The command with its SHRUNK edits made."""
+    shrunk = SHRUNK.get(command)
+    for old, new in shrunk.edits if shrunk else ():
+        command = command.replace(old, new, 1)
+    return command
+
+
+def cli_options() -> dict[str, set[str]]:
+    """Each subcommand's options as `vae SUB --help` lists them ('' for `vae` itself)."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    options = {"": {opt for param in group.params for opt in param.opts + param.secondary_opts} | {"-h", "--help"}}
+    for name, command in group.commands.items():
+        options[name] = {"-h", "--help"} | {
+            opt for param in command.params if not getattr(param, "hidden", False)
+            for opt in param.opts + param.secondary_opts if opt.startswith("-")
+        }
+    return options
+
+
+def vae_calls(command: str) -> list[tuple[str, list[str]]]:
+    """(subcommand, option words) of each `vae SUB ...` or `-m vaecli SUB ...` in a shell command."""
+    calls = []
+    for inner in re.findall(r"\$\(([^()]*)\)", command):  # command substitutions are commands too
+        calls += vae_calls(inner)
+    lexer = shlex.shlex(re.sub(r"\$\([^()]*\)", "SUBST", command), posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    words = list(lexer)
+    for i, word in enumerate(words):
+        if not (word == "vae" or (word == "vaecli" and i > 0 and words[i - 1] == "-m")):
+            continue
+        rest = []
+        for token in words[i + 1:]:
+            if set(token) <= set("|&;<>()"):  # a pipe, list or redirection ends this call
+                break
+            rest.append(token)
+        name = rest[0] if rest and not rest[0].startswith("-") else ""
+        calls.append((name, [w.split("=")[0] for w in rest[1 if name else 0:] if w.startswith("-") and w != "-"]))
+    return calls
+
+
+def _unknown_options(command: str, known: dict[str, set[str]]) -> list[str]:
+    problems = []
+    for name, options in vae_calls(command):
+        if name not in known:
+            problems.append(f"`vae {name}` is not a command")
+            continue
+        problems += [f"`vae {name}` has no option {opt}" for opt in options if opt not in known[name]]
+    return problems
+
+
+def test_every_readme_command_is_run_shrunk_or_skipped():
+    commands = readme_commands(README.read_text())
+    listed = [*RUN_AS_WRITTEN, *SHRUNK, *SKIPPED]
+    unknown = [cmd for cmd in commands if cmd not in listed]
+    assert not unknown, "README commands this test does not know: add each to RUN_AS_WRITTEN, SHRUNK or SKIPPED " \
+                        "in tests/test_readme.py:\n" + "\n".join(unknown)
+    gone = [cmd for cmd in listed if cmd not in commands]
+    assert not gone, "no longer in the README: remove from tests/test_readme.py:\n" + "\n".join(gone)
+    assert len(listed) == len(set(listed)), "a command is listed twice"
+    for command, shrunk in SHRUNK.items():
+        for old, _ in shrunk.edits:
+            assert old in command, f"{command!r} has no {old!r} to replace"
+
+
+def test_readme_options_exist():
+    """Every option the README uses or names is one that `vae SUB --help` lists, run or not."""
+    text = README.read_text()
+    known = cli_options()
+    problems = [p for cmd in readme_commands(text) for p in _unknown_options(cmd, known)]
+    # Inline code in the prose and tables (`vae train --resume`, `vae sample [-n 16]`), brackets dropped.
+    prose = re.sub(r"^```.*?^```$", "", text, flags=re.S | re.M)
+    for span in re.findall(r"`([^`]+)`", prose):
+        if re.search(r"(^|[\s(])vae\s", span):
+            problems += _unknown_options(re.sub(r"[][]", " ", span.replace("\\|", "|")), known)
+    # In each table of commands, the first two columns name options of the command in the first.
+    for header in re.finditer(r"^\| command \|", text, re.M):
+        for row in _table(text[header.start():], "| command |"):
+            name = _unquote_cell(row[0]).split()[1]
+            spans = " ".join(re.findall(r"`([^`]*)`", " ".join(row[:2])))
+            problems += [f"`vae {name}` has no option {opt}" for opt in re.findall(OPTION, spans)
+                         if opt not in known[name]]
+    # The training table says it lists every option: both ways, then.
+    table = {opt for row in _table(text, "| option |") for opt in re.findall(OPTION, row[0])}
+    problems += [f"`vae train` has no option {opt}" for opt in sorted(table - known["train"])]
+    problems += [f"the training table lacks {opt}" for opt in sorted(known["train"] - table - {"-h", "--help"})]
+    assert not problems, "\n".join(problems)
+
+
+def _write_inputs(folder: Path, home: Path, mnist_root: Path) -> None:
+    """The files the examples name: two test digits, a black-on-white drawing, a folder of 'cats'."""
+    import numpy as np
+
+    from vaecli.data import load_dataset
+
+    data = load_dataset("mnist", "test", data_root=mnist_root, limit=60)
+    pixels, labels = data.images[:, 0].numpy(), data.labels.tolist()
+    Image.fromarray(pixels[0]).save(folder / "a.png")
+    Image.fromarray(pixels[labels.index(next(x for x in labels if x != labels[0]))]).save(folder / "b.png")
+    Image.fromarray(255 - pixels[2]).resize((112, 112), Image.Resampling.NEAREST).save(folder / "drawing.png")
+    for i in range(len(pixels)):  # RGB, 40x40: converted and resized by --channels 3 --image-size 32
+        kind = home / "pictures" / "cats" / ("tabby" if i % 2 else "black")
+        kind.mkdir(parents=True, exist_ok=True)
+        rgb = np.stack([pixels[i], pixels[i] // 2, 255 - pixels[i]], axis=-1)
+        Image.fromarray(rgb).resize((40, 40)).save(kind / f"cat-{i}.png")
+
+
+def _works(tool: str, flag: str) -> bool:
+    """Whether `tool flag` succeeds: the program is there and is the real one."""
+    try:
+        return subprocess.run([tool, flag], capture_output=True, timeout=30).returncode == 0
+    except OSError:
+        return False
+
+
+def _tools(folder: Path) -> Path:
+    """A bin folder where `vae`, `python` and `torchrun` are this checkout's, run by this interpreter."""
+    folder.mkdir()
+    python = shlex.quote(sys.executable)
+    for name, program in (("vae", f"{python} -m vaecli"), ("python", python),
+                          ("torchrun", f"{python} -m torch.distributed.run")):
+        (folder / name).write_text(f'#!/bin/sh\nexec {program} "$@"\n')
+        (folder / name).chmod(0o755)
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_readme_commands_run(mnist_root, tmp_path):
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    _write_inputs(work, home, mnist_root)
+    env = {key: value for key, value in os.environ.items() if key not in ("VAE_MODEL", "VAE_DEVICE")}
+    env.update(
+        PATH=f"{_tools(tmp_path / 'bin')}{os.pathsep}{env['PATH']}", HOME=str(home), VAE_DATA_ROOT=str(mnist_root),
+        VAE_OFFLINE="1", NO_COLOR="1",
+        # The checkout's package, also where it is installed elsewhere (CI installs a copy).
+        PYTHONPATH=os.pathsep.join([str(Path(vaecli.__file__).parent.parent), *filter(None, [env.get("PYTHONPATH")])]),
+    )
+    missing_tools = {tool for tool, flag in TOOLS.items() if not _works(tool, flag)}
+    failures, not_run = [], []
+    for command in readme_commands(README.read_text()):
+        if command not in RUN_AS_WRITTEN and command not in SHRUNK:
+            continue  # skipped with a reason, or unknown (and then the listing test fails): never run blind
+        missing = [tool for tool in missing_tools if re.search(rf"\b{tool}\b", command)]
+        if missing:
+            not_run.append(f"{command}  (needs {', '.join(missing)})")
+            continue
+        script = _command_to_run(command)
+        done = subprocess.run(["bash", "-c", f"set -o pipefail\n{script}"], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=600)
+        if done.returncode == 0 or (done.returncode == 141 and any(end in command for end in SIGPIPE_OK)):
+            continue
+        # Later commands may fail only because this one did; all are reported, the first is the one to fix.
+        failures.append(f"$ {script}\nexit {done.returncode}\n{done.stderr.strip()[-2000:]}")
+    assert not failures, "README commands that failed (run in order in one folder):\n\n" + "\n\n".join(failures)
+    if not_run:
+        pytest.skip("README commands not run, for want of a tool:\n" + "\n".join(not_run))
+
+
+def test_docs_model_is_the_quick_start_model(cli, mnist_root, tmp_path, monkeypatch):
+    """docs/quickstart.safetensors records the quick start's training command, and the README its numbers."""
+    monkeypatch.setenv("VAE_DATA_ROOT", str(mnist_root))
+    meta = read_metadata(DOCS_MODEL)
+    # The command a fresh `vae train --arch cnn` records, its options all spelled out, from a 1-image run.
+    args = shlex.split(QUICK_START_TRAIN)[1:]
+    result = cli(*args, "--epochs", "1", "--limit", "1", "--no-report", "-q", "-o", tmp_path / "one.safetensors")
+    assert result.exit_code == 0, result.stderr
+    one = read_metadata(tmp_path / "one.safetensors")["command"]
+    expected = re.sub(r" --limit 1\b", "", re.sub(r"--epochs 1\b", "--epochs 20", one))
+    assert meta["command"] == expected, "docs/quickstart.safetensors was not trained as the quick start trains"
+    caption = (f"(`{QUICK_START_TRAIN}`: CNN, latent {meta['latent_dim']}, {meta['epochs_done']} epochs, "
+               f"test loss {meta['history'][-1]['test']['loss']:.1f} nats)")
+    assert caption in " ".join(README.read_text().split()), f"the figures' caption in the README should read {caption}"
+
+
+def _largest_difference(drawn: Path, kept: Path) -> int:
+    """0 for the same bytes, else the largest difference in one channel of one pixel (256: another size)."""
+    import numpy as np
+
+    if drawn.read_bytes() == kept.read_bytes():
+        return 0
+    with Image.open(drawn) as first, Image.open(kept) as second:
+        if first.size != second.size:
+            return 256
+        pixels = [np.asarray(image.convert("RGBA"), dtype=np.int16) for image in (first, second)]
+    return int(np.abs(pixels[0] - pixels[1]).max())
+
+
+def test_docs_figures_are_fresh(cli, mnist_root, tmp_path, monkeypatch):
+    """`vae tour` on the docs model draws docs/*.png again: the same pixels, to within rounding."""
+    monkeypatch.setenv("VAE_DATA_ROOT", str(mnist_root))
+    # CPU: a GPU's kernels would round differently; the figures were made on a CPU.
+    result = cli("tour", "-m", DOCS_MODEL, "-o", tmp_path / "tour", "--seed", "0", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert "instead" not in result.stderr, result.stderr  # no fallback to another dataset
+    differences = {name: _largest_difference(tmp_path / "tour" / name, DOCS / name) for name in FIGURES}
+    stale = [f"{name} (a pixel off by {levels})" for name, levels in differences.items() if levels > PIXEL_TOLERANCE]
+    assert not stale, f"{', '.join(stale)} in docs/ differ from what `vae tour` draws: run scripts/make_docs_figures.sh"
