@@ -42,6 +42,7 @@ class Shrunk(NamedTuple):
 # placed. They run in README order in one folder, as a reader who goes through the README would run them.
 RUN_AS_WRITTEN = (
     "vae info vae.safetensors",
+    "vae info vae.safetensors --history",
     "vae info vae.safetensors --json | jq .config",
     'vae sample -n 8 -o out/ | while read f; do convert "$f" "${f%.png}.jpg"; done',
     "vae reconstruct drawing.png --compare - > compare.png",
