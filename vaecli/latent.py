@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import BinaryIO
 
 import torch
 
-from vaecli.checkpoint import Checkpoint, load_checkpoint, resolve_model
+from vaecli.checkpoint import Checkpoint, load_checkpoint
 from vaecli.device import resolve_device
 from vaecli.errors import InputError, UsageError
 from vaecli.files import read_exactly
@@ -19,16 +20,15 @@ BATCH_SIZE = 256  # images per forward pass: bounds memory for large -n or long 
 INTERPOLATION_METHODS = ("lerp", "slerp")
 
 
-def open_model(option: str | None, device_name: str) -> tuple[Checkpoint, str | None]:
-    """Resolve -m (see checkpoint.resolve_model) and load it; also returns the fallback note."""
+def load_model(path: Path, device_name: str, training_state: bool = False) -> Checkpoint:
+    """Load a checkpoint on --device, refused when a batch of its images would not fit in memory."""
     from vaecli.memory import check_fits, model_bytes
 
-    path, note = resolve_model(option)
-    checkpoint = load_checkpoint(path, resolve_device(device_name))
+    checkpoint = load_checkpoint(path, resolve_device(device_name), training_state=training_state)
     # The weights are bounded by the file's size, but not what a batch of its images needs.
     check_fits(model_bytes(checkpoint.config.model, BATCH_SIZE, training=False), _device(checkpoint.model),
                f"{path}: running this model on {BATCH_SIZE} images at a time", "use a smaller model")
-    return checkpoint, note
+    return checkpoint
 
 
 def make_generator(seed: int) -> torch.Generator:
