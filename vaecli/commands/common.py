@@ -69,7 +69,7 @@ def check_image_outputs(out: str, grid: Path | None, nrow: int | None) -> None:
     if out == "-":
         if grid is not None:
             raise UsageError("-o - already writes the grid to stdout; drop --grid or give -o a folder")
-        term.check_binary_stdout()
+        check_output(out, "-o")
     elif grid is None:
         if nrow is not None:
             term.warn("--nrow applies only to a grid (--grid FILE or -o -); ignoring it")
