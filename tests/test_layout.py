@@ -60,7 +60,8 @@ def test_commands_share_helpers_through_one_module_not_each_other():
 
 def test_quiet_does_not_leak_into_the_next_invocation(cli, tiny_model):
     # Both run in this process: the second must not inherit the first one's -q.
-    assert cli("sample", "-m", tiny_model, "-n", "1", "-o", "out", "--seed", "1", "--device", "cpu", "-q").exit_code == 0
+    quiet = cli("sample", "-m", tiny_model, "-n", "1", "-o", "out", "--seed", "1", "--device", "cpu", "-q")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
     result = cli("info")
     assert result.exit_code == 0
     assert "using the bundled MNIST model" in result.stderr

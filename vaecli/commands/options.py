@@ -47,11 +47,12 @@ ModelOption = Annotated[
         show_default=False,
     ),
 ]
-def between(low: int, high: int) -> Callable[[typer.Context, typer.CallbackParam, Optional[int]], Optional[int]]:
-    """An option callback that refuses a count outside [low, high] while parsing, in the house's words.
 
-    Typer's own min/max would do, but its message does not say the range, and these bounds
-    (memory, time) are worth saying."""
+
+def between(low: int, high: int) -> Callable[[typer.Context, typer.CallbackParam, Optional[int]], Optional[int]]:
+    """An option callback refusing a count outside [low, high] while parsing, before any work.
+
+    Typer's min/max would refuse it too; this message names the option and its whole range."""
 
     def check(ctx: typer.Context, param: typer.CallbackParam, value: Optional[int]) -> Optional[int]:
         if value is not None and not low <= value <= high:
