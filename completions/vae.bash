@@ -51,20 +51,19 @@ _vae() {
         decode)
             case $prev in
                 --out|-o|--grid) _vae_paths files; return ;;
-                --nrow|--scale|--seed) return ;;
+                --nrow|--scale) return ;;
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            if [[ $cur == -* ]]; then _vae_words "--out -o --grid --nrow --scale --force -f --model -m --device --seed --quiet -q --help -h"; else _vae_paths files; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--out -o --grid --nrow --scale --force -f --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         encode)
             case $prev in
                 --out|-o) _vae_paths files; return ;;
                 --invert) _vae_words "yes no auto"; return ;;
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
-                --seed) return ;;
             esac
-            if [[ $cur == -* ]]; then _vae_words "--out -o --invert --model -m --device --seed --quiet -q --help -h"; else _vae_paths files; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--out -o --invert --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         eval)
             case $prev in
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
@@ -89,7 +88,7 @@ _vae() {
             if [[ $cur == -* ]]; then _vae_words "--history --json --help -h"; else _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; fi ;;
         interpolate)
             case $prev in
-                --steps|--scale|--seed) return ;;
+                --steps|--scale) return ;;
                 --method) _vae_words "lerp slerp"; return ;;
                 --out|-o|--gif) _vae_paths files; return ;;
                 --frames) _vae_paths dirs; return ;;
@@ -97,7 +96,7 @@ _vae() {
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            if [[ $cur == -* ]]; then _vae_words "--steps --method --out -o --frames --gif --invert --scale --model -m --device --seed --quiet -q --help -h"; else _vae_paths files; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--steps --method --out -o --frames --gif --invert --scale --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         project)
             case $prev in
                 --out|-o|--points) _vae_paths files; return ;;
@@ -112,12 +111,12 @@ _vae() {
         reconstruct)
             case $prev in
                 --out|-o|--compare) _vae_paths files; return ;;
-                --nrow|--scale|--seed) return ;;
+                --nrow|--scale) return ;;
                 --invert) _vae_words "yes no auto"; return ;;
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            if [[ $cur == -* ]]; then _vae_words "--out -o --compare --nrow --invert --scale --model -m --device --seed --quiet -q --help -h"; else _vae_paths files; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--out -o --compare --nrow --invert --scale --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         sample)
             case $prev in
                 --count|-n|--temperature|-t|--nrow|--scale|--seed) return ;;

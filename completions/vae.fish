@@ -44,7 +44,6 @@ complete -c vae -n '__vae_using decode' -l scale -x -d 'Enlarge written images K
 complete -c vae -n '__vae_using decode' -l force -s f -d 'Number from 1 and overwrite, instead of going on after existing files.'
 complete -c vae -n '__vae_using decode' -l model -s m -x -a 'mnist fashion-mnist (__vae_checkpoints)' -d 'Checkpoint path, or a bundled model: mnist, fashion-mnist.'
 complete -c vae -n '__vae_using decode' -l device -x -a 'auto cpu cuda mps' -d 'auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.'
-complete -c vae -n '__vae_using decode' -l seed -x -d 'Seed for every random draw.'
 complete -c vae -n '__vae_using decode' -l quiet -s q -d 'Print only errors on stderr.'
 complete -c vae -n '__vae_using decode' -l help -s h -d 'Show the help and exit.'
 complete -c vae -n '__vae_using decode' -F
@@ -52,7 +51,6 @@ complete -c vae -n '__vae_using encode' -l out -s o -r -F -d 'The .npy file to w
 complete -c vae -n '__vae_using encode' -l invert -x -a 'yes no auto' -d 'Invert input images: yes, no, or auto (when the border is light, since the mo...'
 complete -c vae -n '__vae_using encode' -l model -s m -x -a 'mnist fashion-mnist (__vae_checkpoints)' -d 'Checkpoint path, or a bundled model: mnist, fashion-mnist.'
 complete -c vae -n '__vae_using encode' -l device -x -a 'auto cpu cuda mps' -d 'auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.'
-complete -c vae -n '__vae_using encode' -l seed -x -d 'Seed for every random draw.'
 complete -c vae -n '__vae_using encode' -l quiet -s q -d 'Print only errors on stderr.'
 complete -c vae -n '__vae_using encode' -l help -s h -d 'Show the help and exit.'
 complete -c vae -n '__vae_using encode' -F
@@ -94,7 +92,6 @@ complete -c vae -n '__vae_using interpolate' -l invert -x -a 'yes no auto' -d 'I
 complete -c vae -n '__vae_using interpolate' -l scale -x -d 'Enlarge written images K times (nearest neighbour).'
 complete -c vae -n '__vae_using interpolate' -l model -s m -x -a 'mnist fashion-mnist (__vae_checkpoints)' -d 'Checkpoint path, or a bundled model: mnist, fashion-mnist.'
 complete -c vae -n '__vae_using interpolate' -l device -x -a 'auto cpu cuda mps' -d 'auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.'
-complete -c vae -n '__vae_using interpolate' -l seed -x -d 'Seed for every random draw.'
 complete -c vae -n '__vae_using interpolate' -l quiet -s q -d 'Print only errors on stderr.'
 complete -c vae -n '__vae_using interpolate' -l help -s h -d 'Show the help and exit.'
 complete -c vae -n '__vae_using interpolate' -F
@@ -116,7 +113,6 @@ complete -c vae -n '__vae_using reconstruct' -l invert -x -a 'yes no auto' -d 'I
 complete -c vae -n '__vae_using reconstruct' -l scale -x -d 'Enlarge written images K times (nearest neighbour).'
 complete -c vae -n '__vae_using reconstruct' -l model -s m -x -a 'mnist fashion-mnist (__vae_checkpoints)' -d 'Checkpoint path, or a bundled model: mnist, fashion-mnist.'
 complete -c vae -n '__vae_using reconstruct' -l device -x -a 'auto cpu cuda mps' -d 'auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.'
-complete -c vae -n '__vae_using reconstruct' -l seed -x -d 'Seed for every random draw.'
 complete -c vae -n '__vae_using reconstruct' -l quiet -s q -d 'Print only errors on stderr.'
 complete -c vae -n '__vae_using reconstruct' -l help -s h -d 'Show the help and exit.'
 complete -c vae -n '__vae_using reconstruct' -F

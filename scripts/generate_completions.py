@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
+from vaecli.cli import app
 from vaecli.completion import write_all
 
 if __name__ == "__main__":
-    for path in write_all(Path(__file__).resolve().parent.parent / "completions"):
+    for path in write_all(Path(__file__).resolve().parent.parent / "completions", app):
         print(path)

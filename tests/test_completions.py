@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from vaecli.cli import app
 from vaecli.completion import FILE_NAMES, SHELLS, script
 
 COMPLETIONS = Path(__file__).resolve().parent.parent / "completions"
@@ -17,14 +18,14 @@ COMPLETIONS = Path(__file__).resolve().parent.parent / "completions"
 @pytest.mark.parametrize("shell", SHELLS)
 def test_committed_scripts_are_fresh(shell):
     committed = (COMPLETIONS / FILE_NAMES[shell]).read_text()
-    assert committed == script(shell), "stale: run `python scripts/generate_completions.py`"
+    assert committed == script(shell, app), "stale: run `python scripts/generate_completions.py`"
 
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_completion_command_prints_the_script(cli, shell):
     result = cli("completion", shell)
     assert result.exit_code == 0
-    assert result.stdout == script(shell).rstrip("\n") + "\n"
+    assert result.stdout == script(shell, app).rstrip("\n") + "\n"
 
 
 def test_completion_command_refuses_other_shells(cli):
@@ -92,7 +93,7 @@ def test_bash_keeps_a_file_name_with_spaces_whole(tmp_path, typed):
 def test_scripts_never_start_python():
     # Answering from the shell alone keeps TAB instant: no `vae` or python call inside.
     for shell in SHELLS:
-        body = script(shell)
+        body = script(shell, app)
         assert "python" not in body and "_VAE_COMPLETE" not in body
 
 

@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from vaecli import __version__
-from vaecli.console import term
+from vaecli.console import debug_from_env, term
 from vaecli.errors import ExitCode, OutputError, ReaderGone, VaeError
 
 
@@ -20,6 +20,9 @@ class VaeGroup(TyperGroup):
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        # Each invocation starts fresh: an in-process caller (tests, scripts) must not inherit an
+        # earlier call's -q or --debug from the one terminal that every command writes through.
+        term.reset()
         code = run_safely(
             lambda: super(VaeGroup, self).main(
                 args=args, prog_name=prog_name or "vae", complete_var=complete_var,
@@ -129,8 +132,7 @@ def root(
 
     Data goes to stdout (paths, PNG bytes, JSON); messages and progress go to stderr.
     """
-    # Decided per invocation: an in-process caller (tests, scripts) must not inherit an earlier --debug.
-    term.debug = debug or os.environ.get("VAE_DEBUG", "") not in ("", "0")
+    term.debug = debug or debug_from_env()
 
 
 # One line each for `vae --help`: click would cut the docstrings' first sentences with "...".

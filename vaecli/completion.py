@@ -9,6 +9,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SHELLS = ("bash", "zsh", "fish")
 FILE_NAMES = {"bash": "vae.bash", "zsh": "_vae", "fish": "vae.fish"}
@@ -52,13 +53,13 @@ class CommandSpec:
     arguments: list[ArgumentSpec]
 
 
-def describe_cli() -> tuple[list[OptionSpec], list[CommandSpec]]:
-    """Walk the typer app: root options and every visible command with its options and arguments."""
+def describe_cli(cli: Any) -> tuple[list[OptionSpec], list[CommandSpec]]:
+    """Walk the CLI (the typer app or its click group): root options and every visible command.
+
+    The CLI is passed in, not imported, so that the app can offer `vae completion` without a cycle."""
     import typer
 
-    from vaecli.cli import app
-
-    group = typer.main.get_command(app)
+    group = typer.main.get_command(cli) if isinstance(cli, typer.Typer) else cli
     known = _known_words()
     root_ctx = group.make_context("vae", [], resilient_parsing=True)
     root = [_option(p, root_ctx, known) for p in group.params if _visible_option(p)]
@@ -362,17 +363,15 @@ def _fish_quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def script(shell: str) -> str:
-    root, commands = describe_cli()
+def script(shell: str, cli: Any) -> str:
+    """The completion script for `shell` of the CLI (the typer app or its click group)."""
+    root, commands = describe_cli(cli)
     return {"bash": bash_script, "zsh": zsh_script, "fish": fish_script}[shell](root, commands)
 
 
-def write_all(folder: Path) -> list[Path]:
-    """Write every shell's script into folder; returns the paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for shell in SHELLS:
-        path = folder / FILE_NAMES[shell]
-        path.write_text(script(shell))
-        paths.append(path)
-    return paths
+def write_all(folder: Path, cli: Any) -> list[Path]:
+    """Write every shell's script for the CLI into folder; returns the paths."""
+    from vaecli.files import ensure_folder, write_atomic
+
+    ensure_folder(folder)
+    return [write_atomic(folder / FILE_NAMES[shell], script(shell, cli).encode("utf-8")) for shell in SHELLS]

@@ -23,14 +23,24 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
+def debug_from_env() -> bool:
+    """VAE_DEBUG=1 (anything but empty or 0) asks for tracebacks, as --debug does."""
+    return os.environ.get("VAE_DEBUG", "") not in ("", "0")
+
+
 @dataclass
 class Terminal:
     """The streams a command talks to; commands set `quiet`, tests may swap streams."""
 
     quiet: bool = False
-    debug: bool = field(default_factory=lambda: os.environ.get("VAE_DEBUG", "") not in ("", "0"))
+    debug: bool = field(default_factory=lambda: debug_from_env())
     _console: Console | None = None
     _console_file: object = None
+
+    def reset(self) -> None:
+        """Forget an earlier invocation's -q and --debug: each call in one process starts fresh."""
+        self.quiet = False
+        self.debug = debug_from_env()
 
     @property
     def stderr(self) -> Console:

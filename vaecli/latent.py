@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import torch
 
-from vaecli.checkpoint import Checkpoint, load_checkpoint, resolve_model
+from vaecli.checkpoint import Checkpoint, load_checkpoint
 from vaecli.device import resolve_device
 from vaecli.errors import InputError, UsageError
 from vaecli.files import read_exactly
@@ -19,16 +20,15 @@ BATCH_SIZE = 256  # images per forward pass: bounds memory for large -n or long 
 INTERPOLATION_METHODS = ("lerp", "slerp")
 
 
-def open_model(option: str | None, device_name: str) -> tuple[Checkpoint, str | None]:
-    """Resolve -m (see checkpoint.resolve_model) and load it; also returns the fallback note."""
+def load_model(path: Path, device_name: str, training_state: bool = False) -> Checkpoint:
+    """Load a checkpoint on --device, refused when a batch of its images would not fit in memory."""
     from vaecli.memory import check_fits, model_bytes
 
-    path, note = resolve_model(option)
-    checkpoint = load_checkpoint(path, resolve_device(device_name))
+    checkpoint = load_checkpoint(path, resolve_device(device_name), training_state=training_state)
     # The weights are bounded by the file's size, but not what a batch of its images needs.
     check_fits(model_bytes(checkpoint.config.model, BATCH_SIZE, training=False), _device(checkpoint.model),
                f"{path}: running this model on {BATCH_SIZE} images at a time", "use a smaller model")
-    return checkpoint, note
+    return checkpoint
 
 
 def make_generator(seed: int) -> torch.Generator:
@@ -123,6 +123,7 @@ def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int, method: str = "ler
 
 MAX_CODE_BYTES = 1 << 30  # codes read at once; a million 32-d codes take 128 MiB
 NPY_MAGIC = b"\x93NUMPY"
+NPY_HINT = "give a .npy file written by `vae encode`"
 
 
 def read_codes(handle: BinaryIO, latent_dim: int, name: str) -> torch.Tensor:
@@ -139,34 +140,11 @@ def read_codes(handle: BinaryIO, latent_dim: int, name: str) -> torch.Tensor:
 
 
 def _read_one_array(handle: BinaryIO, magic: bytes, latent_dim: int, name: str, budget: int) -> torch.Tensor:
-    import io
-
     import numpy as np
-    from numpy.lib import format as npy
 
-    hint = "give a .npy file written by `vae encode`"
-    if not magic:
-        raise InputError(f"{name}: empty; {hint}")
-    if magic.startswith(b"PK"):
-        raise InputError(f"{name}: an .npz archive, not a .npy array; save one array with numpy.save")
-    if magic != NPY_MAGIC:
-        raise InputError(f"{name}: not a .npy file; {hint}")
-    try:
-        version = read_exactly(handle, 2, name)
-        length_size = 2 if version[:1] == b"\x01" else 4
-        length_bytes = read_exactly(handle, length_size, name)
-        length = int.from_bytes(length_bytes, "little")
-        if length > 65536 or len(length_bytes) < length_size:
-            raise ValueError("its header is damaged")
-        head = io.BytesIO(magic + version + length_bytes + read_exactly(handle, length, name))
-        npy.read_magic(head)
-        reader = npy.read_array_header_1_0 if length_size == 2 else npy.read_array_header_2_0
-        shape, fortran, dtype = reader(head, max_header_size=65536)
-    except (ValueError, SyntaxError, TypeError, OverflowError) as exc:
-        first = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{name}: not a readable .npy array ({first}); {hint}") from None
+    shape, fortran, dtype = _read_npy_header(handle, magic, name)
     if dtype.hasobject:
-        raise InputError(f"{name}: not a readable .npy array (it holds Python objects); {hint}")
+        raise InputError(f"{name}: not a readable .npy array (it holds Python objects); {NPY_HINT}")
     if len(shape) != 2 or shape[1] != latent_dim:
         raise InputError(
             f"{name}: array of shape {tuple(shape)}, but this model needs (N, {latent_dim}); "
@@ -184,11 +162,39 @@ def _read_one_array(handle: BinaryIO, magic: bytes, latent_dim: int, name: str, 
         raise InputError(f"{name}: the array has no rows; nothing to decode")
     data = read_exactly(handle, size, name)
     if len(data) != size:
-        raise InputError(f"{name}: the array is truncated ({len(data):,} of {size:,} bytes); {hint}")
+        raise InputError(f"{name}: the array is truncated ({len(data):,} of {size:,} bytes); {NPY_HINT}")
     array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
     if not np.isfinite(array).all():
         raise InputError(f"{name}: the array contains NaN or Inf; nothing sensible decodes from it")
     return torch.from_numpy(array.astype(np.float32))
+
+
+def _read_npy_header(handle: BinaryIO, magic: bytes, name: str) -> tuple[tuple[int, ...], bool, Any]:
+    """(shape, Fortran order, dtype) from a .npy header whose first bytes (`magic`) are already read."""
+    import io
+
+    from numpy.lib import format as npy
+
+    if not magic:
+        raise InputError(f"{name}: empty; {NPY_HINT}")
+    if magic.startswith(b"PK"):
+        raise InputError(f"{name}: an .npz archive, not a .npy array; save one array with numpy.save")
+    if magic != NPY_MAGIC:
+        raise InputError(f"{name}: not a .npy file; {NPY_HINT}")
+    try:
+        version = read_exactly(handle, 2, name)
+        length_size = 2 if version[:1] == b"\x01" else 4
+        length_bytes = read_exactly(handle, length_size, name)
+        length = int.from_bytes(length_bytes, "little")
+        if length > 65536 or len(length_bytes) < length_size:
+            raise ValueError("its header is damaged")
+        head = io.BytesIO(magic + version + length_bytes + read_exactly(handle, length, name))
+        npy.read_magic(head)
+        reader = npy.read_array_header_1_0 if length_size == 2 else npy.read_array_header_2_0
+        return reader(head, max_header_size=65536)
+    except (ValueError, SyntaxError, TypeError, OverflowError) as exc:
+        first = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{name}: not a readable .npy array ({first}); {NPY_HINT}") from None
 
 
 def codes_to_npy(z: torch.Tensor) -> bytes:

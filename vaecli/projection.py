@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 from vaecli.errors import UsageError
 
 if TYPE_CHECKING:
+    from vaecli.data import ImageSet
+    from vaecli.models import VAE
 
-    pass
 
 @dataclass
 class Projection:
@@ -53,6 +54,35 @@ def project_2d(means: Any, labels: Any) -> Projection:
         coords = pca.fit_transform(means)
     shares = _shares(pca.explained_variance_ * (count - 1) / count, means)
     return Projection(coords, _axis("PC1", shares[0]), _axis("PC2", shares[1]), shares)
+
+
+def draw_projection(model: VAE, data: ImageSet, what: str, seed: int) -> tuple[bytes, Projection, Any]:
+    """Encode every image, project the means to 2-D and draw the scatter: (PNG bytes, projection, means)."""
+    import torch
+
+    from vaecli.latent import posterior_means
+    from vaecli.plots import latent_scatter_png
+
+    means = posterior_means(model, data.images).numpy()
+    projection = project_2d(means, data.labels.numpy())
+    # A seeded drawing order, so no class sits on top of all the others.
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).numpy()
+    title = f"Posterior means of {len(data):,} {what} images (latent {means.shape[1]})"
+    png = latent_scatter_png(
+        projection.coords, data.labels.numpy(), data.class_names, projection.xlabel,
+        projection.ylabel, title, order=order, class_rows=projection.class_rows,
+    )
+    return png, projection, means
+
+
+def describe_projection(projection: Projection, count: int, what: str) -> str:
+    """One line on what the scatter shows: `what` names the images (dataset and split)."""
+    kept = sum(projection.explained)
+    how = (
+        "the latent is 1-D: drawn one row per class" if projection.class_rows
+        else f"the two axes hold {100 * kept:.1f}% of the variance"
+    )
+    return f"encoded {count} {what} images; {how}"
 
 
 def _shares(variances: Any, means: Any) -> tuple[float, float]:

@@ -15,6 +15,7 @@ def complete_shell(incomplete: str) -> list[str]:
 
 
 def completion_command(
+    ctx: typer.Context,
     shell: Annotated[str, typer.Argument(help="bash, zsh or fish.", autocompletion=complete_shell)],
 ) -> None:
     """Print the completion script for a shell (see the README for where to put it).
@@ -26,4 +27,5 @@ def completion_command(
 
     if shell not in SHELLS:
         raise UsageError(f"unknown shell {shell!r}; choose one of {', '.join(SHELLS)}")
-    term.emit(script(shell).rstrip("\n"))
+    # The scripts describe the whole CLI: its root command, reached from this command's context.
+    term.emit(script(shell, ctx.find_root().command).rstrip("\n"))

@@ -8,21 +8,16 @@ from typing import Annotated
 
 import typer
 
+from vaecli.commands.common import check_image_outputs, open_model, write_images
 from vaecli.commands.options import (
     DeviceOption,
-    ModelOption,
-    NrowOption,
-    QuietOption,
-    ScaleOption,
-    SeedOption,
-)
-from vaecli.commands.sample import (
     ForceOption,
     GridOption,
+    ModelOption,
+    NrowOption,
     OutFolderOption,
-    check_count,
-    check_outputs,
-    write_images,
+    QuietOption,
+    ScaleOption,
 )
 from vaecli.console import term
 from vaecli.errors import UsageError
@@ -41,7 +36,6 @@ def decode_command(
     force: ForceOption = False,
     model: ModelOption = None,
     device: DeviceOption = "auto",
-    seed: SeedOption = 0,
     quiet: QuietOption = False,
 ) -> None:
     """Decode each row of a .npy array to an image: decoded-0001.png... in -o DIR, or one --grid.
@@ -50,18 +44,18 @@ def decode_command(
     Example: vae encode a.png b.png | vae decode -o out/
     """
     term.quiet = quiet
-    check_outputs(out, grid, nrow)
+    check_image_outputs(out, grid, nrow)
     if codes is None and sys.stdin.isatty():
         raise UsageError("give a .npy file, or pipe one in: vae encode a.png | vae decode")
     from vaecli.files import open_input
-    from vaecli.latent import BATCH_SIZE, decode_to_pixels, open_model, read_codes
+    from vaecli.images import check_grid
+    from vaecli.latent import BATCH_SIZE, decode_to_pixels, read_codes
 
-    checkpoint, note = open_model(model, device)
-    if note:
-        term.note(note)
+    checkpoint = open_model(model, device)
     handle, name = open_input(codes or "-", "a .npy file written by `vae encode`")
     with handle if name != "stdin" else contextlib.nullcontext():
         z = read_codes(handle, checkpoint.config.model.latent_dim, name)
-    check_count(len(z), checkpoint.config.model.image_shape, out, grid, nrow, scale, f"{name}: {len(z)} codes")
+    if out == "-" or grid is not None:  # one grid: its size is known before anything is decoded
+        check_grid(len(z), checkpoint.config.model.image_shape, nrow, scale, f"{name}: {len(z)} codes")
     batches = (decode_to_pixels(checkpoint.model, rows) for rows in z.split(BATCH_SIZE))
     write_images(batches, len(z), out, grid, nrow, scale, force, "decoded")

@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
+from vaecli.commands.common import check_output, open_model
 from vaecli.commands.options import (
     DeviceOption,
     Invert,
     InvertOption,
     ModelOption,
     QuietOption,
-    SeedOption,
 )
 from vaecli.console import term
 
@@ -32,7 +32,6 @@ def encode_command(
     invert: InvertOption = Invert.auto,
     model: ModelOption = None,
     device: DeviceOption = "auto",
-    seed: SeedOption = 0,
     quiet: QuietOption = False,
 ) -> None:
     """Write the posterior means of the images as a float32 .npy array (N x latent), in input order.
@@ -41,22 +40,15 @@ def encode_command(
     Example: vae encode a.png b.png -o codes.npy
     """
     term.quiet = quiet
-    from vaecli.files import check_output_file
-
-    to_stdout = out is None or out == "-"
-    if to_stdout:
-        term.check_binary_stdout()
-    else:
-        check_output_file(Path(out), "-o")
+    target = out if out is not None else "-"
+    check_output(target, "-o")
     import torch
 
     from vaecli.files import write_atomic
     from vaecli.images import input_notes, read_image_batches
-    from vaecli.latent import BATCH_SIZE, codes_to_npy, open_model, posterior_means
+    from vaecli.latent import BATCH_SIZE, codes_to_npy, posterior_means
 
-    checkpoint, note = open_model(model, device)
-    if note:
-        term.note(note)
+    checkpoint = open_model(model, device)
     shape = checkpoint.config.model.image_shape
     means, resized, inverted = [], 0, 0
     for batch in read_image_batches(images, shape, invert.value, BATCH_SIZE):
@@ -65,7 +57,7 @@ def encode_command(
     for line in input_notes(len(images), resized, inverted, shape, invert.value):
         term.note(line)
     payload = codes_to_npy(torch.cat(means))
-    if to_stdout:
+    if target == "-":
         term.emit_bytes(payload)
     else:
-        term.emit(str(write_atomic(Path(out), payload)))
+        term.emit(str(write_atomic(Path(target), payload)))

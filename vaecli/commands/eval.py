@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Annotated, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 
+from vaecli.commands.common import dataset_name, open_model
 from vaecli.commands.options import (
     DataRootOption,
     DeviceOption,
@@ -17,10 +18,14 @@ from vaecli.commands.options import (
     ModelDatasetOption,
     ModelOption,
     QuietOption,
+    between,
     seed_option,
 )
 from vaecli.console import term
-from vaecli.errors import UsageError
+
+if TYPE_CHECKING:
+    from vaecli.checkpoint import Checkpoint
+    from vaecli.evaluate import Evaluation
 
 MAX_IW_SAMPLES = 1_000_000  # K = 1000 is the literature's; a million already takes days on a CPU
 MAX_BATCH_ROWS = 1 << 20
@@ -33,14 +38,15 @@ def eval_command(
     split: Annotated[str, typer.Option("--split", help="train or test.")] = "test",
     limit: LimitOption = None,
     iw_samples: Annotated[
-        int, typer.Option("--iw-samples", "-k", help="Importance samples K per image (1 gives the ELBO).")
+        int, typer.Option("--iw-samples", "-k", callback=between(1, MAX_IW_SAMPLES),
+                          help="Importance samples K per image (1 gives the ELBO).")
     ] = 1000,
     binarize: Annotated[
         bool, typer.Option("--binarize", help="Binarize the images once with a fixed seed (the literature's protocol).")
     ] = False,
     batch_size: Annotated[
         Optional[int],
-        typer.Option("--batch-size", show_default=False,
+        typer.Option("--batch-size", show_default=False, callback=between(1, MAX_BATCH_ROWS),
                      help="Images x samples decoded per pass; bounds memory for any K "
                      "[default: 256 on a CPU, 8192 on a GPU]"),
     ] = None,
@@ -55,41 +61,39 @@ def eval_command(
     Example: vae eval -m mnist --binarize --iw-samples 1000 --json
     """
     term.quiet = quiet
-    if not 1 <= iw_samples <= MAX_IW_SAMPLES:
-        raise UsageError(f"--iw-samples must be between 1 and {MAX_IW_SAMPLES:,}, not {iw_samples}")
-    if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_ROWS:
-        raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_ROWS:,}, not {batch_size}")
-    if limit is not None and limit < 1:
-        raise UsageError(f"--limit must be 1 or more, not {limit}")
-    from vaecli.checkpoint import model_name
-    from vaecli.config import describe_prior
-    from vaecli.data import dataset_for_model, load_dataset
+    from vaecli.data import load_dataset
     from vaecli.evaluate import default_rows, evaluate_split
-    from vaecli.latent import open_model
     from vaecli.memory import check_fits, model_bytes
     from vaecli.train import binarize_fixed, to_pixels
 
-    checkpoint, note = open_model(model, device)
-    if note:
-        term.note(note)
+    checkpoint = open_model(model, device)
     model_device = next(checkpoint.model.parameters()).device
     rows = batch_size or default_rows(model_device)
     check_fits(model_bytes(checkpoint.config.model, rows, training=False), model_device,
                f"decoding {rows:,} rows per pass", "lower --batch-size")
-    name, dataset_note = dataset_for_model(checkpoint.config.dataset, dataset)
-    if dataset_note:
-        term.note(dataset_note)
+    name = dataset_name(checkpoint.config.dataset, dataset)
     data = load_dataset(name, split, data_root=data_root, shape=checkpoint.config.model.image_shape, limit=limit)
-    pixels = to_pixels(data.images.to(next(checkpoint.model.parameters()).device))
+    pixels = to_pixels(data.images.to(model_device))
     if binarize:
         pixels = binarize_fixed(pixels)
     term.note(f"evaluating {checkpoint.path} on {len(data)} {name} {split} images with K = {iw_samples}")
     with _progress(len(data)) as advance:
         result = evaluate_split(checkpoint.model, pixels, iw_samples, seed, advance, batch_size)
+    report = _report(checkpoint, name, split, binarize, result)
+    if json_out:
+        term.emit(json.dumps(report))
+    else:
+        _print_report(report, checkpoint.config.model.prior_components, result.seconds)
+
+
+def _report(checkpoint: Checkpoint, dataset: str, split: str, binarize: bool, result: Evaluation) -> dict:
+    """The evaluation as `vae eval --json` prints it."""
+    from vaecli.checkpoint import model_name
+
     numbers = asdict(result)
-    report = {
+    return {
         "model": model_name(checkpoint.path),
-        "dataset": name,
+        "dataset": dataset,
         "split": split,
         "binarized": binarize,
         "images": result.images,
@@ -100,16 +104,19 @@ def eval_command(
         "bits_per_dim": result.bits_per_dim,
         "elapsed_s": round(result.seconds, 3),
     }
-    if json_out:
-        term.emit(json.dumps(report))
-        return
-    elbo = report["neg_elbo"]
-    term.emit(f"images           {result.images} ({name} {split}{', binarized once, seed 0' if binarize else ''})")
-    term.emit(f"prior            {describe_prior(checkpoint.config.model.prior_components)}")
+
+
+def _print_report(report: dict, prior_components: int, seconds: float) -> None:
+    """The report as aligned lines for a reader."""
+    from vaecli.config import describe_prior
+
+    elbo, binarized = report["neg_elbo"], ", binarized once, seed 0" if report["binarized"] else ""
+    term.emit(f"images           {report['images']} ({report['dataset']} {report['split']}{binarized})")
+    term.emit(f"prior            {describe_prior(prior_components)}")
     term.emit(f"-ELBO            {elbo['loss']:.2f} nats (recon {elbo['recon']:.2f}, KL {elbo['kl']:.2f})")
-    term.emit(f"-log p(x)        {result.nll:.2f} nats (importance-weighted, K = {iw_samples})")
-    term.emit(f"bits per dim     {result.bits_per_dim:.4f}")
-    term.emit(f"time             {result.seconds:.1f} s")
+    term.emit(f"-log p(x)        {report['nll']:.2f} nats (importance-weighted, K = {report['iw_samples']})")
+    term.emit(f"bits per dim     {report['bits_per_dim']:.4f}")
+    term.emit(f"time             {seconds:.1f} s")
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from vaecli.commands.common import dataset_name, open_model
 from vaecli.commands.options import (
     DataRootOption,
     DeviceOption,
@@ -19,8 +20,10 @@ from vaecli.commands.options import (
     ModelDatasetOption,
     ModelOption,
     QuietOption,
+    between,
     seed_option,
 )
+from vaecli.config import MAX_PRIOR_COMPONENTS
 from vaecli.console import term
 from vaecli.errors import UsageError
 
@@ -41,9 +44,13 @@ def fit_prior_command(
                      "or here for a bundled model]"),
     ] = None,
     components: Annotated[
-        int, typer.Option("--components", "-c", help="Gaussians in the mixture (full covariance each).")
+        int, typer.Option("--components", "-c", callback=between(1, MAX_PRIOR_COMPONENTS),
+                          help="Gaussians in the mixture (full covariance each).")
     ] = DEFAULT_COMPONENTS,
-    samples: Annotated[int, typer.Option("--samples", help="Codes drawn from q(z|x) per training image.")] = 2,
+    samples: Annotated[
+        int, typer.Option("--samples", callback=between(1, MAX_CODE_SAMPLES),
+                          help="Codes drawn from q(z|x) per training image.")
+    ] = 2,
     limit: LimitOption = None,
     dataset: ModelDatasetOption = None,
     data_root: DataRootOption = None,
@@ -62,30 +69,15 @@ def fit_prior_command(
     Example: vae fit-prior -m vae.safetensors -o vae-mixture.safetensors
     """
     term.quiet = quiet
-    from vaecli.config import MAX_PRIOR_COMPONENTS
-
-    if not 1 <= components <= MAX_PRIOR_COMPONENTS:
-        raise UsageError(f"--components must be between 1 and {MAX_PRIOR_COMPONENTS}, not {components}")
-    if not 1 <= samples <= MAX_CODE_SAMPLES:
-        raise UsageError(f"--samples must be between 1 and {MAX_CODE_SAMPLES}, not {samples}")
-    if limit is not None and limit < 1:
-        raise UsageError(f"--limit must be 1 or more, not {limit}")
-    from vaecli.checkpoint import PRETRAINED_DIR, load_checkpoint, model_name, resolve_model, save_checkpoint
-    from vaecli.config import to_dict
-    from vaecli.device import resolve_device
+    from vaecli.checkpoint import model_name, save_checkpoint
     from vaecli.files import check_output_file
     from vaecli.prior_fit import fit_prior
     from vaecli.train import eval_pixels, to_pixels
 
-    path, note = resolve_model(model)
-    if note:
-        term.note(note)
     # Adam's state and the RNG come along: `vae train --resume` can go on under the fitted prior.
-    checkpoint = load_checkpoint(path, resolve_device(device), training_state=True)
-    source = checkpoint.path
-    if out is None:
-        folder = Path(".") if source.parent == PRETRAINED_DIR else source.parent
-        out = folder / f"{source.stem}-mixture{source.suffix}"
+    checkpoint = open_model(model, device, training_state=True)
+    source = model_name(checkpoint.path)
+    out = out if out is not None else _default_out(checkpoint.path)
     check_output_file(out, "--out")
     config = checkpoint.config
     train_set, test_set = _splits(checkpoint, dataset, data_root, limit, components, samples)
@@ -97,40 +89,53 @@ def fit_prior_command(
         f"{config.dataset} images ({samples} per image)"
     )
     result = fit_prior(checkpoint.model, train_pixels, test_pixels, components, samples, config.binarize, seed)
-    command = ["vae", "fit-prior", "-m", model_name(source), "-o", str(out), "--components", str(components),
+    command = ["vae", "fit-prior", "-m", source, "-o", str(out), "--components", str(components),
                "--samples", str(samples), "--seed", str(seed)]
     if limit is not None:
         command += ["--limit", str(limit)]
-    # Every step from scratch: the training so far, then this fit.
-    recipe = checkpoint.meta.get("recipe") or [_train_command(checkpoint, Path(model_name(source)))]
-    meta = {
-        **checkpoint.meta,
-        "config": to_dict(config),
-        "prior": {**asdict(result), "seed": seed, "command": shlex.join(command)},
-        "recipe": [*recipe, shlex.join(command)],
-    }
+    meta = _fitted_meta(checkpoint, source, {**asdict(result), "seed": seed, "command": shlex.join(command)})
     save_checkpoint(out, checkpoint.model, meta, checkpoint.optimizer_state, checkpoint.rng_state)
     term.note(
         f"fitted in {result.elapsed_s:.1f} s; KL to the prior on {result.test_images} test images: "
         f"{result.test_kl_standard:.2f} nats with N(0, I), {result.test_kl_mixture:.2f} with the mixture"
     )
     if json_out:
-        term.emit(json.dumps({"model": model_name(source), "checkpoint": str(out), **meta["prior"]}))
+        term.emit(json.dumps({"model": source, "checkpoint": str(out), **meta["prior"]}))
     else:
         term.emit(str(out))
+
+
+def _default_out(source: Path) -> Path:
+    """NAME-mixture.safetensors beside the input, or in the working folder for a bundled model."""
+    from vaecli.checkpoint import PRETRAINED_DIR
+
+    folder = Path(".") if source.parent == PRETRAINED_DIR else source.parent
+    return folder / f"{source.stem}-mixture{source.suffix}"
+
+
+def _fitted_meta(checkpoint: Checkpoint, source: str, prior: dict) -> dict:
+    """The input's metadata with the fitted prior, and the recipe that now ends with this fit."""
+    from vaecli.config import to_dict
+
+    # Every step from scratch: the training so far, then this fit.
+    recipe = checkpoint.meta.get("recipe") or [_train_command(checkpoint, Path(source))]
+    return {
+        **checkpoint.meta,
+        "config": to_dict(checkpoint.config),
+        "prior": prior,
+        "recipe": [*recipe, prior["command"]],
+    }
 
 
 def _splits(checkpoint: Checkpoint, dataset: str | None, data_root: Path | None, limit: int | None,
             components: int, samples: int) -> tuple[ImageSet, ImageSet]:
     """The training and test splits to fit on, refused when the fit could not run or not fit in memory."""
-    from vaecli.data import dataset_for_model, load_dataset
+    from vaecli.data import load_dataset
     from vaecli.memory import check_fits
     from vaecli.prior_fit import fit_bytes
 
     config = checkpoint.config
-    name, note = dataset_for_model(config.dataset, dataset)
-    if note:
-        term.note(note)
+    name = dataset_name(config.dataset, dataset)
     count = limit if limit is not None else config.limit
     shape = config.model.image_shape
     train_set = load_dataset(name, "train", data_root=data_root, shape=shape, limit=count)

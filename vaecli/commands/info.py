@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from vaecli.commands.common import model_path
 from vaecli.commands.options import JsonOption
 from vaecli.console import printable, term
 
@@ -33,11 +34,9 @@ def info_command(
 
     Example: vae info vae.safetensors --json | jq .history[-1].test
     """
-    from vaecli.checkpoint import read_metadata, resolve_model
+    from vaecli.checkpoint import read_metadata
 
-    path, note = resolve_model(checkpoint)
-    if note:
-        term.note(note)
+    path = model_path(checkpoint)
     meta = read_metadata(path)
     if json_out:
         term.emit(json.dumps(meta, indent=2, sort_keys=True))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from vaecli.commands.common import check_output, open_model
 from vaecli.commands.options import (
     DeviceOption,
     Invert,
@@ -15,7 +16,6 @@ from vaecli.commands.options import (
     ModelOption,
     QuietOption,
     ScaleOption,
-    SeedOption,
 )
 from vaecli.console import term
 from vaecli.errors import UsageError
@@ -63,7 +63,6 @@ def interpolate_command(
     scale: ScaleOption = 1,
     model: ModelOption = None,
     device: DeviceOption = "auto",
-    seed: SeedOption = 0,
     quiet: QuietOption = False,
 ) -> None:
     """Write one strip: A, recon(A), --steps decodings between them, recon(B), B; paths on stdout.
@@ -72,28 +71,14 @@ def interpolate_command(
     Example: vae interpolate a.png b.png --steps 5 --method slerp -o strip.png
     """
     term.quiet = quiet
-    from vaecli.files import check_output_file, ensure_folder
-
-    if out == "-":
-        if frames is not None or gif is not None:
-            raise UsageError("-o - writes PNG bytes to stdout, so paths for --frames/--gif cannot go there")
-        term.check_binary_stdout()
-    strip = out if out is not None else (None if frames or gif else str(DEFAULT_STRIP))
-    if strip not in (None, "-"):
-        check_output_file(Path(strip), "-o")
-    if gif is not None:
-        check_output_file(gif, "--gif")
-    if frames is not None:
-        ensure_folder(frames, "--frames")
+    strip = _check_outputs(out, frames, gif)
     import torch
 
     from vaecli.files import write_atomic
     from vaecli.images import check_grid, gif_bytes, make_grid, png_bytes, read_images
-    from vaecli.latent import decode_to_pixels, interpolate, open_model, posterior_means
+    from vaecli.latent import decode_to_pixels, interpolate, posterior_means
 
-    checkpoint, note = open_model(model, device)
-    if note:
-        term.note(note)
+    checkpoint = open_model(model, device)
     if strip is not None:  # one row of steps + 4 panels: its size is known before any work
         check_grid(steps + 4, checkpoint.config.model.image_shape, steps + 4, scale, f"--steps {steps}")
     inputs = read_images([first, second], checkpoint.config.model.image_shape, invert.value)
@@ -103,10 +88,12 @@ def interpolate_command(
     path = torch.cat([mu[:1], interpolate(mu[0], mu[1], steps, method.value), mu[1:]])
     decoded = decode_to_pixels(checkpoint.model, path)  # recon(A), steps points, recon(B)
     panels = torch.cat([inputs.pixels[:1], decoded, inputs.pixels[1:]])
-    if strip == "-":
-        term.emit_bytes(png_bytes(make_grid(panels, nrow=len(panels)), scale))
-    elif strip is not None:
-        term.emit(str(write_atomic(Path(strip), png_bytes(make_grid(panels, nrow=len(panels)), scale))))
+    if strip is not None:
+        figure = png_bytes(make_grid(panels, nrow=len(panels)), scale)
+        if strip == "-":
+            term.emit_bytes(figure)
+        else:
+            term.emit(str(write_atomic(Path(strip), figure)))
     if frames is not None:
         _write_frames(panels, frames, scale)
     if gif is not None:
@@ -114,6 +101,22 @@ def interpolate_command(
         durations = [STEP_FRAME_MS] * len(loop)
         durations[0] = durations[len(decoded) - 1] = END_FRAME_MS
         term.emit(str(write_atomic(gif, gif_bytes(loop, durations, scale))))
+
+
+def _check_outputs(out: str | None, frames: Path | None, gif: Path | None) -> str | None:
+    """Refuse unwritable or conflicting outputs before the model is loaded; returns the strip's target."""
+    from vaecli.files import check_output_file, ensure_folder
+
+    if out == "-" and (frames is not None or gif is not None):
+        raise UsageError("-o - writes PNG bytes to stdout, so paths for --frames/--gif cannot go there")
+    strip = out if out is not None else (None if frames or gif else str(DEFAULT_STRIP))
+    if strip is not None:
+        check_output(strip, "-o")
+    if gif is not None:
+        check_output_file(gif, "--gif")
+    if frames is not None:
+        ensure_folder(frames, "--frames")
+    return strip
 
 
 def _write_frames(panels: torch.Tensor, folder: Path, scale: int) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
 from vaecli.config import ARCHITECTURES, LIKELIHOODS, MAX_SEED, MIN_SEED, PRECISIONS, SCHEDULES
 from vaecli.device import DEVICE_CHOICES
+from vaecli.errors import UsageError
 
 Arch = Enum("Arch", {name: name for name in ARCHITECTURES}, type=str)  # follows the registry
 Likelihood = Enum("Likelihood", {name: name for name in LIKELIHOODS}, type=str)
@@ -46,6 +47,27 @@ ModelOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def between(low: int, high: int) -> Callable[[typer.Context, typer.CallbackParam, Optional[int]], Optional[int]]:
+    """An option callback refusing a count outside [low, high] while parsing, before any work.
+
+    Typer's min/max would refuse it too; this message names the option and its whole range."""
+
+    def check(ctx: typer.Context, param: typer.CallbackParam, value: Optional[int]) -> Optional[int]:
+        if value is not None and not low <= value <= high:
+            name = max(param.opts, key=len)  # the long name: --iw-samples, not -k
+            raise UsageError(f"{name} must be between {_count(low)} and {_count(high)}, not {value}")
+        return value
+
+    return check
+
+
+def _count(number: int) -> str:
+    # Four digits read best without a separator (1000), larger numbers with one (1,000,000).
+    return f"{number:,}" if abs(number) >= 10_000 else str(number)
+
+
 def seed_option(help_text: str) -> typer.models.OptionInfo:
     """--seed, within what torch's generators accept (64 bits, signed or not), with a command's own help."""
     return typer.Option("--seed", min=MIN_SEED, max=MAX_SEED, help=help_text)
@@ -84,7 +106,7 @@ DataRootOption = Annotated[
 ]
 LimitOption = Annotated[
     Optional[int],
-    typer.Option("--limit", help="Use only the first N images.", show_default=False),
+    typer.Option("--limit", min=1, help="Use only the first N images.", show_default=False),
 ]
 ScaleOption = Annotated[
     int,
@@ -93,6 +115,24 @@ ScaleOption = Annotated[
 NrowOption = Annotated[
     int | None,
     typer.Option("--nrow", min=1, help="Images per grid row (default: a square grid).", show_default=False),
+]
+
+
+OutFolderOption = Annotated[
+    str,
+    typer.Option(
+        "--out", "-o",
+        help="Folder for the numbered PNGs (created if missing), or - for the grid as PNG bytes on stdout.",
+    ),
+]
+GridOption = Annotated[
+    Optional[Path],
+    typer.Option("--grid", help="Write one grid PNG to this file instead of one PNG per image.",
+                 show_default=False, dir_okay=False),
+]
+ForceOption = Annotated[
+    bool,
+    typer.Option("--force", "-f", help="Number from 1 and overwrite, instead of going on after existing files."),
 ]
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from vaecli.commands.common import check_output, open_model
 from vaecli.commands.options import (
     DeviceOption,
     Invert,
@@ -14,7 +15,6 @@ from vaecli.commands.options import (
     ModelOption,
     QuietOption,
     ScaleOption,
-    SeedOption,
 )
 from vaecli.console import term
 from vaecli.errors import UsageError
@@ -49,7 +49,6 @@ def reconstruct_command(
     scale: ScaleOption = 1,
     model: ModelOption = None,
     device: DeviceOption = "auto",
-    seed: SeedOption = 0,
     quiet: QuietOption = False,
 ) -> None:
     """Decode each image's posterior mean: recon-NAME.png in -o DIR (paths on stdout), or --compare.
@@ -66,11 +65,9 @@ def reconstruct_command(
     folder = out if out is not None else (Path(".") if compare is None else None)
     from vaecli.files import write_atomic
     from vaecli.images import check_grid, input_notes, png_bytes, read_image_batches
-    from vaecli.latent import BATCH_SIZE, decode_to_pixels, open_model, posterior_means
+    from vaecli.latent import BATCH_SIZE, decode_to_pixels, posterior_means
 
-    checkpoint, note = open_model(model, device)
-    if note:
-        term.note(note)
+    checkpoint = open_model(model, device)
     shape = checkpoint.config.model.image_shape
     if compare is not None:  # pairs side by side: the figure's size is known before any work
         check_grid(len(images), (shape[0], shape[1], 2 * shape[2] + 2), nrow, scale, f"{len(images)} images")
@@ -99,14 +96,12 @@ def reconstruct_command(
 
 def _check_outputs(out: Path | None, compare: str | None) -> None:
     """Refuse unwritable or conflicting outputs before the model is loaded."""
-    from vaecli.files import check_output_file, ensure_folder
+    from vaecli.files import ensure_folder
 
-    if compare == "-":
-        if out is not None:
-            raise UsageError("--compare - writes PNG bytes to stdout, so paths for -o cannot go there; drop -o")
-        term.check_binary_stdout()
-    elif compare is not None:
-        check_output_file(Path(compare), "--compare")
+    if compare == "-" and out is not None:
+        raise UsageError("--compare - writes PNG bytes to stdout, so paths for -o cannot go there; drop -o")
+    if compare is not None:
+        check_output(compare, "--compare")
     if out is not None or compare is None:
         ensure_folder(out if out is not None else Path("."), "-o")
 

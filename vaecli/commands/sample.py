@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Iterable
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 
+from vaecli.commands.common import check_image_outputs, open_model, write_images
 from vaecli.commands.options import (
     DeviceOption,
+    ForceOption,
+    GridOption,
     ModelOption,
     NrowOption,
+    OutFolderOption,
     QuietOption,
     ScaleOption,
     seed_option,
@@ -21,26 +23,6 @@ from vaecli.commands.options import (
 from vaecli.config import MAX_SEED
 from vaecli.console import term
 from vaecli.errors import UsageError
-
-if TYPE_CHECKING:
-    import torch
-
-OutFolderOption = Annotated[
-    str,
-    typer.Option(
-        "--out", "-o",
-        help="Folder for the numbered PNGs (created if missing), or - for the grid as PNG bytes on stdout.",
-    ),
-]
-GridOption = Annotated[
-    Path | None,
-    typer.Option("--grid", help="Write one grid PNG to this file instead of one PNG per image.",
-                 show_default=False, dir_okay=False),
-]
-ForceOption = Annotated[
-    bool,
-    typer.Option("--force", "-f", help="Number from 1 and overwrite, instead of going on after existing files."),
-]
 
 
 def sample_command(
@@ -73,13 +55,13 @@ def sample_command(
     term.quiet = quiet
     if not (math.isfinite(temperature) and temperature >= 0):
         raise UsageError(f"--temperature must be a finite number >= 0, not {temperature}")
-    check_outputs(out, grid, nrow)
-    from vaecli.latent import BATCH_SIZE, decode_to_pixels, make_generator, open_model, sample_prior
+    check_image_outputs(out, grid, nrow)
+    from vaecli.images import check_grid
+    from vaecli.latent import BATCH_SIZE, decode_to_pixels, make_generator, sample_prior
 
-    checkpoint, note = open_model(model, device)
-    if note:
-        term.note(note)
-    check_count(count, checkpoint.config.model.image_shape, out, grid, nrow, scale, f"-n {count}")
+    checkpoint = open_model(model, device)
+    if out == "-" or grid is not None:  # one grid: its size is known before anything is decoded
+        check_grid(count, checkpoint.config.model.image_shape, nrow, scale, f"-n {count}")
     if seed is None:
         seed = secrets.randbelow(MAX_SEED + 1)
         term.note(f"seed {seed} (pass --seed {seed} to draw the same images again)")
@@ -95,49 +77,3 @@ def sample_command(
 def batch_sizes(count: int, batch: int) -> list[int]:
     """Sizes of the batches that make up `count` items."""
     return [min(batch, count - start) for start in range(0, count, batch)]
-
-
-def check_outputs(out: str, grid: Path | None, nrow: int | None) -> None:
-    """Refuse conflicting or unwritable output options before any model is loaded."""
-    from vaecli.files import check_output_file, ensure_folder
-
-    if out == "-":
-        if grid is not None:
-            raise UsageError("-o - already writes the grid to stdout; drop --grid or give -o a folder")
-        term.check_binary_stdout()
-    elif grid is None:
-        if nrow is not None:
-            term.warn("--nrow applies only to a grid (--grid FILE or -o -); ignoring it")
-        ensure_folder(Path(out), "-o")
-    else:
-        check_output_file(grid, "--grid")
-
-
-def check_count(count: int, shape: tuple[int, int, int], out: str, grid: Path | None, nrow: int | None,
-                scale: int, what: str) -> None:
-    """A grid of `count` images must fit the size limit: checked before anything is decoded."""
-    from vaecli.images import check_grid
-
-    if out == "-" or grid is not None:
-        check_grid(count, shape, nrow, scale, what)
-
-
-def write_images(
-    batches: Iterable[torch.Tensor], count: int, out: str, grid: Path | None, nrow: int | None, scale: int,
-    force: bool, prefix: str,
-) -> None:
-    """Write uint8 (N, C, H, W) batches as sample does: numbered PNGs as they come, one grid, or grid bytes."""
-    import torch
-
-    from vaecli.files import write_atomic
-    from vaecli.images import make_grid, png_bytes, write_numbered
-
-    if out == "-" or grid is not None:
-        figure = png_bytes(make_grid(torch.cat(list(batches)), nrow), scale)
-        if out == "-":
-            term.emit_bytes(figure)
-        else:
-            term.emit(str(write_atomic(grid, figure)))
-        return
-    for path in write_numbered(batches, count, Path(out), prefix, force, scale):
-        term.emit(str(path))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from vaecli.commands.common import dataset_label, dataset_name, open_model
 from vaecli.commands.options import (
     DataRootOption,
     DeviceOption,
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
     from vaecli.checkpoint import Checkpoint
     from vaecli.data import ImageSet
+    from vaecli.models import VAE
 
 RECONSTRUCTIONS = 8  # test images shown beside their reconstructions
 INTERPOLATION_STEPS = 5  # decoded points strictly between the two posterior means
@@ -54,36 +56,47 @@ def tour_command(
     ensure_folder(out, "--out")  # fail before the work when the folder cannot be made
     import torch
 
-    from vaecli.commands.project import dataset_label, describe, draw_projection
-    from vaecli.files import write_atomic
-    from vaecli.latent import decode_to_pixels, interpolate, open_model, posterior_means, sample_prior
-    from vaecli.plots import image_grid_png, image_rows_png
-    from vaecli.projection import class_name
+    from vaecli.projection import describe_projection, draw_projection
 
-    checkpoint, note = open_model(model, device)
-    if note:
-        term.note(note)
+    checkpoint = open_model(model, device)
     name, data = _test_set(checkpoint, dataset, data_root)
-    vae = checkpoint.model
-    generator = torch.Generator().manual_seed(seed)
     what = f"{dataset_label(name)} test"
-
-    def save(file: str, png: bytes) -> None:
-        write_atomic(out / file, png)
-        term.emit(str(out / file))
-
-    png, projection, _ = draw_projection(vae, data, what, seed)
-    term.note(describe(projection, len(data), name, "test"))
-    save("latent.png", png)
-
+    png, projection, _ = draw_projection(checkpoint.model, data, what, seed)
+    term.note(describe_projection(projection, len(data), what))
+    _save(out / "latent.png", png)
+    generator = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(data), generator=generator)
-    shown = data.images[pick[:RECONSTRUCTIONS]]
-    save("reconstructions.png", image_rows_png(
+    _save(out / "reconstructions.png", _reconstructions(checkpoint.model, data.images[pick[:RECONSTRUCTIONS]], what))
+    _save(out / "interpolation.png", _interpolation(checkpoint.model, data, *_two_classes(data, pick)))
+    _save(out / "samples.png", _samples(checkpoint, generator))
+
+
+def _save(path: Path, png: bytes) -> None:
+    from vaecli.files import write_atomic
+
+    write_atomic(path, png)
+    term.emit(str(path))
+
+
+def _reconstructions(vae: VAE, shown: torch.Tensor, what: str) -> bytes:
+    """The shown images above their decoded posterior means."""
+    from vaecli.latent import decode_to_pixels, posterior_means
+    from vaecli.plots import image_rows_png
+
+    return image_rows_png(
         [shown, decode_to_pixels(vae, posterior_means(vae, shown))], row_titles=("input", "reconstruction"),
         title=f"Reconstructions of {len(shown)} {what} images (decoded posterior means)",
-    ))
+    )
 
-    first, second = _two_classes(data, pick)
+
+def _interpolation(vae: VAE, data: ImageSet, first: int, second: int) -> bytes:
+    """A, recon A, the decoded points on the line between the two posterior means, recon B, B."""
+    import torch
+
+    from vaecli.latent import decode_to_pixels, interpolate, posterior_means
+    from vaecli.plots import image_rows_png
+    from vaecli.projection import class_name
+
     ends = data.images[[first, second]]
     mu = posterior_means(vae, ends)
     path_z = torch.cat([mu[:1], interpolate(mu[0], mu[1], INTERPOLATION_STEPS), mu[1:]])  # recon A, points, recon B
@@ -91,27 +104,32 @@ def tour_command(
     titles = ["A", "recon A", *(f"t = {i}/{INTERPOLATION_STEPS + 1}" for i in range(1, INTERPOLATION_STEPS + 1)),
               "recon B", "B"]
     label_a, label_b = (class_name(data.class_names, int(data.labels[i])) for i in (first, second))
-    save("interpolation.png", image_rows_png(
+    return image_rows_png(
         [panels], column_titles=titles,
         title=f"From a {label_a} to a {label_b}: decoded points on the line between posterior means",
-    ))
+    )
+
+
+def _samples(checkpoint: Checkpoint, generator: torch.Generator) -> bytes:
+    """A square grid of images decoded from the model's prior."""
+    from vaecli.latent import decode_to_pixels, sample_prior
+    from vaecli.plots import image_grid_png
 
     z = sample_prior(checkpoint.model, SAMPLE_COLUMNS**2, 1.0, generator)
     components = checkpoint.config.model.prior_components
     prior = f"its {components}-Gaussian prior" if components else "N(0, I)"  # short enough for the title
-    save("samples.png", image_grid_png(
-        decode_to_pixels(vae, z), SAMPLE_COLUMNS, title=f"{SAMPLE_COLUMNS**2} samples decoded from z ~ {prior}",
-    ))
+    return image_grid_png(
+        decode_to_pixels(checkpoint.model, z), SAMPLE_COLUMNS,
+        title=f"{SAMPLE_COLUMNS**2} samples decoded from z ~ {prior}",
+    )
 
 
 def _test_set(checkpoint: Checkpoint, named: str | None, data_root: Path | None) -> tuple[str, ImageSet]:
     """--dataset, else the model's own test set when it is known here, else MNIST's, else the offline digits."""
-    from vaecli.data import TORCHVISION_DATASETS, dataset_for_model, load_dataset
+    from vaecli.data import TORCHVISION_DATASETS, load_dataset
     from vaecli.errors import DataError
 
-    name, note = dataset_for_model(checkpoint.config.dataset, named)
-    if note:
-        term.note(note)
+    name = dataset_name(checkpoint.config.dataset, named)
     shape = checkpoint.config.model.image_shape
     try:
         return name, load_dataset(name, "test", data_root=data_root, shape=shape)
