@@ -63,11 +63,10 @@ def eval_command(
         raise UsageError(f"--limit must be 1 or more, not {limit}")
     from vaecli.checkpoint import model_name
     from vaecli.config import describe_prior
-    from vaecli.data import dataset_for_model, load_dataset
+    from vaecli.data import binarize_fixed, dataset_for_model, load_dataset, to_pixels
     from vaecli.evaluate import default_rows, evaluate_split
     from vaecli.latent import open_model
     from vaecli.memory import check_fits, model_bytes
-    from vaecli.train import binarize_fixed, to_pixels
 
     checkpoint, note = open_model(model, device)
     if note:

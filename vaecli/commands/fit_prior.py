@@ -72,10 +72,10 @@ def fit_prior_command(
         raise UsageError(f"--limit must be 1 or more, not {limit}")
     from vaecli.checkpoint import PRETRAINED_DIR, load_checkpoint, model_name, resolve_model, save_checkpoint
     from vaecli.config import to_dict
+    from vaecli.data import eval_pixels, to_pixels
     from vaecli.device import resolve_device
     from vaecli.files import check_output_file
     from vaecli.prior_fit import fit_prior
-    from vaecli.train import eval_pixels, to_pixels
 
     path, note = resolve_model(model)
     if note:
