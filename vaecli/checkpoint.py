@@ -22,6 +22,7 @@ from vaecli.config import (
 )
 from vaecli.errors import CheckpointError
 from vaecli.files import READ_CHUNK, describe_size, kind_of, open_input, read_exactly, write_atomic
+from vaecli.metadata import CheckpointMeta
 
 if TYPE_CHECKING:
     import torch
@@ -66,6 +67,11 @@ class Checkpoint:
     @property
     def epochs_done(self) -> int:
         return int(self.meta.get("epochs_done", 0))
+
+
+def build_metadata(config: TrainConfig, **extra: Any) -> dict:
+    """The metadata of a checkpoint of `config`, with `extra` fields as given (for scripts and tests)."""
+    return {**CheckpointMeta(config).to_dict(), **extra}
 
 
 def save_checkpoint(

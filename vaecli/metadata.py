@@ -94,7 +94,7 @@ class CheckpointMeta:
 
     config: TrainConfig  # the recipe; arch, latent_dim, image_shape, likelihood, dataset, seed repeat it
     epochs_done: int | None = None
-    history: list[EpochRecord] = field(default_factory=list)
+    history: list[EpochRecord] | None = None  # absent from files written before any epoch
     dataset_info: DatasetInfo | None = None
     command: str | None = None  # the `vae train` command that reproduces the config from scratch
     torch_version: str | None = None
@@ -121,7 +121,7 @@ class CheckpointMeta:
             "config": to_dict(self.config),
             **_without_none({
                 "epochs_done": self.epochs_done,
-                "history": [record.to_dict() for record in self.history],
+                "history": None if self.history is None else [record.to_dict() for record in self.history],
                 "dataset_info": None if self.dataset_info is None else self.dataset_info.to_dict(),
                 "command": self.command,
                 "torch_version": self.torch_version,
@@ -139,7 +139,7 @@ class CheckpointMeta:
         return cls(
             config=train_config_from_dict(meta.get("config")),
             epochs_done=meta.get("epochs_done"),
-            history=[EpochRecord.from_dict(record) for record in meta.get("history", [])],
+            history=[EpochRecord.from_dict(record) for record in meta["history"]] if "history" in meta else None,
             dataset_info=DatasetInfo.from_dict(info) if isinstance(info, dict) else None,
             command=meta.get("command"),
             torch_version=meta.get("torch_version"),

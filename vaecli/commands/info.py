@@ -46,7 +46,7 @@ def info_command(
 
     typed = CheckpointMeta.from_dict(meta)
     rows = _summary_rows(str(path), typed)
-    title, table = _history_table(typed.history, every=history)
+    title, table = _history_table(typed.history or [], every=history)
     # Off a terminal every value is written whole; on one, long values wrap at its width.
     text = _rich_text(rows, title, table) if sys.stdout.isatty() else _plain_text(rows, title, table)
     term.emit(text)
