@@ -23,10 +23,9 @@ import torch
 
 import vaecli.prior as prior_module
 from vaecli.checkpoint import load_checkpoint, resolve_model
-from vaecli.data import load_dataset
+from vaecli.data import eval_pixels, load_dataset, to_pixels
 from vaecli.prior import COVARIANCE_FLOOR, MixturePrior, fit_mixture
 from vaecli.prior_fit import mean_kl, posterior_samples
-from vaecli.train import eval_pixels, to_pixels
 
 from _common import data_root
 

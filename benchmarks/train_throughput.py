@@ -20,7 +20,7 @@ from vaecli.data import load_dataset
 from vaecli.device import resolve_device
 from vaecli.models import build_model
 from vaecli.objective import elbo_terms
-from vaecli.train import fit, start_run
+from vaecli.train import Outputs, fit, start_run
 
 from _common import data_root, matmul_peak_gflops, private_mnist_copy
 
@@ -28,8 +28,8 @@ from _common import data_root, matmul_peak_gflops, private_mnist_copy
 def vaecli_epoch(config: TrainConfig, train_set, test_set, device, out: Path) -> float:
     """One epoch through vaecli's own loop; images/s of the training part."""
     run = start_run(config, device)
-    fit(config, run, train_set, test_set, out)
-    return run.history[-1]["images_per_s"]
+    fit(config, run, train_set, test_set, Outputs(out))
+    return run.history[-1].images_per_s
 
 
 def textbook_epoch(config: TrainConfig, mnist_copy: Path, device) -> float:
@@ -109,10 +109,10 @@ def main() -> None:
             config2 = TrainConfig(model=config.model, epochs=2, batch_size=args.batch_size,
                                   precision=args.precision)
             run = start_run(config2, device)
-            fit(config2, run, train_set, test_set, mnist_copy / "bench.safetensors", compile_model=True)
-            compiled = run.history[-1]["images_per_s"]
+            fit(config2, run, train_set, test_set, Outputs(mnist_copy / "bench.safetensors"), compile_model=True)
+            compiled = run.history[-1].images_per_s
             print(f"{arch:4s} with --compile: {compiled:.0f} img/s after a warm-up epoch "
-                  f"(first epoch, compiling: {run.history[0]['images_per_s']:.0f}); {compiled / best:.2f}x eager")
+                  f"(first epoch, compiling: {run.history[0].images_per_s:.0f}); {compiled / best:.2f}x eager")
 
 
 if __name__ == "__main__":

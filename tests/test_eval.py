@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from vaecli.config import ModelConfig
+from vaecli.data import binarize_fixed
 from vaecli.evaluate import evaluate_split, iw_nll
 from vaecli.models import LOGVAR_BOUND, VAE
 from vaecli.objective import kl_to_standard_normal
 from vaecli.prior import MixturePrior
-from vaecli.train import binarize_fixed
 
 SIDE, LATENT, SIGMA = 4, 2, 0.5  # 16 pixels, a 2-D latent, decoder noise std
 

@@ -6,8 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from vaecli.config import ModelConfig
-from vaecli.models import SubPixelConvTranspose, build_model, inference_decoder
+from vaecli.config import ARCHITECTURES, DEFAULT_HIDDEN, ModelConfig
+from vaecli.models import BUILDERS, SubPixelConvTranspose, build_model, inference_decoder
+
+
+def test_the_registry_builds_every_architecture_the_config_names():
+    """config.ARCHITECTURES (read without torch) and the builders in models.py name the same ones."""
+    assert tuple(BUILDERS) == ARCHITECTURES == tuple(DEFAULT_HIDDEN)
+    for name, builder in BUILDERS.items():
+        assert callable(builder), name
 
 
 @pytest.mark.parametrize("output_padding", [(0, 0), (1, 1), (0, 1)])

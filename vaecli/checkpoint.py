@@ -9,9 +9,8 @@ import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
-from vaecli import __version__
 from vaecli.config import (
     FORMAT_VERSION,
     MAX_LATENT_DIM,
@@ -19,11 +18,11 @@ from vaecli.config import (
     MAX_SEED,
     MIN_SEED,
     TrainConfig,
-    to_dict,
     train_config_from_dict,
 )
 from vaecli.errors import CheckpointError
 from vaecli.files import READ_CHUNK, describe_size, kind_of, open_input, read_exactly, write_atomic
+from vaecli.metadata import CheckpointMeta
 
 if TYPE_CHECKING:
     import torch
@@ -37,7 +36,6 @@ MAX_CHECKPOINT_BYTES = 4 << 30
 MODEL_PREFIX = "model."
 OPTIMIZER_PREFIX = "optimizer."
 RNG_KEY = "rng.train"
-ADAM_KEYS = ("step", "exp_avg", "exp_avg_sq")
 # Bytes per element of each safetensors dtype; vaecli writes F32 and U8.
 DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -72,20 +70,8 @@ class Checkpoint:
 
 
 def build_metadata(config: TrainConfig, **extra: Any) -> dict:
-    """The metadata object stored under the `vaecli` key."""
-    return {
-        "format": "vaecli-checkpoint",
-        "format_version": FORMAT_VERSION,
-        "vaecli_version": __version__,
-        "arch": config.model.arch,
-        "latent_dim": config.model.latent_dim,
-        "image_shape": list(config.model.image_shape),
-        "likelihood": config.model.likelihood,
-        "dataset": config.dataset,
-        "seed": config.seed,
-        "config": to_dict(config),
-        **extra,
-    }
+    """The metadata of a checkpoint of `config`, with `extra` fields as given (for scripts and tests)."""
+    return {**CheckpointMeta(config).to_dict(), **extra}
 
 
 def save_checkpoint(
@@ -274,21 +260,9 @@ def _check_fields(path: Path, meta: dict) -> None:
 def _metadata_problem(meta: dict) -> str | None:
     if _depth(meta) > MAX_METADATA_DEPTH:
         return f"nested more than {MAX_METADATA_DEPTH} levels deep"
-    for key in ("command", "format", "vaecli_version", "dataset"):
-        if key in meta and not _is_text(meta[key]):
-            return f"{key} is not a text of at most {MAX_TEXT_CHARS} characters"
-    for key, most in (("epochs_done", MAX_EPOCHS_DONE), ("latent_dim", MAX_LATENT_DIM)):
-        if key in meta and not _is_count(meta[key], most):
-            return f"{key} is not a whole number from 0 to {most}"
-    if "seed" in meta and not _is_seed(meta["seed"]):
-        return f"seed is not a whole number from {MIN_SEED} to {MAX_SEED}"
-    if not _is_sizes(meta.get("image_shape", []), 4):
-        return "image_shape is not a list of sizes"
-    recipe = meta.get("recipe")
-    if recipe is not None and not (
-        isinstance(recipe, list) and len(recipe) <= MAX_RECIPE_STEPS and all(_is_text(step) for step in recipe)
-    ):
-        return f"recipe is not a list of at most {MAX_RECIPE_STEPS} commands"
+    problem = _fields_problem(meta, METADATA_FIELDS, "")
+    if problem:
+        return problem
     return _history_problem(meta) or _prior_problem(meta.get("prior")) or _dataset_problem(meta.get("dataset_info"))
 
 
@@ -310,30 +284,16 @@ def _history_problem(meta: dict) -> str | None:
 def _record_problem(record: Any) -> str | None:
     if not isinstance(record, dict):
         return " is not an object"
-    if not _is_count(record.get("epoch"), MAX_EPOCHS_DONE) or record["epoch"] < 1:
-        return f".epoch is not a whole number from 1 to {MAX_EPOCHS_DONE}"
-    for key in ("elapsed_s", "images_per_s", "lr", "beta"):
-        if key in record and not _is_number(record[key]):
-            return f".{key} is not a number"
+    problem = _fields_problem(record, RECORD_FIELDS, ".")
+    if problem:
+        return problem
     for part in ("train", "test"):
         losses = record.get(part, {})
         if not isinstance(losses, dict):
             return f".{part} is not an object"
-        problem = _losses_problem(losses) if part in record else None
+        problem = _fields_problem(losses, LOSSES_FIELDS, f".{part}.") if part in record else None
         if problem:
-            return f".{part}.{problem}"
-    return None
-
-
-def _losses_problem(losses: dict) -> str | None:
-    for key in ("recon", "kl", "loss"):
-        if not _is_number(losses.get(key)):
-            return f"{key} is not a number"
-    kl_per_dim = losses.get("kl_per_dim", [])
-    if not (isinstance(kl_per_dim, list) and len(kl_per_dim) <= MAX_LATENT_DIM and all(map(_is_number, kl_per_dim))):
-        return "kl_per_dim is not a list of numbers, one per latent dimension"
-    if "active_units" in losses and not _is_count(losses["active_units"], MAX_LATENT_DIM):
-        return "active_units is not a count of latent dimensions"
+            return problem
     return None
 
 
@@ -343,17 +303,7 @@ def _prior_problem(prior: Any) -> str | None:
         return None
     if not isinstance(prior, dict):
         return "prior is not an object"
-    for key in ("elapsed_s", "seconds", "test_kl_standard", "test_kl_mixture"):
-        if key in prior and not _is_number(prior[key]):
-            return f"prior.{key} is not a number"
-    for key, most in (("components", MAX_PRIOR_COMPONENTS), ("codes", MAX_COUNT), ("test_images", MAX_COUNT)):
-        if key in prior and not _is_count(prior[key], most):
-            return f"prior.{key} is not a whole number from 0 to {most}"
-    if "seed" in prior and not _is_seed(prior["seed"]):
-        return f"prior.seed is not a whole number from {MIN_SEED} to {MAX_SEED}"
-    if "command" in prior and not _is_text(prior["command"]):
-        return f"prior.command is not a text of at most {MAX_TEXT_CHARS} characters"
-    return None
+    return _fields_problem(prior, PRIOR_FIELDS, "prior.")
 
 
 def _dataset_problem(info: Any) -> str | None:
@@ -361,11 +311,15 @@ def _dataset_problem(info: Any) -> str | None:
         return None
     if not isinstance(info, dict):
         return "dataset_info is not an object"
-    if not all(_is_count(info[key]) for key in ("n_train", "n_test") if key in info):
-        return "dataset_info holds an image count that is not a whole number"
-    names = info.get("class_names", [])
-    if not (isinstance(names, list) and len(names) <= MAX_CLASSES and all(map(_is_text, names))):
-        return "dataset_info.class_names is not a list of names"
+    return _fields_problem(info, DATASET_INFO_FIELDS, "dataset_info.")
+
+
+def _fields_problem(data: dict, table: dict[str, Field], prefix: str) -> str | None:
+    """The first field of `data` that its entry in `table` refuses, as `<prefix><key> <what it is not>`."""
+    for key, field_ in table.items():
+        present = key in data
+        if (present or field_.required) and not field_.check(data.get(key)):
+            return field_.message or f"{prefix}{key} {field_.what}"
     return None
 
 
@@ -399,6 +353,65 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, str) and len(value) <= MAX_TEXT_CHARS
 
 
+@dataclass(frozen=True)
+class Field:
+    """What one metadata field must be, and how a refusal names it."""
+
+    check: Callable[[Any], bool]
+    what: str = ""  # follows the field's name in the refusal
+    required: bool = False  # refused when absent, not only when present and wrong
+    message: str = ""  # the whole refusal, where the field's name is not how to say it
+
+
+def _count_field(most: int, required: bool = False) -> Field:
+    return Field(lambda value: _is_count(value, most), f"is not a whole number from 0 to {most}", required)
+
+
+TEXT = Field(_is_text, f"is not a text of at most {MAX_TEXT_CHARS} characters")
+NUMBER = Field(_is_number, "is not a number")
+SEED = Field(_is_seed, f"is not a whole number from {MIN_SEED} to {MAX_SEED}")
+# The fields each reader (vae info, the report, resume, fit-prior) relies on, checked in this order.
+METADATA_FIELDS = {
+    "command": TEXT, "format": TEXT, "vaecli_version": TEXT, "dataset": TEXT,
+    "epochs_done": _count_field(MAX_EPOCHS_DONE), "latent_dim": _count_field(MAX_LATENT_DIM), "seed": SEED,
+    "image_shape": Field(lambda value: _is_sizes(value, 4), "is not a list of sizes"),
+    "recipe": Field(
+        lambda recipe: recipe is None or (
+            isinstance(recipe, list) and len(recipe) <= MAX_RECIPE_STEPS and all(_is_text(step) for step in recipe)
+        ),
+        f"is not a list of at most {MAX_RECIPE_STEPS} commands",
+    ),
+}
+RECORD_FIELDS = {
+    "epoch": Field(lambda value: _is_count(value, MAX_EPOCHS_DONE) and value >= 1,
+                   f"is not a whole number from 1 to {MAX_EPOCHS_DONE}", required=True),
+    "elapsed_s": NUMBER, "images_per_s": NUMBER, "lr": NUMBER, "beta": NUMBER,
+}
+LOSSES_FIELDS = {
+    "recon": Field(_is_number, "is not a number", required=True),
+    "kl": Field(_is_number, "is not a number", required=True),
+    "loss": Field(_is_number, "is not a number", required=True),
+    "kl_per_dim": Field(
+        lambda values: isinstance(values, list) and len(values) <= MAX_LATENT_DIM and all(map(_is_number, values)),
+        "is not a list of numbers, one per latent dimension",
+    ),
+    "active_units": Field(lambda value: _is_count(value, MAX_LATENT_DIM), "is not a count of latent dimensions"),
+}
+PRIOR_FIELDS = {
+    "elapsed_s": NUMBER, "seconds": NUMBER, "test_kl_standard": NUMBER, "test_kl_mixture": NUMBER,
+    "components": _count_field(MAX_PRIOR_COMPONENTS), "codes": _count_field(MAX_COUNT),
+    "test_images": _count_field(MAX_COUNT), "seed": SEED, "command": TEXT,
+}
+_IMAGE_COUNT = Field(_is_count, message="dataset_info holds an image count that is not a whole number")
+DATASET_INFO_FIELDS = {
+    "n_train": _IMAGE_COUNT, "n_test": _IMAGE_COUNT,
+    "class_names": Field(
+        lambda names: isinstance(names, list) and len(names) <= MAX_CLASSES and all(map(_is_text, names)),
+        "is not a list of names",
+    ),
+}
+
+
 def read_metadata(path: Path) -> dict:
     """The vaecli metadata of a checkpoint, with its configs validated."""
     _, meta = read_header(path)
@@ -421,6 +434,7 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Rebuild the exact model from the file alone; with training_state, also optimizer and RNG."""
     from vaecli.models import place
+    from vaecli.optimizer_state import check_optimizer_state
 
     path = Path(path)
     # One read: a writer replacing the file meanwhile cannot give us the metadata of one checkpoint with
@@ -434,7 +448,7 @@ def load_checkpoint(
             k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIMIZER_PREFIX)
         }
         checkpoint.rng_state = tensors.get(RNG_KEY)
-        _check_optimizer_state(path, model, checkpoint.optimizer_state)
+        check_optimizer_state(path, model, checkpoint.optimizer_state)
         _check_rng_state(path, checkpoint.rng_state)
     checkpoint.model = place(model, device).eval()
     return checkpoint
@@ -481,33 +495,6 @@ def _load_weights(path: Path, config: TrainConfig, header: dict, data: bytes) ->
             "or use another checkpoint"
         )
     return model, tensors
-
-
-def _check_optimizer_state(path: Path, model: VAE, state: dict[str, torch.Tensor]) -> None:
-    """Adam's step and moments must fit their weights and be finite, or resuming would crash or diverge."""
-    import numpy
-
-    shapes = {name: param.shape for name, param in model.named_parameters()}
-    kinds: dict[str, set[str]] = {}
-    for key, value in state.items():
-        name, _, kind = key.rpartition(".")
-        fits = name in shapes and kind in ADAM_KEYS and value.is_floating_point()
-        fits = fits and (value.numel() == 1 if kind == "step" else value.shape == shapes[name])
-        if not fits:
-            raise CheckpointError(f"{path}: its optimizer state {key[:60]!r} is damaged; retrain or use another file")
-        values = value.float().numpy()
-        # The second moment is a mean of squares and the step a count: neither is ever negative.
-        if not numpy.isfinite(values).all() or (kind != "exp_avg" and (values < 0).any()):
-            raise CheckpointError(
-                f"{path}: its optimizer state {key[:60]!r} holds NaN, Inf or a negative value; "
-                "use an earlier checkpoint or retrain"
-            )
-        kinds.setdefault(name, set()).add(kind)
-    partial = next((name for name, found in kinds.items() if len(found) < len(ADAM_KEYS)), None)
-    if partial is not None:
-        raise CheckpointError(
-            f"{path}: its optimizer state for {partial[:60]!r} is incomplete; retrain or use another file"
-        )
 
 
 def _check_rng_state(path: Path, state: torch.Tensor | None) -> None:

@@ -24,9 +24,23 @@ SCHEDULES = ("constant", "cosine")
 # Arithmetic of the training steps: fp32, or bf16 autocast (fast on GPUs and CPUs with AMX or
 # AVX-512 BF16; weights, optimizer and loss sums stay fp32).
 PRECISIONS = ("fp32", "bf16")
-# The architecture registry: a new one joins with one entry, name -> builder in vaecli.models.
-# It lives here, not in models.py, so help and completion list the names without importing torch.
-ARCHITECTURES = {"mlp": "build_mlp", "cnn": "build_cnn", "resnet": "build_resnet"}
+# The architectures' names; models.BUILDERS maps each to its builder (a test checks they agree).
+# The names live here, not in models.py, so help and completion list them without importing torch.
+ARCHITECTURES = ("mlp", "cnn", "resnet")
+# Config field -> the `vae train` flag that sets it: for the recorded command line, the options a resumed
+# run may not change, and the messages of validation. The recorded command gives the first ones always,
+# in this order, then those in OMITTED_AT_DEFAULT that differ from their default.
+TRAIN_FLAGS = {
+    "arch": "--arch", "dataset": "--dataset", "latent_dim": "--latent-dim", "hidden": "--hidden",
+    "channels": "--channels", "height": "--image-size", "width": "--image-size", "likelihood": "--likelihood",
+    "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "lr_schedule": "--lr-schedule",
+    "beta": "--beta", "warmup": "--warmup", "binarize": "--binarize", "seed": "--seed", "limit": "--limit",
+    "precision": "--precision",
+    "prior_components": "--components",  # set by `vae fit-prior`, never by `vae train`
+}
+OMITTED_AT_DEFAULT = {"binarize": False, "limit": None, "precision": "fp32"}
+# Fields the command line does not give: width repeats height's --image-size; the prior comes from fit-prior.
+NOT_IN_COMMAND = ("width", "prior_components")
 # Width used when --hidden is 0: mlp's first hidden layer, or the first convolution's channels.
 DEFAULT_HIDDEN = {"mlp": 512, "cnn": 16, "resnet": 32}
 
@@ -35,7 +49,7 @@ DEFAULT_HIDDEN = {"mlp": 512, "cnn": 16, "resnet": 32}
 class ModelConfig:
     """Everything needed to rebuild a model's architecture."""
 
-    arch: str = "cnn"  # a key of models.ARCHITECTURES
+    arch: str = "cnn"  # one of ARCHITECTURES
     latent_dim: int = 10  # size of z
     channels: int = 1  # 1 grey, 3 RGB
     height: int = 28  # input height in pixels
@@ -59,17 +73,20 @@ class ModelConfig:
             raise UsageError(
                 f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}"
             )
-        _check_range("latent dimension", self.latent_dim, 1, MAX_LATENT_DIM, "--latent-dim")
+        _check_range("latent dimension", self.latent_dim, 1, MAX_LATENT_DIM, "latent_dim")
         if self.channels not in (1, 3):
-            raise UsageError(f"channels must be 1 or 3, not {self.channels} (--channels)")
-        _check_range("image height", self.height, 4, MAX_IMAGE_SIDE, "--image-size")
-        _check_range("image width", self.width, 4, MAX_IMAGE_SIDE, "--image-size")
-        _check_range("hidden width", self.hidden, 0, MAX_HIDDEN, "--hidden")
-        _check_range("prior components", self.prior_components, 0, MAX_PRIOR_COMPONENTS, "--components")
+            raise UsageError(f"channels must be 1 or 3, not {self.channels} ({TRAIN_FLAGS['channels']})")
+        _check_range("image height", self.height, 4, MAX_IMAGE_SIDE, "height")
+        _check_range("image width", self.width, 4, MAX_IMAGE_SIDE, "width")
+        _check_range("hidden width", self.hidden, 0, MAX_HIDDEN, "hidden")
+        _check_range("prior components", self.prior_components, 0, MAX_PRIOR_COMPONENTS, "prior_components")
         if self.likelihood not in LIKELIHOODS:
             raise UsageError(
                 f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}"
             )
+
+
+MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
 
 
 @dataclass
@@ -91,20 +108,20 @@ class TrainConfig:
 
     def validate(self) -> None:
         self.model.validate()
-        _check_range("epochs", self.epochs, 1, 100_000, "--epochs")
-        _check_range("batch size", self.batch_size, 1, 1_000_000, "--batch-size")
+        _check_range("epochs", self.epochs, 1, 100_000, "epochs")
+        _check_range("batch size", self.batch_size, 1, 1_000_000, "batch_size")
         if not (self.lr > 0 and self.lr < 10):
-            raise UsageError(f"learning rate must be in (0, 10), not {self.lr} (--lr)")
+            raise UsageError(f"learning rate must be in (0, 10), not {self.lr} ({TRAIN_FLAGS['lr']})")
         if not 0 <= self.beta < math.inf:
-            raise UsageError(f"beta must be a finite number, 0 or more, not {self.beta} (--beta)")
+            raise UsageError(f"beta must be a finite number, 0 or more, not {self.beta} ({TRAIN_FLAGS['beta']})")
         if self.lr_schedule not in SCHEDULES:
-            raise UsageError(f"unknown --lr-schedule {self.lr_schedule!r}; use {' or '.join(SCHEDULES)}")
-        _check_range("warm-up epochs", self.warmup, 0, 100_000, "--warmup")
-        _check_range("seed", self.seed, MIN_SEED, MAX_SEED, "--seed")
+            raise UsageError(f"unknown {TRAIN_FLAGS['lr_schedule']} {self.lr_schedule!r}; use {' or '.join(SCHEDULES)}")
+        _check_range("warm-up epochs", self.warmup, 0, 100_000, "warmup")
+        _check_range("seed", self.seed, MIN_SEED, MAX_SEED, "seed")
         if self.precision not in PRECISIONS:
-            raise UsageError(f"unknown --precision {self.precision!r}; use {' or '.join(PRECISIONS)}")
+            raise UsageError(f"unknown {TRAIN_FLAGS['precision']} {self.precision!r}; use {' or '.join(PRECISIONS)}")
         if self.limit is not None:
-            _check_range("limit", self.limit, 1, 10**9, "--limit")
+            _check_range("limit", self.limit, 1, 10**9, "limit")
 
 
 def describe_prior(components: int) -> str:
@@ -114,24 +131,34 @@ def describe_prior(components: int) -> str:
 
 def train_command_line(config: TrainConfig) -> str:
     """The full `vae train` command that reproduces this config from scratch."""
-    m = config.model
-    parts = [
-        "vae", "train", "--arch", m.arch, "--dataset", config.dataset, "--latent-dim", str(m.latent_dim),
-        "--hidden", str(m.hidden), "--channels", str(m.channels), "--image-size", str(m.height),
-        "--likelihood", m.likelihood, "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
-        "--lr", repr(config.lr), "--lr-schedule", config.lr_schedule, "--beta", repr(config.beta),
-        "--warmup", str(config.warmup), "--seed", str(config.seed),
-    ]
-    if config.binarize:
-        parts.append("--binarize")
-    if config.limit is not None:
-        parts += ["--limit", str(config.limit)]
-    if config.precision != "fp32":
-        parts += ["--precision", config.precision]
+    parts = ["vae", "train"]
+    always = [name for name in TRAIN_FLAGS if name not in OMITTED_AT_DEFAULT and name not in NOT_IN_COMMAND]
+    for name in [*always, *OMITTED_AT_DEFAULT]:
+        value = config_field(config, name)
+        if name in OMITTED_AT_DEFAULT and value == OMITTED_AT_DEFAULT[name]:
+            continue
+        if isinstance(value, bool):
+            parts.append(TRAIN_FLAGS[name])
+        else:
+            # repr keeps a float's every digit: the command must give back this very config.
+            parts += [TRAIN_FLAGS[name], repr(value) if isinstance(value, float) else str(value)]
     return shlex.join(parts)
 
 
-def _check_range(what: str, value: int, low: int, high: int, option: str) -> None:
+def config_field(config: TrainConfig, name: str) -> Any:
+    """A field of the training config or of its model config, by name."""
+    return getattr(config.model if name in MODEL_FIELDS else config, name)
+
+
+def resume_fixed_flags() -> list[str]:
+    """The `vae train` flags a resumed run may not change: the checkpoint fixes them (--dataset: see train)."""
+    fixed = [flag for name, flag in TRAIN_FLAGS.items() if name not in ("epochs", "dataset", "prior_components")]
+    return list(dict.fromkeys(fixed))
+
+
+def _check_range(what: str, value: int, low: int, high: int, field: str) -> None:
+    """Refuse a value outside [low, high], naming the flag that sets the config field."""
+    option = TRAIN_FLAGS[field]
     if not low <= value <= high:
         shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:20]}... ({len(str(value))} digits)"
         raise UsageError(f"{what} must be between {low} and {high}, not {shown} ({option})")

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from vaecli.errors import DataError, InputError, UsageError
+from vaecli.errors import DataError, InputError, UsageError, first_line
+from vaecli.files import describe_os_error
 from vaecli.images import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     import torch
+
+    from vaecli.config import TrainConfig
 
 # Name on the command line -> torchvision's folder (and class) name.
 TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
@@ -83,7 +86,7 @@ def check_dataset_name(dataset: str) -> None:
         is_folder = Path(dataset).expanduser().is_dir()
         exists = is_folder or Path(dataset).expanduser().exists()
     except (OSError, RuntimeError) as exc:  # too long a path, an unknown ~user, a locked parent
-        reason = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
+        reason = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
         raise InputError(f"--dataset {_shown(dataset)}: cannot read ({reason}); check the path") from None
     if is_folder:
         return
@@ -149,14 +152,6 @@ def _shown(text: str) -> str:
     return repr(text[:SHOWN_CHARS]) + ("..." if len(text) > SHOWN_CHARS else "")
 
 
-def _os_reason(exc: OSError) -> str:
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    if exc.errno == errno.ENAMETOOLONG:
-        return "the path is too long for this system"
-    return (exc.strerror or type(exc).__name__).lower()
-
-
 def load_dataset(
     dataset: str,
     split: str,
@@ -181,6 +176,30 @@ def load_dataset(
     else:
         return load_folder(Path(dataset).expanduser(), split, shape, limit)
     return ImageSet(conform(images, shape), labels, CLASS_NAMES[dataset])
+
+
+# --- Pixels: uint8 images as the model sees them ------------------------------------------------------
+
+
+def to_pixels(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 images as float pixels in [0, 1]."""
+    return batch.float().div_(255.0)
+
+
+def binarize_fixed(pixels: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """One fixed Bernoulli draw of every pixel: the same binarized set on every run."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(pixels.cpu(), generator=generator).to(pixels.device)
+
+
+def eval_pixels(config: TrainConfig, test_set: ImageSet, device: torch.device) -> torch.Tensor:
+    """A split as the model is tested on it: pixels in [0, 1], binarized once if it trained binarized."""
+    pixels = to_pixels(test_set.images.to(device))
+    if config.binarize:
+        pixels = binarize_fixed(pixels)
+    return pixels
 
 
 # --- Memory: a split's size is checked before it is read ------------------------------------------
@@ -311,9 +330,9 @@ def _open_idx(path: Path) -> Iterator[BinaryIO]:
             yield handle
     # BadGzipFile is an OSError: it must be matched first to be named for what it is.
     except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
-        raise DataError(f"{path}: the gzip stream is damaged ({_first_line(exc)}); download it again") from None
+        raise DataError(f"{path}: the gzip stream is damaged ({first_line(exc)}); download it again") from None
     except OSError as exc:
-        raise DataError(f"{path}: cannot read ({_os_reason(exc)}); download it again") from None
+        raise DataError(f"{path}: cannot read ({describe_os_error(exc)}); download it again") from None
 
 
 def idx_dims(path: Path) -> tuple[int, ...]:
@@ -387,6 +406,8 @@ def _check_end(handle: BinaryIO, path: Path) -> None:
 
 def _read_bounded(handle: BinaryIO, size: int) -> bytearray:
     # Grows with what is really there: a gzip header claiming terabytes allocates only its real bytes.
+    # Not files.read_exactly: that one turns gzip's errors (OSErrors) into "cannot read", and its bytes
+    # are read-only, which torch.frombuffer warns about.
     data = bytearray()
     while len(data) < size:
         chunk = handle.read(min(IDX_CHUNK, size - len(data)))
@@ -394,11 +415,6 @@ def _read_bounded(handle: BinaryIO, size: int) -> bytearray:
             break
         data += chunk
     return data
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:120] if text else type(exc).__name__
 
 
 def _download(dataset: str, root: Path) -> None:
@@ -420,7 +436,7 @@ def _download(dataset: str, root: Path) -> None:
                 path.rmdir()
             except OSError:
                 break
-        reason = _first_line(exc)
+        reason = first_line(exc)
         raise DataError(f"{folder} is not in {root} and could not be downloaded ({reason}): {where}") from None
 
 
@@ -469,7 +485,7 @@ def _scan_folder(folder: str, root: Path, pending: list[str], found: list[str]) 
             where = "..." + where[-SHOWN_CHARS:]
         place = f"cannot read its sub-folder {where}" if where else "cannot read this folder"
         raise DataError(
-            f"{root}: {place} ({_os_reason(exc)}); fix it, or pass --dataset another folder"
+            f"{root}: {place} ({describe_os_error(exc)}); fix it, or pass --dataset another folder"
         ) from None
 
 

@@ -66,3 +66,9 @@ class Interrupted(VaeError):
     def __init__(self, message: str, exit_code: int = ExitCode.INTERRUPTED):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (or its type's name), cut for a one-line message."""
+    text = str(exc).strip().splitlines()
+    return text[0][:120] if text else type(exc).__name__

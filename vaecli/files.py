@@ -59,6 +59,9 @@ def kind_of(path: Path, option: str = "") -> str:
 def describe_os_error(exc: OSError) -> str:
     """An OSError's reason in a few words, for one-line messages."""
     if exc.errno == errno.ENAMETOOLONG:
+        named = isinstance(exc.filename, (str, bytes))
+        if named and all(len(name) <= MAX_NAME_BYTES for name in os.fsencode(exc.filename).split(b"/")):
+            return "the path is too long for this system"  # every name fits: the whole is past PATH_MAX
         return f"the name is too long (at most {MAX_NAME_BYTES} bytes per name)"
     return (exc.strerror or type(exc).__name__).lower() if exc.errno != errno.EACCES else "permission denied"
 

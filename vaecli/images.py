@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vaecli.errors import InputError, UsageError
+from vaecli.errors import InputError, UsageError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -45,7 +45,7 @@ def open_image(source: str | Path) -> Image.Image:
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
         # Pillow names what it read, here an in-memory buffer: name the user's file instead.
-        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", repr(name), _first_line(exc))
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", repr(name), first_line(exc))
         raise InputError(f"{name}: not a readable image ({reason}); give a PNG or JPEG file") from None
     return image
 
@@ -63,7 +63,7 @@ def conform_image(image: Image.Image, source: str | Path, shape: tuple[int, int,
         name = "stdin" if str(source) == "-" else str(source)
         raise InputError(
             f"{name}: its pixels (mode {image.mode}) cannot be converted to grey or RGB "
-            f"({_first_line(exc)}); save it as an 8-bit PNG"
+            f"({first_line(exc)}); save it as an 8-bit PNG"
         ) from None
 
 
@@ -101,11 +101,6 @@ def image_to_tensor(image: Image.Image, channels: int, height: int, width: int) 
     else:
         array = array.transpose(2, 0, 1)
     return torch.from_numpy(array.copy())
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:120] if text else type(exc).__name__
 
 
 # --- Input preparation: the model's channels and size, light-on-dark polarity ---

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vaecli.errors import UsageError
@@ -53,26 +54,44 @@ def check_fits(needed: int, device: torch.device | None, what: str, fix: str) ->
         )
 
 
+@dataclass
+class Estimate:
+    """Bytes a model needs: its weights alone, and one step (weights, their extras, activations)."""
+
+    weights: int
+    step: int
+
+
 def model_bytes(config: ModelConfig, batch: int, training: bool) -> int:
-    """Estimated bytes of one step: weights (with gradients and Adam's moments when training) and activations.
+    """Estimated bytes of one step: weights (with gradients and Adam's moments when training) and activations."""
+    return estimate(config, batch, training).step
 
-    Small models get a safe bound at once; larger ones run on PyTorch's meta device, which computes
-    shapes without allocating anything (but costs a second or more the first time).
+
+def estimate(config: ModelConfig, batch: int, training: bool) -> Estimate:
+    """The model's weight bytes and one step's bytes, from one model built on PyTorch's meta device.
+
+    Small models get a safe bound on activations at once; larger ones run on the meta device, which
+    computes shapes without allocating anything (but costs a second or more the first time).
     """
-    weights = weight_bytes(config)
-    rough = ROUGH_ACTIVATION_BYTES * batch * (
-        max(config.hidden, config.channels) * config.height * config.width + config.latent_dim
-    )
-    activations = rough if rough * 3 <= ROUGH_ENOUGH else _activation_bytes(config, batch)
-    # Training keeps every activation for the backward pass and a gradient of each beside it.
-    return weights * 4 + activations * 3 if training else weights + activations * 2
-
-
-def _activation_bytes(config: ModelConfig, batch: int) -> int:
-    """The bytes of every layer's output in one forward pass, counted on the meta device."""
     import torch
 
     from vaecli.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(config)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    rough = ROUGH_ACTIVATION_BYTES * batch * (
+        max(config.hidden, config.channels) * config.height * config.width + config.latent_dim
+    )
+    activations = rough if rough * 3 <= ROUGH_ENOUGH else _activation_bytes(model, config, batch)
+    # Training keeps every activation for the backward pass and a gradient of each beside it.
+    step = weights * 4 + activations * 3 if training else weights + activations * 2
+    return Estimate(weights=weights, step=step)
+
+
+def _activation_bytes(model: torch.nn.Module, config: ModelConfig, batch: int) -> int:
+    """The bytes of every layer's output in one forward pass of a meta-device model."""
+    import torch
 
     activations = 0
 
@@ -81,25 +100,9 @@ def _activation_bytes(config: ModelConfig, batch: int) -> int:
         outputs = output if isinstance(output, tuple) else (output,)
         activations += sum(o.numel() * o.element_size() for o in outputs if isinstance(o, torch.Tensor))
 
-    with torch.device("meta"):
-        model = build_model(config)
-        hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
-        with torch.no_grad():
-            model(torch.empty(batch, *config.image_shape), noise=torch.empty(batch, config.latent_dim))
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    with torch.device("meta"), torch.no_grad():
+        model(torch.empty(batch, *config.image_shape), noise=torch.empty(batch, config.latent_dim))
     for hook in hooks:
         hook.remove()
     return activations
-
-
-def weight_bytes(config: ModelConfig) -> int:
-    """Bytes of the model's weights, counted on the meta device."""
-    import torch
-
-    from vaecli.models import build_model
-
-    with torch.device("meta"):
-        return _weight_bytes(build_model(config))
-
-
-def _weight_bytes(model: torch.nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())

@@ -192,6 +192,15 @@ def build_resnet(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
 
 # Taps of a 3x3, stride-2, padding-1 transposed convolution, per output parity: an even output
 # row reads kernel row 1 at input offset 0; an odd one reads row 2 at offset 0 and row 0 at offset 1.
+# The architecture registry: name -> builder of (encoder, decoder). A new architecture joins with one
+# entry here and its name in config.ARCHITECTURES, which lists the names without importing torch.
+BUILDERS: dict[str, Callable[[ModelConfig], tuple[nn.Module, nn.Module]]] = {
+    "mlp": build_mlp,
+    "cnn": build_cnn,
+    "resnet": build_resnet,
+}
+assert tuple(BUILDERS) == ARCHITECTURES, "config.ARCHITECTURES and models.BUILDERS must name the same"
+
 _PARITY_TAPS = {0: ((0, 1),), 1: ((0, 2), (1, 0))}
 
 
@@ -261,8 +270,5 @@ def place(model: VAE, device: torch.device | str) -> VAE:
 def build_model(config: ModelConfig) -> VAE:
     """Build an untrained VAE from its config (validated first)."""
     config.validate()
-    builder: Callable[[ModelConfig], tuple[nn.Module, nn.Module]] = globals()[
-        ARCHITECTURES[config.arch]
-    ]
-    encoder, decoder = builder(config)
+    encoder, decoder = BUILDERS[config.arch](config)
     return VAE(config, encoder, decoder)

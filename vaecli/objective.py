@@ -38,6 +38,16 @@ def log_posterior(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> to
     return -0.5 * ((z - mu).square() * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
 
 
+def kl_to_prior(model: VAE, mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || p(z)) per image: analytic for N(0, I); for a fitted mixture, at z = mu + sigma * noise.
+
+    A fitted prior stays fixed while the encoder and decoder train under it."""
+    if model.prior is None:
+        return kl_to_standard_normal(mu, logvar)
+    z = mu + noise * torch.exp(0.5 * logvar)
+    return log_posterior(z, mu, logvar) - model.log_prior(z)
+
+
 def elbo_terms(
     model: VAE, x: torch.Tensor, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,7 +55,7 @@ def posterior_samples(
 @torch.no_grad()
 def mean_kl(model: VAE, pixels: torch.Tensor, samples: int, generator: torch.Generator) -> float:
     """Monte Carlo KL(q(z|x) || p(z)) averaged over images, under the model's current prior."""
-    from vaecli.train import kl_to_prior
+    from vaecli.objective import kl_to_prior
 
     # Against N(0, I) the KL is exact, so further passes would only repeat the first.
     passes = samples if model.prior is not None else 1

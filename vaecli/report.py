@@ -20,9 +20,10 @@ def report_paths(checkpoint: Path, folder: Path | None = None) -> tuple[Path, Pa
 
 def write_report(history: list[dict], checkpoint: Path, folder: Path | None = None) -> list[Path]:
     """Write the loss curves and, when the last epoch has them, the per-dimension KL bars."""
+    from vaecli.evaluate import ACTIVE_UNIT_NATS  # loads torch, which training has loaded anyway
     from vaecli.files import write_atomic
+    from vaecli.metadata import EpochRecord
     from vaecli.plots import kl_bars_png, loss_curves_png
-    from vaecli.train import ACTIVE_UNIT_NATS  # loads torch, which training has loaded anyway
 
     if not history:
         return []
@@ -31,12 +32,12 @@ def write_report(history: list[dict], checkpoint: Path, folder: Path | None = No
     written = []
     write_atomic(losses, loss_curves_png(history, title=f"{name}: loss per epoch (test: one-sample -ELBO)"))
     written.append(losses)
-    last = history[-1]
-    kl_per_dim = last.get("test", {}).get("kl_per_dim")
+    last = EpochRecord.from_dict(history[-1])
+    kl_per_dim = last.test.kl_per_dim if last.test is not None else None
     if kl_per_dim:
         active = sum(value > ACTIVE_UNIT_NATS for value in kl_per_dim)
         title = (
-            f"{name}, epoch {last.get('epoch', len(history))}\n{active} of {len(kl_per_dim)} latent "
+            f"{name}, epoch {last.epoch or len(history)}\n{active} of {len(kl_per_dim)} latent "
             f"dimensions active (test KL > {ACTIVE_UNIT_NATS:g} nats)"
         )
         write_atomic(kl, kl_bars_png(kl_per_dim, ACTIVE_UNIT_NATS, title))

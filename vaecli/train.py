@@ -10,17 +10,16 @@ from typing import Callable
 
 import torch
 
-from vaecli.checkpoint import Checkpoint, build_metadata, save_checkpoint
+from vaecli.checkpoint import Checkpoint, restore_generator, save_checkpoint
 from vaecli.config import TrainConfig
-from vaecli.data import ImageSet
+from vaecli.data import ImageSet, eval_pixels, to_pixels
 from vaecli.distributed import SINGLE_PROCESS, World, barrier, shard, sum_across
 from vaecli.errors import TrainingError
-from vaecli.models import VAE, build_model, place, reparameterize
-from vaecli.objective import kl_per_dimension, kl_to_standard_normal, log_posterior, reconstruction_nll
-
-EVAL_SEED = 2024  # test-loss noise is drawn from its own fixed stream, apart from training's
-EVAL_BATCH = 1000
-ACTIVE_UNIT_NATS = 0.01  # a latent dimension whose average KL is above this is "active"
+from vaecli.evaluate import elbo_summary
+from vaecli.metadata import CheckpointMeta, EpochRecord, Losses
+from vaecli.models import VAE, build_model, place
+from vaecli.objective import kl_to_prior, reconstruction_nll
+from vaecli.optimizer_state import optimizer_tensors, restore_optimizer
 
 
 @dataclass
@@ -42,11 +41,56 @@ class TrainingRun:
     model: VAE
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
-    history: list[dict] = field(default_factory=list)
+    history: list[EpochRecord] = field(default_factory=list)
 
     @property
     def epochs_done(self) -> int:
         return len(self.history)
+
+
+@dataclass
+class Outputs:
+    """Where fit writes after every epoch: the checkpoint, and with `best` a copy of the best epoch."""
+
+    path: Path
+    meta: CheckpointMeta | None = None  # what to record besides the config; fit fills in the epochs
+    best: Path | None = None  # the lowest test loss so far is also written here
+
+
+@dataclass
+class Hooks:
+    """How fit reports: a progress snapshot every `progress_every_s` seconds, and each finished epoch."""
+
+    on_progress: Callable[[Progress], None] | None = None
+    on_epoch: Callable[[EpochRecord], None] | None = None
+    progress_every_s: float = 0.2
+
+
+@dataclass
+class Sums:
+    """Running sums over an epoch's images, kept on the device so a step need not wait for them."""
+
+    recon: torch.Tensor
+    kl: torch.Tensor
+    loss: torch.Tensor  # recon + beta * kl
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> Sums:
+        return cls(*(torch.zeros((), dtype=torch.float64, device=device) for _ in range(3)))
+
+    def add(self, recon: torch.Tensor, kl: torch.Tensor, loss: torch.Tensor) -> None:
+        self.recon += recon.double()
+        self.kl += kl.double()
+        self.loss += loss.double()
+
+
+@dataclass
+class Epoch:
+    """What one pass over the training set leaves: its sums, the last step's beta, and its duration."""
+
+    sums: Sums
+    beta: float
+    train_seconds: float
 
 
 def start_run(config: TrainConfig, device: torch.device, resume: Checkpoint | None = None) -> TrainingRun:
@@ -61,11 +105,9 @@ def start_run(config: TrainConfig, device: torch.device, resume: Checkpoint | No
     generator.manual_seed(config.seed)
     run = TrainingRun(model=model, optimizer=optimizer, generator=generator)
     if resume is not None:
-        from vaecli.checkpoint import restore_generator
-
-        run.history = list(resume.meta.get("history", []))
+        run.history = [EpochRecord.from_dict(record) for record in resume.meta.get("history", [])]
         if resume.optimizer_state:
-            restore_optimizer(run, resume.optimizer_state)
+            restore_optimizer(model, optimizer, resume.optimizer_state)
         if resume.rng_state is not None:
             # The state's length and contents depend on the device's generator: checked against this one.
             restore_generator(generator, resume)
@@ -77,31 +119,6 @@ def make_optimizer(model: VAE, config: TrainConfig, device: torch.device) -> tor
     # instead of 1.6 ms, about 6% of a training step.
     fused = device.type in ("cpu", "cuda")
     return torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
-
-
-def optimizer_tensors(run: TrainingRun) -> dict[str, torch.Tensor]:
-    """Adam's moments and step counts as named tensors, keyed by parameter name."""
-    tensors = {}
-    for name, param in run.model.named_parameters():
-        for key, value in run.optimizer.state.get(param, {}).items():
-            tensors[f"{name}.{key}"] = torch.as_tensor(value).detach()
-    return tensors
-
-
-def restore_optimizer(run: TrainingRun, tensors: dict[str, torch.Tensor]) -> None:
-    for name, param in run.model.named_parameters():
-        state = {}
-        for key in ("step", "exp_avg", "exp_avg_sq"):
-            value = tensors.get(f"{name}.{key}")
-            if value is not None:
-                if key == "step":
-                    state[key] = value.clone().to(param.device if run.optimizer.defaults.get("fused") else "cpu")
-                else:
-                    # Fused Adam walks the moments' memory in the weight's order, so they must share
-                    # its layout (channels-last convolution weights), not just its shape.
-                    state[key] = torch.empty_like(param).copy_(value)
-        if state:
-            run.optimizer.state[param] = state
 
 
 def learning_rate(config: TrainConfig, progress: float) -> float:
@@ -119,8 +136,22 @@ def kl_weight(config: TrainConfig, epoch_progress: float) -> float:
     return config.beta * min(1.0, epoch_progress / config.warmup)
 
 
-def to_pixels(batch: torch.Tensor) -> torch.Tensor:
-    return batch.float().div_(255.0)
+@dataclass
+class _Loop:
+    """What every epoch of one fit shares: the data on the device, the batching, and who reports."""
+
+    config: TrainConfig
+    run: TrainingRun
+    net: torch.nn.Module  # the model, or its DDP or compiled wrapper
+    images: torch.Tensor  # uint8 (N, C, H, W) on the model's device
+    batch: int
+    steps_per_epoch: int
+    world: World
+    hooks: Hooks
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.config.epochs
 
 
 def fit(
@@ -128,127 +159,147 @@ def fit(
     run: TrainingRun,
     train_set: ImageSet,
     test_set: ImageSet,
-    out: Path,
+    outputs: Outputs,
     *,
-    extra_meta: dict | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
-    progress_every_s: float = 0.2,
+    hooks: Hooks | None = None,
     world: World = SINGLE_PROCESS,
-    best_out: Path | None = None,
     compile_model: bool = False,
 ) -> TrainingRun:
     """Train until `config.epochs`, writing the checkpoint atomically after every epoch.
 
-    With best_out, the epoch with the lowest test loss so far is also written there.
-
     Under torchrun every rank runs this on its shard of each global batch; rank 0 alone tests and saves.
     """
-    model, optimizer, generator = run.model, run.optimizer, run.generator
-    device = next(model.parameters()).device
-    net = model if not world.distributed else _data_parallel(model, device)
+    device = next(run.model.parameters()).device
+    net = run.model if not world.distributed else _data_parallel(run.model, device)
     if compile_model:
         net = torch.compile(net)  # the first steps pay for compilation
-    bf16 = config.precision == "bf16"
     images = train_set.images.to(device)
-    n = images.shape[0]
-    batch = min(config.batch_size, n)
-    steps_per_epoch = math.ceil(n / batch)
-    total_steps = steps_per_epoch * config.epochs
+    batch = min(config.batch_size, images.shape[0])
+    loop = _Loop(config, run, net, images, batch, math.ceil(images.shape[0] / batch), world, hooks or Hooks())
     test_pixels = eval_pixels(config, test_set, device) if world.is_main else None
 
     for epoch in range(run.epochs_done, config.epochs):
-        model.train()
         started = time.perf_counter()
-        last_report = started
-        sums = torch.zeros(3, dtype=torch.float64, device=device)
-        seen = 0
-        order = torch.randperm(n, generator=generator, device=device)
-        for step in range(steps_per_epoch):
-            index = order[step * batch : (step + 1) * batch]
-            x = to_pixels(images[index])
-            if config.binarize:
-                x = torch.bernoulli(x, generator=generator)
-            # Noise for the whole global batch from the stream all ranks share: a sharded step
-            # then computes what one process would, and the generator states stay equal.
-            noise = torch.randn((x.shape[0], config.model.latent_dim), generator=generator, device=device)
-            global_count = x.shape[0]
-            mine = shard(x, world)
-            x, noise = x[mine], noise[mine]
-            global_step = epoch * steps_per_epoch + step
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, global_step / total_steps)
-            beta = kl_weight(config, epoch + step / steps_per_epoch)
-
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                output, mu, logvar = net(x, noise=noise)
-            # The loss is summed over 784 pixels per image: in fp32 whatever the forward pass ran in.
-            output, mu, logvar = output.float(), mu.float(), logvar.float()
-            recon, kl = reconstruction_nll(model, output, x), kl_to_prior(model, mu, logvar, noise)
-            total = (recon + beta * kl).sum()
-            # DDP averages gradients over ranks, so each rank scales its sum to the global mean.
-            loss = total * (world.size / global_count)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-            with torch.no_grad():
-                sums += torch.stack([recon.sum(), kl.sum(), total]).double()
-            seen += x.shape[0]
-            if not math.isfinite(float(total.detach())):
-                raise TrainingError(
-                    f"the loss became {float(total.detach())} at epoch {epoch + 1}, step {step + 1}; "
-                    f"the checkpoint keeps the last good epoch. Try a lower --lr (now {config.lr:g})"
-                )
-            now = time.perf_counter()
-            if on_progress is not None and (now - last_report >= progress_every_s or step + 1 == steps_per_epoch):
-                last_report = now
-                done = min((step + 1) * batch, n)
-                on_progress(Progress(epoch + 1, config.epochs, done, n, float(sums[2]) / max(seen, 1), now - started))
+        done = _train_epoch(loop, epoch, started)
         # The loss check sees each update only at the next step: the epoch's last one is checked here,
         # so non-finite weights never replace the last good checkpoint.
-        if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
-            raise TrainingError(
-                f"the weights became NaN or Inf at epoch {epoch + 1}, step {steps_per_epoch}; "
-                f"the checkpoint keeps the last good epoch. Try a lower --lr (now {config.lr:g})"
-            )
-        train_seconds = time.perf_counter() - started
-        sums = sum_across(sums, world)
-        recon_sum, kl_sum, loss_sum = (float(v) / n for v in sums)
-        record = {
-            "epoch": epoch + 1,
-            "elapsed_s": round(time.perf_counter() - started, 3),
-            "images_per_s": round(n / train_seconds, 1),
-            "lr": optimizer.param_groups[0]["lr"],
-            "beta": beta,
-            "train": {"recon": recon_sum, "kl": kl_sum, "loss": loss_sum},
-            "test": evaluate(model, test_pixels) if world.is_main else None,
-        }
+        _check_weights(run.model, config, epoch, loop.steps_per_epoch)
+        record = _epoch_record(loop, epoch, done, started, test_pixels)
         run.history.append(record)
         if world.is_main:
-            meta = build_metadata(config, epochs_done=run.epochs_done, history=run.history, **(extra_meta or {}))
-            save_checkpoint(out, model, meta, optimizer_tensors(run), generator.get_state())
-            if best_out is not None and _is_best(run.history):
-                save_checkpoint(best_out, model, meta, optimizer_tensors(run), generator.get_state())
-            if on_epoch is not None:
-                on_epoch(record)
+            _save(run, config, outputs)
+            if loop.hooks.on_epoch is not None:
+                loop.hooks.on_epoch(record)
         barrier(world)
     return run
 
 
-def kl_to_prior(model: VAE, mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """KL(q(z|x) || p(z)) per image: analytic for N(0, I); for a fitted mixture, at z = mu + sigma * noise.
+def _train_epoch(loop: _Loop, epoch: int, started: float) -> Epoch:
+    """One shuffled pass over the training images, one optimizer step per batch."""
+    config, run, n = loop.config, loop.run, loop.images.shape[0]
+    run.model.train()
+    last_report = started
+    sums = Sums.zeros(loop.images.device)
+    seen, beta = 0, config.beta
+    order = torch.randperm(n, generator=run.generator, device=loop.images.device)
+    for step in range(loop.steps_per_epoch):
+        x = to_pixels(loop.images[order[step * loop.batch : (step + 1) * loop.batch]])
+        beta = kl_weight(config, epoch + step / loop.steps_per_epoch)
+        recon, kl, total = _step(loop, x, epoch * loop.steps_per_epoch + step, beta)
+        with torch.no_grad():
+            sums.add(recon.sum(), kl.sum(), total)
+        seen += recon.shape[0]
+        _check_loss(total, config, epoch, step)
+        now = time.perf_counter()
+        hooks = loop.hooks
+        if hooks.on_progress is not None and (
+            now - last_report >= hooks.progress_every_s or step + 1 == loop.steps_per_epoch
+        ):
+            last_report = now
+            images_done = min((step + 1) * loop.batch, n)
+            hooks.on_progress(Progress(epoch + 1, config.epochs, images_done, n,
+                                       float(sums.loss) / max(seen, 1), now - started))
+    return Epoch(sums, beta, time.perf_counter() - started)
 
-    A fitted prior stays fixed while the encoder and decoder train under it."""
-    if model.prior is None:
-        return kl_to_standard_normal(mu, logvar)
-    z = mu + noise * torch.exp(0.5 * logvar)
-    return log_posterior(z, mu, logvar) - model.log_prior(z)
+
+def _step(loop: _Loop, x: torch.Tensor, global_step: int, beta: float) -> tuple[torch.Tensor, ...]:
+    """One optimizer step on a global batch of pixels: this rank's (recon, kl) per image and its loss sum."""
+    config, model, optimizer, generator = loop.config, loop.run.model, loop.run.optimizer, loop.run.generator
+    device = x.device
+    if config.binarize:
+        x = torch.bernoulli(x, generator=generator)
+    # Noise for the whole global batch from the stream all ranks share: a sharded step
+    # then computes what one process would, and the generator states stay equal.
+    noise = torch.randn((x.shape[0], config.model.latent_dim), generator=generator, device=device)
+    global_count = x.shape[0]
+    mine = shard(x, loop.world)
+    x, noise = x[mine], noise[mine]
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(config, global_step / loop.total_steps)
+
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        output, mu, logvar = loop.net(x, noise=noise)
+    # The loss is summed over 784 pixels per image: in fp32 whatever the forward pass ran in.
+    output, mu, logvar = output.float(), mu.float(), logvar.float()
+    recon, kl = reconstruction_nll(model, output, x), kl_to_prior(model, mu, logvar, noise)
+    total = (recon + beta * kl).sum()
+    # DDP averages gradients over ranks, so each rank scales its sum to the global mean.
+    loss = total * (loop.world.size / global_count)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return recon, kl, total
 
 
-def _is_best(history: list[dict]) -> bool:
+def _check_loss(total: torch.Tensor, config: TrainConfig, epoch: int, step: int) -> None:
+    """Stop at the first non-finite loss (this waits for the step to finish on the device)."""
+    if not math.isfinite(float(total.detach())):
+        raise TrainingError(
+            f"the loss became {float(total.detach())} at epoch {epoch + 1}, step {step + 1}; "
+            f"the checkpoint keeps the last good epoch. Try a lower --lr (now {config.lr:g})"
+        )
+
+
+def _check_weights(model: VAE, config: TrainConfig, epoch: int, steps_per_epoch: int) -> None:
+    if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+        raise TrainingError(
+            f"the weights became NaN or Inf at epoch {epoch + 1}, step {steps_per_epoch}; "
+            f"the checkpoint keeps the last good epoch. Try a lower --lr (now {config.lr:g})"
+        )
+
+
+def _epoch_record(
+    loop: _Loop, epoch: int, done: Epoch, started: float, test_pixels: torch.Tensor | None
+) -> EpochRecord:
+    """The epoch's history entry: train sums over all ranks, and rank 0's test of the new weights."""
+    n = loop.images.shape[0]
+    sums = sum_across(torch.stack([done.sums.recon, done.sums.kl, done.sums.loss]), loop.world)
+    recon, kl, loss = (float(v) / n for v in sums)
+    return EpochRecord(
+        epoch=epoch + 1,
+        elapsed_s=round(time.perf_counter() - started, 3),
+        images_per_s=round(n / done.train_seconds, 1),
+        lr=loop.run.optimizer.param_groups[0]["lr"],
+        beta=done.beta,
+        train=Losses(recon=recon, kl=kl, loss=loss),
+        test=elbo_summary(loop.run.model, test_pixels) if loop.world.is_main else None,
+    )
+
+
+def _save(run: TrainingRun, config: TrainConfig, outputs: Outputs) -> None:
+    """Write the checkpoint (and the best epoch's copy) with the weights, Adam's state and the RNG's."""
+    meta = outputs.meta or CheckpointMeta(config)
+    meta.config, meta.epochs_done, meta.history = config, run.epochs_done, run.history
+    data = meta.to_dict()
+    optimizer_state = optimizer_tensors(run.model, run.optimizer)
+    save_checkpoint(outputs.path, run.model, data, optimizer_state, run.generator.get_state())
+    if outputs.best is not None and _is_best(run.history):
+        save_checkpoint(outputs.best, run.model, data, optimizer_state, run.generator.get_state())
+
+
+def _is_best(history: list[EpochRecord]) -> bool:
     """Whether the last epoch has the lowest test loss so far (earlier runs of a resumed file count)."""
-    losses = [record["test"]["loss"] for record in history if record.get("test")]
+    losses = [record.test.loss for record in history if record.test is not None]
     return bool(losses) and losses[-1] <= min(losses)
 
 
@@ -256,49 +307,3 @@ def _data_parallel(model: VAE, device: torch.device) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def eval_pixels(config: TrainConfig, test_set: ImageSet, device: torch.device) -> torch.Tensor:
-    """A split as the model is tested on it: pixels in [0, 1], binarized once if it trained binarized."""
-    pixels = to_pixels(test_set.images.to(device))
-    if config.binarize:
-        pixels = binarize_fixed(pixels)
-    return pixels
-
-
-def binarize_fixed(pixels: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """One fixed Bernoulli draw of every pixel: the same binarized set on every run."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.bernoulli(pixels.cpu(), generator=generator).to(pixels.device)
-
-
-@torch.no_grad()
-def evaluate(model: VAE, pixels: torch.Tensor, seed: int = EVAL_SEED) -> dict:
-    """One-sample negative ELBO averaged over images, with its parts and the active units."""
-    was_training = model.training
-    model.eval()
-    generator = torch.Generator(device=pixels.device).manual_seed(seed)
-    sums = torch.zeros(2, dtype=torch.float64, device=pixels.device)
-    kl_dims = torch.zeros(model.config.latent_dim, dtype=torch.float64, device=pixels.device)
-    for start in range(0, pixels.shape[0], EVAL_BATCH):
-        x = pixels[start : start + EVAL_BATCH]
-        mu, logvar = model.encode(x)
-        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        recon = reconstruction_nll(model, model.decode(reparameterize(mu, logvar, noise=noise)), x)
-        # Per dimension, the KL to N(0, 1) picks the active units whatever the prior; the total is
-        # the KL to the model's own prior (one-sample, like recon, for a mixture).
-        per_dim = kl_per_dimension(mu, logvar)
-        kl = kl_to_prior(model, mu, logvar, noise)
-        sums += torch.stack([recon.sum(), kl.sum()]).double()
-        kl_dims += per_dim.sum(0).double()
-    model.train(was_training)
-    n = max(pixels.shape[0], 1)
-    recon, kl = (float(v) / n for v in sums)
-    kl_dims = (kl_dims / n).tolist()
-    return {
-        "recon": recon,
-        "kl": kl,
-        "loss": recon + kl,
-        "kl_per_dim": kl_dims,
-        "active_units": sum(k > ACTIVE_UNIT_NATS for k in kl_dims),
-    }

@@ -61,10 +61,9 @@ def eval_command(
     Example: vae eval -m mnist --binarize --iw-samples 1000 --json
     """
     term.quiet = quiet
-    from vaecli.data import load_dataset
+    from vaecli.data import binarize_fixed, load_dataset, to_pixels
     from vaecli.evaluate import default_rows, evaluate_split
     from vaecli.memory import check_fits, model_bytes
-    from vaecli.train import binarize_fixed, to_pixels
 
     checkpoint = open_model(model, device)
     model_device = next(checkpoint.model.parameters()).device

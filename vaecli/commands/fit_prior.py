@@ -70,9 +70,9 @@ def fit_prior_command(
     """
     term.quiet = quiet
     from vaecli.checkpoint import model_name, save_checkpoint
+    from vaecli.data import eval_pixels, to_pixels
     from vaecli.files import check_output_file
     from vaecli.prior_fit import fit_prior
-    from vaecli.train import eval_pixels, to_pixels
 
     # Adam's state and the RNG come along: `vae train --resume` can go on under the fitted prior.
     checkpoint = open_model(model, device, training_state=True)

@@ -39,57 +39,57 @@ def info_command(
     path = model_path(checkpoint)
     meta = read_metadata(path)
     if json_out:
-        term.emit(json.dumps(meta, indent=2, sort_keys=True))
+        term.emit(json.dumps(meta, indent=2, sort_keys=True))  # the file's own object, every key as it is
         return
-    rows = _summary_rows(str(path), meta)
-    title, table = _history_table(meta.get("history") or [], every=history)
+    from vaecli.metadata import CheckpointMeta
+
+    typed = CheckpointMeta.from_dict(meta)
+    rows = _summary_rows(str(path), typed)
+    title, table = _history_table(typed.history or [], every=history)
     # Off a terminal every value is written whole; on one, long values wrap at its width.
     text = _rich_text(rows, title, table) if sys.stdout.isatty() else _plain_text(rows, title, table)
     term.emit(text)
 
 
-def _summary_rows(path: str, meta: dict) -> list[tuple[str, str]]:
+def _summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
     """(name, value) pairs describing the model, its test loss, its evaluations and its recipe."""
-    config = meta.get("config", {})
-    model = config.get("model", {})
+    config, model = meta.config, meta.config.model
     rows = [
         ("file", path),
-        ("format", f"{meta.get('format')} v{meta.get('format_version')} (vaecli {meta.get('vaecli_version')})"),
-        ("architecture", f"{model.get('arch')} (hidden {model.get('hidden')})"),
-        ("latent dim", str(model.get("latent_dim"))),
-        ("image shape", " x ".join(str(v) for v in meta.get("image_shape", []))),
-        ("likelihood", str(model.get("likelihood"))),
-        ("prior", _prior_line(model.get("prior_components") or 0, meta.get("prior"))),
-        ("dataset", str(config.get("dataset"))),
-        ("epochs done", f"{meta.get('epochs_done')} of {config.get('epochs')}"),
-        ("seed", str(config.get("seed"))),
+        ("format", f"{meta.format} v{meta.format_version} (vaecli {meta.vaecli_version})"),
+        ("architecture", f"{model.arch} (hidden {model.hidden})"),
+        ("latent dim", str(model.latent_dim)),
+        ("image shape", " x ".join(str(v) for v in model.image_shape)),
+        ("likelihood", str(model.likelihood)),
+        ("prior", _prior_line(model.prior_components or 0, meta.prior)),
+        ("dataset", str(config.dataset)),
+        ("epochs done", f"{meta.epochs_done} of {config.epochs}"),
+        ("seed", str(config.seed)),
     ]
-    history = meta.get("history") or []
-    if history:
-        test = history[-1].get("test", {})
+    if meta.history:
+        test = meta.history[-1].test
         rows.append(("test loss", _test_loss(meta, test)))
-        if "active_units" in test:
-            rows.append(("active units", f"{test['active_units']} of {model.get('latent_dim')} (KL > 0.01 nats)"))
+        if test is not None and test.active_units is not None:
+            rows.append(("active units", f"{test.active_units} of {model.latent_dim} (KL > 0.01 nats)"))
     for key in EVALUATION_KEYS:
-        rows += _evaluation_rows(meta.get(key))
-    recipe = meta.get("recipe")
-    if isinstance(recipe, list) and recipe:
-        rows += [(f"recipe step {i}", str(step)) for i, step in enumerate(recipe, 1)]
-    elif meta.get("command"):
-        rows.append(("command", meta["command"]))
+        rows += _evaluation_rows(meta.extra.get(key))
+    if meta.recipe:
+        rows += [(f"recipe step {i}", str(step)) for i, step in enumerate(meta.recipe, 1)]
+    elif meta.command:
+        rows.append(("command", meta.command))
     return rows
 
 
-def _test_loss(meta: dict, test: dict) -> str:
+def _test_loss(meta: Any, test: Any) -> str:
     """The last epoch's test -ELBO, or, for a prior fitted after it, the -ELBO under that prior."""
-    loss, recon, kl = (_number(test.get(key)) for key in ("loss", "recon", "kl"))
+    loss, recon, kl = (_number(None if test is None else getattr(test, key)) for key in ("loss", "recon", "kl"))
     trained = f"{loss} nats (recon {recon}, KL {kl})"
-    fit, recipe = meta.get("prior"), meta.get("recipe")
+    fit, recipe = meta.prior, meta.recipe
     # The prior was fitted after the last epoch when the fit is the recipe's last step.
-    if not (isinstance(fit, dict) and isinstance(recipe, list) and recipe and fit.get("command") == recipe[-1]):
+    if not (isinstance(fit, dict) and recipe and fit.get("command") == recipe[-1]):
         return trained
-    kl_fitted, recon_value = fit.get("test_kl_mixture"), test.get("recon")
-    same_images = fit.get("test_images") == (meta.get("dataset_info") or {}).get("n_test")
+    kl_fitted, recon_value = fit.get("test_kl_mixture"), None if test is None else test.recon
+    same_images = fit.get("test_images") == (meta.dataset_info.n_test if meta.dataset_info else None)
     if not (_is_number(kl_fitted) and _is_number(recon_value) and same_images):
         return f"{trained} before the prior was fitted"
     # The fit keeps the encoder and decoder, so only the KL term changes (see vae fit-prior).
@@ -118,25 +118,24 @@ def _evaluation_rows(record: Any) -> list[tuple[str, str]]:
 
 def _history_table(history: list, every: bool) -> tuple[str, list[list[str]]]:
     """A title and one row per epoch shown: every epoch, or the best (lowest test loss) and the last."""
-    records = [record for record in history if isinstance(record, dict)]
-    if not records:
+    if not history:
         return "", []
-    scored = [record for record in records if _is_number(record.get("test", {}).get("loss"))]
-    best = min(scored, key=lambda record: record["test"]["loss"]) if scored else None
-    last = records[-1]
-    shown = records if every else [record for record in records if record is best or record is last]
-    seconds = sum(r["elapsed_s"] for r in records if _is_number(r.get("elapsed_s")))
-    title = f"history (test split): {len(records)} epochs, {_duration(seconds)} of training"
-    if not every and len(records) > len(shown):
+    scored = [record for record in history if record.test is not None and _is_number(record.test.loss)]
+    best = min(scored, key=lambda record: record.test.loss) if scored else None
+    last = history[-1]
+    shown = history if every else [record for record in history if record is best or record is last]
+    seconds = sum(r.elapsed_s for r in history if _is_number(r.elapsed_s))
+    title = f"history (test split): {len(history)} epochs, {_duration(seconds)} of training"
+    if not every and len(history) > len(shown):
         title += "; the best and the last (every epoch: --history)"
     rows = []
     for record in shown:
-        test, train = record.get("test", {}), record.get("train", {})
+        test, train = record.test, record.train
         marks = [mark for mark, chosen in (("best", best), ("last", last)) if record is chosen]
         rows.append([
-            str(record.get("epoch")), _number(train.get("loss")), _number(test.get("loss")),
-            _number(test.get("recon")), _number(test.get("kl")), _number(record.get("elapsed_s"), 1),
-            _number(record.get("images_per_s"), 0), ", ".join(marks),
+            str(record.epoch), _number(train and train.loss), _number(test and test.loss),
+            _number(test and test.recon), _number(test and test.kl), _number(record.elapsed_s, 1),
+            _number(record.images_per_s, 0), ", ".join(marks),
         ])
     return title, rows
 

@@ -6,6 +6,7 @@ import json
 import shlex
 import signal
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
 
@@ -26,12 +27,6 @@ from vaecli.commands.options import (
 )
 from vaecli.console import term
 from vaecli.errors import ExitCode, Interrupted, UsageError
-
-# Options fixed by the checkpoint when resuming (everything but epochs and where things go).
-RECIPE_OPTIONS = (
-    "arch", "latent_dim", "hidden", "channels", "image_size", "likelihood",
-    "batch_size", "lr", "lr_schedule", "beta", "warmup", "binarize", "seed", "limit", "precision",
-)
 
 
 def train_command(
@@ -111,7 +106,7 @@ def train_command(
     Example: vae train --arch cnn --dataset mnist --epochs 20 -o mnist-cnn.safetensors
     """
     term.quiet = quiet
-    from vaecli.config import ModelConfig, TrainConfig
+    from vaecli.config import ModelConfig, TrainConfig, resume_fixed_flags
     from vaecli.data import check_dataset_name, native_shape
 
     if resume is None:
@@ -130,11 +125,11 @@ def train_command(
         )
         config.validate()
     else:
-        changed = [name for name in RECIPE_OPTIONS if _given(ctx, name)]
+        # Each flag's parameter is named after it: --latent-dim is latent_dim.
+        changed = [flag for flag in resume_fixed_flags() if _given(ctx, flag[2:].replace("-", "_"))]
         named_dataset = dataset if _given(ctx, "dataset") else None
         if changed:
-            flag = "--" + changed[0].replace("_", "-")
-            raise UsageError(f"{flag} cannot change when resuming; the checkpoint fixes it (only --epochs may)")
+            raise UsageError(f"{changed[0]} cannot change when resuming; the checkpoint fixes it (only --epochs may)")
     target = out if (_given(ctx, "out") or resume is None) else resume
     from vaecli.files import kind_of
     from vaecli.report import report_after_training
@@ -148,10 +143,27 @@ def train_command(
         if keep_best:
             raise UsageError(f"--keep-best writes beside --out, and {target} is not a regular file; drop one")
         no_report = no_report or report is None
+    request = _Request(config if resume is None else None, resume, epochs if _given(ctx, "epochs") else None,
+                       target, data_root, device, json_lines, keep_best, compile_model,
+                       named_dataset if resume is not None else None)
     with report_after_training(target, report, not no_report, lambda p: term.note(f"report: {p}"), term.warn):
-        _train(config if resume is None else None, resume, epochs if _given(ctx, "epochs") else None,
-               target, data_root, device, json_lines, keep_best, compile_model,
-               named_dataset if resume is not None else None)
+        _train(request)
+
+
+@dataclass
+class _Request:
+    """One training run as the options ask for it."""
+
+    config: Any  # the TrainConfig of a new run; None when resuming, where the checkpoint holds it
+    resume: Path | None
+    epochs: int | None  # a resumed run's new total, when given
+    out: Path
+    data_root: Path | None
+    device: str
+    json_lines: bool
+    keep_best: bool
+    compile_model: bool
+    named_dataset: str | None = None  # --dataset as given on resuming
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -159,29 +171,24 @@ def _given(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name != "DEFAULT"
 
 
-def _train(config: Any, resume: Path | None, epochs: int | None, out: Path,
-           data_root: Path | None, device_name: str, json_lines: bool, keep_best: bool,
-           compile_model: bool, named_dataset: str | None = None) -> None:
-    import torch
-
-    from vaecli.config import train_command_line
+def _train(request: _Request) -> None:
     from vaecli.data import load_dataset
-    from vaecli.distributed import join, leave
-    from vaecli.files import check_output_file, stamp
-    from vaecli.progress import training_display
-    from vaecli.train import fit, start_run
+    from vaecli.distributed import join
+    from vaecli.files import check_output_file
+    from vaecli.train import start_run
 
-    world, device = join(device_name)
+    world, device = join(request.device)
     if not world.is_main:
-        term.quiet, json_lines = True, False  # under torchrun rank 0 alone reports
-    checkpoint = None if resume is None else _resumed(resume, epochs, device)
-    config = config if checkpoint is None else checkpoint.config
+        term.quiet, request.json_lines = True, False  # under torchrun rank 0 alone reports
+    checkpoint = None if request.resume is None else _resumed(request.resume, request.epochs, device)
+    config = request.config if checkpoint is None else checkpoint.config
+    out = request.out
     check_output_file(out, "--out")
-    source = config.dataset if checkpoint is None else _resumed_dataset(config.dataset, named_dataset)
+    source = config.dataset if checkpoint is None else _resumed_dataset(config.dataset, request.named_dataset)
     shape = config.model.image_shape
     _check_memory(config, device)
-    train_set = load_dataset(source, "train", data_root=data_root, shape=shape, limit=config.limit)
-    test_set = load_dataset(source, "test", data_root=data_root, shape=shape, limit=config.limit)
+    train_set = load_dataset(source, "train", data_root=request.data_root, shape=shape, limit=config.limit)
+    test_set = load_dataset(source, "test", data_root=request.data_root, shape=shape, limit=config.limit)
     run = start_run(config, device, checkpoint)
     params = sum(p.numel() for p in run.model.parameters())
     term.note(
@@ -189,36 +196,58 @@ def _train(config: Any, resume: Path | None, epochs: int | None, out: Path,
         f"{len(train_set)} {config.dataset} images, testing on {len(test_set)}, device {device}"
         + (f", resuming after epoch {run.epochs_done}" if checkpoint else "")
     )
-    extra = {
-        "dataset_info": {"n_train": len(train_set), "n_test": len(test_set), "class_names": train_set.class_names},
-        "command": train_command_line(config),
-        "torch_version": torch.__version__,
-    }
-    if checkpoint is not None and checkpoint.meta.get("recipe"):
+    meta = _metadata(config, checkpoint, train_set, test_set, request)
+    _fit(request, run, (train_set, test_set), meta, world, checkpoint.epochs_done if checkpoint else 0)
+    if world.is_main and not request.json_lines:
+        term.emit(str(out))
+
+
+def _metadata(config: Any, checkpoint: Any, train_set: Any, test_set: Any, request: _Request) -> Any:
+    """What every epoch's checkpoint records besides the weights, the config and the history."""
+    import torch
+
+    from vaecli.config import train_command_line
+    from vaecli.metadata import CheckpointMeta, DatasetInfo
+
+    meta = CheckpointMeta(
+        config,
+        dataset_info=DatasetInfo(len(train_set), len(test_set), train_set.class_names),
+        command=train_command_line(config),
+        torch_version=torch.__version__,
+    )
+    recipe = None if checkpoint is None else checkpoint.meta.get("recipe")
+    if recipe:
         # A fitted prior is in this model's past: one `vae train` command no longer reproduces it.
-        extra["prior"] = checkpoint.meta.get("prior")
-        extra["recipe"] = [*checkpoint.meta["recipe"], shlex.join(
-            ["vae", "train", "--resume", str(resume), "--epochs", str(config.epochs), "-o", str(out)])]
+        meta.prior = checkpoint.meta.get("prior")
+        meta.recipe = [*recipe, shlex.join(["vae", "train", "--resume", str(request.resume),
+                                            "--epochs", str(config.epochs), "-o", str(request.out)])]
+    return meta
+
+
+def _fit(request: _Request, run: Any, splits: tuple[Any, Any], meta: Any, world: Any, start: int) -> None:
+    """Train with the live display, turning Ctrl-C or SIGTERM into a message on what the file holds."""
+    from vaecli.distributed import leave
+    from vaecli.files import stamp
+    from vaecli.progress import training_display
+    from vaecli.train import Hooks, Outputs, fit
+
+    config, out = meta.config, request.out
+    best = out.with_name(f"{out.stem}-best{out.suffix}") if request.keep_best else None
     before = stamp(out)
-    with training_display(config.epochs, run.epochs_done, len(train_set)) as display, _terminate_as_interrupt():
-        def on_epoch(record: dict) -> None:
-            if json_lines:
-                term.emit(json.dumps(record))
+    with training_display(config.epochs, run.epochs_done, len(splits[0])) as display, _terminate_as_interrupt():
+        def on_epoch(record: Any) -> None:
+            if request.json_lines:
+                term.emit(json.dumps(record.to_dict()))
             display.epoch_line(_epoch_line(record, config.epochs))
 
         try:
-            fit(config, run, train_set, test_set, out, extra_meta=extra,
-                on_progress=display.on_progress, on_epoch=on_epoch, world=world,
-                best_out=out.with_name(f"{out.stem}-best{out.suffix}") if keep_best else None,
-                compile_model=compile_model)
+            fit(config, run, *splits, Outputs(out, meta, best), hooks=Hooks(display.on_progress, on_epoch),
+                world=world, compile_model=request.compile_model)
         except KeyboardInterrupt as exc:
             code = ExitCode.TERMINATED if isinstance(exc, _Terminated) else ExitCode.INTERRUPTED
-            raise _interrupted(out, before, checkpoint.epochs_done if checkpoint else 0, out == resume,
-                               code) from None
+            raise _interrupted(out, before, start, out == request.resume, code) from None
         finally:
             leave(world)
-    if world.is_main and not json_lines:
-        term.emit(str(out))
 
 
 def _stored_dataset(dataset: str) -> str:
@@ -233,20 +262,20 @@ def _keep_earlier_work(path: Path, resume: Path | None, option: str) -> None:
     from vaecli.checkpoint import read_metadata
     from vaecli.errors import VaeError
     from vaecli.files import kind_of
+    from vaecli.metadata import CheckpointMeta
 
     if kind_of(path, option) != "file" or (resume is not None and path.resolve() == resume.resolve()):
         return
     ways = (f"go on training it with --resume {shlex.quote(str(path))}, write elsewhere with "
             f"-o NEW.safetensors, or replace it with --force")
     try:
-        meta = read_metadata(path)
+        meta = CheckpointMeta.from_dict(read_metadata(path))
     except VaeError:
         raise UsageError(f"{option} {path}: exists and is not a vaecli checkpoint; choose another path with -o, "
                          "or replace it with --force") from None
-    config = meta.get("config", {})
     raise UsageError(
-        f"{option} {path}: already holds a checkpoint ({config.get('model', {}).get('arch')}, "
-        f"{meta.get('epochs_done', 0)} epochs on {str(config.get('dataset'))[:80]}); {ways}"
+        f"{option} {path}: already holds a checkpoint ({meta.config.model.arch}, "
+        f"{meta.epochs_done or 0} epochs on {meta.config.dataset[:80]}); {ways}"
     )
 
 
@@ -289,15 +318,16 @@ def _check_memory(config: Any, device: Any) -> None:
     """Refuse, before any data is loaded, a model and batch whose training step cannot fit."""
     from vaecli.checkpoint import MAX_CHECKPOINT_BYTES
     from vaecli.files import describe_size
-    from vaecli.memory import check_fits, model_bytes, weight_bytes
+    from vaecli.memory import check_fits, estimate
 
     batch = min(config.batch_size, config.limit or config.batch_size)  # fit() never batches more than it has
     channels, height, width = config.model.image_shape
-    check_fits(model_bytes(config.model, batch, training=True), device,
+    needs = estimate(config.model, batch, training=True)
+    check_fits(needs.step, device,
                f"training on {channels}x{height}x{width} images in batches of {batch}",
                "lower --batch-size, --image-size or --hidden")
     # Weights and Adam's two moments go into every checkpoint, which readers refuse past a bound.
-    stored = 3 * weight_bytes(config.model)
+    stored = 3 * needs.weights
     if stored > MAX_CHECKPOINT_BYTES:
         raise UsageError(
             f"a {config.model.arch} of this size would write {describe_size(stored)} checkpoints, more than "
@@ -320,12 +350,12 @@ def _resumed_dataset(stored: str, named: str | None) -> str:
     return source
 
 
-def _epoch_line(record: dict, epochs: int) -> str:
-    train, test = record["train"], record["test"]
+def _epoch_line(record: Any, epochs: int) -> str:
+    train, test = record.train, record.test
     return (
-        f"epoch {record['epoch']:>3}/{epochs}  train {train['loss']:.2f}  "
-        f"test {test['loss']:.2f} (recon {test['recon']:.2f}, KL {test['kl']:.2f})  "
-        f"{record['elapsed_s']:.1f} s  {record['images_per_s']:.0f} img/s"
+        f"epoch {record.epoch:>3}/{epochs}  train {train.loss:.2f}  "
+        f"test {test.loss:.2f} (recon {test.recon:.2f}, KL {test.kl:.2f})  "
+        f"{record.elapsed_s:.1f} s  {record.images_per_s:.0f} img/s"
     )
 
 
