@@ -375,6 +375,7 @@ METADATA_FIELDS = {
     "command": TEXT, "format": TEXT, "vaecli_version": TEXT, "dataset": TEXT,
     "epochs_done": _count_field(MAX_EPOCHS_DONE), "latent_dim": _count_field(MAX_LATENT_DIM), "seed": SEED,
     "image_shape": Field(lambda value: _is_sizes(value, 4), "is not a list of sizes"),
+    "tf32": Field(lambda value: isinstance(value, bool), "is not true or false"),
     "recipe": Field(
         lambda recipe: recipe is None or (
             isinstance(recipe, list) and len(recipe) <= MAX_RECIPE_STEPS and all(_is_text(step) for step in recipe)

@@ -100,6 +100,7 @@ class CheckpointMeta:
     torch_version: str | None = None
     prior: dict | None = None  # `vae fit-prior`'s record, when the prior was fitted
     recipe: list[str] | None = None  # every command from scratch, once a prior was fitted
+    tf32: bool | None = None  # whether float32 matmuls and convolutions ran in TF32 (CUDA) in training
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
     vaecli_version: str | None = __version__
@@ -127,6 +128,7 @@ class CheckpointMeta:
                 "torch_version": self.torch_version,
                 "prior": self.prior,
                 "recipe": self.recipe,
+                "tf32": self.tf32,
             }),
             **self.extra,
         }
@@ -145,6 +147,7 @@ class CheckpointMeta:
             torch_version=meta.get("torch_version"),
             prior=meta.get("prior"),
             recipe=meta.get("recipe"),
+            tf32=meta.get("tf32"),
             format=meta.get("format"),
             format_version=meta.get("format_version", FORMAT_VERSION),
             vaecli_version=meta.get("vaecli_version"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -85,6 +87,38 @@ class Sums:
 
 
 @dataclass
+class LossWatch:
+    """The first step of an epoch whose loss was not finite, and that loss, recorded on the device.
+
+    Reading a device value waits for the device, so the loop looks at these only every
+    CHECK_EVERY_S seconds and at the end of the epoch, not after every step."""
+
+    first_bad: torch.Tensor  # the step's index, -1 while every loss was finite
+    bad_loss: torch.Tensor
+
+    @classmethod
+    def start(cls, device: torch.device) -> LossWatch:
+        return cls(torch.full((), -1, dtype=torch.int64, device=device),
+                   torch.zeros((), dtype=torch.float64, device=device))
+
+    def note(self, total: torch.Tensor, step: int) -> None:
+        fresh = ~torch.isfinite(total) & (self.first_bad < 0)
+        self.bad_loss = torch.where(fresh, total.detach().double(), self.bad_loss)
+        self.first_bad.masked_fill_(fresh, step)
+
+    def check(self, config: TrainConfig, epoch: int) -> None:
+        step = int(self.first_bad)
+        if step >= 0:
+            raise TrainingError(
+                f"the loss became {float(self.bad_loss)} at epoch {epoch + 1}, step {step + 1}; "
+                f"the checkpoint keeps the last good epoch. Try a lower --lr (now {config.lr:g})"
+            )
+
+
+CHECK_EVERY_S = 0.25  # how often the loop waits for the device to see whether the loss stayed finite
+
+
+@dataclass
 class Epoch:
     """What one pass over the training set leaves: its sums, the last step's beta, and its duration."""
 
@@ -95,6 +129,7 @@ class Epoch:
 
 def start_run(config: TrainConfig, device: torch.device, resume: Checkpoint | None = None) -> TrainingRun:
     """A fresh seeded run, or one restored exactly from a checkpoint's training state."""
+    allow_tf32(device)
     if resume is None:
         torch.manual_seed(config.seed)
         model = place(build_model(config.model), device)
@@ -114,11 +149,54 @@ def start_run(config: TrainConfig, device: torch.device, resume: Checkpoint | No
     return run
 
 
+def allow_tf32(device: torch.device) -> bool:
+    """On CUDA, float32 matmuls and convolutions may run in TF32 (10-bit mantissa, fp32 range): the
+    tensor cores' speed for a loss summed in fp32 anyway. Returns whether they do, for the checkpoint."""
+    if device.type != "cuda":
+        return False
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return True
+
+
 def make_optimizer(model: VAE, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     # One fused kernel per weight: on the CPU a step of the default CNN's Adam takes 0.6 ms
     # instead of 1.6 ms, about 6% of a training step.
     fused = device.type in ("cpu", "cuda")
+    skip_dynamo_import()
     return torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
+
+
+def skip_dynamo_import() -> None:
+    """Let the optimizer's methods run without importing torch._dynamo (and sympy): 1 s of every start.
+
+    torch wraps zero_grad, add_param_group and (load_)state_dict so that their first call imports
+    torch._dynamo to mark them "not to be traced". vaecli never traces the optimizer (--compile
+    compiles the model only), so the mark is set to the plain function beforehand; if torch changes
+    how it marks them, this does nothing and the import happens as before. `optimizer_step` does
+    the same for step.
+    """
+    for method in vars(torch.optim.Optimizer).values():
+        code = getattr(method, "__code__", None)
+        plain = getattr(method, "__wrapped__", None)
+        if code is not None and plain is not None and code.co_filename.endswith("_compile.py"):
+            if getattr(plain, "__dynamo_disable", None) is None:
+                plain.__dynamo_disable = plain
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
+    """optimizer.step() as torch runs it eagerly, without its wrappers' import of torch._dynamo.
+
+    The wrappers add profiler hooks (vaecli registers none) and a no-grad block with a graph
+    break that matters only under tracing; the update itself is the same function."""
+    step = _plain_step(type(optimizer))
+    with torch.no_grad():
+        step(optimizer)
+
+
+@functools.cache
+def _plain_step(kind: type) -> Callable[[torch.optim.Optimizer], object]:
+    return inspect.unwrap(kind.step)
 
 
 def learning_rate(config: TrainConfig, progress: float) -> float:
@@ -195,11 +273,11 @@ def fit(
 
 
 def _train_epoch(loop: _Loop, epoch: int, started: float) -> Epoch:
-    """One shuffled pass over the training images, one optimizer step per batch."""
+    """One shuffled pass over the training images, one optimizer step per batch, no wait for the device."""
     config, run, n = loop.config, loop.run, loop.images.shape[0]
     run.model.train()
-    last_report = started
-    sums = Sums.zeros(loop.images.device)
+    last_check = last_report = started
+    sums, watch = Sums.zeros(loop.images.device), LossWatch.start(loop.images.device)
     seen, beta = 0, config.beta
     order = torch.randperm(n, generator=run.generator, device=loop.images.device)
     for step in range(loop.steps_per_epoch):
@@ -208,13 +286,14 @@ def _train_epoch(loop: _Loop, epoch: int, started: float) -> Epoch:
         recon, kl, total = _step(loop, x, epoch * loop.steps_per_epoch + step, beta)
         with torch.no_grad():
             sums.add(recon.sum(), kl.sum(), total)
+            watch.note(total, step)
         seen += recon.shape[0]
-        _check_loss(total, config, epoch, step)
-        now = time.perf_counter()
+        now, last = time.perf_counter(), step + 1 == loop.steps_per_epoch
+        if last or now - last_check >= CHECK_EVERY_S:
+            watch.check(config, epoch)
+            last_check = now
         hooks = loop.hooks
-        if hooks.on_progress is not None and (
-            now - last_report >= hooks.progress_every_s or step + 1 == loop.steps_per_epoch
-        ):
+        if hooks.on_progress is not None and (last or now - last_report >= hooks.progress_every_s):
             last_report = now
             images_done = min((step + 1) * loop.batch, n)
             hooks.on_progress(Progress(epoch + 1, config.epochs, images_done, n,
@@ -247,17 +326,8 @@ def _step(loop: _Loop, x: torch.Tensor, global_step: int, beta: float) -> tuple[
     loss = total * (loop.world.size / global_count)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    optimizer.step()
+    optimizer_step(optimizer)
     return recon, kl, total
-
-
-def _check_loss(total: torch.Tensor, config: TrainConfig, epoch: int, step: int) -> None:
-    """Stop at the first non-finite loss (this waits for the step to finish on the device)."""
-    if not math.isfinite(float(total.detach())):
-        raise TrainingError(
-            f"the loss became {float(total.detach())} at epoch {epoch + 1}, step {step + 1}; "
-            f"the checkpoint keeps the last good epoch. Try a lower --lr (now {config.lr:g})"
-        )
 
 
 def _check_weights(model: VAE, config: TrainConfig, epoch: int, steps_per_epoch: int) -> None:
@@ -290,11 +360,16 @@ def _save(run: TrainingRun, config: TrainConfig, outputs: Outputs) -> None:
     """Write the checkpoint (and the best epoch's copy) with the weights, Adam's state and the RNG's."""
     meta = outputs.meta or CheckpointMeta(config)
     meta.config, meta.epochs_done, meta.history = config, run.epochs_done, run.history
+    meta.tf32 = _runs_tf32(next(run.model.parameters()).device)
     data = meta.to_dict()
     optimizer_state = optimizer_tensors(run.model, run.optimizer)
     save_checkpoint(outputs.path, run.model, data, optimizer_state, run.generator.get_state())
     if outputs.best is not None and _is_best(run.history):
         save_checkpoint(outputs.best, run.model, data, optimizer_state, run.generator.get_state())
+
+
+def _runs_tf32(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
 
 
 def _is_best(history: list[EpochRecord]) -> bool:

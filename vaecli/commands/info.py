@@ -66,6 +66,8 @@ def _summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
         ("epochs done", f"{meta.epochs_done} of {config.epochs}"),
         ("seed", str(config.seed)),
     ]
+    if meta.tf32:
+        rows.append(("precision", f"{config.precision}, float32 matmuls and convolutions in TF32 (CUDA)"))
     if meta.history:
         test = meta.history[-1].test
         rows.append(("test loss", _test_loss(meta, test)))
