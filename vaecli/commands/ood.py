@@ -92,11 +92,12 @@ def ood_command(
         term.note(note)
     started = time.perf_counter()
     score_settings = settings(iw_samples, regret_steps, seed, batch_size)
+    specs = {"in": in_data, "out": out_data}
+    images = {role: read_set(checkpoint, spec, f"--{role}", data_root, limit) for role, spec in specs.items()}
     sets, seconds = {}, {}
-    for role, spec in (("in", in_data), ("out", out_data)):
-        images = read_set(checkpoint, spec, f"--{role}", data_root, limit)
-        term.note(f"scoring {len(images)} {spec} images (--{role}): {', '.join(names)}")
-        sets[role], spent = compute_scores(checkpoint, images, names, score_settings, binarize, label=role)
+    for role, spec in specs.items():  # both sets are read before either is scored: errors come first
+        term.note(f"scoring {len(images[role])} {spec} images (--{role}): {', '.join(names)}")
+        sets[role], spent = compute_scores(checkpoint, images[role], names, score_settings, binarize, label=role)
         seconds.update({k: seconds.get(k, 0.0) + v for k, v in spent.items()})
     results = _measure(sets, names)
     report = {
