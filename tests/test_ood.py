@@ -76,11 +76,12 @@ def test_ood_without_json_prints_the_figure_path_only(cli, tiny_model, tmp_path)
         (["--in", "digits", "--out", "no-such-folder"], "--out no-such-folder"),
         (["--in", "digits", "--out", "EMPTY"], "no PNG or JPEG"),
         (["--in", "digits", "--out", "digits", "-s", "psnr"], "--score psnr"),
-        (["--in", "digits", "--out", "digits", "-o", "missing/roc.png"], "missing"),
+        (["--in", "digits", "--out", "digits", "-o", "FILE/roc.png"], "is not a folder"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(cli, tiny_model, tmp_path, args, message):
     (tmp_path / "EMPTY").mkdir()
+    (tmp_path / "FILE").write_bytes(b"a file, not a folder")
     result = cli("ood", "-m", tiny_model, *[str(tmp_path / a) if a == "EMPTY" else a for a in args], *CPU)
     assert result.exit_code == 2
     assert message in one_error_line(result)
