@@ -45,7 +45,7 @@ _vae() {
         [[ ${COMP_WORDS[i]} != -* ]] && { cmd=${COMP_WORDS[i]}; break; }
     done
     case $cmd in
-        "") if [[ $cur == -* ]]; then _vae_words "--debug --version --help -h"; else _vae_words "completion decode encode eval fit-prior info interpolate project reconstruct sample tour train"; fi ;;
+        "") if [[ $cur == -* ]]; then _vae_words "--debug --version --help -h"; else _vae_words "completion decode encode eval fit-prior info interpolate ood project reconstruct sample score tour train"; fi ;;
         completion)
             if [[ $cur == -* ]]; then _vae_words "--help -h"; else _vae_words "bash zsh fish"; fi ;;
         decode)
@@ -97,6 +97,17 @@ _vae() {
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             if [[ $cur == -* ]]; then _vae_words "--steps --method --out -o --frames --gif --invert --scale --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
+        ood)
+            case $prev in
+                --in|--out) _vae_words "mnist fashion-mnist kmnist digits"; _vae_paths dirs; return ;;
+                --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
+                --score|-s) _vae_words "nll elbo recon kl complexity regret"; return ;;
+                --limit|--iw-samples|-k|--regret-steps|--batch-size|--seed) return ;;
+                --roc|-o) _vae_paths files; return ;;
+                --data-root) _vae_paths dirs; return ;;
+                --device) _vae_words "auto cpu cuda mps"; return ;;
+            esac
+            _vae_words "--in --out --model -m --score -s --limit --iw-samples -k --regret-steps --binarize --roc -o --json --batch-size --data-root --seed --device --quiet -q --help -h" ;;
         project)
             case $prev in
                 --out|-o|--points) _vae_paths files; return ;;
@@ -125,6 +136,20 @@ _vae() {
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             _vae_words "--count -n --temperature -t --out -o --grid --nrow --scale --force -f --model -m --device --seed --quiet -q --help -h" ;;
+        score)
+            case $prev in
+                --dataset) _vae_words "mnist fashion-mnist kmnist digits"; _vae_paths dirs; return ;;
+                --split) _vae_words "train test"; return ;;
+                --limit|--iw-samples|-k|--regret-steps|--batch-size|--seed) return ;;
+                --data-root) _vae_paths dirs; return ;;
+                --score|-s) _vae_words "nll elbo recon kl complexity regret"; return ;;
+                --units) _vae_words "nats bpd"; return ;;
+                --format) _vae_words "tsv csv jsonl"; return ;;
+                --invert) _vae_words "yes no auto"; return ;;
+                --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
+                --device) _vae_words "auto cpu cuda mps"; return ;;
+            esac
+            if [[ $cur == -* ]]; then _vae_words "--dataset --split --limit --data-root --score -s --iw-samples -k --regret-steps --units --format --sort --binarize --invert --batch-size --seed --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         tour)
             case $prev in
                 --out|-o) _vae_paths files; return ;;

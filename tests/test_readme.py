@@ -55,6 +55,8 @@ RUN_AS_WRITTEN = (
     "vae fit-prior -m resnet.safetensors -o resnet-mixture.safetensors",
     "vae fit-prior -m resnet-ft.safetensors -o mnist.safetensors",
     "vae fit-prior -m vae.safetensors -o vae-mixture.safetensors",
+    "vae score a.png b.png drawing.png --sort | tail -2",
+    "python -c \"from PIL import Image; [Image.new('L', (28, 28), v).save(f'blank-{v:03d}.png') for v in range(256)]\"",
     "mkdir -p ~/.local/share/bash-completion/completions && vae completion bash > "
     "~/.local/share/bash-completion/completions/vae",
     "mkdir -p ~/.zfunc && vae completion zsh > ~/.zfunc/_vae",
@@ -96,6 +98,10 @@ SHRUNK = {
         (("--epochs 180", "--epochs 2"),), "resumes the shrunk 1-epoch ResNet: one more epoch shows it"),
     "vae eval -m vae-mixture.safetensors --binarize": Shrunk(
         (("--binarize", f"--binarize {SMALL_EVAL}"),), "K = 1000 on 10,000 images takes minutes"),
+    "vae score --dataset mnist --limit 1000 -s nll,regret --format csv > scores.csv": Shrunk(
+        (("--limit 1000", "--limit 20"),), "regret on 1,000 images takes minutes"),
+    "mkdir -p blank && mv blank-*.png blank/ && vae ood --in mnist --out blank/ -s nll,complexity --json | jq .scores":
+        Shrunk((("--in mnist", "--in mnist --limit 50 -k 4"),), "K = 100 on 10,000 MNIST test images takes minutes"),
     "torchrun --standalone --nproc-per-node 2 -m vaecli train --dataset digits --device cpu -o ddp.safetensors":
         Shrunk((("--device cpu", "--device cpu --epochs 1 --limit 200"),), "20 epochs in two processes"),
 }
@@ -107,6 +113,8 @@ SKIPPED = {
     "-o gpu4.safetensors": "needs 4 CUDA GPUs",
     "torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint host1:29400 --rdzv-id vae1 "
     "-m vaecli train --arch resnet --device cuda -o nodes.safetensors": "needs two machines with 8 GPUs each",
+    "vae ood -m fashion-mnist --in fashion-mnist --out mnist --limit 2000 -k 16 -o roc.png":
+        "needs Fashion-MNIST (this test copies MNIST only) and takes 18 minutes on 2 shared CPU cores",
     "pip install -e '.[test]'": "installs packages",
     "python -m pytest": "runs the suite this test is part of",
     "bash .ci/run": "makes a fresh venv and installs torch into it (about 6 GB)",

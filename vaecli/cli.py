@@ -146,6 +146,8 @@ SUMMARIES = {
     "encode": "Images to their posterior means (.npy).",
     "decode": "Codes (.npy) back to images.",
     "eval": "-log p(x) and the negative ELBO of a split.",
+    "score": "Per-image likelihood and unusualness scores.",
+    "ood": "How well each score tells two image sets apart.",
     "fit-prior": "Fit a Gaussian-mixture prior to the training codes.",
     "project": "Scatter of the latent space, coloured by class.",
     "tour": "The four figures of the original notebooks.",
@@ -161,9 +163,11 @@ def _register() -> None:
         fit_prior,
         info,
         interpolate,
+        ood,
         project,
         reconstruct,
         sample,
+        score,
         tour,
         train,
     )
@@ -175,6 +179,7 @@ def _register() -> None:
         "interpolate": interpolate.interpolate_command, "encode": encode.encode_command,
         "decode": decode.decode_command, "eval": eval_cmd.eval_command, "fit-prior": fit_prior.fit_prior_command,
         "project": project.project_command, "tour": tour.tour_command,
+        "score": score.score_command, "ood": ood.ood_command,
     }
     for name, function in commands.items():
         app.command(name, short_help=SUMMARIES[name])(function)

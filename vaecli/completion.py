@@ -15,7 +15,8 @@ SHELLS = ("bash", "zsh", "fish")
 FILE_NAMES = {"bash": "vae.bash", "zsh": "_vae", "fish": "vae.fish"}
 # Parameters (by their Python name) whose values are paths of one kind, whatever their type says:
 # "checkpoints" offers *.safetensors files and folders, "dirs" folders only.
-PATH_KINDS = {"model": "checkpoints", "checkpoint": "checkpoints", "dataset": "dirs", "data_root": "dirs"}
+PATH_KINDS = {"model": "checkpoints", "checkpoint": "checkpoints", "dataset": "dirs", "data_root": "dirs",
+              "in_data": "dirs", "out_data": "dirs"}
 # Words a scripted shell can only be told, since the CLI checks these values in code (config.py
 # refuses channels other than 1 or 3) rather than declaring them as choices.
 FIXED_CHANNELS = ("1", "3")

@@ -104,6 +104,19 @@ def iw_nll(
     return out
 
 
+def iw_nll_seeded(
+    model: VAE,
+    pixels: torch.Tensor,
+    samples: int,
+    seed: int,
+    on_progress: Callable[[int], None] | None = None,
+    rows: int | None = None,
+) -> torch.Tensor:
+    """iw_nll per image with its noise drawn from `seed`: `vae eval` reports the mean, `vae score` each value."""
+    generator = torch.Generator(device=pixels.device).manual_seed(seed)
+    return iw_nll(model, pixels, samples, generator, on_progress, rows)
+
+
 def evaluate_split(
     model: VAE,
     pixels: torch.Tensor,
@@ -115,8 +128,7 @@ def evaluate_split(
     """The negative ELBO and the K-sample importance-weighted NLL, averaged over `pixels` (N, C, H, W)."""
     started = time.perf_counter()
     elbo = elbo_summary(model, pixels)
-    generator = torch.Generator(device=pixels.device).manual_seed(seed)
-    nll = float(iw_nll(model, pixels, samples, generator, on_progress, rows).mean())
+    nll = float(iw_nll_seeded(model, pixels, samples, seed, on_progress, rows).mean())
     dims = math.prod(pixels.shape[1:])
     return Evaluation(
         images=pixels.shape[0],

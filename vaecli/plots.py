@@ -240,3 +240,23 @@ def kl_bars_png(kl_per_dim: Sequence[float], threshold: float, title: str) -> by
         ax.set_title(title, fontsize=10)
         ax.grid(True, axis="y", linewidth=0.3, alpha=0.5)
         return figure_png(figure)
+
+
+def roc_curves_png(curves: dict[str, tuple[Sequence[float], Sequence[float], float]], title: str = "") -> bytes:
+    """One ROC curve per score: {name: (false-positive rates, true-positive rates, AUROC)}."""
+    with _default_style():
+        figure = new_figure(5.5, 5.0)
+        ax = figure.add_subplot()
+        ax.plot([0, 1], [0, 1], color=PALETTE[8], linewidth=0.8, linestyle="--", label="chance (0.500)")
+        for index, (name, (fpr, tpr, auroc)) in enumerate(curves.items()):
+            ax.plot(fpr, tpr, color=class_style(index)[0], linewidth=1.4, label=f"{name} ({auroc:.3f})")
+        ax.set_xlabel("false-positive rate (in-distribution flagged)")
+        ax.set_ylabel("true-positive rate (out-of-distribution flagged)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+        ax.set_aspect("equal")
+        ax.grid(True, linewidth=0.3, alpha=0.5)
+        ax.legend(frameon=False, loc="lower right", title="score (AUROC)")
+        if title:
+            ax.set_title(title, fontsize=10)
+        return figure_png(figure)

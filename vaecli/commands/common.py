@@ -5,10 +5,12 @@ Commands share helpers through this module (and options.py), never by importing 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
+from vaecli.commands.options import DEFAULT_SCORES, SCORE_NAMES
 from vaecli.console import term
 from vaecli.errors import UsageError
 
@@ -97,3 +99,56 @@ def write_images(
         return
     for path in write_numbered(batches, count, Path(out), prefix, force, scale):
         term.emit(str(path))
+
+
+def parse_scores(given: list[str] | None) -> tuple[str, ...]:
+    """--score values, split on commas, checked and without repeats, in the order given."""
+    names: list[str] = []
+    for word in (given or [DEFAULT_SCORES]):
+        for name in (part.strip() for part in word.split(",")):
+            if name not in SCORE_NAMES:
+                raise UsageError(f"--score {name or '(empty)'}: choose from {', '.join(SCORE_NAMES)}")
+            if name not in names:
+                names.append(name)
+    return tuple(names)
+
+
+def settings(iw_samples: int, regret_steps: int, seed: int, batch_size: int | None):
+    from vaecli.scores import ScoreSettings
+
+    return ScoreSettings(iw_samples=iw_samples, seed=seed, rows=batch_size, regret_steps=regret_steps)
+
+
+def compute_scores(checkpoint: Checkpoint, uint8: torch.Tensor, names: tuple[str, ...], score_settings,
+                   binarize: bool, units: str = "nats", label: str = "score") -> tuple[dict, dict]:
+    """The scores of uint8 images as the model sees them (binarized once if asked), and seconds per score."""
+    import math
+
+    from vaecli.data import binarize_fixed, to_pixels
+    from vaecli.scores import progress_total, score_images, to_bits_per_dim
+
+    pixels = to_pixels(uint8.to(next(checkpoint.model.parameters()).device))
+    if binarize:
+        pixels = binarize_fixed(pixels)
+    seconds: dict[str, float] = {}
+    with progress(label, progress_total(len(pixels), names)) as advance:
+        values = score_images(checkpoint.model, pixels, names, score_settings, advance, seconds)
+    if units == "bpd":
+        dims = math.prod(pixels.shape[1:])
+        values = {name: to_bits_per_dim(v, dims) for name, v in values.items()}
+    return {name: v.tolist() for name, v in values.items()}, seconds
+
+
+@contextmanager
+def progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A live bar on a terminal, advanced by images done; nothing otherwise."""
+    if not term.live_progress or total == 0:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=term.stderr, transient=True)
+    task = bar.add_task(label, total=total)
+    with bar:
+        yield lambda n: bar.advance(task, n)

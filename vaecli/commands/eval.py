@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vaecli.commands.common import dataset_name, open_model
+from vaecli.commands.common import dataset_name, open_model, progress
 from vaecli.commands.options import (
+    MAX_BATCH_ROWS,
+    MAX_IW_SAMPLES,
     DataRootOption,
     DeviceOption,
     JsonOption,
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
     from vaecli.checkpoint import Checkpoint
     from vaecli.evaluate import Evaluation
 
-MAX_IW_SAMPLES = 1_000_000  # K = 1000 is the literature's; a million already takes days on a CPU
-MAX_BATCH_ROWS = 1 << 20
 
 
 def eval_command(
@@ -76,7 +75,7 @@ def eval_command(
     if binarize:
         pixels = binarize_fixed(pixels)
     term.note(f"evaluating {checkpoint.path} on {len(data)} {name} {split} images with K = {iw_samples}")
-    with _progress(len(data)) as advance:
+    with progress("eval", len(data)) as advance:
         result = evaluate_split(checkpoint.model, pixels, iw_samples, seed, advance, batch_size)
     report = _report(checkpoint, name, split, binarize, result)
     if json_out:
@@ -116,18 +115,3 @@ def _print_report(report: dict, prior_components: int, seconds: float) -> None:
     term.emit(f"-log p(x)        {report['nll']:.2f} nats (importance-weighted, K = {report['iw_samples']})")
     term.emit(f"bits per dim     {report['bits_per_dim']:.4f}")
     term.emit(f"time             {seconds:.1f} s")
-
-
-@contextmanager
-def _progress(total: int) -> Iterator[Callable[[int], None] | None]:
-    """A live bar on a terminal, advanced by the number of images done; nothing otherwise."""
-    if not term.live_progress:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=term.stderr, transient=True)
-    task = progress.add_task("eval", total=total)
-    with progress:
-        yield lambda n: progress.advance(task, n)

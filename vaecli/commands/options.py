@@ -150,3 +150,40 @@ InvertOption = Annotated[
         "since the models expect light strokes on a dark background).",
     ),
 ]
+
+
+# The per-image scores of `vae score` and `vae ood` (vaecli.scores.SCORE_NAMES, without importing torch).
+SCORE_NAMES = ("nll", "elbo", "recon", "kl", "complexity", "regret")  # vaecli.scores.SCORE_NAMES, without torch
+DEFAULT_SCORES = "complexity,nll"
+MAX_IW_SAMPLES = 1_000_000  # K = 1000 is the literature's; a million already takes days on a CPU
+MAX_REGRET_STEPS = 100_000
+MAX_BATCH_ROWS = 1 << 20
+
+
+def complete_score(incomplete: str) -> list[str]:
+    return [name for name in SCORE_NAMES if name.startswith(incomplete)]
+
+
+ScoresOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--score", "-s", autocompletion=complete_score, show_default=False, metavar="NAMES",
+                 help=f"Scores to compute, comma-separated or repeated: {', '.join(SCORE_NAMES)} "
+                 f"[default: {DEFAULT_SCORES}]"),
+]
+IwSamplesOption = Annotated[
+    int, typer.Option("--iw-samples", "-k", callback=between(1, MAX_IW_SAMPLES),
+                 help="Importance samples K per image for nll and complexity.")
+]
+RegretStepsOption = Annotated[
+    int, typer.Option("--regret-steps", callback=between(1, MAX_REGRET_STEPS),
+                 help="Adam steps refitting each image's posterior for regret.")
+]
+BinarizeOption = Annotated[
+    bool, typer.Option("--binarize", help="Binarize the images once with a fixed seed, as `vae eval --binarize`.")
+]
+BatchRowsOption = Annotated[
+    Optional[int],
+    typer.Option("--batch-size", show_default=False, callback=between(1, MAX_BATCH_ROWS),
+                 help="Images x samples decoded per pass for nll [default: 256 on a CPU, 8192 on a GPU]"),
+]
+ScoreSeedOption = Annotated[int, seed_option("Seed of every score's noise (nll's is `vae eval`'s).")]

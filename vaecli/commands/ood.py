@@ -1,0 +1,166 @@
+"""`vae ood`: each score as an out-of-distribution detector between two image sets."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from vaecli.commands.common import compute_scores, open_model, parse_scores, settings
+from vaecli.commands.options import (
+    SCORE_NAMES,
+    BatchRowsOption,
+    BinarizeOption,
+    DataRootOption,
+    DeviceOption,
+    IwSamplesOption,
+    JsonOption,
+    ModelOption,
+    QuietOption,
+    RegretStepsOption,
+    ScoreSeedOption,
+    complete_dataset,
+    complete_score,
+)
+from vaecli.console import term
+from vaecli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from vaecli.checkpoint import Checkpoint
+
+SET_HELP = "A dataset name (its test split) or a folder of PNG/JPEG images (all of them, in name order)."
+
+
+def ood_command(
+    in_data: Annotated[
+        str, typer.Option("--in", help=f"The images the model should know. {SET_HELP}", autocompletion=complete_dataset)
+    ],
+    out_data: Annotated[
+        str, typer.Option("--out", help=f"Images to flag as unusual. {SET_HELP}", autocompletion=complete_dataset)
+    ],
+    model: ModelOption = None,
+    scores: Annotated[
+        Optional[list[str]],
+        typer.Option("--score", "-s", show_default=False, metavar="NAMES", help=f"Scores to compare [default: all of "
+                     f"{', '.join(SCORE_NAMES)}]", autocompletion=complete_score),
+    ] = None,
+    limit: Annotated[
+        Optional[int],
+        typer.Option("--limit", min=1, show_default=False, help="Use only the first N images of each set."),
+    ] = None,
+    iw_samples: IwSamplesOption = 100,
+    regret_steps: RegretStepsOption = 50,
+    binarize: BinarizeOption = False,
+    roc: Annotated[
+        Optional[Path], typer.Option("--roc", "-o", show_default=False, help="Write the ROC curves to this PNG file."),
+    ] = None,
+    json_out: JsonOption = False,
+    batch_size: BatchRowsOption = None,
+    data_root: DataRootOption = None,
+    seed: ScoreSeedOption = 0,
+    device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+) -> None:
+    """AUROC, AUPRC and FPR at 95% TPR of each score, the --out images being the positives.
+
+    Each score flags an image when it is high. The table goes to stderr; --json writes it to stdout.
+
+    \b
+    Example: vae ood -m fashion-mnist --in fashion-mnist --out mnist --limit 2000 -o roc.png
+    """
+    term.quiet = quiet
+    names = parse_scores(scores or [",".join(SCORE_NAMES)])
+    if roc is not None:
+        from vaecli.files import check_output_file
+
+        check_output_file(roc, "-o")
+    from vaecli.checkpoint import model_name
+
+    checkpoint = open_model(model, device)
+    started = time.perf_counter()
+    score_settings = settings(iw_samples, regret_steps, seed, batch_size)
+    specs = {"in": in_data, "out": out_data}
+    images = {role: read_set(checkpoint, spec, f"--{role}", data_root, limit) for role, spec in specs.items()}
+    sets, seconds = {}, {}
+    for role, spec in specs.items():  # both sets are read before either is scored: errors come first
+        term.note(f"scoring {len(images[role])} {spec} images (--{role}): {', '.join(names)}")
+        sets[role], spent = compute_scores(checkpoint, images[role], names, score_settings, binarize, label=role)
+        seconds.update({k: seconds.get(k, 0.0) + v for k, v in spent.items()})
+    results = _measure(sets, names)
+    report = {
+        "model": model_name(checkpoint.path), "in": in_data, "out": out_data,
+        "images_in": len(sets["in"][names[0]]), "images_out": len(sets["out"][names[0]]),
+        "iw_samples": iw_samples, "regret_steps": regret_steps, "binarized": binarize, "seed": seed,
+        "scores": results, "score_seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "elapsed_s": round(time.perf_counter() - started, 3),
+    }
+    _print_table(report, names)
+    if roc is not None:
+        written = _write_roc(roc, sets, results, f"{report['model']}: {in_data} (in) vs {out_data} (out)")
+        report["roc"] = str(written)
+        if not json_out:
+            term.emit(str(written))
+    if json_out:
+        term.emit(json.dumps(report))
+
+
+def read_set(checkpoint: Checkpoint, spec: str, option: str, data_root: Path | None,
+             limit: int | None) -> torch.Tensor:
+    """A dataset's test split, or every image of a folder in name order, as uint8 (N, C, H, W)."""
+    import torch
+
+    from vaecli.data import DATASET_NAMES, check_dataset_size, list_image_files, load_dataset
+    from vaecli.images import load_image
+
+    shape = checkpoint.config.model.image_shape
+    if spec in DATASET_NAMES:
+        return load_dataset(spec, "test", data_root=data_root, shape=shape, limit=limit).images
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        raise UsageError(f"{option} {spec}: not a dataset name or a folder; use one of "
+                         f"{', '.join(DATASET_NAMES)}, or the path of a folder of images")
+    files = list_image_files(folder)[:limit]
+    if not files:
+        raise UsageError(f"{option} {spec}: no PNG or JPEG images found; check the folder")
+    check_dataset_size(len(files), shape, f"{option} {spec}")
+    return torch.stack([load_image(path, shape) for path in files])
+
+
+def _measure(sets: dict[str, dict[str, list[float]]], names: tuple[str, ...]) -> dict[str, dict]:
+    from dataclasses import asdict
+
+    from vaecli.detection import detection_metrics
+
+    return {name: {key: round(value, 6) for key, value in
+                   asdict(detection_metrics(sets["in"][name], sets["out"][name], name)).items()}
+            for name in names}
+
+
+def _print_table(report: dict, names: tuple[str, ...]) -> None:
+    term.note(f"{report['images_in']} {report['in']} (in) vs {report['images_out']} {report['out']} (out, "
+              f"the positive class); a high score flags an image")
+    term.note(f"{'score':<12}{'AUROC':>8}{'AUPRC':>8}{'FPR@95':>8}{'mean in':>11}{'mean out':>11}{'seconds':>9}")
+    seconds = report["score_seconds"]
+    for name in names:
+        row = report["scores"][name]
+        spent = seconds.get("elbo" if name in ("recon", "kl") else name, 0.0)
+        if name == "complexity":
+            spent += seconds.get("nll", 0.0)
+        term.note(f"{name:<12}{row['auroc']:>8.3f}{row['auprc']:>8.3f}{row['fpr_at_95_tpr']:>8.3f}"
+                  f"{row['mean_in']:>11.2f}{row['mean_out']:>11.2f}{spent:>9.1f}")
+    term.note(f"time {report['elapsed_s']:.1f} s in all")
+
+
+def _write_roc(path: Path, sets: dict, results: dict, title: str) -> Path:
+    from vaecli.detection import roc_points
+    from vaecli.files import write_atomic
+    from vaecli.plots import roc_curves_png
+
+    curves = {name: (*roc_points(sets["in"][name], sets["out"][name], name), results[name]["auroc"])
+              for name in results}
+    return write_atomic(path, roc_curves_png(curves, title))

@@ -1,0 +1,191 @@
+"""Per-image scores of how well a model explains each image: likelihoods and OOD-corrected variants.
+
+Every score is in nats per image and "higher = more unusual": a larger value means the model finds
+the image less typical of its training data.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from vaecli.evaluate import iw_nll_seeded
+from vaecli.models import VAE
+from vaecli.objective import kl_to_standard_normal, log_posterior, reconstruction_nll
+
+SCORE_NAMES = ("nll", "elbo", "recon", "kl", "complexity", "regret")
+ELBO_PARTS = ("elbo", "recon", "kl")
+PNG_CODER = "PNG via Pillow, compress_level 9, whole file"
+PNG_LEVEL = 9
+ELBO_BATCH = 1000  # images per pass for the one-sample -ELBO, as `vae eval` uses
+REGRET_BATCH = 256  # images refitted together; each has its own (mu, logvar), so batching changes nothing
+REGRET_EVAL_SAMPLES = 16  # common noise draws for the -ELBO before and after the refit
+
+
+@dataclass
+class ScoreSettings:
+    """How the scores are estimated; each score draws its noise from its own generator seeded by `seed`."""
+
+    iw_samples: int = 100  # K for nll (and complexity, which starts from it)
+    seed: int = 0
+    rows: int | None = None  # images x samples decoded per pass for nll; None: evaluate's default
+    regret_steps: int = 50  # Adam steps on each image's (mu, logvar)
+    regret_lr: float = 0.05  # Adam's step size for the refit
+
+
+def png_code_nats(images: torch.Tensor) -> torch.Tensor:
+    """Length of each uint8 (N, C, H, W) image as a PNG file (Pillow, compress_level 9), in nats: (N,)."""
+    import numpy as np
+    from PIL import Image
+
+    lengths = []
+    for pixels in images.cpu().numpy():
+        array = np.ascontiguousarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+        buffer = io.BytesIO()
+        Image.fromarray(array, mode="L" if pixels.shape[0] == 1 else "RGB").save(
+            buffer, format="PNG", compress_level=PNG_LEVEL)
+        lengths.append(len(buffer.getvalue()) * 8 * math.log(2))
+    return torch.tensor(lengths, dtype=torch.float64)
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+@torch.no_grad()
+def elbo_parts(model: VAE, pixels: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    """One-sample -log p(x|z) and KL(q(z|x) || p(z)) per image, and their sum -ELBO (eq. 3): (N,) each.
+
+    The KL is analytic for N(0, I) and a one-sample estimate for a fitted mixture, as in `vae eval`."""
+    generator = _generator(pixels.device, seed)
+    recon, kl = [], []
+    for x in pixels.split(ELBO_BATCH):
+        mu, logvar = model.encode(x)
+        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + noise * torch.exp(0.5 * logvar)
+        recon.append(reconstruction_nll(model, model.decode(z), x).double().cpu())
+        if model.prior is None:
+            kl.append(kl_to_standard_normal(mu, logvar).double().cpu())
+        else:
+            kl.append((log_posterior(z, mu, logvar) - model.log_prior(z)).double().cpu())
+    recon_t, kl_t = torch.cat(recon), torch.cat(kl)
+    return {"recon": recon_t, "kl": kl_t, "elbo": recon_t + kl_t}
+
+
+def neg_elbo_at(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+                eps: torch.Tensor) -> torch.Tensor:
+    """-ELBO of images x (B, C, H, W) under q = N(mu, exp(logvar)), averaged over noise eps (B, M, L): (B,)."""
+    batch, draws, latent = eps.shape
+    z = mu.unsqueeze(1) + eps * torch.exp(0.5 * logvar).unsqueeze(1)  # (B, M, L)
+    output = model.decode(z.reshape(batch * draws, latent)).reshape(batch, draws, *x.shape[1:])
+    recon = reconstruction_nll(model, output, x.unsqueeze(1).expand_as(output)).mean(1)
+    if model.prior is None:
+        return recon + kl_to_standard_normal(mu, logvar)
+    kl = log_posterior(z, mu.unsqueeze(1), logvar.unsqueeze(1)) - model.log_prior(z)
+    return recon + kl.mean(1)
+
+
+def likelihood_regret(
+    model: VAE,
+    pixels: torch.Tensor,
+    settings: ScoreSettings,
+    on_progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """-ELBO with the encoder's (mu, logvar) minus -ELBO after refitting them to each image alone: (N,).
+
+    Likelihood regret (Xiao et al. 2020) refits the whole encoder per image; this batched variant
+    optimizes each image's own (mu, logvar) by Adam for `regret_steps` steps, with the model fixed."""
+    generator = _generator(pixels.device, settings.seed)
+    out = []
+    for x in pixels.split(REGRET_BATCH):
+        out.append(_regret_batch(model, x, settings, generator).double().cpu())
+        if on_progress is not None:
+            on_progress(x.shape[0])
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
+
+
+def _regret_batch(model: VAE, x: torch.Tensor, settings: ScoreSettings, generator: torch.Generator) -> torch.Tensor:
+    with torch.no_grad():
+        mu0, logvar0 = model.encode(x)
+        # The same draws score both fits, so the difference is not swamped by Monte Carlo noise.
+        eps = torch.randn((*mu0.shape[:1], REGRET_EVAL_SAMPLES, mu0.shape[1]), generator=generator,
+                          device=mu0.device, dtype=mu0.dtype)
+        before = neg_elbo_at(model, x, mu0, logvar0, eps)
+    mu, logvar = mu0.clone().requires_grad_(True), logvar0.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([mu, logvar], lr=settings.regret_lr)
+    for _ in range(settings.regret_steps):
+        noise = torch.randn((mu.shape[0], 1, mu.shape[1]), generator=generator, device=mu.device, dtype=mu.dtype)
+        # Each image's loss depends only on its own row of (mu, logvar), and Adam is elementwise,
+        # so one summed loss refits every image independently.
+        loss = neg_elbo_at(model, x, mu, logvar, noise).sum()
+        mu.grad, logvar.grad = torch.autograd.grad(loss, [mu, logvar])
+        optimizer.step()
+    with torch.no_grad():
+        return before - neg_elbo_at(model, x, mu, logvar, eps)
+
+
+def score_images(
+    model: VAE,
+    pixels: torch.Tensor,
+    names: tuple[str, ...],
+    settings: ScoreSettings,
+    on_progress: Callable[[int], None] | None = None,
+    seconds: dict[str, float] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The requested scores (SCORE_NAMES) of images in [0, 1] (N, C, H, W), each (N,) float64 in nats.
+
+    on_progress is called with images done, once per pass of each costly score; `seconds` receives
+    each computation's wall time (complexity's is the PNG coding alone, on top of nll's)."""
+    was_training = model.training
+    model.eval()
+    timer = _Timer(seconds if seconds is not None else {})
+    try:
+        scores: dict[str, torch.Tensor] = {}
+        if "nll" in names or "complexity" in names:
+            with timer("nll"):
+                scores["nll"] = iw_nll_seeded(model, pixels, settings.iw_samples, settings.seed, on_progress,
+                                              settings.rows)
+        if "complexity" in names:
+            from vaecli.latent import to_uint8
+
+            with timer("complexity"):  # the code length of the exact 8-bit image the model was given
+                scores["complexity"] = scores["nll"] - png_code_nats(to_uint8(pixels))
+        if any(name in names for name in ELBO_PARTS):
+            with timer("elbo"):
+                scores.update(elbo_parts(model, pixels, settings.seed))
+        if "regret" in names:
+            with timer("regret"):
+                scores["regret"] = likelihood_regret(model, pixels, settings, on_progress)
+    finally:
+        model.train(was_training)
+    return {name: scores[name] for name in names}
+
+
+class _Timer:
+    """`with timer(name):` adds the block's wall time to seconds[name]."""
+
+    def __init__(self, seconds: dict[str, float]):
+        self.seconds = seconds
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+
+def progress_total(count: int, names: tuple[str, ...]) -> int:
+    """Units of work score_images reports for `count` images and these scores."""
+    passes = int("nll" in names or "complexity" in names) + int("regret" in names)
+    return count * passes
+
+
+def to_bits_per_dim(values: torch.Tensor, dims: int) -> torch.Tensor:
+    """Nats per image to bits per dimension."""
+    return values / (dims * math.log(2))
