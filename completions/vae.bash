@@ -67,7 +67,7 @@ _vae() {
         eval)
             case $prev in
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
-                --dataset) _vae_words "mnist fashion-mnist kmnist digits"; _vae_paths dirs; return ;;
+                --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
                 --split) _vae_words "train test"; return ;;
                 --limit|--iw-samples|-k|--batch-size|--seed) return ;;
@@ -79,7 +79,7 @@ _vae() {
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --out|-o) _vae_paths files; return ;;
                 --components|-c|--samples|--limit|--seed) return ;;
-                --dataset) _vae_words "mnist fashion-mnist kmnist digits"; _vae_paths dirs; return ;;
+                --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
@@ -111,7 +111,7 @@ _vae() {
         project)
             case $prev in
                 --out|-o|--points) _vae_paths files; return ;;
-                --dataset) _vae_words "mnist fashion-mnist kmnist digits"; _vae_paths dirs; return ;;
+                --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
                 --split) _vae_words "train test"; return ;;
                 --limit|--seed) return ;;
@@ -153,7 +153,7 @@ _vae() {
         tour)
             case $prev in
                 --out|-o) _vae_paths files; return ;;
-                --dataset) _vae_words "mnist fashion-mnist kmnist digits"; _vae_paths dirs; return ;;
+                --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
@@ -163,7 +163,7 @@ _vae() {
         train)
             case $prev in
                 --arch) _vae_words "mlp cnn resnet"; return ;;
-                --dataset) _vae_words "mnist fashion-mnist kmnist digits"; _vae_paths dirs; return ;;
+                --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
                 --latent-dim|--hidden|--image-size|--epochs|--batch-size|--lr|--beta|--warmup|--seed|--limit) return ;;
                 --channels) _vae_words "1 3"; return ;;

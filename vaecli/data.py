@@ -1,4 +1,4 @@
-"""Datasets loaded once into uint8 tensors: torchvision's MNIST family, digits, image folders."""
+"""Datasets loaded once into uint8 tensors: torchvision's MNIST family, digits, colour datasets, image folders."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from vaecli.datasets_torchvision import NAMED as COLOUR_DATASETS
+from vaecli.datasets_torchvision import PREFIX, is_torchvision_name
 from vaecli.errors import DataError, InputError, UsageError, first_line
 from vaecli.files import describe_os_error
 from vaecli.images import IMAGE_SUFFIXES
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 
 # Name on the command line -> torchvision's folder (and class) name.
 TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
-DATASET_NAMES = (*TORCHVISION_DATASETS, "digits")
+DATASET_NAMES = (*TORCHVISION_DATASETS, "digits", *COLOUR_DATASETS)  # plus torchvision:NAME, see is_builtin
 CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
     "digits": [str(d) for d in range(10)],
@@ -73,13 +75,30 @@ def default_data_root() -> Path:
     return Path(cache) / "vaecli" / "data"
 
 
-def native_shape(dataset: str) -> tuple[int, int, int] | None:
-    """(C, H, W) of a built-in dataset; None for a folder, whose shape the user picks."""
+def is_builtin(dataset: str) -> bool:
+    """True for a dataset named rather than a folder: a name in DATASET_NAMES or torchvision:NAME."""
+    return dataset in DATASET_NAMES or dataset.startswith(PREFIX)
+
+
+def native_shape(dataset: str, data_root: Path | None = None) -> tuple[int, int, int] | None:
+    """(C, H, W) of a built-in dataset; None for a folder, whose shape the user picks.
+
+    torchvision:NAME is opened (downloaded if need be) to see its first image, once per download.
+    """
+    if is_torchvision_name(dataset):
+        from vaecli import datasets_torchvision as tv
+
+        return tv.native_shape(tv.resolve(dataset), data_root or default_data_root())
     return (1, 28, 28) if dataset in DATASET_NAMES else None
 
 
 def check_dataset_name(dataset: str) -> None:
     """Accept a built-in name or an existing folder; otherwise list what is valid."""
+    if dataset.startswith(PREFIX):
+        from vaecli.datasets_torchvision import resolve
+
+        resolve(dataset)  # one line for an unknown or unsuitable class
+        return
     if dataset in DATASET_NAMES:
         return
     try:
@@ -94,7 +113,7 @@ def check_dataset_name(dataset: str) -> None:
         raise InputError(f"--dataset {dataset}: is a file; give a folder of images")
     raise UsageError(
         f"unknown dataset {_shown(dataset)}: use one of {', '.join(DATASET_NAMES)}, "
-        "or the path of a folder of images"
+        f"{PREFIX}NAME, or the path of a folder of images"
     )
 
 
@@ -106,7 +125,7 @@ def dataset_for_model(stored: str, given: str | None) -> tuple[str, str | None]:
     """
     if given is not None:
         return given, None
-    if stored in DATASET_NAMES:
+    if is_builtin(stored):
         return stored, None
     shown = _shown(stored)
     inside = _inside_working_folder(stored)
@@ -128,7 +147,7 @@ def same_dataset(named: str, stored: str) -> bool:
     """True when two dataset values name one dataset: the same built-in name, or the same folder."""
     if named == stored:
         return True
-    if named in DATASET_NAMES or stored in DATASET_NAMES:
+    if is_builtin(named) or is_builtin(stored):
         return False
     # Paths are compared, not folders opened: `pets`, `./pets/` and a link to it are one folder.
     try:
@@ -169,6 +188,8 @@ def load_dataset(
     if dataset in TORCHVISION_DATASETS:
         root = data_root or default_data_root()
         images, labels = _load_torchvision(dataset, split, root, limit, shape)
+    elif is_torchvision_name(dataset):
+        return _load_colour(dataset, split, data_root or default_data_root(), shape, limit)
     elif dataset == "digits":
         images, labels = _load_digits(split)
         images, labels = images[:limit], labels[:limit]
@@ -176,6 +197,32 @@ def load_dataset(
     else:
         return load_folder(Path(dataset).expanduser(), split, shape, limit)
     return ImageSet(conform(images, shape), labels, CLASS_NAMES[dataset])
+
+
+def _load_colour(
+    dataset: str, split: str, root: Path, shape: tuple[int, int, int], limit: int | None
+) -> ImageSet:
+    """A torchvision class's split: from the cache when its files are unchanged, else decoded and cached."""
+    from vaecli import datasets_torchvision as tv
+
+    source = tv.resolve(dataset)
+    cache = tv.cache_file(source, split, root, shape)
+    hit = tv.read_cache(cache, tv.fingerprint(source, split, root, shape), shape, limit)
+    if hit is not None:
+        return ImageSet(*hit)
+    what = f"{dataset} {split}"
+    known = source.counts.get(split)
+    if known:  # before the class reads its files: CIFAR and SVHN hold the whole split as one array
+        check_dataset_size(min(known, limit or known), shape, what, raw_item=tv.raw_item_bytes(source))
+    opened = tv.open_split(source, split, root)
+    count = len(opened) if limit is None else min(len(opened), limit)
+    if count == 0:
+        raise DataError(f"{what}: holds no images under {root}; delete its files and download it again")
+    check_dataset_size(count, shape, what, raw_item=tv.raw_item_bytes(source))
+    decoded = tv.decode(opened, source, shape, count)
+    decoded = decoded._replace(images=conform(decoded.images, shape))
+    tv.write_cache(cache, tv.fingerprint(source, split, root, shape), decoded, complete=count == len(opened))
+    return ImageSet(*decoded)
 
 
 # --- Pixels: uint8 images as the model sees them ------------------------------------------------------

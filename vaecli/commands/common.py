@@ -49,9 +49,9 @@ def dataset_name(stored: str, named: str | None) -> str:
 
 def dataset_label(name: str) -> str:
     """A built-in dataset's name, or an image folder's own name, for titles and notes."""
-    from vaecli.data import DATASET_NAMES
+    from vaecli.data import is_builtin
 
-    return name if name in DATASET_NAMES else (Path(name).expanduser().resolve().name or name)
+    return name if is_builtin(name) else (Path(name).expanduser().resolve().name or name)
 
 
 def check_output(target: str, option: str) -> None:

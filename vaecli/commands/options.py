@@ -80,7 +80,8 @@ DatasetOption = Annotated[
     str,
     typer.Option(
         "--dataset",
-        help="mnist, fashion-mnist, kmnist, digits (offline, bundled with scikit-learn), "
+        help="mnist, fashion-mnist, kmnist, digits (offline, bundled with scikit-learn), cifar10, cifar100, "
+        "svhn, celeba, stl10, torchvision:NAME (a torchvision.datasets class), "
         "or a folder of PNG/JPEG images (sub-folder names are labels).",
         autocompletion=complete_dataset,
     ),

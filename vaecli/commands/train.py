@@ -45,7 +45,9 @@ def train_command(
         typer.Option("--channels", help="1 (grey) or 3 (RGB); default: the dataset's.", show_default=False),
     ] = None,
     image_size: Annotated[
-        Optional[int], typer.Option("--image-size", help="Square side in pixels; default: 28.", show_default=False)
+        Optional[int], typer.Option("--image-size", show_default=False,
+                                     help="Square side in pixels; default: the dataset's (28 for the MNIST family "
+                                     "and folders, 32 CIFAR and SVHN, 96 STL-10, 64 CelebA).")
     ] = None,
     likelihood: Annotated[
         Likelihood, typer.Option("--likelihood", help="bernoulli (pixels in [0, 1]) or gaussian (learned variance).")
@@ -111,7 +113,7 @@ def train_command(
 
     if resume is None:
         check_dataset_name(dataset)
-        native = native_shape(dataset) or (3 if channels == 3 else 1, 28, 28)
+        native = native_shape(dataset, data_root) or (3 if channels == 3 else 1, 28, 28)
         side = image_size
         shape = (channels or native[0], side or native[1], side or native[2])
         config = TrainConfig(
@@ -252,9 +254,9 @@ def _fit(request: _Request, run: Any, splits: tuple[Any, Any], meta: Any, world:
 
 def _stored_dataset(dataset: str) -> str:
     """What the checkpoint records: a built-in name, or the folder's absolute path, found from anywhere."""
-    from vaecli.data import DATASET_NAMES
+    from vaecli.data import is_builtin
 
-    return dataset if dataset in DATASET_NAMES else str(Path(dataset).expanduser().resolve())
+    return dataset if is_builtin(dataset) else str(Path(dataset).expanduser().resolve())
 
 
 def _keep_earlier_work(path: Path, resume: Path | None, option: str) -> None:
