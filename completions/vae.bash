@@ -99,7 +99,7 @@ _vae() {
             if [[ $cur == -* ]]; then _vae_words "--steps --method --out -o --frames --gif --invert --scale --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         ood)
             case $prev in
-                --in|--out) _vae_words "mnist fashion-mnist kmnist digits"; _vae_paths dirs; return ;;
+                --in|--out) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --score|-s) _vae_words "nll elbo recon kl complexity regret"; return ;;
                 --limit|--iw-samples|-k|--regret-steps|--batch-size|--seed) return ;;
@@ -138,7 +138,7 @@ _vae() {
             _vae_words "--count -n --temperature -t --out -o --grid --nrow --scale --force -f --model -m --device --seed --quiet -q --help -h" ;;
         score)
             case $prev in
-                --dataset) _vae_words "mnist fashion-mnist kmnist digits"; _vae_paths dirs; return ;;
+                --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --split) _vae_words "train test"; return ;;
                 --limit|--iw-samples|-k|--regret-steps|--batch-size|--seed) return ;;
                 --data-root) _vae_paths dirs; return ;;
