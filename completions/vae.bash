@@ -173,7 +173,7 @@ _vae() {
                 --out|-o|--resume|--report) _vae_paths files; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            _vae_words "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --seed --limit --precision --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --force -f --help -h" ;;
+            _vae_words "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --seed --limit --precision --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --force -f --snapshots --help -h" ;;
     esac
 }
 complete -F _vae vae

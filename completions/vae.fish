@@ -201,4 +201,5 @@ complete -c vae -n '__vae_using train' -l no-report -d 'Write no loss-curve or K
 complete -c vae -n '__vae_using train' -l compile -d 'Compile the model with torch.compile (slow start; see benchmarks/).'
 complete -c vae -n '__vae_using train' -l keep-best -d 'Also keep the lowest-test-loss epoch in <out stem>-best.safetensors.'
 complete -c vae -n '__vae_using train' -l force -s f -d 'Replace an existing checkpoint at --out that this run did not write.'
+complete -c vae -n '__vae_using train' -l snapshots -d 'Also write <name>-evolution.gif beside the report: the same samples and test...'
 complete -c vae -n '__vae_using train' -l help -s h -d 'Show the help and exit.'

@@ -18,6 +18,12 @@ def report_paths(checkpoint: Path, folder: Path | None = None) -> tuple[Path, Pa
     return where / f"{checkpoint.stem}-losses.png", where / f"{checkpoint.stem}-kl.png"
 
 
+def evolution_path(checkpoint: Path, folder: Path | None = None) -> Path:
+    """<stem>-evolution.gif (`vae train --snapshots`), where the report goes."""
+    checkpoint = Path(checkpoint)
+    return (checkpoint.parent if folder is None else Path(folder)) / f"{checkpoint.stem}-evolution.gif"
+
+
 def write_report(history: list[dict], checkpoint: Path, folder: Path | None = None) -> list[Path]:
     """Write the loss curves and, when the last epoch has them, the per-dimension KL bars."""
     from vaecli.evaluate import ACTIVE_UNIT_NATS  # loads torch, which training has loaded anyway

@@ -66,6 +66,10 @@ class Hooks:
     on_progress: Callable[[Progress], None] | None = None
     on_epoch: Callable[[EpochRecord], None] | None = None
     progress_every_s: float = 0.2
+    # Called with the model and the epochs done (a fraction within the first), on rank 0 only: after
+    # every epoch, and before the first epoch's steps at these fractions of it.
+    on_snapshot: Callable[[VAE, float], None] | None = None
+    first_epoch_snapshots: tuple[float, ...] = ()
 
 
 @dataclass
@@ -266,6 +270,8 @@ def fit(
         run.history.append(record)
         if world.is_main:
             _save(run, config, outputs)
+            if loop.hooks.on_snapshot is not None:
+                loop.hooks.on_snapshot(run.model, epoch + 1)
             if loop.hooks.on_epoch is not None:
                 loop.hooks.on_epoch(record)
         barrier(world)
@@ -280,7 +286,10 @@ def _train_epoch(loop: _Loop, epoch: int, started: float) -> Epoch:
     sums, watch = Sums.zeros(loop.images.device), LossWatch.start(loop.images.device)
     seen, beta = 0, config.beta
     order = torch.randperm(n, generator=run.generator, device=loop.images.device)
+    snapshot_steps = _snapshot_steps(loop, epoch)
     for step in range(loop.steps_per_epoch):
+        if step in snapshot_steps:
+            loop.hooks.on_snapshot(run.model, epoch + step / loop.steps_per_epoch)
         x = to_pixels(loop.images[order[step * loop.batch : (step + 1) * loop.batch]])
         beta = kl_weight(config, epoch + step / loop.steps_per_epoch)
         recon, kl, total = _step(loop, x, epoch * loop.steps_per_epoch + step, beta)
@@ -299,6 +308,13 @@ def _train_epoch(loop: _Loop, epoch: int, started: float) -> Epoch:
             hooks.on_progress(Progress(epoch + 1, config.epochs, images_done, n,
                                        float(sums.loss) / max(seen, 1), now - started))
     return Epoch(sums, beta, time.perf_counter() - started)
+
+
+def _snapshot_steps(loop: _Loop, epoch: int) -> set[int]:
+    hooks, steps = loop.hooks, loop.steps_per_epoch
+    if epoch != 0 or hooks.on_snapshot is None or not loop.world.is_main:
+        return set()
+    return {min(round(point * steps), steps - 1) for point in hooks.first_epoch_snapshots}
 
 
 def _step(loop: _Loop, x: torch.Tensor, global_step: int, beta: float) -> tuple[torch.Tensor, ...]:

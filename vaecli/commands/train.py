@@ -99,6 +99,10 @@ def train_command(
     force: Annotated[
         bool, typer.Option("--force", "-f", help="Replace an existing checkpoint at --out that this run did not write.")
     ] = False,
+    snapshots: Annotated[
+        bool, typer.Option("--snapshots", help="Also write <name>-evolution.gif beside the report: the same samples "
+                           "and test reconstructions after every epoch and four times in the first.")
+    ] = False,
 ) -> None:
     """Train a VAE and write a safetensors checkpoint after every epoch.
 
@@ -134,7 +138,7 @@ def train_command(
             raise UsageError(f"{changed[0]} cannot change when resuming; the checkpoint fixes it (only --epochs may)")
     target = out if (_given(ctx, "out") or resume is None) else resume
     from vaecli.files import kind_of
-    from vaecli.report import report_after_training
+    from vaecli.report import evolution_path, report_after_training
 
     if not force:
         _keep_earlier_work(target, resume, "--out")
@@ -142,12 +146,14 @@ def train_command(
             _keep_earlier_work(target.with_name(f"{target.stem}-best{target.suffix}"), None, "--keep-best")
     if kind_of(target, "--out") in ("device", "fifo"):
         # Written through, epoch after epoch; nothing is placed beside a device or pipe.
-        if keep_best:
-            raise UsageError(f"--keep-best writes beside --out, and {target} is not a regular file; drop one")
+        for flag, given in (("--keep-best", keep_best), ("--snapshots", snapshots and report is None)):
+            if given:
+                raise UsageError(f"{flag} writes beside --out, and {target} is not a regular file; drop one")
         no_report = no_report or report is None
     request = _Request(config if resume is None else None, resume, epochs if _given(ctx, "epochs") else None,
                        target, data_root, device, json_lines, keep_best, compile_model,
-                       named_dataset if resume is not None else None)
+                       named_dataset if resume is not None else None,
+                       evolution_path(target, report) if snapshots else None)
     with report_after_training(target, report, not no_report, lambda p: term.note(f"report: {p}"), term.warn):
         _train(request)
 
@@ -166,6 +172,7 @@ class _Request:
     keep_best: bool
     compile_model: bool
     named_dataset: str | None = None  # --dataset as given on resuming
+    evolution: Path | None = None  # --snapshots: the GIF of training in motion
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -186,6 +193,8 @@ def _train(request: _Request) -> None:
     config = request.config if checkpoint is None else checkpoint.config
     out = request.out
     check_output_file(out, "--out")
+    if request.evolution is not None:
+        check_output_file(request.evolution, "--snapshots")
     source = config.dataset if checkpoint is None else _resumed_dataset(config.dataset, request.named_dataset)
     shape = config.model.image_shape
     _check_memory(config, device)
@@ -242,14 +251,32 @@ def _fit(request: _Request, run: Any, splits: tuple[Any, Any], meta: Any, world:
                 term.emit(json.dumps(record.to_dict()))
             display.epoch_line(_epoch_line(record, config.epochs))
 
+        hooks = Hooks(display.on_progress, on_epoch)
+        if request.evolution is not None:
+            _take_snapshots(hooks, request.evolution, config, splits[1])
         try:
-            fit(config, run, *splits, Outputs(out, meta, best), hooks=Hooks(display.on_progress, on_epoch),
-                world=world, compile_model=request.compile_model)
+            fit(config, run, *splits, Outputs(out, meta, best), hooks=hooks, world=world,
+                compile_model=request.compile_model)
         except KeyboardInterrupt as exc:
             code = ExitCode.TERMINATED if isinstance(exc, _Terminated) else ExitCode.INTERRUPTED
             raise _interrupted(out, before, start, out == request.resume, code) from None
         finally:
             leave(world)
+
+
+def _take_snapshots(hooks: Any, path: Path, config: Any, test_set: Any) -> None:
+    """Frames of the same samples and test reconstructions; the GIF is rewritten whole after each one."""
+    from vaecli.files import ensure_folder, write_atomic
+    from vaecli.snapshots import FIRST_EPOCH_POINTS, Evolution
+
+    ensure_folder(path.parent, "--report")
+    evolution = Evolution.start(config.model.latent_dim, test_set.images, config.seed)
+
+    def on_snapshot(model: Any, epoch: float) -> None:
+        evolution.take(model, epoch)
+        write_atomic(path, evolution.gif())
+
+    hooks.on_snapshot, hooks.first_epoch_snapshots = on_snapshot, FIRST_EPOCH_POINTS
 
 
 def _stored_dataset(dataset: str) -> str:
