@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cli_checks import one_error_line
+from tests.helpers.cli_checks import one_error_line
 
 TINY = ["--dataset", "digits", "--epochs", "1", "--limit", "64", "--hidden", "4", "-q", "--no-report"]
 

@@ -19,7 +19,7 @@ from PIL import Image
 import vaecli
 from vaecli.errors import CheckpointError, VaeError
 
-from safetensors_bytes import join_safetensors, split_safetensors
+from tests.helpers.safetensors_bytes import join_safetensors, split_safetensors
 
 PACKAGE = Path(vaecli.__file__).parent
 CASE_BUDGET_S = 2.0  # one case may take this long: a crafted file must not hang a loader

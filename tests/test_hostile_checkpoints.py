@@ -18,8 +18,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli_checks import one_error_line
-from safetensors_bytes import edit_metadata, split_safetensors
+from tests.helpers.cli_checks import one_error_line
+from tests.helpers.safetensors_bytes import edit_metadata, split_safetensors
 
 BAD = "bad.safetensors"
 TINY_EPOCHS = 2  # epochs of the session's tiny model (conftest): resuming asks for one more

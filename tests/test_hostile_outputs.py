@@ -16,16 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_checks import SENTINEL, assert_untouched, keep_outputs, one_error_line
+from tests.helpers.cli_checks import SENTINEL, assert_untouched, keep_outputs, one_error_line
+from tests.helpers.images import digit
 
 VAE = [sys.executable, "-m", "vaecli"]
-
-
-def _digit(path: Path, value: int = 200) -> Path:
-    pixels = np.zeros((28, 28), np.uint8)
-    pixels[6:22, 12:16] = value
-    Image.fromarray(pixels).save(path)
-    return path
 
 
 def _shell(command: str, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -60,7 +54,7 @@ def _char_device(path: Path) -> Path:
 )
 def test_a_device_node_given_as_output_stays_a_device(cli, tiny_model, tmp_path, args):
     device = _char_device(tmp_path / "n")
-    _digit(tmp_path / "d.png")
+    digit(tmp_path / "d.png", value=200)
     model = [] if args[0] == "train" else ["-m", tiny_model]
     result = cli(*[a.replace("{T}", str(device)) for a in args], *model)
     assert result.exit_code == 0, result.stderr
@@ -111,7 +105,7 @@ ATOMIC_CASES = {
 @pytest.mark.parametrize("case", list(ATOMIC_CASES))
 def test_a_full_disk_leaves_earlier_outputs_whole_and_no_partial_files(cli, tiny_model, tmp_path, monkeypatch, case):
     args, outputs = ATOMIC_CASES[case]
-    _digit(tmp_path / "d.png")
+    digit(tmp_path / "d.png", value=200)
     np.save(tmp_path / "codes.npy", np.zeros((2, 4), np.float32))
     kept = keep_outputs(tmp_path, outputs)
     before = {p for p in tmp_path.rglob("*")}
@@ -258,7 +252,7 @@ def test_stdout_full_or_closed_is_one_line_and_exit_2(tiny_model, tmp_path):
     ],
 )
 def test_names_over_255_bytes_are_one_line(cli, tiny_model, tmp_path, args):
-    _digit(tmp_path / "d.png")
+    digit(tmp_path / "d.png", value=200)
     long_name = "x" * 300
     model = ["-m", tiny_model] if args[0] not in ("train", "info") else []
     result = cli(*[a.replace("{L}", long_name) for a in args], *model)
@@ -298,7 +292,7 @@ def test_user_text_is_not_rewritten_by_markup_emoji_or_escapes(cli, tiny_model):
 
 
 def test_info_shows_escape_sequences_in_metadata_instead_of_replaying_them(cli, tiny_model, tmp_path):
-    from safetensors_bytes import edit_metadata
+    from tests.helpers.safetensors_bytes import edit_metadata
 
     def plant(meta):
         meta["command"] = "vae train \x1b]0;owned\x07\x1b[2J:smile: [red]x[/red]"
@@ -315,7 +309,7 @@ def test_info_shows_escape_sequences_in_metadata_instead_of_replaying_them(cli, 
 
 
 def test_images_from_dev_stdin_process_substitution_and_fifos_are_read(tiny_model, tmp_path):
-    _digit(tmp_path / "d.png")
+    digit(tmp_path / "d.png", value=200)
     os.mkfifo(tmp_path / "fifo.png")
     result = _shell(
         f"cat d.png | vae reconstruct /dev/stdin -m {tiny_model} -o a && "

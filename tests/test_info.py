@@ -103,7 +103,7 @@ def test_bundled_metadata_holds_no_path_of_the_machine_it_was_made_on(cli, name)
 
 
 def test_odd_evaluation_records_are_left_out(cli, tiny_model, tmp_path):
-    from safetensors_bytes import edit_metadata
+    from tests.helpers.safetensors_bytes import edit_metadata
 
     def plant(meta):
         meta["evaluation"] = {"nll": "80.98", "command": "vae eval"}
