@@ -169,6 +169,7 @@ READABLE_METADATA = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(READABLE_METADATA))
 def test_metadata_every_reader_can_format_loads(cli, tiny_model, tmp_path, case):
     path = tmp_path / "odd.safetensors"

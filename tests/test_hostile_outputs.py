@@ -185,6 +185,7 @@ def test_npy_headers_are_checked_before_memory_is_committed(cli, tiny_model, tmp
     assert expected in one_error_line(result)
 
 
+@pytest.mark.slow
 def test_decode_of_an_endless_device_stops_at_once(tiny_model, tmp_path):
     result = _shell(f"vae decode -m {tiny_model} /dev/zero -o out; echo rc=$?; "
                     f"vae decode -m {tiny_model} -o out < /dev/zero; echo rc=$?", tmp_path)
@@ -230,6 +231,7 @@ def test_runs_that_cannot_fit_in_memory_are_refused_before_they_start(cli, tiny_
 # --- class 5: stdout closed or full, names too long, seeds out of range, unconvertible images -----------
 
 
+@pytest.mark.slow
 def test_stdout_full_or_closed_is_one_line_and_exit_2(tiny_model, tmp_path):
     result = _shell(f"vae sample -m {tiny_model} -q -o - > /dev/full; echo rc=$? >&2; "
                     f"vae info {tiny_model} >&-; echo rc=$? >&2", tmp_path)
@@ -308,6 +310,7 @@ def test_info_shows_escape_sequences_in_metadata_instead_of_replaying_them(cli, 
 # --- class 8: pipes and special files as inputs, a reader that goes away, concatenated arrays -----------
 
 
+@pytest.mark.slow
 def test_images_from_dev_stdin_process_substitution_and_fifos_are_read(tiny_model, tmp_path):
     digit(tmp_path / "d.png", value=200)
     os.mkfifo(tmp_path / "fifo.png")
@@ -332,6 +335,7 @@ def test_a_fifo_with_no_writer_is_refused_instead_of_blocking(cli, tiny_model, t
     assert "no program writes to" in one_error_line(result)
 
 
+@pytest.mark.slow
 def test_a_reader_that_goes_away_ends_quietly_with_the_sigpipe_status(tiny_model, tmp_path):
     result = _shell(f"vae sample -m {tiny_model} -q -n 400 -o out | head -1; echo rc=${{PIPESTATUS[0]}}; "
                     f"vae sample -m {tiny_model} -q -n 400 --scale 4 -o - | head -c 1 > /dev/null; "

@@ -62,6 +62,7 @@ def test_history_shows_the_best_and_last_epochs_unless_asked_for_all(cli):
     assert _history_epochs(every.stdout) == list(range(1, len(history) + 1))
 
 
+@pytest.mark.slow
 def test_a_fitted_model_shows_its_own_test_loss(cli, tiny_model, tmp_path):
     fitted = tmp_path / "fitted.safetensors"
     result = cli("fit-prior", "-m", tiny_model, "-o", fitted, "--components", "3", "--device", "cpu", "-q")
