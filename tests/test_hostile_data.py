@@ -168,7 +168,6 @@ def test_a_tree_deeper_than_the_recursion_limit_is_scanned(tmp_path):
         remove_deep_chain(tmp_path, depth)
 
 
-@pytest.mark.slow
 def test_a_tree_past_the_path_length_limit_is_one_line(cli, tmp_path, tiny_model):
     depth = 2100  # 4,200+ bytes of path: past Linux's PATH_MAX of 4,096
     deep_chain(tmp_path, depth)
