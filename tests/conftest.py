@@ -4,30 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from vaecli.cli import app
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
-    stdout_bytes: bytes
-
-
-def run_cli(*args: str, input: bytes | str | None = None, env: dict | None = None) -> Result:
-    """Run `vae ARGS` in-process; stdout and stderr are kept apart."""
-    runner = CliRunner()
-    result = runner.invoke(app, [str(a) for a in args], input=input, env=env, catch_exceptions=False)
-    return Result(result.exit_code, result.stdout, result.stderr, result.stdout_bytes)
+from tests.helpers.runner import run_cli
 
 
 @pytest.fixture

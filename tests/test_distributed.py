@@ -16,6 +16,7 @@ RECIPE = ["--dataset", "digits", "--limit", "256", "--epochs", "2", "--batch-siz
 TOLERANCE = 1e-5  # gloo's gradient all-reduce sums in another order than one process does
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
               "-m", "vaecli", "train", *RECIPE, "-o", "ddp.safetensors"]

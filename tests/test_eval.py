@@ -59,6 +59,7 @@ def test_exact_posterior_gives_the_exact_likelihood_even_with_one_sample():
     assert torch.allclose(estimate, exact.double(), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_estimate_converges_to_the_exact_likelihood_as_k_grows():
     model, x, exact = _linear_gaussian(exact_posterior=False)
     errors = {}
@@ -72,6 +73,7 @@ def test_estimate_converges_to_the_exact_likelihood_as_k_grows():
     assert abs(errors[2000]) < 0.01 * errors[1]  # within noise of the exact value
 
 
+@pytest.mark.slow
 def test_estimate_converges_under_a_mixture_prior():
     """p(z) = sum_c w_c N(m_c, S_c) makes p(x) = sum_c w_c N(W m_c + b, W S_c W^T + s^2 I)."""
     model, _, _ = _linear_gaussian(exact_posterior=False)
@@ -114,6 +116,7 @@ def _exact_negative_elbo(model: VAE, x: torch.Tensor) -> torch.Tensor:
         return recon + kl_to_standard_normal(mu, logvar)
 
 
+@pytest.mark.slow
 def test_split_summary_brackets_the_exact_likelihood():
     model, x, exact = _linear_gaussian(exact_posterior=False, images=1024)
     neg_elbo = float(_exact_negative_elbo(model, x).mean())

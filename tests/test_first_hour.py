@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cli_checks import one_error_line
+import pytest
+
+from tests.helpers.cli_checks import one_error_line
 
 TINY = ["--dataset", "digits", "--epochs", "1", "--limit", "64", "--hidden", "4", "-q", "--no-report"]
 
 
+@pytest.mark.slow
 def test_train_keeps_an_earlier_checkpoint_unless_told(cli):
     assert cli("train", *TINY).exit_code == 0
     before = Path("vae.safetensors").read_bytes()
@@ -94,6 +97,7 @@ def _documented_keys(command: str) -> set[str]:
     return {key.strip(" `") for key in keys.split(",")}
 
 
+@pytest.mark.slow
 def test_json_keys_are_the_documented_ones(cli, tiny_model):
     import json
 

@@ -19,7 +19,7 @@ from PIL import Image
 import vaecli
 from vaecli.errors import CheckpointError, VaeError
 
-from safetensors_bytes import join_safetensors, split_safetensors
+from tests.helpers.safetensors_bytes import join_safetensors, split_safetensors
 
 PACKAGE = Path(vaecli.__file__).parent
 CASE_BUDGET_S = 2.0  # one case may take this long: a crafted file must not hang a loader
@@ -268,6 +268,7 @@ def loads_or_vae_error(call, case: str) -> bool:
         raise AssertionError(f"{case}: {type(exc).__name__}: {exc}") from exc
 
 
+@pytest.mark.slow
 def test_fuzzed_checkpoints_load_or_fail_cleanly(small_checkpoint, tmp_path):
     import torch
 
@@ -295,6 +296,7 @@ def test_fuzzed_checkpoints_load_or_fail_cleanly(small_checkpoint, tmp_path):
     assert all(refused and loaded for refused, loaded in outcomes.values()), outcomes
 
 
+@pytest.mark.slow
 def test_fuzzed_pngs_open_or_fail_cleanly(tmp_path):
     from vaecli.images import image_to_tensor, open_image
 

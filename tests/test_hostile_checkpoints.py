@@ -18,8 +18,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli_checks import one_error_line
-from safetensors_bytes import edit_metadata, split_safetensors
+from tests.helpers.cli_checks import one_error_line
+from tests.helpers.safetensors_bytes import edit_metadata, split_safetensors
 
 BAD = "bad.safetensors"
 TINY_EPOCHS = 2  # epochs of the session's tiny model (conftest): resuming asks for one more
@@ -169,6 +169,7 @@ READABLE_METADATA = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(READABLE_METADATA))
 def test_metadata_every_reader_can_format_loads(cli, tiny_model, tmp_path, case):
     path = tmp_path / "odd.safetensors"

@@ -23,7 +23,7 @@ from vaecli.data import conform, dataset_for_model, list_image_files, load_datas
 from vaecli.errors import DataError, UsageError
 from vaecli.images import IMAGE_SUFFIXES
 
-from cli_checks import one_error_line
+from tests.helpers.cli_checks import one_error_line
 
 # A training run that takes a second; each test adds --dataset and what it needs.
 TRAIN = ["train", "--arch", "mlp", "--hidden", "8", "--latent-dim", "4", "--batch-size", "64",

@@ -16,16 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_checks import SENTINEL, assert_untouched, keep_outputs, one_error_line
+from tests.helpers.cli_checks import SENTINEL, assert_untouched, keep_outputs, one_error_line
+from tests.helpers.images import digit
 
 VAE = [sys.executable, "-m", "vaecli"]
-
-
-def _digit(path: Path, value: int = 200) -> Path:
-    pixels = np.zeros((28, 28), np.uint8)
-    pixels[6:22, 12:16] = value
-    Image.fromarray(pixels).save(path)
-    return path
 
 
 def _shell(command: str, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -60,7 +54,7 @@ def _char_device(path: Path) -> Path:
 )
 def test_a_device_node_given_as_output_stays_a_device(cli, tiny_model, tmp_path, args):
     device = _char_device(tmp_path / "n")
-    _digit(tmp_path / "d.png")
+    digit(tmp_path / "d.png", value=200)
     model = [] if args[0] == "train" else ["-m", tiny_model]
     result = cli(*[a.replace("{T}", str(device)) for a in args], *model)
     assert result.exit_code == 0, result.stderr
@@ -111,7 +105,7 @@ ATOMIC_CASES = {
 @pytest.mark.parametrize("case", list(ATOMIC_CASES))
 def test_a_full_disk_leaves_earlier_outputs_whole_and_no_partial_files(cli, tiny_model, tmp_path, monkeypatch, case):
     args, outputs = ATOMIC_CASES[case]
-    _digit(tmp_path / "d.png")
+    digit(tmp_path / "d.png", value=200)
     np.save(tmp_path / "codes.npy", np.zeros((2, 4), np.float32))
     kept = keep_outputs(tmp_path, outputs)
     before = {p for p in tmp_path.rglob("*")}
@@ -191,6 +185,7 @@ def test_npy_headers_are_checked_before_memory_is_committed(cli, tiny_model, tmp
     assert expected in one_error_line(result)
 
 
+@pytest.mark.slow
 def test_decode_of_an_endless_device_stops_at_once(tiny_model, tmp_path):
     result = _shell(f"vae decode -m {tiny_model} /dev/zero -o out; echo rc=$?; "
                     f"vae decode -m {tiny_model} -o out < /dev/zero; echo rc=$?", tmp_path)
@@ -236,6 +231,7 @@ def test_runs_that_cannot_fit_in_memory_are_refused_before_they_start(cli, tiny_
 # --- class 5: stdout closed or full, names too long, seeds out of range, unconvertible images -----------
 
 
+@pytest.mark.slow
 def test_stdout_full_or_closed_is_one_line_and_exit_2(tiny_model, tmp_path):
     result = _shell(f"vae sample -m {tiny_model} -q -o - > /dev/full; echo rc=$? >&2; "
                     f"vae info {tiny_model} >&-; echo rc=$? >&2", tmp_path)
@@ -258,7 +254,7 @@ def test_stdout_full_or_closed_is_one_line_and_exit_2(tiny_model, tmp_path):
     ],
 )
 def test_names_over_255_bytes_are_one_line(cli, tiny_model, tmp_path, args):
-    _digit(tmp_path / "d.png")
+    digit(tmp_path / "d.png", value=200)
     long_name = "x" * 300
     model = ["-m", tiny_model] if args[0] not in ("train", "info") else []
     result = cli(*[a.replace("{L}", long_name) for a in args], *model)
@@ -298,7 +294,7 @@ def test_user_text_is_not_rewritten_by_markup_emoji_or_escapes(cli, tiny_model):
 
 
 def test_info_shows_escape_sequences_in_metadata_instead_of_replaying_them(cli, tiny_model, tmp_path):
-    from safetensors_bytes import edit_metadata
+    from tests.helpers.safetensors_bytes import edit_metadata
 
     def plant(meta):
         meta["command"] = "vae train \x1b]0;owned\x07\x1b[2J:smile: [red]x[/red]"
@@ -314,8 +310,9 @@ def test_info_shows_escape_sequences_in_metadata_instead_of_replaying_them(cli, 
 # --- class 8: pipes and special files as inputs, a reader that goes away, concatenated arrays -----------
 
 
+@pytest.mark.slow
 def test_images_from_dev_stdin_process_substitution_and_fifos_are_read(tiny_model, tmp_path):
-    _digit(tmp_path / "d.png")
+    digit(tmp_path / "d.png", value=200)
     os.mkfifo(tmp_path / "fifo.png")
     result = _shell(
         f"cat d.png | vae reconstruct /dev/stdin -m {tiny_model} -o a && "
@@ -338,6 +335,7 @@ def test_a_fifo_with_no_writer_is_refused_instead_of_blocking(cli, tiny_model, t
     assert "no program writes to" in one_error_line(result)
 
 
+@pytest.mark.slow
 def test_a_reader_that_goes_away_ends_quietly_with_the_sigpipe_status(tiny_model, tmp_path):
     result = _shell(f"vae sample -m {tiny_model} -q -n 400 -o out | head -1; echo rc=${{PIPESTATUS[0]}}; "
                     f"vae sample -m {tiny_model} -q -n 400 --scale 4 -o - | head -c 1 > /dev/null; "

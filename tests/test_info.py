@@ -62,6 +62,7 @@ def test_history_shows_the_best_and_last_epochs_unless_asked_for_all(cli):
     assert _history_epochs(every.stdout) == list(range(1, len(history) + 1))
 
 
+@pytest.mark.slow
 def test_a_fitted_model_shows_its_own_test_loss(cli, tiny_model, tmp_path):
     fitted = tmp_path / "fitted.safetensors"
     result = cli("fit-prior", "-m", tiny_model, "-o", fitted, "--components", "3", "--device", "cpu", "-q")
@@ -103,7 +104,7 @@ def test_bundled_metadata_holds_no_path_of_the_machine_it_was_made_on(cli, name)
 
 
 def test_odd_evaluation_records_are_left_out(cli, tiny_model, tmp_path):
-    from safetensors_bytes import edit_metadata
+    from tests.helpers.safetensors_bytes import edit_metadata
 
     def plant(meta):
         meta["evaluation"] = {"nll": "80.98", "command": "vae eval"}

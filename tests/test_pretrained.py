@@ -32,6 +32,7 @@ def test_bundled_model_loads_and_decodes(name):
     assert 0.02 < float(pixels.mean()) < 0.6  # images, not blank or saturated
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BUNDLED_MODELS)
 def test_eval_reproduces_the_recorded_metrics(cli, name, mnist_root):
     checkpoint = load_checkpoint(resolve_model(name)[0])

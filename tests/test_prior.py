@@ -104,6 +104,7 @@ def test_prior_is_saved_and_rebuilt(tmp_path):
     assert torch.allclose(loaded.model.log_prior(z), model.log_prior(z))
 
 
+@pytest.mark.slow
 def test_fit_prior_cli(cli, tiny_model, tmp_path):
     out = tmp_path / "fitted.safetensors"
     result = cli("fit-prior", "-m", tiny_model, "-o", out, "--components", "3", "--limit", "300", "--json",
@@ -162,6 +163,7 @@ def test_fit_prior_refuses_bad_options(cli, tiny_model, tmp_path, args, message)
     assert not (tmp_path / "x.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_loading_a_mixture_model_stays_light():
     # Building the prior's buffers on the meta device once pulled in sympy: a second per command.
     import subprocess

@@ -366,6 +366,7 @@ def _largest_difference(drawn: Path, kept: Path) -> int:
     return int(np.abs(pixels[0] - pixels[1]).max())
 
 
+@pytest.mark.slow
 def test_docs_figures_are_fresh(cli, mnist_root, tmp_path, monkeypatch):
     """`vae tour` on the docs model draws docs/*.png again: the same pixels, to within rounding."""
     monkeypatch.setenv("VAE_DATA_ROOT", str(mnist_root))

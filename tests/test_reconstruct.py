@@ -10,6 +10,8 @@ from PIL import Image, ImageDraw, ImageOps
 
 from vaecli.images import GRID_PADDING, border_is_light, should_invert
 
+from tests.helpers.cli_checks import one_error_line
+
 
 def digit(path, size=28, black_on_white=False, mode="L"):
     """A white ring on black (MNIST's polarity), or black on white, saved as PNG."""
@@ -21,12 +23,6 @@ def digit(path, size=28, black_on_white=False, mode="L"):
         image = ImageOps.invert(image)
     image.convert(mode).save(path)
     return path
-
-
-def one_error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def test_one_png_per_input_named_after_it(cli, tiny_model, tmp_path):

@@ -48,6 +48,7 @@ def assert_same_training_state(a: Path, b: Path) -> None:
     assert torch.equal(first.rng_state, second.rng_state)
 
 
+@pytest.mark.slow
 def test_resume_with_more_epochs_equals_a_straight_run(cli, tmp_path):
     recipe = [*RECIPE, "-q", "--lr-schedule", "constant"]
     assert cli("train", *recipe, "--epochs", "4", "-o", "straight.safetensors").exit_code == 0
@@ -84,6 +85,7 @@ def straight_cosine(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["INT", "TERM"])
 def test_signal_keeps_the_last_epoch_and_resume_finishes_the_same_run(cli, tmp_path, straight_cosine, signum, code):
     out = tmp_path / "run.safetensors"
@@ -126,6 +128,7 @@ def test_signal_keeps_the_last_epoch_and_resume_finishes_the_same_run(cli, tmp_p
     assert_same_training_state(straight_cosine, out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("interrupted_save", "expected"), [
     (1, "interrupted during epoch 1; nothing new was saved"),
     (2, "interrupted during epoch 2; run.safetensors holds epoch 1. Resume with: vae train --resume run.safetensors"),

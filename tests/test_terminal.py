@@ -50,6 +50,7 @@ def test_the_bar_estimates_from_this_epoch_and_the_last():
     assert shown()[3] == "0:00:01"  # rounded up while a batch remains
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
 def test_train_on_a_terminal_prints_clean_epoch_lines_and_an_honest_bar(tmp_path):
     # 75 small steps an epoch: several progress reports per epoch even on a fast CPU.

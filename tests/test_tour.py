@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from vaecli.checkpoint import load_checkpoint, save_checkpoint
@@ -11,6 +12,7 @@ from vaecli.checkpoint import load_checkpoint, save_checkpoint
 FIGURES = ("latent.png", "reconstructions.png", "interpolation.png", "samples.png")
 
 
+@pytest.mark.slow
 def test_tour_writes_four_pngs_and_prints_their_paths(cli, tiny_model, tmp_path):
     result = cli("tour", "-m", tiny_model, "-o", "figs", "--device", "cpu")
     assert result.exit_code == 0, result.stderr
@@ -22,6 +24,7 @@ def test_tour_writes_four_pngs_and_prints_their_paths(cli, tiny_model, tmp_path)
         assert strip.width > 4 * strip.height  # one row of 9 panels
 
 
+@pytest.mark.slow
 def test_tour_falls_back_to_digits_when_mnist_is_missing(cli, tiny_model, tmp_path):
     # The same weights, recorded as trained on MNIST, which this empty data root lacks.
     checkpoint = load_checkpoint(tiny_model)

@@ -38,6 +38,7 @@ def test_python_m_vaecli_runs():
     assert out.stdout.startswith("vaecli ")
 
 
+@pytest.mark.slow
 def test_digits_run_prints_only_the_checkpoint_path(cli, tmp_path):
     result = cli("train", "--dataset", "digits", "--arch", "mlp", "--epochs", "1", *TINY)
     assert result.exit_code == 0, result.stderr
@@ -47,6 +48,7 @@ def test_digits_run_prints_only_the_checkpoint_path(cli, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # the temporary file was renamed, not left
 
 
+@pytest.mark.slow
 def test_quiet_prints_nothing_on_stderr(cli):
     result = cli("train", "--dataset", "digits", "--epochs", "1", "-q", *TINY)
     assert result.exit_code == 0
@@ -54,6 +56,7 @@ def test_quiet_prints_nothing_on_stderr(cli):
     assert result.stdout == "vae.safetensors\n"
 
 
+@pytest.mark.slow
 def test_mnist_slice_json_lines(cli, mnist_root, tmp_path):
     out = tmp_path / "m.safetensors"
     result = cli(
@@ -97,6 +100,7 @@ def test_checkpoint_metadata_is_complete_and_rebuilds_the_model(cli, tmp_path):
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_weights(cli, tmp_path):
     for name in ("a", "b"):
         result = cli("train", "--dataset", "digits", "--epochs", "1", "--seed", "5", "-o", f"{name}.safetensors", *TINY)

@@ -14,6 +14,7 @@ TINY = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "4", "--device",
         "--no-report", "-q"]
 
 
+@pytest.mark.slow
 def test_binarize_warmup_and_constant_schedule_are_recorded(cli, tmp_path):
     result = cli("train", *TINY, "--epochs", "2", "--binarize", "--warmup", "2", "--lr-schedule", "constant")
     assert result.exit_code == 0, result.stderr
@@ -52,6 +53,7 @@ def test_gaussian_likelihood_on_an_rgb_folder(cli, tmp_path):
     assert "decoder_logvar" in dict(checkpoint.model.named_parameters())
 
 
+@pytest.mark.slow
 def test_keep_best_writes_the_lowest_test_loss_epoch(cli, tmp_path):
     result = cli("train", *TINY, "--epochs", "3", "--keep-best", "-o", "run.safetensors")
     assert result.exit_code == 0, result.stderr
@@ -62,6 +64,7 @@ def test_keep_best_writes_the_lowest_test_loss_epoch(cli, tmp_path):
     assert best["history"][-1]["test"]["loss"] == min(losses)
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains_and_is_recorded(cli, tmp_path):
     fp32 = cli("train", *TINY, "--epochs", "1", "-o", "fp32.safetensors")
     bf16 = cli("train", *TINY, "--epochs", "1", "--precision", "bf16", "-o", "bf16.safetensors")

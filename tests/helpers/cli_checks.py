@@ -5,15 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 SENTINEL = b"an earlier output that must survive\n"
-# What the one-line error says for each kind of unreadable input image.
-IMAGE_FAULT_MESSAGES = {
-    "missing": "no such file",
-    "folder": "is a folder",
-    "empty": "empty",
-    "text": "not a readable image",
-    "truncated": "not a readable image",
-    "bomb": "safety limit",
-}
 
 
 def one_error_line(result) -> str:
@@ -39,3 +30,13 @@ def keep_outputs(root: Path, names: list[str]) -> dict[Path, bytes]:
 def assert_untouched(kept: dict[Path, bytes]) -> None:
     for path, data in kept.items():
         assert path.is_file() and path.read_bytes() == data, f"{path} was changed"
+
+
+def fill(args: list[str], **values: object) -> list[str]:
+    """Replace {M}, {C}... placeholders in a command line, e.g. fill(["-m", "{M}"], M=model)."""
+    out = []
+    for arg in args:
+        for key, value in values.items():
+            arg = arg.replace("{" + key + "}", str(value))
+        out.append(arg)
+    return out

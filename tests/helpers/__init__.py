@@ -1,0 +1,1 @@
+"""Helpers shared by the test files: `from tests.helpers.cli_checks import one_error_line`."""
