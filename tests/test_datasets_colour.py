@@ -9,8 +9,11 @@ import pytest
 import torch
 
 import vaecli.datasets_torchvision as tv
+from vaecli.data import load_dataset, native_shape
+from vaecli.errors import DataError, UsageError
+
 from tests.cli_checks import one_error_line
-from tests.fabricate import (
+from tests.helpers.fabricate import (
     CIFAR10_NAMES,
     STL10_NAMES,
     trust_fabricated,
@@ -20,8 +23,6 @@ from tests.fabricate import (
     write_stl10,
     write_svhn,
 )
-from vaecli.data import load_dataset, native_shape
-from vaecli.errors import DataError, UsageError
 
 
 @pytest.fixture(autouse=True)

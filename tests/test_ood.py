@@ -9,7 +9,7 @@ from PIL import Image
 
 from vaecli.detection import detection_metrics, roc_points
 
-from cli_checks import one_error_line
+from tests.helpers.cli_checks import one_error_line
 
 CPU = ["--device", "cpu"]
 

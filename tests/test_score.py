@@ -17,7 +17,7 @@ from vaecli.data import load_dataset, to_pixels
 from vaecli.evaluate import evaluate_split
 from vaecli.scores import ScoreSettings, score_images
 
-from cli_checks import one_error_line
+from tests.helpers.cli_checks import one_error_line
 
 CPU = ["--device", "cpu"]
 
