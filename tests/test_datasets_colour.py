@@ -12,7 +12,7 @@ import vaecli.datasets_torchvision as tv
 from vaecli.data import load_dataset, native_shape
 from vaecli.errors import DataError, UsageError
 
-from tests.cli_checks import one_error_line
+from tests.helpers.cli_checks import one_error_line
 from tests.helpers.fabricate import (
     CIFAR10_NAMES,
     STL10_NAMES,
