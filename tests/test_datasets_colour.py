@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -203,3 +204,25 @@ def test_train_end_to_end_on_fabricated_cifar10(cli, tmp_path):
     again = cli("eval", "-m", "c.safetensors", "--data-root", tmp_path / "data", "--device", "cpu")
     assert again.exit_code == 0, again.stderr
     assert time.perf_counter() - started < 30
+
+
+@pytest.mark.parametrize("dataset, class_name", [("mnist", "MNIST"), ("cifar10", "CIFAR10")])
+def test_a_failed_download_is_one_line_and_leaves_no_empty_folders(tmp_path, monkeypatch, dataset, class_name):
+    import torchvision.datasets as tvd
+
+    class Unreachable:  # torchvision's signature, a download that fails after making the root
+        def __init__(self, root, train=True, transform=None, download=False):
+            if download:
+                Path(root).mkdir(parents=True, exist_ok=True)
+            raise RuntimeError("Error downloading: no route to host\nmore detail")
+
+    for name in ("MNIST", "CIFAR10"):
+        monkeypatch.setattr(tvd, name, Unreachable)
+    monkeypatch.delenv("VAE_OFFLINE", raising=False)
+    root = tmp_path / "data" / "deeper"
+    with pytest.raises(DataError) as error:
+        load_dataset(dataset, "train", data_root=root, shape=native_shape(dataset))
+    message = str(error.value)
+    assert "could not be downloaded (Error downloading: no route to host)" in message and "--data-root" in message
+    assert not (tmp_path / "data").exists()  # every folder the attempt made is gone
+    assert class_name in message or dataset in message

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from vaecli.datasets_torchvision import NAMED as COLOUR_DATASETS
-from vaecli.datasets_torchvision import PREFIX, is_torchvision_name
+from vaecli.datasets_torchvision import PREFIX, check_online, download, is_torchvision_name
 from vaecli.errors import DataError, InputError, UsageError, first_line
 from vaecli.files import describe_os_error
 from vaecli.images import IMAGE_SUFFIXES
@@ -468,23 +468,15 @@ def _download(dataset: str, root: Path) -> None:
     folder = TORCHVISION_DATASETS[dataset]
     where = (f"pass --data-root DIR (or set VAE_DATA_ROOT) to a folder holding {folder}/raw/*.gz, "
              "or use --dataset digits, which needs no download")
-    if os.environ.get("VAE_OFFLINE", "") not in ("", "0"):
-        raise DataError(f"{folder} is not in {root}, and VAE_OFFLINE=1 forbids downloading it: {where}")
-    created = [p for p in (root / folder / "raw", root / folder, root, *root.parents) if not p.exists()]
-    try:
+    check_online(folder, root, where)
+
+    def fetch() -> None:
         import torchvision.datasets as tvd
 
-        root.mkdir(parents=True, exist_ok=True)
         getattr(tvd, folder)(str(root), train=True, download=True)
         getattr(tvd, folder)(str(root), train=False, download=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to fetch means the same thing to the user
-        for path in created:  # innermost first; a folder that holds anything stays
-            try:
-                path.rmdir()
-            except OSError:
-                break
-        reason = first_line(exc)
-        raise DataError(f"{folder} is not in {root} and could not be downloaded ({reason}): {where}") from None
+
+    download(fetch, folder, root, [root / folder / "raw", root / folder, root], where)
 
 
 def _load_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:

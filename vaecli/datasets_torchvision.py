@@ -14,9 +14,11 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, TypeVar
 
 from vaecli.errors import DataError, InputError, UsageError, VaeError, first_line
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import torch
@@ -218,23 +220,34 @@ def open_split(source: Source, split: str, root: Path) -> Any:
         pass
     where = (f"pass --data-root DIR (or set VAE_DATA_ROOT) to a folder holding "
              f"{', '.join(p.format(split=split) for p in source.paths[:1]) or source.class_name}")
-    if os.environ.get("VAE_OFFLINE", "") not in ("", "0"):
-        raise DataError(f"{source.name} is not in {root}, and VAE_OFFLINE=1 forbids downloading it: {where}")
+    check_online(source.name, root, where)
     if "download" not in params:
         raise DataError(f"{source.name} is not in {root}, and torchvision cannot download it: {where}")
-    created = [p for p in (root, *root.parents) if not p.exists()]
+    return download(lambda: _construct(cls, root, kwargs, params, download=True), source.name, root, [root], where)
+
+
+def check_online(name: str, root: Path, where: str) -> None:
+    """Refuse a download under VAE_OFFLINE=1, saying where the data should be instead."""
+    if os.environ.get("VAE_OFFLINE", "") not in ("", "0"):
+        raise DataError(f"{name} is not in {root}, and VAE_OFFLINE=1 forbids downloading it: {where}")
+
+
+def download(fetch: Callable[[], T], name: str, root: Path, folders: list[Path], where: str) -> T:
+    """Run torchvision's download; if it fails, remove the empty folders it made (`folders`, innermost
+    first, and root's missing parents) and say so in one line."""
+    created = [p for p in (*folders, *root.parents) if not p.exists()]
     try:
         root.mkdir(parents=True, exist_ok=True)
-        return _construct(cls, root, kwargs, params, download=True)
+        return fetch()
     except Exception as exc:  # noqa: BLE001 - any failure to fetch means the same thing to the user
         for path in created:  # innermost first; a folder that holds anything stays
             try:
                 path.rmdir()
+            except FileNotFoundError:
+                continue  # the attempt stopped before making it
             except OSError:
                 break
-        raise DataError(
-            f"{source.name} is not in {root} and could not be downloaded ({first_line(exc)}): {where}"
-        ) from None
+        raise DataError(f"{name} is not in {root} and could not be downloaded ({first_line(exc)}): {where}") from None
 
 
 def _construct(cls: type, root: Path, kwargs: dict, params: Any, download: bool) -> Any:
