@@ -27,7 +27,7 @@ PLANE_SPREAD = 2.0  # the PCA plane spans this many standard deviations of the c
 QUANTILE_BISECTIONS = 60  # halvings of the bracket when inverting a mixture's marginal CDF
 
 
-def test_kl_per_dim(checkpoint: Checkpoint, data: ImageSet) -> list[float]:
+def split_kl_per_dim(checkpoint: Checkpoint, data: ImageSet) -> list[float]:
     """Average KL(q(z_d|x) || N(0, 1)) of each latent dimension over `data`, as the model is tested on it."""
     from vaecli.data import eval_pixels
 

@@ -161,12 +161,12 @@ def _latent_figures(checkpoint: Checkpoint, data: ImageSet, what: str, means: to
         kl_order,
         manifold_figure,
         plane_for,
-        test_kl_per_dim,
+        split_kl_per_dim,
         traversal_figure,
     )
 
     vae, latent = checkpoint.model, checkpoint.config.model.latent_dim
-    kl = test_kl_per_dim(checkpoint, replace(data, images=data.images[:KL_IMAGES], labels=data.labels[:KL_IMAGES]))
+    kl = split_kl_per_dim(checkpoint, replace(data, images=data.images[:KL_IMAGES], labels=data.labels[:KL_IMAGES]))
     dims, values = kl_order(kl), torch.linspace(-3.0, 3.0, TRAVERSAL_STEPS)
     decoded = decode_traversal(vae, means[first:first + 1], dims, values)
     ranked_on = f"{min(len(data), KL_IMAGES):,} {what} images"

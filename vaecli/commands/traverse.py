@@ -85,11 +85,11 @@ def traverse_command(
 
     values = sweep_values(sweep[0], sweep[1], steps)
     checkpoint = open_model(model, device)
+    bases, base_text = _bases(checkpoint, image, count or 1, invert, seed)  # a bad IMAGE fails before the KL
     kl, what = _test_kl(checkpoint, dataset, data_root, limit)
     dims = kl_order(kl, active_only)
     if not dims:
         raise UsageError(f"no latent dimension is active on {what}; drop --active-only to see them all")
-    bases, base_text = _bases(checkpoint, image, count or 1, invert, seed)
     decoded = decode_traversal(checkpoint.model, bases, dims, values)
     title = f"{base_text}, one coordinate swept per row\nrows by average KL (nats) on {what}"
     figure = traversal_figure(decoded, dims, kl, values, title)
@@ -119,10 +119,10 @@ def _test_kl(checkpoint: Checkpoint, dataset: str | None, data_root: Path | None
              limit: int) -> tuple[list[float], str]:
     """Each dimension's average KL on the test split, and what the images were, for titles and notes."""
     from vaecli.evaluate import ACTIVE_UNIT_NATS
-    from vaecli.traversal import test_kl_per_dim
+    from vaecli.traversal import split_kl_per_dim
 
     name, data = test_split(checkpoint, dataset, data_root, limit)
-    kl = test_kl_per_dim(checkpoint, data)
+    kl = split_kl_per_dim(checkpoint, data)
     what = f"{len(data):,} {dataset_label(name)} test images"
     active = sum(value > ACTIVE_UNIT_NATS for value in kl)
     term.note(f"{active} of {len(kl)} latent dimensions active (KL > {ACTIVE_UNIT_NATS:g} nats) on {what}")
