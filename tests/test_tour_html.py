@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import re
 import subprocess
@@ -18,8 +19,15 @@ from cli_checks import one_error_line
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOT = REPO / "scripts" / "screenshot_html.py"
-sys.path.insert(0, str(SCREENSHOT.parent))
-from screenshot_html import find_browser  # noqa: E402
+
+
+def _find_browser() -> str | None:
+    """The script's own search for Chromium, loaded from its file (scripts/ is no package)."""
+    spec = importlib.util.spec_from_file_location("screenshot_html", SCREENSHOT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.find_browser()
+
 
 # The tour's four figures, the traversal, the manifold and the training curves.
 EMBEDDED = 7
@@ -65,7 +73,7 @@ def test_an_unwritable_page_fails_before_the_work(cli, tiny_model, tmp_path):
     assert not (tmp_path / "tour" / "latent.png").exists()
 
 
-@pytest.mark.skipif(find_browser() is None, reason="no Chromium on PATH (apt-get install chromium)")
+@pytest.mark.skipif(_find_browser() is None, reason="no Chromium on PATH (apt-get install chromium)")
 def test_headless_chromium_renders_the_page(tour_page, tmp_path):
     shot = tmp_path / "shot.png"
     done = subprocess.run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -326,7 +327,8 @@ def manifold_png(tile: Any, plane: Any, title: str, codes: Any = None, labels: A
             ax.set_ylabel(plane.ylabel, fontsize=9)
             ax.set_title(f"{len(points):,} test codes in the same plane; the box is the grid", fontsize=9)
             ax.grid(True, linewidth=0.3, alpha=0.5)
-        figure.suptitle(title, fontsize=10)
+        # Wrapped to the figure's width: the grid alone is narrower than most titles.
+        figure.suptitle(textwrap.fill(title, max(40, int(11 * side * len(axes)))), fontsize=10)
         return figure_png(figure)
 
 
