@@ -45,7 +45,7 @@ _vae() {
         [[ ${COMP_WORDS[i]} != -* ]] && { cmd=${COMP_WORDS[i]}; break; }
     done
     case $cmd in
-        "") if [[ $cur == -* ]]; then _vae_words "--debug --version --help -h"; else _vae_words "completion decode encode eval fit-prior info interpolate ood project reconstruct sample score tour train"; fi ;;
+        "") if [[ $cur == -* ]]; then _vae_words "--debug --version --help -h"; else _vae_words "completion decode encode eval fit-prior info interpolate manifold ood project reconstruct sample score tour train traverse"; fi ;;
         completion)
             if [[ $cur == -* ]]; then _vae_words "--help -h"; else _vae_words "bash zsh fish"; fi ;;
         decode)
@@ -97,6 +97,16 @@ _vae() {
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             if [[ $cur == -* ]]; then _vae_words "--steps --method --out -o --frames --gif --invert --scale --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
+        manifold)
+            case $prev in
+                --size|--limit) return ;;
+                --out|-o) _vae_paths files; return ;;
+                --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
+                --data-root) _vae_paths dirs; return ;;
+                --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
+                --device) _vae_words "auto cpu cuda mps"; return ;;
+            esac
+            _vae_words "--size --with-codes --out -o --dataset --data-root --limit --model -m --device --quiet -q --help -h" ;;
         ood)
             case $prev in
                 --in|--out) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
@@ -159,7 +169,7 @@ _vae() {
                 --device) _vae_words "auto cpu cuda mps"; return ;;
                 --seed) return ;;
             esac
-            _vae_words "--out -o --dataset --data-root --model -m --device --seed --quiet -q --help -h" ;;
+            _vae_words "--out -o --dataset --data-root --model -m --device --seed --html --quiet -q --help -h" ;;
         train)
             case $prev in
                 --arch) _vae_words "mlp cnn resnet"; return ;;
@@ -174,6 +184,17 @@ _vae() {
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             _vae_words "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --seed --limit --precision --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --force -f --snapshots --help -h" ;;
+        traverse)
+            case $prev in
+                --count|-n|--steps|--scale|--limit|--seed) return ;;
+                --range|--out|-o|--gif) _vae_paths files; return ;;
+                --invert) _vae_words "yes no auto"; return ;;
+                --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
+                --data-root) _vae_paths dirs; return ;;
+                --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
+                --device) _vae_words "auto cpu cuda mps"; return ;;
+            esac
+            if [[ $cur == -* ]]; then _vae_words "--count -n --range --steps --active-only --out -o --gif --scale --invert --dataset --data-root --limit --model -m --device --seed --quiet -q --help -h"; else _vae_paths files; fi ;;
     esac
 }
 complete -F _vae vae

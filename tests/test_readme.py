@@ -56,6 +56,10 @@ RUN_AS_WRITTEN = (
     "vae fit-prior -m resnet-ft.safetensors -o mnist.safetensors",
     "vae fit-prior -m vae.safetensors -o vae-mixture.safetensors",
     "vae score a.png b.png drawing.png --sort | tail -2",
+    "vae traverse -n 3 --seed 1 -o - > three.png",
+    "vae manifold --size 10 -o - > plane.png",
+    "vae traverse drawing.png --active-only --steps 7 -o traverse.png --gif traverse.gif --scale 3",
+    "vae manifold -m digits2d.safetensors --with-codes -o manifold.png",
     "python -c \"from PIL import Image; [Image.new('L', (28, 28), v).save(f'blank-{v:03d}.png') for v in range(256)]\"",
     "mkdir -p ~/.local/share/bash-completion/completions && vae completion bash > "
     "~/.local/share/bash-completion/completions/vae",
@@ -88,6 +92,10 @@ SHRUNK = {
     "vae tour -m mnist -o tour/ | xargs -n1 echo wrote": Shrunk(
         (("-m mnist", "-m mnist --dataset digits"),),
         "the bundled ResNet takes 10 s for the 10,000 MNIST test images; the digits test set has 360"),
+    "vae train --dataset digits --latent-dim 2 --epochs 30 -o digits2d.safetensors": Shrunk(
+        (("--epochs 30", "--epochs 2"),), "30 epochs of 1,437 images take a minute on 2 cores"),
+    "vae tour -m mnist --html -o page/ | tail -1": Shrunk(
+        (("-m mnist", "-m mnist --dataset digits"),), "as `vae tour` above: the digits test set is quicker"),
     "vae eval -m mnist --binarize": Shrunk(
         (("--binarize", f"--binarize {SMALL_EVAL}"),), "K = 1000 on 10,000 images takes 17 minutes"),
     "vae eval -m vae.safetensors --limit 1000 -k 100 --json | jq .nll": Shrunk(
@@ -115,6 +123,8 @@ SKIPPED = {
     "-m vaecli train --arch resnet --device cuda -o nodes.safetensors": "needs two machines with 8 GPUs each",
     "vae ood -m fashion-mnist --in fashion-mnist --out mnist --limit 2000 -k 16 -o roc.png":
         "needs Fashion-MNIST (this test copies MNIST only) and takes 18 minutes on 2 shared CPU cores",
+    "python scripts/screenshot_html.py page/tour.html page.png":
+        "needs Chromium and the checkout's scripts/; tests/test_tour_html.py runs it when Chromium is on PATH",
     "pip install -e '.[test]'": "installs packages",
     "python -m pytest": "runs the suite this test is part of",
     "bash .ci/run": "makes a fresh venv and installs torch into it (about 6 GB)",

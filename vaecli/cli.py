@@ -151,6 +151,8 @@ SUMMARIES = {
     "fit-prior": "Fit a Gaussian-mixture prior to the training codes.",
     "project": "Scatter of the latent space, coloured by class.",
     "tour": "The four figures of the original notebooks.",
+    "traverse": "Sweep one latent coordinate at a time, by KL.",
+    "manifold": "Decode a grid over a plane of the latent space.",
 }
 
 
@@ -163,6 +165,7 @@ def _register() -> None:
         fit_prior,
         info,
         interpolate,
+        manifold,
         ood,
         project,
         reconstruct,
@@ -170,6 +173,7 @@ def _register() -> None:
         score,
         tour,
         train,
+        traverse,
     )
     from vaecli.commands import eval as eval_cmd
 
@@ -180,6 +184,7 @@ def _register() -> None:
         "decode": decode.decode_command, "eval": eval_cmd.eval_command, "fit-prior": fit_prior.fit_prior_command,
         "project": project.project_command, "tour": tour.tour_command,
         "score": score.score_command, "ood": ood.ood_command,
+        "traverse": traverse.traverse_command, "manifold": manifold.manifold_command,
     }
     for name, function in commands.items():
         app.command(name, short_help=SUMMARIES[name])(function)

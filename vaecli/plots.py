@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -260,3 +261,79 @@ def roc_curves_png(curves: dict[str, tuple[Sequence[float], Sequence[float], flo
         if title:
             ax.set_title(title, fontsize=10)
         return figure_png(figure)
+
+
+CELL_INCHES = 0.55  # how large one decoded image is drawn in the traversal and manifold figures
+TICKS_PER_AXIS = 7  # at most this many labelled columns or rows in a manifold
+
+
+def _draw_tile(ax: Any, tile: Any, rows: int, columns: int, x_labels: Sequence[str], y_labels: Sequence[str]) -> None:
+    """A uint8 (C, H, W) tile of rows x columns cells, each labelled cell centre a tick."""
+    import numpy as np
+
+    _show_image(ax, tile)
+    height, width = np.asarray(tile).shape[1:]
+    cell_h, cell_w = (height + 2) / rows, (width + 2) / columns  # images.GRID_PADDING between cells
+    x_at = [i for i, text in enumerate(x_labels) if text]
+    y_at = [i for i, text in enumerate(y_labels) if text]
+    ax.set_xticks([(i + 0.5) * cell_w - 1 for i in x_at], [x_labels[i] for i in x_at], fontsize=8)
+    ax.set_yticks([(i + 0.5) * cell_h - 1 for i in y_at], [y_labels[i] for i in y_at], fontsize=8)
+    ax.tick_params(length=0)
+
+
+def traversal_png(tile: Any, row_labels: Sequence[str], column_labels: Sequence[str], title: str) -> bytes:
+    """A traversal tile (C, H, W) with a label per row (its dimension and KL) and per column (its value)."""
+    rows, columns = len(row_labels), len(column_labels)
+    with _default_style():
+        figure = new_figure(CELL_INCHES * columns + 1.8, CELL_INCHES * rows + 1.0)
+        ax = figure.add_subplot()
+        _draw_tile(ax, tile, rows, columns, column_labels, row_labels)
+        ax.set_xlabel("value of the swept coordinate")
+        ax.set_title(title, fontsize=10)
+        return figure_png(figure)
+
+
+def _sparse(values: Sequence[float]) -> list[str]:
+    """Tick labels for about TICKS_PER_AXIS of the values, always the first and the last."""
+    last = len(values) - 1
+    step = max(1, math.ceil(last / (TICKS_PER_AXIS - 1)))
+    shown = {i for i in range(0, last + 1, step) if last - i >= step or i == last} | {last}
+    return [f"{v:.3g}" if i in shown else "" for i, v in enumerate(values)]
+
+
+def manifold_png(tile: Any, plane: Any, title: str, codes: Any = None, labels: Any = None,
+                 class_names: Sequence[str] = ()) -> bytes:
+    """The decoded grid of a traversal.Plane, with its test codes' scatter beside it when `codes` is given."""
+    import numpy as np
+
+    side = CELL_INCHES * 0.5 * len(plane.x) + 1.5
+    with _default_style():
+        figure = new_figure(side * (2.1 if codes is not None else 1.0), side + 0.6)
+        axes = figure.subplots(1, 2 if codes is not None else 1, squeeze=False)[0]
+        _draw_tile(axes[0], tile, len(plane.y), len(plane.x), _sparse(plane.x), _sparse(plane.y))
+        axes[0].set_xlabel(plane.xlabel, fontsize=9)
+        axes[0].set_ylabel(plane.ylabel, fontsize=9)
+        if codes is not None:
+            points, labels = np.asarray(codes, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+            ax = axes[1]
+            colours = [class_style(int(label))[0] for label in labels]
+            ax.scatter(points[:, 0], points[:, 1], s=6, c=colours, alpha=0.7, linewidths=0)
+            ax.add_patch(_extent(plane))
+            present = sorted(set(labels.tolist()))
+            ax.legend(handles=[_legend_handle(i, class_names[i] if i < len(class_names) else str(i)) for i in present],
+                      title="class", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8,
+                      ncols=max(1, math.ceil(len(present) / LEGEND_ROWS)))
+            ax.set_xlabel(plane.xlabel, fontsize=9)
+            ax.set_ylabel(plane.ylabel, fontsize=9)
+            ax.set_title(f"{len(points):,} test codes in the same plane; the box is the grid", fontsize=9)
+            ax.grid(True, linewidth=0.3, alpha=0.5)
+        # Wrapped to the figure's width: the grid alone is narrower than most titles.
+        figure.suptitle(textwrap.fill(title, max(40, int(11 * side * len(axes)))), fontsize=10)
+        return figure_png(figure)
+
+
+def _extent(plane: Any) -> Any:
+    from matplotlib.patches import Rectangle
+
+    x0, x1, y0, y1 = min(plane.x), max(plane.x), min(plane.y), max(plane.y)
+    return Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=PALETTE[7], linewidth=1.0, linestyle="--")

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
 
     from vaecli.checkpoint import Checkpoint
+    from vaecli.data import ImageSet
 
 
 def model_path(option: str | None) -> Path:
@@ -152,3 +153,26 @@ def progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
     task = bar.add_task(label, total=total)
     with bar:
         yield lambda n: bar.advance(task, n)
+
+
+FALLBACK_DATASET = "digits"  # bundled with scikit-learn: works offline
+
+
+def test_split(checkpoint: Checkpoint, named: str | None, data_root: Path | None,
+               limit: int | None = None) -> tuple[str, ImageSet]:
+    """--dataset's test split, else the model's own when it is found here, else MNIST's, else the offline digits."""
+    from vaecli.data import TORCHVISION_DATASETS, load_dataset
+    from vaecli.errors import DataError
+
+    name = dataset_name(checkpoint.config.dataset, named)
+    shape = checkpoint.config.model.image_shape
+    try:
+        return name, load_dataset(name, "test", data_root=data_root, shape=shape, limit=limit)
+    except DataError:
+        if name not in TORCHVISION_DATASETS:
+            raise
+    term.note(
+        f"{name} is not available here (pass --data-root DIR or set VAE_DATA_ROOT to a folder "
+        f"holding {TORCHVISION_DATASETS[name]}/raw); using the offline {FALLBACK_DATASET} test set instead"
+    )
+    return FALLBACK_DATASET, load_dataset(FALLBACK_DATASET, "test", shape=shape, limit=limit)

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from vaecli.commands.common import model_path
 from vaecli.commands.options import JsonOption
 from vaecli.console import printable, term
+from vaecli.summary import is_number, number, summary_rows
 
 HISTORY_COLUMNS = ("epoch", "train", "test", "recon", "KL", "s", "img/s", "")
-# Recorded `vae eval` runs, the headline first: the whole test split at K = 1000, then the quick check
-# that tests re-run (see scripts/export_pretrained.py).
-EVALUATION_KEYS = ("full_evaluation", "evaluation")
-MISSING = "—"
 
 
 def info_command(
@@ -44,89 +40,22 @@ def info_command(
     from vaecli.metadata import CheckpointMeta
 
     typed = CheckpointMeta.from_dict(meta)
-    rows = _summary_rows(str(path), typed)
+    rows = summary_rows(str(path), typed)
     title, table = _history_table(typed.history or [], every=history)
     # Off a terminal every value is written whole; on one, long values wrap at its width.
     text = _rich_text(rows, title, table) if sys.stdout.isatty() else _plain_text(rows, title, table)
     term.emit(text)
 
 
-def _summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
-    """(name, value) pairs describing the model, its test loss, its evaluations and its recipe."""
-    config, model = meta.config, meta.config.model
-    rows = [
-        ("file", path),
-        ("format", f"{meta.format} v{meta.format_version} (vaecli {meta.vaecli_version})"),
-        ("architecture", f"{model.arch} (hidden {model.hidden})"),
-        ("latent dim", str(model.latent_dim)),
-        ("image shape", " x ".join(str(v) for v in model.image_shape)),
-        ("likelihood", str(model.likelihood)),
-        ("prior", _prior_line(model.prior_components or 0, meta.prior)),
-        ("dataset", str(config.dataset)),
-        ("epochs done", f"{meta.epochs_done} of {config.epochs}"),
-        ("seed", str(config.seed)),
-    ]
-    if meta.tf32:
-        rows.append(("precision", f"{config.precision}, float32 matmuls and convolutions in TF32 (CUDA)"))
-    if meta.history:
-        test = meta.history[-1].test
-        rows.append(("test loss", _test_loss(meta, test)))
-        if test is not None and test.active_units is not None:
-            rows.append(("active units", f"{test.active_units} of {model.latent_dim} (KL > 0.01 nats)"))
-    for key in EVALUATION_KEYS:
-        rows += _evaluation_rows(meta.extra.get(key))
-    if meta.recipe:
-        rows += [(f"recipe step {i}", str(step)) for i, step in enumerate(meta.recipe, 1)]
-    elif meta.command:
-        rows.append(("command", meta.command))
-    return rows
-
-
-def _test_loss(meta: Any, test: Any) -> str:
-    """The last epoch's test -ELBO, or, for a prior fitted after it, the -ELBO under that prior."""
-    loss, recon, kl = (_number(None if test is None else getattr(test, key)) for key in ("loss", "recon", "kl"))
-    trained = f"{loss} nats (recon {recon}, KL {kl})"
-    fit, recipe = meta.prior, meta.recipe
-    # The prior was fitted after the last epoch when the fit is the recipe's last step.
-    if not (isinstance(fit, dict) and recipe and fit.get("command") == recipe[-1]):
-        return trained
-    kl_fitted, recon_value = fit.get("test_kl_mixture"), None if test is None else test.recon
-    same_images = fit.get("test_images") == (meta.dataset_info.n_test if meta.dataset_info else None)
-    if not (_is_number(kl_fitted) and _is_number(recon_value) and same_images):
-        return f"{trained} before the prior was fitted"
-    # The fit keeps the encoder and decoder, so only the KL term changes (see vae fit-prior).
-    return (f"{recon_value + kl_fitted:.2f} nats (recon {recon}, KL {kl_fitted:.2f} to the fitted prior); "
-            f"{loss} before the fit")
-
-
-def _evaluation_rows(record: Any) -> list[tuple[str, str]]:
-    """A recorded `vae eval`: the importance-weighted -log p(x), its K and images, and the command."""
-    if not isinstance(record, dict) or not _is_number(record.get("nll")):
-        return []
-    binarized = "binarized " if record.get("binarized") is True else ""
-    images = f"{record.get('images')} {binarized}{record.get('dataset')} {record.get('split')} images"
-    line = f"{record['nll']:.2f} nats (K = {record.get('iw_samples')}, {images})"
-    elbo = record.get("neg_elbo", record.get("elbo"))  # `elbo` in files written before eval's JSON renamed it
-    if isinstance(elbo, dict):
-        line += (f"; -ELBO {_number(elbo.get('loss'))} (recon {_number(elbo.get('recon'))}, "
-                 f"KL {_number(elbo.get('kl'))})")
-    if _is_number(record.get("bits_per_dim")):
-        line += f", {record['bits_per_dim']:.4f} bits/dim"
-    rows = [("-log p(x)", line)]
-    if record.get("command"):
-        rows.append(("  measured by", str(record["command"])))
-    return rows
-
-
 def _history_table(history: list, every: bool) -> tuple[str, list[list[str]]]:
     """A title and one row per epoch shown: every epoch, or the best (lowest test loss) and the last."""
     if not history:
         return "", []
-    scored = [record for record in history if record.test is not None and _is_number(record.test.loss)]
+    scored = [record for record in history if record.test is not None and is_number(record.test.loss)]
     best = min(scored, key=lambda record: record.test.loss) if scored else None
     last = history[-1]
     shown = history if every else [record for record in history if record is best or record is last]
-    seconds = sum(r.elapsed_s for r in history if _is_number(r.elapsed_s))
+    seconds = sum(r.elapsed_s for r in history if is_number(r.elapsed_s))
     title = f"history (test split): {len(history)} epochs, {_duration(seconds)} of training"
     if not every and len(history) > len(shown):
         title += "; the best and the last (every epoch: --history)"
@@ -135,9 +64,9 @@ def _history_table(history: list, every: bool) -> tuple[str, list[list[str]]]:
         test, train = record.test, record.train
         marks = [mark for mark, chosen in (("best", best), ("last", last)) if record is chosen]
         rows.append([
-            str(record.epoch), _number(train and train.loss), _number(test and test.loss),
-            _number(test and test.recon), _number(test and test.kl), _number(record.elapsed_s, 1),
-            _number(record.images_per_s, 0), ", ".join(marks),
+            str(record.epoch), number(train and train.loss), number(test and test.loss),
+            number(test and test.recon), number(test and test.kl), number(record.elapsed_s, 1),
+            number(record.images_per_s, 0), ", ".join(marks),
         ])
     return title, rows
 
@@ -181,25 +110,6 @@ def _rich_text(rows: list[tuple[str, str]], title: str, table: list[list[str]]) 
             history.add_row(*row)
         console.print(history)
     return console.file.getvalue().rstrip("\n")
-
-
-def _prior_line(components: int, fit: object) -> str:
-    from vaecli.config import describe_prior
-
-    if not components:
-        return describe_prior(0)
-    line = f"{describe_prior(components)}, fitted to the training codes"
-    if isinstance(fit, dict) and _is_number(fit.get("test_kl_mixture")):
-        line += f" (test KL {fit['test_kl_mixture']:.2f} nats, {_number(fit.get('test_kl_standard'))} with N(0, I))"
-    return line
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _number(value: Any, digits: int = 2) -> str:
-    return f"{value:.{digits}f}" if _is_number(value) else MISSING
 
 
 def _duration(seconds: float) -> str:

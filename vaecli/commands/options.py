@@ -188,3 +188,10 @@ BatchRowsOption = Annotated[
                  help="Images x samples decoded per pass for nll [default: 256 on a CPU, 8192 on a GPU]"),
 ]
 ScoreSeedOption = Annotated[int, seed_option("Seed of every score's noise (nll's is `vae eval`'s).")]
+
+
+KL_IMAGES = 1000  # test images that rank the latent dimensions by KL: enough for a stable order, quick on a CPU
+TestLimitOption = Annotated[
+    int,
+    typer.Option("--limit", min=1, help="Test images encoded (the first N of the split); fewer is faster."),
+]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from vaecli.commands.common import dataset_label, dataset_name, open_model
+from vaecli.commands.common import check_output, dataset_label, open_model, test_split
 from vaecli.commands.options import (
     DataRootOption,
     DeviceOption,
@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 RECONSTRUCTIONS = 8  # test images shown beside their reconstructions
 INTERPOLATION_STEPS = 5  # decoded points strictly between the two posterior means
 SAMPLE_COLUMNS = 8  # the sample grid is SAMPLE_COLUMNS x SAMPLE_COLUMNS
-FALLBACK_DATASET = "digits"  # bundled with scikit-learn: works offline
+HTML_PAGE = "tour.html"
+MANIFOLD_SIZE = 15  # grid points per side of the page's manifold
+TRAVERSAL_STEPS = 9  # values from -3 to 3 in the page's traversal
 
 
 def tour_command(
@@ -40,12 +42,16 @@ def tour_command(
     model: ModelOption = None,
     device: DeviceOption = "auto",
     seed: SeedOption = 0,
+    html: Annotated[
+        bool, typer.Option("--html", help=f"Also write {HTML_PAGE}: one self-contained page with these figures, "
+                           "traversals, the manifold, the training curves and the model's facts.")
+    ] = False,
     quiet: QuietOption = False,
 ) -> None:
     """Write latent.png, reconstructions.png, interpolation.png and samples.png; paths on stdout.
 
     Uses the test split of --dataset, else of the model's dataset (MNIST for other models), or the
-    offline digits set when that cannot be loaded.
+    offline digits set when that cannot be loaded. --html adds a page that needs no network or script.
 
     \b
     Example: vae tour -m mnist-cnn.safetensors -o tour/
@@ -54,21 +60,30 @@ def tour_command(
     from vaecli.files import ensure_folder
 
     ensure_folder(out, "--out")  # fail before the work when the folder cannot be made
+    if html:
+        check_output(str(out / HTML_PAGE), "--html")
     import torch
 
     from vaecli.projection import describe_projection, draw_projection
 
     checkpoint = open_model(model, device)
-    name, data = _test_set(checkpoint, dataset, data_root)
+    name, data = test_split(checkpoint, dataset, data_root)
     what = f"{dataset_label(name)} test"
-    png, projection, _ = draw_projection(checkpoint.model, data, what, seed)
+    png, projection, means = draw_projection(checkpoint.model, data, what, seed)
     term.note(describe_projection(projection, len(data), what))
+    figures = {"latent.png": png}
     _save(out / "latent.png", png)
     generator = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(data), generator=generator)
-    _save(out / "reconstructions.png", _reconstructions(checkpoint.model, data.images[pick[:RECONSTRUCTIONS]], what))
-    _save(out / "interpolation.png", _interpolation(checkpoint.model, data, *_two_classes(data, pick)))
-    _save(out / "samples.png", _samples(checkpoint, generator))
+    figures["reconstructions.png"] = _reconstructions(checkpoint.model, data.images[pick[:RECONSTRUCTIONS]], what)
+    _save(out / "reconstructions.png", figures["reconstructions.png"])
+    figures["interpolation.png"] = _interpolation(checkpoint.model, data, *_two_classes(data, pick))
+    _save(out / "interpolation.png", figures["interpolation.png"])
+    figures["samples.png"] = _samples(checkpoint, generator)
+    _save(out / "samples.png", figures["samples.png"])
+    if html:
+        extra = _latent_figures(checkpoint, data, what, torch.from_numpy(means), int(pick[0]))
+        _save(out / HTML_PAGE, _page(checkpoint, figures, extra))
 
 
 def _save(path: Path, png: bytes) -> None:
@@ -124,25 +139,6 @@ def _samples(checkpoint: Checkpoint, generator: torch.Generator) -> bytes:
     )
 
 
-def _test_set(checkpoint: Checkpoint, named: str | None, data_root: Path | None) -> tuple[str, ImageSet]:
-    """--dataset, else the model's own test set when it is known here, else MNIST's, else the offline digits."""
-    from vaecli.data import TORCHVISION_DATASETS, load_dataset
-    from vaecli.errors import DataError
-
-    name = dataset_name(checkpoint.config.dataset, named)
-    shape = checkpoint.config.model.image_shape
-    try:
-        return name, load_dataset(name, "test", data_root=data_root, shape=shape)
-    except DataError:
-        if name not in TORCHVISION_DATASETS:
-            raise
-    term.note(
-        f"{name} is not available here (pass --data-root DIR or set VAE_DATA_ROOT to a folder "
-        f"holding {TORCHVISION_DATASETS[name]}/raw); using the offline {FALLBACK_DATASET} test set instead"
-    )
-    return FALLBACK_DATASET, load_dataset(FALLBACK_DATASET, "test", shape=shape)
-
-
 def _two_classes(data: ImageSet, order: torch.Tensor) -> tuple[int, int]:
     """The first image in `order`, and the next one with another label (if any has one)."""
     first = int(order[0])
@@ -150,3 +146,62 @@ def _two_classes(data: ImageSet, order: torch.Tensor) -> tuple[int, int]:
         if int(data.labels[index]) != int(data.labels[first]):
             return first, index
     return first, int(order[1]) if len(order) > 1 else first
+
+
+def _latent_figures(checkpoint: Checkpoint, data: ImageSet, what: str, means: torch.Tensor,
+                    first: int) -> list[tuple[str, str, bytes]]:
+    """The page's traversal (around the first test image shown) and manifold (with the test codes)."""
+    from dataclasses import replace
+
+    import torch
+
+    from vaecli.commands.options import KL_IMAGES
+    from vaecli.traversal import (
+        decode_traversal,
+        kl_order,
+        manifold_figure,
+        plane_for,
+        split_kl_per_dim,
+        traversal_figure,
+    )
+
+    vae, latent = checkpoint.model, checkpoint.config.model.latent_dim
+    kl = split_kl_per_dim(checkpoint, replace(data, images=data.images[:KL_IMAGES], labels=data.labels[:KL_IMAGES]))
+    dims, values = kl_order(kl), torch.linspace(-3.0, 3.0, TRAVERSAL_STEPS)
+    decoded = decode_traversal(vae, means[first:first + 1], dims, values)
+    ranked_on = f"{min(len(data), KL_IMAGES):,} {what} images"
+    traversal = traversal_figure(decoded, dims, kl, values,
+                                 f"Around a {what} image's posterior mean; rows by average KL (nats) on {ranked_on}")
+    figures = [("Latent traversals", "Each row sweeps one coordinate of a test image's code from -3 to 3, the "
+                "others fixed; the dimensions with the most KL (the most information) come first.", traversal)]
+    if latent >= 2:
+        plane = plane_for(vae, MANIFOLD_SIZE, means)
+        how = "at evenly spaced prior quantiles" if latent == 2 else "over the test codes' principal plane"
+        figures.append(("The manifold", f"Codes on a {MANIFOLD_SIZE} x {MANIFOLD_SIZE} grid {how}, decoded; "
+                        "beside it, the test codes in the same plane.",
+                        manifold_figure(vae, plane, f"Decoded grid {how} (latent {latent})", data, means)))
+    return figures
+
+
+def _page(checkpoint: Checkpoint, tour: dict[str, bytes], extra: list[tuple[str, str, bytes]]) -> bytes:
+    """The tour's figures, the latent pictures, the training curves and `vae info`'s facts as one HTML page."""
+    from vaecli.html_report import Figure, page
+    from vaecli.metadata import CheckpointMeta
+    from vaecli.plots import loss_curves_png
+    from vaecli.summary import summary_rows
+
+    captions = {
+        "latent.png": ("The latent space", "Posterior means of the test images, reduced to 2-D, coloured by class."),
+        "reconstructions.png": ("Reconstructions", "Test images above the decoded means of their codes."),
+        "interpolation.png": ("Interpolation", "Decoded points on the line between two test images' codes."),
+        "samples.png": ("Samples", "Images decoded from codes drawn from the prior."),
+    }
+    figures = [Figure(*captions[name], png) for name, png in tour.items()]
+    figures += [Figure(*item) for item in extra]
+    history = checkpoint.meta.get("history") or []
+    if history:
+        figures.append(Figure("Training", "Reconstruction, KL and total loss per epoch, train and test.",
+                              loss_curves_png(history, title=f"{checkpoint.path.name}: loss per epoch")))
+    facts = summary_rows(str(checkpoint.path), CheckpointMeta.from_dict(checkpoint.meta))
+    intro = "What this variational autoencoder learned, drawn by vae tour --html."
+    return page(f"vae tour: {checkpoint.path.name}", intro, facts, figures)

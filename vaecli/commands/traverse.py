@@ -1,0 +1,145 @@
+"""`vae traverse`: sweep one latent coordinate at a time, a row per dimension, ordered by its KL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from vaecli.commands.common import check_output, dataset_label, open_model, test_split
+from vaecli.commands.options import (
+    KL_IMAGES,
+    DataRootOption,
+    DeviceOption,
+    Invert,
+    InvertOption,
+    ModelDatasetOption,
+    ModelOption,
+    QuietOption,
+    TestLimitOption,
+    seed_option,
+)
+from vaecli.console import term
+from vaecli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from vaecli.checkpoint import Checkpoint
+
+MAX_STEPS = 101
+MAX_DRAWS = 16
+FRAME_MS = 150  # each step of the --gif
+
+
+def traverse_command(
+    image: Annotated[
+        Optional[str],
+        typer.Argument(metavar="[IMAGE]", show_default=False,
+                       help="Sweep around this image's posterior mean (PNG/JPEG, or - for stdin)."),
+    ] = None,
+    count: Annotated[
+        Optional[int],
+        typer.Option("--count", "-n", min=1, max=MAX_DRAWS, show_default=False,
+                     help="Without IMAGE: sweep around N draws from the prior, side by side [default: 1]"),
+    ] = None,
+    sweep: Annotated[
+        tuple[float, float],
+        typer.Option("--range", metavar="LOW HIGH", help="Values the swept coordinate takes, ends included."),
+    ] = (-3.0, 3.0),
+    steps: Annotated[int, typer.Option("--steps", min=2, max=MAX_STEPS, help="Values per sweep (columns).")] = 9,
+    active_only: Annotated[
+        bool, typer.Option("--active-only", help="Leave out inactive dimensions (test KL <= 0.01 nats).")
+    ] = False,
+    out: Annotated[str, typer.Option("--out", "-o", help="The figure PNG, or - for its bytes on stdout.")]
+    = "traverse.png",
+    gif: Annotated[
+        Optional[Path],
+        typer.Option("--gif", metavar="FILE.gif", dir_okay=False, show_default=False,
+                     help="Also write the sweep as a looping animation, every dimension side by side."),
+    ] = None,
+    scale: Annotated[int, typer.Option("--scale", min=1, max=64, help="Enlarge the GIF's frames K times.")] = 1,
+    invert: InvertOption = Invert.auto,
+    dataset: ModelDatasetOption = None,
+    data_root: DataRootOption = None,
+    limit: TestLimitOption = KL_IMAGES,
+    model: ModelOption = None,
+    device: DeviceOption = "auto",
+    seed: Annotated[int, seed_option("Seed of the prior draws (without IMAGE).")] = 0,
+    quiet: QuietOption = False,
+) -> None:
+    """Decode a code with one coordinate swept at a time: a row per latent dimension, largest test KL first.
+
+    The code is IMAGE's posterior mean, else -n draws from the prior (--seed). Each row is labelled
+    with its dimension's average KL on the first --limit images of the test split; stdout gets the paths.
+
+    \b
+    Example: vae traverse digit.png --steps 7 --active-only -o traverse.png --gif traverse.gif
+    """
+    term.quiet = quiet
+    _check_outputs(out, gif, image, count)
+    from vaecli.files import write_atomic
+    from vaecli.images import gif_bytes
+    from vaecli.traversal import decode_traversal, kl_order, sweep_values, traversal_figure, traversal_frames
+
+    values = sweep_values(sweep[0], sweep[1], steps)
+    checkpoint = open_model(model, device)
+    bases, base_text = _bases(checkpoint, image, count or 1, invert, seed)  # a bad IMAGE fails before the KL
+    kl, what = _test_kl(checkpoint, dataset, data_root, limit)
+    dims = kl_order(kl, active_only)
+    if not dims:
+        raise UsageError(f"no latent dimension is active on {what}; drop --active-only to see them all")
+    decoded = decode_traversal(checkpoint.model, bases, dims, values)
+    title = f"{base_text}, one coordinate swept per row\nrows by average KL (nats) on {what}"
+    figure = traversal_figure(decoded, dims, kl, values, title)
+    if out == "-":
+        term.emit_bytes(figure)
+    else:
+        term.emit(str(write_atomic(Path(out), figure)))
+    if gif is not None:
+        frames = traversal_frames(decoded)
+        term.emit(str(write_atomic(gif, gif_bytes(frames, [FRAME_MS] * len(frames), scale))))
+
+
+def _check_outputs(out: str, gif: Path | None, image: str | None, count: int | None) -> None:
+    """Refuse conflicting or unwritable outputs and inputs before the model is loaded."""
+    from vaecli.files import check_output_file
+
+    if image is not None and count is not None:
+        raise UsageError("give IMAGE or -n N, not both: -n draws codes from the prior instead of encoding IMAGE")
+    if out == "-" and gif is not None:
+        raise UsageError("-o - writes PNG bytes to stdout, so the --gif path cannot go there")
+    check_output(out, "-o")
+    if gif is not None:
+        check_output_file(gif, "--gif")
+
+
+def _test_kl(checkpoint: Checkpoint, dataset: str | None, data_root: Path | None,
+             limit: int) -> tuple[list[float], str]:
+    """Each dimension's average KL on the test split, and what the images were, for titles and notes."""
+    from vaecli.evaluate import ACTIVE_UNIT_NATS
+    from vaecli.traversal import split_kl_per_dim
+
+    name, data = test_split(checkpoint, dataset, data_root, limit)
+    kl = split_kl_per_dim(checkpoint, data)
+    what = f"{len(data):,} {dataset_label(name)} test images"
+    active = sum(value > ACTIVE_UNIT_NATS for value in kl)
+    term.note(f"{active} of {len(kl)} latent dimensions active (KL > {ACTIVE_UNIT_NATS:g} nats) on {what}")
+    return kl, what
+
+
+def _bases(checkpoint: Checkpoint, image: str | None, count: int, invert: Invert,
+           seed: int) -> tuple[torch.Tensor, str]:
+    """The codes swept around: IMAGE's posterior mean, or `count` seeded draws from the prior."""
+    from vaecli.images import read_images
+    from vaecli.latent import make_generator, posterior_means, sample_prior
+
+    if image is None:
+        bases = sample_prior(checkpoint.model, count, 1.0, make_generator(seed))
+        return bases, f"Around {count} prior draw{'s' if count > 1 else ''} (seed {seed})"
+    inputs = read_images([image], checkpoint.config.model.image_shape, invert.value)
+    for line in inputs.notes(invert.value):
+        term.note(line)
+    name = "stdin" if image == "-" else Path(image).name
+    return posterior_means(checkpoint.model, inputs.pixels), f"Around the posterior mean of {name}"

@@ -1,0 +1,97 @@
+"""A checkpoint's facts as (name, value) rows, from its metadata alone: `vae info` and `vae tour --html` show them."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# Recorded `vae eval` runs, the headline first: the whole test split at K = 1000, then the quick check
+# that tests re-run (see scripts/export_pretrained.py).
+EVALUATION_KEYS = ("full_evaluation", "evaluation")
+MISSING = "—"
+
+
+def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
+    """(name, value) pairs describing the model, its test loss, its evaluations and its recipe."""
+    config, model = meta.config, meta.config.model
+    rows = [
+        ("file", path),
+        ("format", f"{meta.format} v{meta.format_version} (vaecli {meta.vaecli_version})"),
+        ("architecture", f"{model.arch} (hidden {model.hidden})"),
+        ("latent dim", str(model.latent_dim)),
+        ("image shape", " x ".join(str(v) for v in model.image_shape)),
+        ("likelihood", str(model.likelihood)),
+        ("prior", _prior_line(model.prior_components or 0, meta.prior)),
+        ("dataset", str(config.dataset)),
+        ("epochs done", f"{meta.epochs_done} of {config.epochs}"),
+        ("seed", str(config.seed)),
+    ]
+    if meta.tf32:
+        rows.append(("precision", f"{config.precision}, float32 matmuls and convolutions in TF32 (CUDA)"))
+    if meta.history:
+        test = meta.history[-1].test
+        rows.append(("test loss", _test_loss(meta, test)))
+        if test is not None and test.active_units is not None:
+            rows.append(("active units", f"{test.active_units} of {model.latent_dim} (KL > 0.01 nats)"))
+    for key in EVALUATION_KEYS:
+        rows += _evaluation_rows(meta.extra.get(key))
+    if meta.recipe:
+        rows += [(f"recipe step {i}", str(step)) for i, step in enumerate(meta.recipe, 1)]
+    elif meta.command:
+        rows.append(("command", meta.command))
+    return rows
+
+
+def _test_loss(meta: Any, test: Any) -> str:
+    """The last epoch's test -ELBO, or, for a prior fitted after it, the -ELBO under that prior."""
+    loss, recon, kl = (number(None if test is None else getattr(test, key)) for key in ("loss", "recon", "kl"))
+    trained = f"{loss} nats (recon {recon}, KL {kl})"
+    fit, recipe = meta.prior, meta.recipe
+    # The prior was fitted after the last epoch when the fit is the recipe's last step.
+    if not (isinstance(fit, dict) and recipe and fit.get("command") == recipe[-1]):
+        return trained
+    kl_fitted, recon_value = fit.get("test_kl_mixture"), None if test is None else test.recon
+    same_images = fit.get("test_images") == (meta.dataset_info.n_test if meta.dataset_info else None)
+    if not (is_number(kl_fitted) and is_number(recon_value) and same_images):
+        return f"{trained} before the prior was fitted"
+    # The fit keeps the encoder and decoder, so only the KL term changes (see vae fit-prior).
+    return (f"{recon_value + kl_fitted:.2f} nats (recon {recon}, KL {kl_fitted:.2f} to the fitted prior); "
+            f"{loss} before the fit")
+
+
+def _evaluation_rows(record: Any) -> list[tuple[str, str]]:
+    """A recorded `vae eval`: the importance-weighted -log p(x), its K and images, and the command."""
+    if not isinstance(record, dict) or not is_number(record.get("nll")):
+        return []
+    binarized = "binarized " if record.get("binarized") is True else ""
+    images = f"{record.get('images')} {binarized}{record.get('dataset')} {record.get('split')} images"
+    line = f"{record['nll']:.2f} nats (K = {record.get('iw_samples')}, {images})"
+    elbo = record.get("neg_elbo", record.get("elbo"))  # `elbo` in files written before eval's JSON renamed it
+    if isinstance(elbo, dict):
+        line += (f"; -ELBO {number(elbo.get('loss'))} (recon {number(elbo.get('recon'))}, "
+                 f"KL {number(elbo.get('kl'))})")
+    if is_number(record.get("bits_per_dim")):
+        line += f", {record['bits_per_dim']:.4f} bits/dim"
+    rows = [("-log p(x)", line)]
+    if record.get("command"):
+        rows.append(("  measured by", str(record["command"])))
+    return rows
+
+
+def _prior_line(components: int, fit: object) -> str:
+    from vaecli.config import describe_prior
+
+    if not components:
+        return describe_prior(0)
+    line = f"{describe_prior(components)}, fitted to the training codes"
+    if isinstance(fit, dict) and is_number(fit.get("test_kl_mixture")):
+        line += f" (test KL {fit['test_kl_mixture']:.2f} nats, {number(fit.get('test_kl_standard'))} with N(0, I))"
+    return line
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def number(value: Any, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if is_number(value) else MISSING
