@@ -13,7 +13,7 @@ from vaecli.checkpoint import load_checkpoint
 from vaecli.prior import MixturePrior
 from vaecli.traversal import PLANE_SPREAD, pca_plane, prior_plane, quantiles
 
-from cli_checks import one_error_line
+from tests.helpers.cli_checks import one_error_line
 
 
 def _train(folder, latent: int):

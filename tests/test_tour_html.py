@@ -15,7 +15,7 @@ from PIL import Image
 
 from vaecli.html_report import Figure, page
 
-from cli_checks import one_error_line
+from tests.helpers.cli_checks import one_error_line
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOT = REPO / "scripts" / "screenshot_html.py"

@@ -19,7 +19,7 @@ from vaecli.traversal import (
     traversal_frames,
 )
 
-from cli_checks import one_error_line
+from tests.helpers.cli_checks import one_error_line
 
 
 def test_kl_order_is_largest_first_and_active_only_drops_the_inactive():
