@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from conftest import run_cli
 from PIL import Image
 
 from vaecli.checkpoint import load_checkpoint
@@ -14,6 +13,7 @@ from vaecli.prior import MixturePrior
 from vaecli.traversal import PLANE_SPREAD, pca_plane, prior_plane, quantiles
 
 from tests.helpers.cli_checks import one_error_line
+from tests.helpers.runner import run_cli
 
 
 def _train(folder, latent: int):

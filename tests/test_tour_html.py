@@ -36,7 +36,7 @@ WINDOW = (1000, 1800)
 
 @pytest.fixture(scope="module")
 def tour_page(tiny_model, tmp_path_factory) -> Path:
-    from conftest import run_cli
+    from tests.helpers.runner import run_cli
 
     folder = tmp_path_factory.mktemp("tour")
     result = run_cli("tour", "-m", tiny_model, "--device", "cpu", "--html", "-o", folder / "t")
