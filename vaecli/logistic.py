@@ -19,19 +19,23 @@ HALF_BIN = 0.5 / LEVELS  # half a bin's width in [0, 1] pixel units
 # at most puts 0.99 of a bin's mass on one level); the upper is a scale far wider than [0, 1].
 LOG_SCALE_MIN = -7.0 - math.log(2.0)
 LOG_SCALE_MAX = 7.0
+# A decoder output of 0 stands for mid grey with a scale of a quarter of the range: an untrained model
+# then costs about 8 bits per subpixel, not the 10 of a scale as wide as the range.
+MEAN_OFFSET = 0.5
+LOG_SCALE_OFFSET = math.log(0.25)
 
 
 def split_params(output: torch.Tensor, channels: int, mixtures: int) -> tuple[torch.Tensor | None, ...]:
     """Decoder output (..., P * C, H, W) as (logits or None, means, log-scales), each (..., K, C, H, W)."""
     if mixtures == 1:
         params = output.unflatten(-3, (2, 1, channels))  # mean, log-scale
-        return None, params.select(-5, 0), _bounded(params.select(-5, 1))
+        return None, params.select(-5, 0) + MEAN_OFFSET, _log_scales(params.select(-5, 1))
     params = output.unflatten(-3, (3, mixtures, channels))  # logits, means, log-scales
-    return params.select(-5, 0), params.select(-5, 1), _bounded(params.select(-5, 2))
+    return params.select(-5, 0), params.select(-5, 1) + MEAN_OFFSET, _log_scales(params.select(-5, 2))
 
 
-def _bounded(log_scales: torch.Tensor) -> torch.Tensor:
-    return log_scales.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+def _log_scales(raw: torch.Tensor) -> torch.Tensor:
+    return (raw + LOG_SCALE_OFFSET).clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
 
 
 def log_one_minus_exp(d: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ class VAE(nn.Module):
         return standard_normal_log_prob(z) if self.prior is None else self.prior.log_prob(z)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoder output for z: Bernoulli logits or Gaussian means (B, C, H, W); logistic parameters (B, P * C, H, W)."""
+        """Decoder output for z: Bernoulli logits or Gaussian means (B, C, H, W); logistic: (B, P * C, H, W)."""
         return self.decoder(z)
 
     def forward(

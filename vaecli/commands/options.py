@@ -146,7 +146,16 @@ InvertOption = Annotated[
     Invert,
     typer.Option(
         "--invert",
-        help="Invert input images: yes, no, or auto (when the border is light, "
-        "since the models expect light strokes on a dark background).",
+        help="Invert input images: yes, no, or auto (grey models: when the border is light, "
+        "since they expect light strokes on a dark background; colour models: never).",
     ),
 ]
+SamplePixelsOption = Annotated[
+    bool,
+    typer.Option(
+        "--sample-pixels",
+        help="Draw each pixel from p(x|z) instead of showing the distribution's mean "
+        "(for --likelihood logistic, the mixture's mean to within half a level).",
+    ),
+]
+PixelSeedOption = Annotated[int, seed_option("Seed of the pixel draws of --sample-pixels.")]
