@@ -88,14 +88,6 @@ def test_reconstruct_interpolate_encode_decode_in_colour(cli, colour, tmp_path):
     assert_rgb(tmp_path / "dec" / "decoded-0001.png")
 
 
-def test_a_light_border_is_not_inverted_for_a_colour_model(cli, colour, tmp_path):
-    _, model = colour
-    Image.new("RGB", (SIDE, SIDE), (250, 250, 240)).save(tmp_path / "light.png")
-    result = cli("reconstruct", "-m", model, "light.png")
-    assert result.exit_code == 0, result.stderr
-    assert "inverted" not in result.stderr
-
-
 def test_eval_project_tour_fit_prior_info_in_colour(cli, colour, tmp_path):
     folder, model = colour
     result = cli("eval", "-m", model, "--dataset", folder, "-k", "4", "--limit", "16", "--json")

@@ -74,7 +74,7 @@ def test_bits_per_dim_match_a_hand_computed_image():
 
 def test_a_mixture_by_hand():
     level, weights, components = 200, (0.25, 0.75), ((0.3, 0.05), (0.8, 0.2))
-    by_hand = -math.log(sum(w * level_probability(level, m, s) for w, (m, s) in zip(weights, components)))
+    by_hand = -math.log(sum(w * level_probability(level, m, s) for w, (m, s) in zip(weights, components, strict=True)))
     logits = [math.log(w) for w in weights]
     raws = [raw_params(m, s) for m, s in components]
     output = torch.tensor([*logits, raws[0][0], raws[1][0], raws[0][1], raws[1][1]], dtype=torch.float64)

@@ -144,12 +144,11 @@ def border_is_light(pixels: torch.Tensor) -> bool:
 
 
 def should_invert(pixels: torch.Tensor, mode: str) -> bool:
-    """The --invert decision: auto inverts a black-on-white drawing for light-on-dark grey models."""
+    """The --invert decision: auto inverts a black-on-white drawing for light-on-dark models."""
     if mode not in INVERT_MODES:
         raise UsageError(f"--invert {mode}: choose one of {', '.join(INVERT_MODES)}")
     if mode == "auto":
-        # A colour model learned photographs or pictures, not strokes: a light sky is no paper to invert.
-        return pixels.shape[0] == 1 and border_is_light(pixels)
+        return border_is_light(pixels)
     return mode == "yes"
 
 

@@ -146,8 +146,8 @@ InvertOption = Annotated[
     Invert,
     typer.Option(
         "--invert",
-        help="Invert input images: yes, no, or auto (grey models: when the border is light, "
-        "since they expect light strokes on a dark background; colour models: never).",
+        help="Invert input images: yes, no, or auto (when the border is light, "
+        "since the models expect light strokes on a dark background).",
     ),
 ]
 SamplePixelsOption = Annotated[
