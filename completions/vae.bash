@@ -51,11 +51,11 @@ _vae() {
         decode)
             case $prev in
                 --out|-o|--grid) _vae_paths files; return ;;
-                --nrow|--scale) return ;;
+                --nrow|--scale|--seed) return ;;
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            if [[ $cur == -* ]]; then _vae_words "--out -o --grid --nrow --scale --force -f --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--out -o --grid --nrow --scale --force -f --sample-pixels --seed --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         encode)
             case $prev in
                 --out|-o) _vae_paths files; return ;;
@@ -88,7 +88,7 @@ _vae() {
             if [[ $cur == -* ]]; then _vae_words "--history --json --help -h"; else _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; fi ;;
         interpolate)
             case $prev in
-                --steps|--scale) return ;;
+                --steps|--scale|--seed) return ;;
                 --method) _vae_words "lerp slerp"; return ;;
                 --out|-o|--gif) _vae_paths files; return ;;
                 --frames) _vae_paths dirs; return ;;
@@ -96,7 +96,7 @@ _vae() {
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            if [[ $cur == -* ]]; then _vae_words "--steps --method --out -o --frames --gif --invert --scale --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--steps --method --out -o --frames --gif --invert --scale --sample-pixels --seed --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         manifold)
             case $prev in
                 --size|--limit) return ;;
@@ -132,12 +132,12 @@ _vae() {
         reconstruct)
             case $prev in
                 --out|-o|--compare) _vae_paths files; return ;;
-                --nrow|--scale) return ;;
+                --nrow|--scale|--seed) return ;;
                 --invert) _vae_words "yes no auto"; return ;;
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            if [[ $cur == -* ]]; then _vae_words "--out -o --compare --nrow --invert --scale --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--out -o --compare --nrow --invert --scale --sample-pixels --seed --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         sample)
             case $prev in
                 --count|-n|--temperature|-t|--nrow|--scale|--seed) return ;;
@@ -145,7 +145,7 @@ _vae() {
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            _vae_words "--count -n --temperature -t --out -o --grid --nrow --scale --force -f --model -m --device --seed --quiet -q --help -h" ;;
+            _vae_words "--count -n --temperature -t --out -o --grid --nrow --scale --force -f --sample-pixels --model -m --device --seed --quiet -q --help -h" ;;
         score)
             case $prev in
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
@@ -175,15 +175,15 @@ _vae() {
                 --arch) _vae_words "mlp cnn resnet"; return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
-                --latent-dim|--hidden|--image-size|--epochs|--batch-size|--lr|--beta|--warmup|--seed|--limit) return ;;
+                --latent-dim|--hidden|--image-size|--mixtures|--epochs|--batch-size|--lr|--beta|--warmup|--seed|--limit) return ;;
                 --channels) _vae_words "1 3"; return ;;
-                --likelihood) _vae_words "bernoulli gaussian"; return ;;
+                --likelihood) _vae_words "bernoulli gaussian logistic"; return ;;
                 --lr-schedule) _vae_words "constant cosine"; return ;;
                 --precision) _vae_words "fp32 bf16"; return ;;
                 --out|-o|--resume|--report) _vae_paths files; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            _vae_words "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --seed --limit --precision --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --force -f --snapshots --help -h" ;;
+            _vae_words "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --mixtures --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --seed --limit --precision --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --force -f --snapshots --help -h" ;;
         traverse)
             case $prev in
                 --count|-n|--steps|--scale|--limit|--seed) return ;;

@@ -66,7 +66,7 @@ def test_bash_completes_commands_options_values_and_paths(tmp_path):
     "words,expected",
     [
         (["train", "--arch"], ["mlp", "cnn", "resnet"]),
-        (["train", "--likelihood"], ["bernoulli", "gaussian"]),
+        (["train", "--likelihood"], ["bernoulli", "gaussian", "logistic"]),
         (["train", "--lr-schedule"], ["constant", "cosine"]),
         (["train", "--precision"], ["fp32", "bf16"]),
         (["train", "--channels"], ["1", "3"]),

@@ -68,7 +68,8 @@ def test_invert_decision():
     assert should_invert(light, "auto") and not should_invert(dark, "auto")
     assert should_invert(dark, "yes") and not should_invert(light, "no")
     rgb_paper = torch.full((3, 8, 8), 230, dtype=torch.uint8)
-    assert should_invert(rgb_paper, "auto")
+    assert not should_invert(rgb_paper, "auto")  # a colour model's input is a picture: auto leaves it
+    assert should_invert(rgb_paper, "yes")
 
 
 def test_compare_figure_pairs_each_input_with_its_reconstruction(cli, tiny_model, tmp_path):

@@ -19,7 +19,10 @@ MAX_PRIOR_COMPONENTS = 4096
 MAX_SEED = 2**64 - 1  # torch.manual_seed takes 64 bits, read as unsigned ...
 MIN_SEED = -(2**63)  # ... or as signed
 MAX_TEXT = 4096  # a stored string: a dataset folder's path is at most PATH_MAX
-LIKELIHOODS = ("bernoulli", "gaussian")
+MAX_MIXTURES = 64
+# p(x|z): Bernoulli on [0, 1] pixels, a Gaussian with learned variance, or the discretized logistic
+# (mixture) on the 256 levels of each 8-bit subpixel (Kingma et al. 2016; Salimans et al. 2017).
+LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
 SCHEDULES = ("constant", "cosine")
 # Arithmetic of the training steps: fp32, or bf16 autocast (fast on GPUs and CPUs with AMX or
 # AVX-512 BF16; weights, optimizer and loss sums stay fp32).
@@ -33,16 +36,24 @@ ARCHITECTURES = ("mlp", "cnn", "resnet")
 TRAIN_FLAGS = {
     "arch": "--arch", "dataset": "--dataset", "latent_dim": "--latent-dim", "hidden": "--hidden",
     "channels": "--channels", "height": "--image-size", "width": "--image-size", "likelihood": "--likelihood",
+    "mixtures": "--mixtures",
     "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "lr_schedule": "--lr-schedule",
     "beta": "--beta", "warmup": "--warmup", "binarize": "--binarize", "seed": "--seed", "limit": "--limit",
     "precision": "--precision",
     "prior_components": "--components",  # set by `vae fit-prior`, never by `vae train`
 }
-OMITTED_AT_DEFAULT = {"binarize": False, "limit": None, "precision": "fp32"}
+OMITTED_AT_DEFAULT = {"mixtures": 1, "binarize": False, "limit": None, "precision": "fp32"}
 # Fields the command line does not give: width repeats height's --image-size; the prior comes from fit-prior.
 NOT_IN_COMMAND = ("width", "prior_components")
 # Width used when --hidden is 0: mlp's first hidden layer, or the first convolution's channels.
 DEFAULT_HIDDEN = {"mlp": 512, "cnn": 16, "resnet": 32}
+# RGB images carry three times the information per pixel: the convolutions start twice as wide.
+DEFAULT_HIDDEN_RGB = {"mlp": 512, "cnn": 32, "resnet": 64}
+
+
+def default_hidden(arch: str, channels: int) -> int:
+    """The width --hidden 0 stands for, by architecture and channels."""
+    return (DEFAULT_HIDDEN_RGB if channels == 3 else DEFAULT_HIDDEN).get(arch, 0)
 
 
 @dataclass
@@ -55,17 +66,25 @@ class ModelConfig:
     height: int = 28  # input height in pixels
     width: int = 28  # input width in pixels
     hidden: int = 0  # network width (see DEFAULT_HIDDEN); 0 is replaced by the architecture's default
-    likelihood: str = "bernoulli"  # p(x|z): bernoulli on [0, 1] pixels, or gaussian
+    likelihood: str = "bernoulli"  # p(x|z): one of LIKELIHOODS
+    mixtures: int = 1  # logistics per subpixel for the logistic likelihood (absent in older files: 1)
     prior_components: int = 0  # p(z): 0 for N(0, I), else a Gaussian mixture fitted by `vae fit-prior`
 
     def __post_init__(self) -> None:
         # Store the width actually used, so a later change of default cannot change a saved model.
         if self.hidden == 0:
-            self.hidden = DEFAULT_HIDDEN.get(self.arch, 0)
+            self.hidden = default_hidden(self.arch, self.channels)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
+
+    @property
+    def output_params(self) -> int:
+        """Decoder outputs per subpixel: 1 (logit or mean); logistic: mean and log-scale, plus a logit if mixed."""
+        if self.likelihood != "logistic":
+            return 1
+        return 2 if self.mixtures == 1 else 3 * self.mixtures
 
     def validate(self) -> None:
         """Refuse impossible or absurd sizes before anything is allocated."""
@@ -84,6 +103,9 @@ class ModelConfig:
             raise UsageError(
                 f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}"
             )
+        _check_range("mixtures", self.mixtures, 1, MAX_MIXTURES, "mixtures")
+        if self.mixtures != 1 and self.likelihood != "logistic":
+            raise UsageError(f"{TRAIN_FLAGS['mixtures']} applies only to --likelihood logistic")
 
 
 MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))

@@ -144,11 +144,13 @@ def border_is_light(pixels: torch.Tensor) -> bool:
 
 
 def should_invert(pixels: torch.Tensor, mode: str) -> bool:
-    """The --invert decision: auto inverts a black-on-white drawing for light-on-dark models."""
+    """The --invert decision: auto inverts a black-on-white drawing for light-on-dark grey models.
+
+    A colour image is a photo or a picture, not a pen drawing: auto leaves it (and its bright sky) alone."""
     if mode not in INVERT_MODES:
         raise UsageError(f"--invert {mode}: choose one of {', '.join(INVERT_MODES)}")
     if mode == "auto":
-        return border_is_light(pixels)
+        return pixels.shape[0] == 1 and border_is_light(pixels)
     return mode == "yes"
 
 

@@ -13,7 +13,7 @@ from vaecli.device import resolve_device
 from vaecli.errors import InputError, UsageError
 from vaecli.files import read_exactly
 from vaecli.models import VAE
-from vaecli.objective import output_to_image
+from vaecli.objective import output_to_image, sample_output
 from vaecli.prior import prefix_stable_normal
 
 BATCH_SIZE = 256  # images per forward pass: bounds memory for large -n or long .npy files
@@ -57,13 +57,14 @@ def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode_to_pixels(model: VAE, z: torch.Tensor) -> torch.Tensor:
-    """The mean of p(x|z) for each code as uint8 (N, C, H, W) on the CPU."""
+def decode_to_pixels(model: VAE, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The mean of p(x|z) for each code as uint8 (N, C, H, W) on the CPU; with a generator, a draw from it."""
     device = _device(model)
-    chunks = [
-        to_uint8(output_to_image(model, model.decode(batch.to(device, torch.float32)))).cpu()
-        for batch in z.split(BATCH_SIZE)
-    ]
+
+    def image(output: torch.Tensor) -> torch.Tensor:
+        return output_to_image(model, output) if generator is None else sample_output(model, output, generator)
+
+    chunks = [to_uint8(image(model.decode(batch.to(device, torch.float32)))).cpu() for batch in z.split(BATCH_SIZE)]
     if not chunks:
         return torch.empty((0, *model.config.image_shape), dtype=torch.uint8)
     return torch.cat(chunks)

@@ -22,7 +22,7 @@ class VAE(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = encoder  # (B, C, H, W) -> (B, 2 * latent)
-        self.decoder = decoder  # (B, latent) -> (B, C, H, W) logits or means
+        self.decoder = decoder  # (B, latent) -> (B, C, H, W) logits or means; (B, P * C, H, W) for logistic
         if config.likelihood == "gaussian":
             # One learned log-variance per channel for p(x|z) (a fixed variance would need tuning).
             self.decoder_logvar = nn.Parameter(torch.zeros(config.channels))
@@ -41,7 +41,7 @@ class VAE(nn.Module):
         return standard_normal_log_prob(z) if self.prior is None else self.prior.log_prob(z)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoder output for z: Bernoulli logits (or Gaussian means), (B, C, H, W)."""
+        """Decoder output for z: Bernoulli logits or Gaussian means (B, C, H, W); logistic: (B, P * C, H, W)."""
         return self.decoder(z)
 
     def forward(
@@ -64,11 +64,17 @@ def reparameterize(
     return mu + eps * torch.exp(0.5 * logvar)
 
 
+def output_channels(config: ModelConfig) -> int:
+    """The decoder's output channels: one map per subpixel, or the logistic's parameters (logistic.py)."""
+    return config.channels * config.output_params
+
+
 def build_mlp(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
     """Two hidden layers each way, widths hidden and hidden/2."""
     wide = config.hidden
     narrow = max(wide // 2, 1)
     pixels = config.channels * config.height * config.width
+    outputs = output_channels(config) * config.height * config.width
     encoder = nn.Sequential(
         nn.Flatten(),
         nn.Linear(pixels, wide),
@@ -82,8 +88,8 @@ def build_mlp(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
         nn.SiLU(),
         nn.Linear(narrow, wide),
         nn.SiLU(),
-        nn.Linear(wide, pixels),
-        nn.Unflatten(1, config.image_shape),
+        nn.Linear(wide, outputs),
+        nn.Unflatten(1, (output_channels(config), config.height, config.width)),
     )
     return encoder, decoder
 
@@ -125,13 +131,14 @@ def build_cnn(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
         nn.SiLU(),
         nn.Unflatten(1, (widths[-1], last_h, last_w)),
     ]
+    out_widths = [output_channels(config), *widths[1:]]
     for stage in range(stages, 0, -1):
         (h_in, w_in), (h_out, w_out) = sizes[stage], sizes[stage - 1]
         # A 3x3 stride-2 transpose maps n to 2n - 1; output_padding adds the missing row/column.
         padding = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))
         decoder_layers.append(
             nn.ConvTranspose2d(
-                widths[stage], widths[stage - 1], 3, stride=2, padding=1, output_padding=padding
+                out_widths[stage], out_widths[stage - 1], 3, stride=2, padding=1, output_padding=padding
             )
         )
         if stage > 1:
@@ -179,13 +186,14 @@ def build_resnet(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
         nn.Linear(config.latent_dim, dense), nn.SiLU(), nn.Linear(dense, flat),
         nn.Unflatten(1, (widths[-1], last_h, last_w)),
     ]
+    out_widths = [output_channels(config), *widths[1:]]
     for stage in range(stages, 0, -1):
         (h_in, w_in), (h_out, w_out) = sizes[stage], sizes[stage - 1]
         padding = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))
         decoder_layers += [
             ResidualBlock(widths[stage]),
             nn.SiLU(),
-            nn.ConvTranspose2d(widths[stage], widths[stage - 1], 3, stride=2, padding=1, output_padding=padding),
+            nn.ConvTranspose2d(widths[stage], out_widths[stage - 1], 3, stride=2, padding=1, output_padding=padding),
         ]
     return encoder, nn.Sequential(*decoder_layers)
 

@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from vaecli import logistic
 from vaecli.models import VAE
 
 LOG_2PI = math.log(2 * math.pi)
@@ -14,7 +15,10 @@ LOG_2PI = math.log(2 * math.pi)
 
 def reconstruction_nll(model: VAE, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """-log p(x|z) per image, summed over pixels, in nats: (B,), or (B, K) for (B, K, C, H, W) outputs."""
-    if model.config.likelihood == "gaussian":
+    if model.config.likelihood == "logistic":
+        # Discrete: x is read on the 8-bit grid, and the sum is -log P(x) of the image's levels.
+        nll = -logistic.log_prob(x, output, model.config.mixtures)
+    elif model.config.likelihood == "gaussian":
         logvar = model.decoder_logvar.view(1, -1, 1, 1)
         nll = 0.5 * (LOG_2PI + logvar + (x - output).square() * torch.exp(-logvar))
     else:
@@ -57,10 +61,26 @@ def elbo_terms(
 
 
 def output_to_image(model: VAE, output: torch.Tensor) -> torch.Tensor:
-    """The mean of p(x|z) as pixels in [0, 1]: sigmoid of logits, or clamped Gaussian means."""
-    if model.config.likelihood == "gaussian":
+    """The mean of p(x|z) as pixels in [0, 1]: sigmoid of logits, clamped Gaussian means, or the logistic's mean."""
+    config = model.config
+    if config.likelihood == "logistic":
+        return logistic.mean_image(output, config.channels, config.mixtures)
+    if config.likelihood == "gaussian":
         return output.clamp(0.0, 1.0)
     return torch.sigmoid(output)
+
+
+def sample_output(model: VAE, output: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One draw x ~ p(x|z) per decoder output, as pixels in [0, 1] (drawn on the generator's device)."""
+    config = model.config
+    output = output.float().to(generator.device)
+    if config.likelihood == "logistic":
+        return logistic.sample_image(output, config.channels, config.mixtures, generator)
+    if config.likelihood == "gaussian":
+        std = torch.exp(0.5 * model.decoder_logvar.detach().float().to(generator.device)).view(-1, 1, 1)
+        noise = torch.randn(output.shape, generator=generator, device=generator.device)
+        return (output + std * noise).clamp(0.0, 1.0)
+    return torch.bernoulli(torch.sigmoid(output), generator=generator)
 
 
 def log_weights(
@@ -78,9 +98,10 @@ def log_weights(
     eps = torch.randn((batch, samples, latent), generator=generator, device=mu.device, dtype=mu.dtype)
     z = mu.unsqueeze(1) + eps * torch.exp(0.5 * logvar).unsqueeze(1)  # (B, K, L)
     decode = model.decode if decoder is None else decoder
-    output = decode(z.reshape(batch * samples, latent)).reshape(batch, samples, *x.shape[1:])
+    output = decode(z.reshape(batch * samples, latent))
+    output = output.reshape(batch, samples, *output.shape[1:])  # (B, K, outputs per subpixel x C, H, W)
     # The target is broadcast, not copied K times: (B, 1, C, H, W) against (B, K, C, H, W).
-    log_px_z = -reconstruction_nll(model, output, x.unsqueeze(1).expand_as(output))
+    log_px_z = -reconstruction_nll(model, output, x.unsqueeze(1).expand(batch, samples, *x.shape[1:]))
     log_pz = model.log_prior(z)
     log_qz_x = -0.5 * (eps.square() + logvar.unsqueeze(1) + LOG_2PI).sum(-1)  # (z - mu) / sigma = eps
     return log_px_z + log_pz - log_qz_x

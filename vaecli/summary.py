@@ -20,7 +20,7 @@ def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
         ("architecture", f"{model.arch} (hidden {model.hidden})"),
         ("latent dim", str(model.latent_dim)),
         ("image shape", " x ".join(str(v) for v in model.image_shape)),
-        ("likelihood", str(model.likelihood)),
+        ("likelihood", _likelihood(model)),
         ("prior", _prior_line(model.prior_components or 0, meta.prior)),
         ("dataset", str(config.dataset)),
         ("epochs done", f"{meta.epochs_done} of {config.epochs}"),
@@ -40,6 +40,14 @@ def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
     elif meta.command:
         rows.append(("command", meta.command))
     return rows
+
+
+def _likelihood(model: Any) -> str:
+    """p(x|z) by name; a logistic mixture with its number of components."""
+    mixtures = getattr(model, "mixtures", 1)
+    if model.likelihood == "logistic" and mixtures > 1:
+        return f"logistic (discretized, mixture of {mixtures})"
+    return "logistic (discretized, 8-bit)" if model.likelihood == "logistic" else str(model.likelihood)
 
 
 def _test_loss(meta: Any, test: Any) -> str:

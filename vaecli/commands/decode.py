@@ -16,7 +16,9 @@ from vaecli.commands.options import (
     ModelOption,
     NrowOption,
     OutFolderOption,
+    PixelSeedOption,
     QuietOption,
+    SamplePixelsOption,
     ScaleOption,
 )
 from vaecli.console import term
@@ -34,11 +36,15 @@ def decode_command(
     nrow: NrowOption = None,
     scale: ScaleOption = 1,
     force: ForceOption = False,
+    sample_pixels: SamplePixelsOption = False,
+    seed: PixelSeedOption = 0,
     model: ModelOption = None,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
 ) -> None:
     """Decode each row of a .npy array to an image: decoded-0001.png... in -o DIR, or one --grid.
+
+    Each image is the mean of p(x|z), or with --sample-pixels a draw from it.
 
     \b
     Example: vae encode a.png b.png | vae decode -o out/
@@ -49,7 +55,7 @@ def decode_command(
         raise UsageError("give a .npy file, or pipe one in: vae encode a.png | vae decode")
     from vaecli.files import open_input
     from vaecli.images import check_grid
-    from vaecli.latent import BATCH_SIZE, decode_to_pixels, read_codes
+    from vaecli.latent import BATCH_SIZE, decode_to_pixels, make_generator, read_codes
 
     checkpoint = open_model(model, device)
     handle, name = open_input(codes or "-", "a .npy file written by `vae encode`")
@@ -57,5 +63,6 @@ def decode_command(
         z = read_codes(handle, checkpoint.config.model.latent_dim, name)
     if out == "-" or grid is not None:  # one grid: its size is known before anything is decoded
         check_grid(len(z), checkpoint.config.model.image_shape, nrow, scale, f"{name}: {len(z)} codes")
-    batches = (decode_to_pixels(checkpoint.model, rows) for rows in z.split(BATCH_SIZE))
+    draws = make_generator(seed) if sample_pixels else None
+    batches = (decode_to_pixels(checkpoint.model, rows, draws) for rows in z.split(BATCH_SIZE))
     write_images(batches, len(z), out, grid, nrow, scale, force, "decoded")

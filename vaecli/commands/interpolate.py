@@ -14,7 +14,9 @@ from vaecli.commands.options import (
     Invert,
     InvertOption,
     ModelOption,
+    PixelSeedOption,
     QuietOption,
+    SamplePixelsOption,
     ScaleOption,
 )
 from vaecli.console import term
@@ -61,11 +63,15 @@ def interpolate_command(
     ] = None,
     invert: InvertOption = Invert.auto,
     scale: ScaleOption = 1,
+    sample_pixels: SamplePixelsOption = False,
+    seed: PixelSeedOption = 0,
     model: ModelOption = None,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
 ) -> None:
     """Write one strip: A, recon(A), --steps decodings between them, recon(B), B; paths on stdout.
+
+    Each decoding is the mean of p(x|z), or with --sample-pixels a draw from it.
 
     \b
     Example: vae interpolate a.png b.png --steps 5 --method slerp -o strip.png
@@ -76,7 +82,7 @@ def interpolate_command(
 
     from vaecli.files import write_atomic
     from vaecli.images import check_grid, gif_bytes, make_grid, png_bytes, read_images
-    from vaecli.latent import decode_to_pixels, interpolate, posterior_means
+    from vaecli.latent import decode_to_pixels, interpolate, make_generator, posterior_means
 
     checkpoint = open_model(model, device)
     if strip is not None:  # one row of steps + 4 panels: its size is known before any work
@@ -86,7 +92,8 @@ def interpolate_command(
         term.note(line)
     mu = posterior_means(checkpoint.model, inputs.pixels)
     path = torch.cat([mu[:1], interpolate(mu[0], mu[1], steps, method.value), mu[1:]])
-    decoded = decode_to_pixels(checkpoint.model, path)  # recon(A), steps points, recon(B)
+    draws = make_generator(seed) if sample_pixels else None
+    decoded = decode_to_pixels(checkpoint.model, path, draws)  # recon(A), steps points, recon(B)
     panels = torch.cat([inputs.pixels[:1], decoded, inputs.pixels[1:]])
     if strip is not None:
         figure = png_bytes(make_grid(panels, nrow=len(panels)), scale)

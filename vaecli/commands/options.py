@@ -147,8 +147,8 @@ InvertOption = Annotated[
     Invert,
     typer.Option(
         "--invert",
-        help="Invert input images: yes, no, or auto (when the border is light, "
-        "since the models expect light strokes on a dark background).",
+        help="Invert input images: yes, no, or auto (a grey model's input when its border is light, "
+        "since such models expect light strokes on a dark background; colour images are left alone).",
     ),
 ]
 
@@ -195,3 +195,13 @@ TestLimitOption = Annotated[
     int,
     typer.Option("--limit", min=1, help="Test images encoded (the first N of the split); fewer is faster."),
 ]
+
+SamplePixelsOption = Annotated[
+    bool,
+    typer.Option(
+        "--sample-pixels",
+        help="Draw each pixel from p(x|z) instead of showing the distribution's mean "
+        "(for --likelihood logistic, the mixture's mean to within half a level).",
+    ),
+]
+PixelSeedOption = Annotated[int, seed_option("Seed of the pixel draws of --sample-pixels.")]

@@ -13,7 +13,9 @@ from vaecli.commands.options import (
     Invert,
     InvertOption,
     ModelOption,
+    PixelSeedOption,
     QuietOption,
+    SamplePixelsOption,
     ScaleOption,
 )
 from vaecli.console import term
@@ -47,6 +49,8 @@ def reconstruct_command(
     ] = None,
     invert: InvertOption = Invert.auto,
     scale: ScaleOption = 1,
+    sample_pixels: SamplePixelsOption = False,
+    seed: PixelSeedOption = 0,
     model: ModelOption = None,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
@@ -54,6 +58,7 @@ def reconstruct_command(
     """Decode each image's posterior mean: recon-NAME.png in -o DIR (paths on stdout), or --compare.
 
     --compare FILE.png writes one figure of input/reconstruction pairs instead (add -o DIR for both).
+    A reconstruction is the mean of p(x|z), or with --sample-pixels a draw from it.
 
     \b
     Example: vae reconstruct digit.png --compare compare.png
@@ -65,7 +70,7 @@ def reconstruct_command(
     folder = out if out is not None else (Path(".") if compare is None else None)
     from vaecli.files import write_atomic
     from vaecli.images import check_grid, input_notes, png_bytes, read_image_batches
-    from vaecli.latent import BATCH_SIZE, decode_to_pixels, posterior_means
+    from vaecli.latent import BATCH_SIZE, decode_to_pixels, make_generator, posterior_means
 
     checkpoint = open_model(model, device)
     shape = checkpoint.config.model.image_shape
@@ -73,8 +78,9 @@ def reconstruct_command(
         check_grid(len(images), (shape[0], shape[1], 2 * shape[2] + 2), nrow, scale, f"{len(images)} images")
     names = iter(unique_names([Path(source).stem if source != "-" else "stdin" for source in images]))
     pairs, resized, inverted = [], 0, 0
+    draws = make_generator(seed) if sample_pixels else None
     for batch in read_image_batches(images, shape, invert.value, BATCH_SIZE):
-        recons = decode_to_pixels(checkpoint.model, posterior_means(checkpoint.model, batch.pixels))
+        recons = decode_to_pixels(checkpoint.model, posterior_means(checkpoint.model, batch.pixels), draws)
         resized, inverted = resized + batch.resized, inverted + batch.inverted
         if folder is not None:  # written as they come, so a long list never sits in memory
             for pixels in recons:

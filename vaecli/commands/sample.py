@@ -17,6 +17,7 @@ from vaecli.commands.options import (
     NrowOption,
     OutFolderOption,
     QuietOption,
+    SamplePixelsOption,
     ScaleOption,
     seed_option,
 )
@@ -38,6 +39,7 @@ def sample_command(
     nrow: NrowOption = None,
     scale: ScaleOption = 1,
     force: ForceOption = False,
+    sample_pixels: SamplePixelsOption = False,
     model: ModelOption = None,
     device: DeviceOption = "auto",
     seed: Annotated[
@@ -47,7 +49,8 @@ def sample_command(
 ) -> None:
     """Draw z from the prior (N(0, I), or as fitted by vae fit-prior) and decode it.
 
-    Writes sample-0001.png... in -o DIR (paths on stdout), or one --grid.
+    Writes sample-0001.png... in -o DIR (paths on stdout), or one --grid. Each image is the mean of
+    p(x|z), or with --sample-pixels a draw from it.
 
     \b
     Example: vae sample -n 16 --grid samples.png
@@ -67,8 +70,9 @@ def sample_command(
         term.note(f"seed {seed} (pass --seed {seed} to draw the same images again)")
     generator = make_generator(seed)
     # Drawn and decoded a batch at a time: the rows are the same as in one draw (prefix-stable).
+    pixel_draws = generator if sample_pixels else None
     batches = (
-        decode_to_pixels(checkpoint.model, sample_prior(checkpoint.model, size, temperature, generator))
+        decode_to_pixels(checkpoint.model, sample_prior(checkpoint.model, size, temperature, generator), pixel_draws)
         for size in batch_sizes(count, BATCH_SIZE)
     )
     write_images(batches, count, out, grid, nrow, scale, force, "sample")

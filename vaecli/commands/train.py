@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import signal
 from contextlib import contextmanager
@@ -38,7 +39,8 @@ def train_command(
     hidden: Annotated[
         int,
         typer.Option("--hidden", show_default=False,
-                     help="Width: mlp first layer, cnn or resnet first channels [default: mlp 512, cnn 16, resnet 32]"),
+                     help="Width: mlp first layer, cnn or resnet first channels "
+                     "[default: mlp 512; cnn 16, RGB 32; resnet 32, RGB 64]"),
     ] = 0,
     channels: Annotated[
         Optional[int],
@@ -50,8 +52,13 @@ def train_command(
                                      "and folders, 32 CIFAR and SVHN, 96 STL-10, 64 CelebA).")
     ] = None,
     likelihood: Annotated[
-        Likelihood, typer.Option("--likelihood", help="bernoulli (pixels in [0, 1]) or gaussian (learned variance).")
+        Likelihood,
+        typer.Option("--likelihood", help="bernoulli (pixels in [0, 1]), gaussian (learned variance), or "
+                     "logistic (discretized on the 256 levels of 8-bit pixels; reports bits/dim)."),
     ] = Likelihood.bernoulli,
+    mixtures: Annotated[
+        int, typer.Option("--mixtures", help="Logistics mixed per subpixel (--likelihood logistic).")
+    ] = 1,
     epochs: Annotated[int, typer.Option("--epochs", help="Total epochs (on --resume: the new total).")] = 20,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 128,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (peak).")] = 2e-3,
@@ -123,7 +130,7 @@ def train_command(
         config = TrainConfig(
             model=ModelConfig(
                 arch=arch.value, latent_dim=latent_dim, hidden=hidden, channels=shape[0],
-                height=shape[1], width=shape[2], likelihood=likelihood.value,
+                height=shape[1], width=shape[2], likelihood=likelihood.value, mixtures=mixtures,
             ),
             dataset=_stored_dataset(dataset), epochs=epochs, batch_size=batch_size, lr=lr,
             lr_schedule=lr_schedule.value, beta=beta, warmup=warmup, binarize=binarize, seed=seed, limit=limit,
@@ -248,8 +255,8 @@ def _fit(request: _Request, run: Any, splits: tuple[Any, Any], meta: Any, world:
     with training_display(config.epochs, run.epochs_done, len(splits[0])) as display, _terminate_as_interrupt():
         def on_epoch(record: Any) -> None:
             if request.json_lines:
-                term.emit(json.dumps(record.to_dict()))
-            display.epoch_line(_epoch_line(record, config.epochs))
+                term.emit(json.dumps(_epoch_json(record, config.model)))
+            display.epoch_line(_epoch_line(record, config.epochs, config.model))
 
         hooks = Hooks(display.on_progress, on_epoch)
         if request.evolution is not None:
@@ -379,13 +386,31 @@ def _resumed_dataset(stored: str, named: str | None) -> str:
     return source
 
 
-def _epoch_line(record: Any, epochs: int) -> str:
+def _epoch_line(record: Any, epochs: int, model: Any) -> str:
     train, test = record.train, record.test
+    bits = _bits_per_dim(test.loss, model)
     return (
         f"epoch {record.epoch:>3}/{epochs}  train {train.loss:.2f}  "
-        f"test {test.loss:.2f} (recon {test.recon:.2f}, KL {test.kl:.2f})  "
+        f"test {test.loss:.2f} (recon {test.recon:.2f}, KL {test.kl:.2f}"
+        f"{'' if bits is None else f', {bits:.4f} bits/dim'})  "
         f"{record.elapsed_s:.1f} s  {record.images_per_s:.0f} img/s"
     )
+
+
+def _epoch_json(record: Any, model: Any) -> dict:
+    """The epoch's record for --json; a discrete likelihood's test -ELBO also in bits per dimension."""
+    data = record.to_dict()
+    bits = _bits_per_dim(record.test.loss, model) if record.test is not None else None
+    if bits is not None:
+        data["test"]["bits_per_dim"] = bits
+    return data
+
+
+def _bits_per_dim(nats: float, model: Any) -> float | None:
+    """nats per image / (C H W ln 2), for the logistic likelihood only: the others are not discrete on 8 bits."""
+    if model.likelihood != "logistic":
+        return None
+    return nats / (math.prod(model.image_shape) * math.log(2))
 
 
 class _Terminated(KeyboardInterrupt):
