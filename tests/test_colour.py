@@ -109,3 +109,49 @@ def test_eval_project_tour_fit_prior_info_in_colour(cli, colour, tmp_path):
     result = cli("info", "prior.safetensors")
     assert result.exit_code == 0, result.stderr
     assert "3 x 32 x 32" in result.stdout and "logistic (discretized, mixture of 2)" in result.stdout
+
+
+def test_score_traverse_and_manifold_in_colour(cli, colour, tmp_path):
+    folder, model = colour
+    result = cli("score", "-m", model, "--dataset", folder, "--limit", "4", "-k", "2", "--regret-steps", "2",
+                 "-s", "nll,complexity,regret", "--units", "bpd", "--format", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 4 and all(np.isfinite(row["nll"]) and row["nll"] > 0 for row in rows)
+    result = cli("traverse", "-m", model, "--dataset", folder, "--limit", "16", "--steps", "3", "-o", "t.png",
+                 "--gif", "t.gif")
+    assert result.exit_code == 0, result.stderr
+    with Image.open(tmp_path / "t.gif") as gif:  # the sweep's frames are the decoded images themselves
+        assert gif.n_frames >= 3
+    result = cli("manifold", "-m", model, "--dataset", folder, "--limit", "16", "--size", "3", "-o", "m.png")
+    assert result.exit_code == 0, result.stderr
+    for figure in ("t.png", "m.png"):
+        with Image.open(tmp_path / figure) as image:
+            assert image.mode in ("RGB", "RGBA")  # matplotlib figures
+
+
+def test_every_command_on_a_model_of_a_fabricated_cifar10(cli, tmp_path, monkeypatch):
+    """CIFAR-10 in its own on-disk format, trained by name, then the commands that read its test split."""
+    from tests.helpers.fabricate import trust_fabricated, write_cifar10
+
+    write_cifar10(tmp_path / "data", train=64, test=24)
+    trust_fabricated(monkeypatch)
+    data = ["--dataset", "cifar10", "--data-root", tmp_path / "data"]
+    result = cli("train", *data, "--likelihood", "logistic", "--arch", "cnn", "--hidden", "8", "--epochs", "1",
+                 "--batch-size", "32", "--device", "cpu", "-q", "--no-report", "-o", "c.safetensors")
+    assert result.exit_code == 0, result.stderr
+    model = ["-m", "c.safetensors"]
+    for command in (["eval", "-k", "2"], ["project", "-o", "p.png"], ["tour", "-o", "tour", "--seed", "1"],
+                    ["score", "--limit", "3", "-k", "2", "-s", "nll,complexity"],
+                    ["traverse", "--limit", "8", "--steps", "3", "-o", "t.png"],
+                    ["manifold", "--limit", "8", "--size", "3", "-o", "m.png"],
+                    ["fit-prior", "--components", "2", "-o", "f.safetensors"]):
+        result = cli(*command, *model, *data)
+        assert result.exit_code == 0, (command, result.stderr)
+    for command in (["sample", "-n", "2", "-o", "s", "--seed", "1"], ["sample", "-m", "f.safetensors", "-n", "2",
+                                                                         "-o", "fs", "--seed", "1"]):
+        result = cli(*(command if "-m" in command else [*command, *model]))
+        assert result.exit_code == 0, (command, result.stderr)
+        assert_rgb(tmp_path / result.stdout.splitlines()[0])
+    shown = cli("info", "c.safetensors")
+    assert "cifar10" in shown.stdout and "3 x 32 x 32" in shown.stdout

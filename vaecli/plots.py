@@ -285,7 +285,8 @@ def traversal_png(tile: Any, row_labels: Sequence[str], column_labels: Sequence[
     """A traversal tile (C, H, W) with a label per row (its dimension and KL) and per column (its value)."""
     rows, columns = len(row_labels), len(column_labels)
     with _default_style():
-        figure = new_figure(CELL_INCHES * columns + 1.8, CELL_INCHES * rows + 1.0)
+        # At least wide enough for the two-line title, however few steps there are.
+        figure = new_figure(max(CELL_INCHES * columns + 1.8, 5.5), CELL_INCHES * rows + 1.0)
         ax = figure.add_subplot()
         _draw_tile(ax, tile, rows, columns, column_labels, row_labels)
         ax.set_xlabel("value of the swept coordinate")

@@ -83,8 +83,10 @@ def neg_elbo_at(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Ten
     """-ELBO of images x (B, C, H, W) under q = N(mu, exp(logvar)), averaged over noise eps (B, M, L): (B,)."""
     batch, draws, latent = eps.shape
     z = mu.unsqueeze(1) + eps * torch.exp(0.5 * logvar).unsqueeze(1)  # (B, M, L)
-    output = model.decode(z.reshape(batch * draws, latent)).reshape(batch, draws, *x.shape[1:])
-    recon = reconstruction_nll(model, output, x.unsqueeze(1).expand_as(output)).mean(1)
+    output = model.decode(z.reshape(batch * draws, latent))
+    # A logistic decoder gives several outputs per subpixel: keep its channel count, not the image's.
+    output = output.reshape(batch, draws, *output.shape[1:])
+    recon = reconstruction_nll(model, output, x.unsqueeze(1).expand(batch, draws, *x.shape[1:])).mean(1)
     if model.prior is None:
         return recon + kl_to_standard_normal(mu, logvar)
     kl = log_posterior(z, mu.unsqueeze(1), logvar.unsqueeze(1)) - model.log_prior(z)
