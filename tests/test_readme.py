@@ -60,6 +60,9 @@ RUN_AS_WRITTEN = (
     "vae manifold --size 10 -o - > plane.png",
     "vae traverse drawing.png --active-only --steps 7 -o traverse.png --gif traverse.gif --scale 3",
     "vae manifold -m digits2d.safetensors --with-codes -o manifold.png",
+    "vae traverse -m mnist --active-only --limit 200 -o - | python -c \"import sys; from PIL import Image; "
+    "print(Image.open(sys.stdin.buffer).size)\"",
+    "vae manifold -m mnist --size 15 --limit 200 -o - > plane.png",
     "python -c \"from PIL import Image; [Image.new('L', (28, 28), v).save(f'blank-{v:03d}.png') for v in range(256)]\"",
     "mkdir -p ~/.local/share/bash-completion/completions && vae completion bash > "
     "~/.local/share/bash-completion/completions/vae",
@@ -123,6 +126,8 @@ SKIPPED = {
     "-m vaecli train --arch resnet --device cuda -o nodes.safetensors": "needs two machines with 8 GPUs each",
     "vae ood -m fashion-mnist --in fashion-mnist --out mnist --limit 2000 -k 16 -o roc.png":
         "needs Fashion-MNIST (this test copies MNIST only) and takes 18 minutes on 2 shared CPU cores",
+    "vae tour -m mnist --html -o page/ | tail -1 | xargs -I{} chromium --headless --screenshot=page.png {}":
+        "needs Chromium; tests/test_tour_html.py renders the page when Chromium is on PATH",
     "python scripts/screenshot_html.py page/tour.html page.png":
         "needs Chromium and the checkout's scripts/; tests/test_tour_html.py runs it when Chromium is on PATH",
     "pip install -e '.[test]'": "installs packages",
