@@ -87,7 +87,8 @@ def test_the_command_list_is_not_cut_and_examples_are_not_rewrapped():
 def test_train_help_shows_the_real_width_defaults():
     help_text = _help("train", columns=200)
     hidden = " ".join(help_text[help_text.index("--hidden"):help_text.index("--channels")].split())
-    assert "[default: 0]" not in hidden and "mlp 512, cnn 16, resnet 32" in hidden
+    assert "[default: 0]" not in hidden
+    assert "mlp 512" in hidden and "cnn 16, RGB 32" in hidden and "resnet 32, RGB 64" in hidden
 
 
 def _documented_keys(command: str) -> set[str]:

@@ -144,9 +144,9 @@ def test_sample_writes_each_batch_before_drawing_the_next(cli, tiny_model, monke
     written_when_decoding = []
     real = latent.decode_to_pixels
 
-    def spy(model, z):
+    def spy(model, z, *draws):
         written_when_decoding.append(len(list(Path("out").glob("*.png"))) if Path("out").exists() else 0)
-        return real(model, z)
+        return real(model, z, *draws)
 
     monkeypatch.setattr(latent, "decode_to_pixels", spy)
     result = cli("sample", "-n", "20", "-o", "out", "-m", tiny_model)
