@@ -67,12 +67,14 @@ def test_quiet_does_not_leak_into_the_next_invocation(cli, tiny_model):
     assert "using the bundled MNIST model" in result.stderr
 
 
-def test_help_of_every_command_stays_light():
+def test_help_of_vae_and_every_command_stays_light():
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from typer.main import get_command\n"
         "from vaecli.cli import app\n"
+        "r = CliRunner().invoke(app, ['--help'])\n"
+        "assert r.exit_code == 0 and 'train' in r.stdout and 'info' in r.stdout, r.stdout\n"
         "for name in get_command(app).commands:\n"
         "    r = CliRunner().invoke(app, [name, '--help'])\n"
         "    assert r.exit_code == 0 and 'Usage' in r.stdout, (name, r.stdout, r.stderr)\n"
