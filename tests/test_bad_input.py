@@ -128,6 +128,13 @@ CHECKPOINT_READERS = {
     "tour": (["tour", "-m", "{C}", "-o", "tourdir"], ["tourdir/latent.png"]),
     "train": (["train", "--resume", "{C}", "--epochs", "5", "-o", "out.safetensors", "--no-report", "--force"],
               ["out.safetensors"]),
+    "fit-prior": (["fit-prior", "-m", "{C}", "--dataset", "digits", "--limit", "16", "-o", "out.safetensors"],
+                  ["out.safetensors"]),
+    "score": (["score", "d.png", "-m", "{C}", "-k", "2"], []),
+    "ood": (["ood", "-m", "{C}", "--in", "digits", "--out", "digits", "--limit", "4", "-k", "2", "-o", "out.png"],
+            ["out.png"]),
+    "traverse": (["traverse", "-m", "{C}", "--dataset", "digits", "--limit", "8", "-o", "out.png"], ["out.png"]),
+    "manifold": (["manifold", "-m", "{C}", "--dataset", "digits", "--limit", "8", "-o", "out.png"], ["out.png"]),
 }
 METADATA_ONLY_READERS = ("info",)
 
@@ -213,6 +220,11 @@ IMAGE_READERS = {
     "interpolate": (["interpolate", "d.png", "{I}", "-m", "{M}", "-o", "out.png"], ["out.png"], list(IMAGE_FAULTS)),
     "train-folder": (["train", *TINY[2:], "--dataset", "{D}", "--epochs", "1", "--force"], ["vae.safetensors"],
                      CONTENT_FAULTS),
+    "score": (["score", "{I}", "-m", "{M}", "-k", "2"], [], list(IMAGE_FAULTS)),
+    "traverse": (["traverse", "{I}", "-m", "{M}", "--dataset", "digits", "--limit", "8", "-o", "out.png"],
+                 ["out.png"], list(IMAGE_FAULTS)),
+    "ood-folder": (["ood", "-m", "{M}", "--in", "digits", "--out", "{D}", "--limit", "4", "-k", "2"], [],
+                   CONTENT_FAULTS),
 }
 
 
@@ -258,6 +270,16 @@ UNWRITABLE = {
     "train-out-deep": (["train", *TINY, "--epochs", "1", "-o", "blocker/sub/x.safetensors"], "--out"),
     "train-report": (["train", *TINY[:-2], "--epochs", "1", "--report", "blocker/report", "--force"], "--report"),
     "train-resume-out": (["train", "--resume", "{M}", "--epochs", "9", "-o", "blocker/x.safetensors"], "--out"),
+    "train-snapshots": (["train", *TINY[:-2], "--epochs", "1", "--snapshots", "--report", "blocker/r", "--force"],
+                        None),
+    "fit-prior-out": (["fit-prior", "-m", "{M}", "--dataset", "digits", "-o", "blocker/p.safetensors"], None),
+    "ood-roc": (["ood", "-m", "{M}", "--in", "digits", "--out", "digits", "--limit", "4", "-o", "blocker/roc.png"],
+                None),
+    "traverse-out": (["traverse", "-m", "{M}", "--dataset", "digits", "--limit", "8", "-o", "blocker/t.png"], None),
+    "traverse-gif": (["traverse", "-m", "{M}", "--dataset", "digits", "--limit", "8", "--gif", "blocker/t.gif"],
+                     None),
+    "manifold-out": (["manifold", "-m", "{M}", "--dataset", "digits", "--limit", "8", "-o", "blocker/m.png"], None),
+    "tour-html": (["tour", "-m", "{M}", "--html", "-o", "blocker/tour"], None),
 }
 
 
@@ -287,6 +309,8 @@ BINARY_TO_STDOUT = [
     ["interpolate", "d.png", "d.png", "-m", "{M}", "-o", "-"],
     ["encode", "d.png", "-m", "{M}"],
     ["project", "-m", "{M}", "-o", "-"],
+    ["traverse", "-m", "{M}", "--dataset", "digits", "--limit", "8", "-o", "-"],
+    ["manifold", "-m", "{M}", "--dataset", "digits", "--limit", "8", "-o", "-"],
 ]
 
 
@@ -325,6 +349,12 @@ BAD_NUMBERS = [
     (["eval", "-m", "{M}", "--iw-samples", "-5"], "--iw-samples"),
     (["eval", "-m", "{M}", "--limit", "0"], "--limit"),
     (["project", "-m", "{M}", "--limit", "-1"], "--limit"),
+    (["score", "d.png", "-m", "{M}", "--iw-samples", "0"], "--iw-samples"),
+    (["score", "d.png", "-m", "{M}", "--regret-steps", "0"], "--regret-steps"),
+    (["ood", "-m", "{M}", "--in", "digits", "--out", "digits", "--limit", "0"], "--limit"),
+    (["traverse", "-m", "{M}", "--steps", "1"], "--steps"),
+    (["traverse", "-m", "{M}", "--limit", "0"], "--limit"),
+    (["manifold", "-m", "{M}", "--size", "1"], "--size"),
 ]
 
 
