@@ -153,5 +153,13 @@ def test_every_command_on_a_model_of_a_fabricated_cifar10(cli, tmp_path, monkeyp
         result = cli(*(command if "-m" in command else [*command, *model]))
         assert result.exit_code == 0, (command, result.stderr)
         assert_rgb(tmp_path / result.stdout.splitlines()[0])
+    picture = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8), "RGB").save(picture)
+    for command in (["reconstruct", picture, "-o", "rec"], ["interpolate", picture, picture, "-o", "strip.png"],
+                    ["encode", picture, "-o", "z.npy"], ["decode", "z.npy", "-o", "dec"]):
+        result = cli(*command, *model)
+        assert result.exit_code == 0, (command, result.stderr)
+    assert_rgb(tmp_path / "rec" / "recon-photo.png")
+    assert_rgb(tmp_path / "dec" / "decoded-0001.png")
     shown = cli("info", "c.safetensors")
     assert "cifar10" in shown.stdout and "3 x 32 x 32" in shown.stdout
