@@ -243,10 +243,13 @@ def binarize_fixed(pixels: torch.Tensor, seed: int = 0) -> torch.Tensor:
 
 def eval_pixels(config: TrainConfig, test_set: ImageSet, device: torch.device) -> torch.Tensor:
     """A split as the model is tested on it: pixels in [0, 1], binarized once if it trained binarized."""
-    pixels = to_pixels(test_set.images.to(device))
-    if config.binarize:
-        pixels = binarize_fixed(pixels)
-    return pixels
+    return fixed_pixels(test_set.images, device, config.binarize)
+
+
+def fixed_pixels(images: torch.Tensor, device: torch.device, binarize: bool) -> torch.Tensor:
+    """uint8 images as pixels on `device`, binarized once with the fixed seed when asked (eval, score)."""
+    pixels = to_pixels(images.to(device))
+    return binarize_fixed(pixels) if binarize else pixels
 
 
 # --- Memory: a split's size is checked before it is read ------------------------------------------

@@ -104,6 +104,11 @@ def iw_nll(
     return out
 
 
+def bits_per_dim(nats, dims: int):
+    """Nats per image (a float or a tensor) to bits per dimension of an image with `dims` subpixels."""
+    return nats / (dims * math.log(2))
+
+
 def iw_nll_seeded(
     model: VAE,
     pixels: torch.Tensor,
@@ -137,6 +142,6 @@ def evaluate_split(
         kl=elbo.kl,
         elbo_loss=elbo.loss,
         nll=nll,
-        bits_per_dim=nll / (dims * math.log(2)),
+        bits_per_dim=bits_per_dim(nll, dims),
         seconds=time.perf_counter() - started,
     )

@@ -186,8 +186,3 @@ def progress_total(count: int, names: tuple[str, ...]) -> int:
     """Units of work score_images reports for `count` images and these scores."""
     passes = int("nll" in names or "complexity" in names) + int("regret" in names)
     return count * passes
-
-
-def to_bits_per_dim(values: torch.Tensor, dims: int) -> torch.Tensor:
-    """Nats per image to bits per dimension."""
-    return values / (dims * math.log(2))

@@ -153,14 +153,12 @@ def start_run(config: TrainConfig, device: torch.device, resume: Checkpoint | No
     return run
 
 
-def allow_tf32(device: torch.device) -> bool:
+def allow_tf32(device: torch.device) -> None:
     """On CUDA, float32 matmuls and convolutions may run in TF32 (10-bit mantissa, fp32 range): the
-    tensor cores' speed for a loss summed in fp32 anyway. Returns whether they do, for the checkpoint."""
-    if device.type != "cuda":
-        return False
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    return True
+    tensor cores' speed for a loss summed in fp32 anyway. The checkpoint records it (_runs_tf32)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def make_optimizer(model: VAE, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -125,18 +125,17 @@ def compute_scores(checkpoint: Checkpoint, uint8: torch.Tensor, names: tuple[str
     """The scores of uint8 images as the model sees them (binarized once if asked), and seconds per score."""
     import math
 
-    from vaecli.data import binarize_fixed, to_pixels
-    from vaecli.scores import progress_total, score_images, to_bits_per_dim
+    from vaecli.data import fixed_pixels
+    from vaecli.evaluate import bits_per_dim
+    from vaecli.scores import progress_total, score_images
 
-    pixels = to_pixels(uint8.to(next(checkpoint.model.parameters()).device))
-    if binarize:
-        pixels = binarize_fixed(pixels)
+    pixels = fixed_pixels(uint8, next(checkpoint.model.parameters()).device, binarize)
     seconds: dict[str, float] = {}
     with progress(label, progress_total(len(pixels), names)) as advance:
         values = score_images(checkpoint.model, pixels, names, score_settings, advance, seconds)
     if units == "bpd":
         dims = math.prod(pixels.shape[1:])
-        values = {name: to_bits_per_dim(v, dims) for name, v in values.items()}
+        values = {name: bits_per_dim(v, dims) for name, v in values.items()}
     return {name: v.tolist() for name, v in values.items()}, seconds
 
 

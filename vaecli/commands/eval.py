@@ -60,7 +60,7 @@ def eval_command(
     Example: vae eval -m mnist --binarize --iw-samples 1000 --json
     """
     term.quiet = quiet
-    from vaecli.data import binarize_fixed, load_dataset, to_pixels
+    from vaecli.data import fixed_pixels, load_dataset
     from vaecli.evaluate import default_rows, evaluate_split
     from vaecli.memory import check_fits, model_bytes
 
@@ -71,9 +71,7 @@ def eval_command(
                f"decoding {rows:,} rows per pass", "lower --batch-size")
     name = dataset_name(checkpoint.config.dataset, dataset)
     data = load_dataset(name, split, data_root=data_root, shape=checkpoint.config.model.image_shape, limit=limit)
-    pixels = to_pixels(data.images.to(model_device))
-    if binarize:
-        pixels = binarize_fixed(pixels)
+    pixels = fixed_pixels(data.images, model_device, binarize)
     term.note(f"evaluating {checkpoint.path} on {len(data)} {name} {split} images with K = {iw_samples}")
     with progress("eval", len(data)) as advance:
         result = evaluate_split(checkpoint.model, pixels, iw_samples, seed, advance, batch_size)

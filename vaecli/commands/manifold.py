@@ -12,6 +12,7 @@ from vaecli.commands.options import (
     KL_IMAGES,
     DataRootOption,
     DeviceOption,
+    FigureOutOption,
     ModelDatasetOption,
     ModelOption,
     QuietOption,
@@ -27,8 +28,7 @@ def manifold_command(
     with_codes: Annotated[
         bool, typer.Option("--with-codes", help="Draw the test codes in the same plane beside the grid.")
     ] = False,
-    out: Annotated[str, typer.Option("--out", "-o", help="The figure PNG, or - for its bytes on stdout.")]
-    = "manifold.png",
+    out: FigureOutOption = "manifold.png",
     dataset: ModelDatasetOption = None,
     data_root: DataRootOption = None,
     limit: TestLimitOption = KL_IMAGES,

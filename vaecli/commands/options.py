@@ -205,3 +205,4 @@ SamplePixelsOption = Annotated[
     ),
 ]
 PixelSeedOption = Annotated[int, seed_option("Seed of the pixel draws of --sample-pixels.")]
+FigureOutOption = Annotated[str, typer.Option("--out", "-o", help="The figure PNG, or - for its bytes on stdout.")]

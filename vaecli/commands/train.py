@@ -408,9 +408,11 @@ def _epoch_json(record: Any, model: Any) -> dict:
 
 def _bits_per_dim(nats: float, model: Any) -> float | None:
     """nats per image / (C H W ln 2), for the logistic likelihood only: the others are not discrete on 8 bits."""
+    from vaecli.evaluate import bits_per_dim
+
     if model.likelihood != "logistic":
         return None
-    return nats / (math.prod(model.image_shape) * math.log(2))
+    return bits_per_dim(nats, math.prod(model.image_shape))
 
 
 class _Terminated(KeyboardInterrupt):

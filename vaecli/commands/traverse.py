@@ -12,6 +12,7 @@ from vaecli.commands.options import (
     KL_IMAGES,
     DataRootOption,
     DeviceOption,
+    FigureOutOption,
     Invert,
     InvertOption,
     ModelDatasetOption,
@@ -52,8 +53,7 @@ def traverse_command(
     active_only: Annotated[
         bool, typer.Option("--active-only", help="Leave out inactive dimensions (test KL <= 0.01 nats).")
     ] = False,
-    out: Annotated[str, typer.Option("--out", "-o", help="The figure PNG, or - for its bytes on stdout.")]
-    = "traverse.png",
+    out: FigureOutOption = "traverse.png",
     gif: Annotated[
         Optional[Path],
         typer.Option("--gif", metavar="FILE.gif", dir_okay=False, show_default=False,
