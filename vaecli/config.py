@@ -20,6 +20,7 @@ MAX_SEED = 2**64 - 1  # torch.manual_seed takes 64 bits, read as unsigned ...
 MIN_SEED = -(2**63)  # ... or as signed
 MAX_TEXT = 4096  # a stored string: a dataset folder's path is at most PATH_MAX
 MAX_MIXTURES = 64
+MAX_CLASSES = 1000  # classes a conditional model takes its one-hot label over
 # p(x|z): Bernoulli on [0, 1] pixels, a Gaussian with learned variance, or the discretized logistic
 # (mixture) on the 256 levels of each 8-bit subpixel (Kingma et al. 2016; Salimans et al. 2017).
 LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
@@ -39,10 +40,13 @@ TRAIN_FLAGS = {
     "mixtures": "--mixtures",
     "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "lr_schedule": "--lr-schedule",
     "beta": "--beta", "warmup": "--warmup", "binarize": "--binarize", "seed": "--seed", "limit": "--limit",
-    "precision": "--precision",
+    "precision": "--precision", "classes": "--conditional",
     "prior_components": "--components",  # set by `vae fit-prior`, never by `vae train`
 }
-OMITTED_AT_DEFAULT = {"mixtures": 1, "binarize": False, "limit": None, "precision": "fp32"}
+OMITTED_AT_DEFAULT = {"mixtures": 1, "binarize": False, "limit": None, "precision": "fp32", "classes": 0}
+# Fields the command line sets with a bare flag although they hold a number: --conditional takes the
+# number of classes from the dataset.
+FLAG_ONLY = ("classes",)
 # Fields the command line does not give: width repeats height's --image-size; the prior comes from fit-prior.
 NOT_IN_COMMAND = ("width", "prior_components")
 # Width used when --hidden is 0: mlp's first hidden layer, or the first convolution's channels.
@@ -69,6 +73,7 @@ class ModelConfig:
     likelihood: str = "bernoulli"  # p(x|z): one of LIKELIHOODS
     mixtures: int = 1  # logistics per subpixel for the logistic likelihood (absent in older files: 1)
     prior_components: int = 0  # p(z): 0 for N(0, I), else a Gaussian mixture fitted by `vae fit-prior`
+    classes: int = 0  # 0: p(x|z); K: conditional on a one-hot label of K classes, q(z|x,y) and p(x|z,y)
 
     def __post_init__(self) -> None:
         # Store the width actually used, so a later change of default cannot change a saved model.
@@ -106,6 +111,10 @@ class ModelConfig:
         _check_range("mixtures", self.mixtures, 1, MAX_MIXTURES, "mixtures")
         if self.mixtures != 1 and self.likelihood != "logistic":
             raise UsageError(f"{TRAIN_FLAGS['mixtures']} applies only to --likelihood logistic")
+        if self.classes == 1 or not 0 <= self.classes <= MAX_CLASSES:
+            raise UsageError(
+                f"a conditional model needs 2 to {MAX_CLASSES} classes, not {self.classes} ({TRAIN_FLAGS['classes']})"
+            )
 
 
 MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
@@ -159,7 +168,7 @@ def train_command_line(config: TrainConfig) -> str:
         value = config_field(config, name)
         if name in OMITTED_AT_DEFAULT and value == OMITTED_AT_DEFAULT[name]:
             continue
-        if isinstance(value, bool):
+        if isinstance(value, bool) or name in FLAG_ONLY:
             parts.append(TRAIN_FLAGS[name])
         else:
             # repr keeps a float's every digit: the command must give back this very config.

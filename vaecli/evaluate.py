@@ -42,18 +42,22 @@ class Evaluation:
 
 
 @torch.no_grad()
-def elbo_summary(model: VAE, pixels: torch.Tensor, seed: int = EVAL_SEED) -> Losses:
-    """One-sample negative ELBO averaged over images, with its parts and the active units."""
+def elbo_summary(
+    model: VAE, pixels: torch.Tensor, seed: int = EVAL_SEED, labels: torch.Tensor | None = None
+) -> Losses:
+    """One-sample negative ELBO averaged over images, with its parts and the active units.
+
+    A conditional model takes each image's label (N,): the bound is then on log p(x|y)."""
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=pixels.device).manual_seed(seed)
     sums = torch.zeros(2, dtype=torch.float64, device=pixels.device)
     kl_dims = torch.zeros(model.config.latent_dim, dtype=torch.float64, device=pixels.device)
     for start in range(0, pixels.shape[0], EVAL_BATCH):
-        x = pixels[start : start + EVAL_BATCH]
-        mu, logvar = model.encode(x)
+        x, y = pixels[start : start + EVAL_BATCH], batch_of(labels, start, EVAL_BATCH)
+        mu, logvar = model.encode(x, y)
         noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        recon = reconstruction_nll(model, model.decode(reparameterize(mu, logvar, noise=noise)), x)
+        recon = reconstruction_nll(model, model.decode(reparameterize(mu, logvar, noise=noise), y), x)
         # Per dimension, the KL to N(0, 1) picks the active units whatever the prior; the total is
         # the KL to the model's own prior (one-sample, like recon, for a mixture).
         per_dim = kl_per_dimension(mu, logvar)
@@ -75,6 +79,7 @@ def iw_nll(
     generator: torch.Generator,
     on_progress: Callable[[int], None] | None = None,
     rows: int | None = None,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """-(logsumexp_k w_k - log K) per image, w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x).
 
@@ -90,11 +95,11 @@ def iw_nll(
     decoder = inference_decoder(model)
     with torch.inference_mode():
         for start in range(0, pixels.shape[0], images_per_pass):
-            x = pixels[start : start + images_per_pass]
+            x, y = pixels[start : start + images_per_pass], batch_of(labels, start, images_per_pass)
             total = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
             for done in range(0, samples, chunk):
                 k = min(chunk, samples - done)
-                weights = log_weights(model, x, k, generator, decoder).double()
+                weights = log_weights(model, x, k, generator, decoder, y).double()
                 # A running logsumexp over chunks of samples keeps memory flat whatever K is.
                 total = torch.logaddexp(total, torch.logsumexp(weights, dim=1))
             out[start : start + x.shape[0]] = (math.log(samples) - total).cpu()
@@ -102,6 +107,11 @@ def iw_nll(
                 on_progress(x.shape[0])
     model.train(was_training)
     return out
+
+
+def batch_of(labels: torch.Tensor | None, start: int, size: int) -> torch.Tensor | None:
+    """The labels of images start to start + size, or None for an unconditional model."""
+    return None if labels is None else labels[start : start + size]
 
 
 def bits_per_dim(nats, dims: int):
@@ -116,10 +126,11 @@ def iw_nll_seeded(
     seed: int,
     on_progress: Callable[[int], None] | None = None,
     rows: int | None = None,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """iw_nll per image with its noise drawn from `seed`: `vae eval` reports the mean, `vae score` each value."""
     generator = torch.Generator(device=pixels.device).manual_seed(seed)
-    return iw_nll(model, pixels, samples, generator, on_progress, rows)
+    return iw_nll(model, pixels, samples, generator, on_progress, rows, labels)
 
 
 def evaluate_split(
@@ -129,11 +140,12 @@ def evaluate_split(
     seed: int,
     on_progress: Callable[[int], None] | None = None,
     rows: int | None = None,
+    labels: torch.Tensor | None = None,
 ) -> Evaluation:
     """The negative ELBO and the K-sample importance-weighted NLL, averaged over `pixels` (N, C, H, W)."""
     started = time.perf_counter()
-    elbo = elbo_summary(model, pixels)
-    nll = float(iw_nll_seeded(model, pixels, samples, seed, on_progress, rows).mean())
+    elbo = elbo_summary(model, pixels, labels=labels)
+    nll = float(iw_nll_seeded(model, pixels, samples, seed, on_progress, rows, labels).mean())
     dims = math.prod(pixels.shape[1:])
     return Evaluation(
         images=pixels.shape[0],

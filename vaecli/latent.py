@@ -57,28 +57,39 @@ def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode_to_pixels(model: VAE, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The mean of p(x|z) for each code as uint8 (N, C, H, W) on the CPU; with a generator, a draw from it."""
+def decode_to_pixels(
+    model: VAE, z: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The mean of p(x|z) for each code as uint8 (N, C, H, W) on the CPU; with a generator, a draw from it.
+
+    A conditional model decodes each code with its label (N,): p(x|z,y)."""
     device = _device(model)
 
     def image(output: torch.Tensor) -> torch.Tensor:
         return output_to_image(model, output) if generator is None else sample_output(model, output, generator)
 
-    chunks = [to_uint8(image(model.decode(batch.to(device, torch.float32)))).cpu() for batch in z.split(BATCH_SIZE)]
+    chunks = [
+        to_uint8(image(model.decode(batch.to(device, torch.float32), _on(device, labels, start)))).cpu()
+        for start, batch in zip(range(0, z.shape[0], BATCH_SIZE), z.split(BATCH_SIZE), strict=True)
+    ]
     if not chunks:
         return torch.empty((0, *model.config.image_shape), dtype=torch.uint8)
     return torch.cat(chunks)
 
 
 @torch.no_grad()
-def posterior_means(model: VAE, images: torch.Tensor) -> torch.Tensor:
-    """The mean of q(z|x) for uint8 images (N, C, H, W): float32 (N, latent) on the CPU."""
+def posterior_means(model: VAE, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean of q(z|x) (of q(z|x,y), given labels (N,)) for uint8 images (N, C, H, W): float32 (N, latent)."""
     device = _device(model)
     chunks = [
-        model.encode(batch.to(device).float().div_(255.0))[0].float().cpu()
-        for batch in images.split(BATCH_SIZE)
+        model.encode(batch.to(device).float().div_(255.0), _on(device, labels, start))[0].float().cpu()
+        for start, batch in zip(range(0, images.shape[0], BATCH_SIZE), images.split(BATCH_SIZE), strict=True)
     ]
     return torch.cat(chunks)
+
+
+def _on(device: torch.device, labels: torch.Tensor | None, start: int) -> torch.Tensor | None:
+    return None if labels is None else labels[start : start + BATCH_SIZE].to(device)
 
 
 def fractions(steps: int) -> torch.Tensor:

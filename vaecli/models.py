@@ -30,9 +30,10 @@ class VAE(nn.Module):
         if config.prior_components:
             self.prior = MixturePrior(config.prior_components, config.latent_dim)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior mean and log-variance, each (B, latent)."""
-        mu, raw_logvar = self.encoder(x).chunk(2, dim=1)
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and log-variance, each (B, latent); a conditional model needs the labels (B,)."""
+        out = self.encoder(x) if not self.config.classes else self.encoder(x, self._one_hot(labels))
+        mu, raw_logvar = out.chunk(2, dim=1)
         logvar = LOGVAR_BOUND * torch.tanh(raw_logvar / LOGVAR_BOUND)
         return mu, logvar
 
@@ -40,17 +41,33 @@ class VAE(nn.Module):
         """log p(z) for codes (..., latent): (...)."""
         return standard_normal_log_prob(z) if self.prior is None else self.prior.log_prob(z)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder output for z: Bernoulli logits or Gaussian means (B, C, H, W); logistic: (B, P * C, H, W)."""
-        return self.decoder(z)
+        return run_decoder(self, self.decoder, z, labels)
 
     def forward(
-        self, x: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decoder output for one z ~ q(z|x) per image, with the posterior's mean and log-variance."""
-        mu, logvar = self.encode(x)
+        mu, logvar = self.encode(x, labels)
         z = reparameterize(mu, logvar, generator, noise)
-        return self.decode(z), mu, logvar
+        return self.decode(z, labels), mu, logvar
+
+    def _one_hot(self, labels: torch.Tensor | None) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("a conditional model needs the images' labels")
+        return nn.functional.one_hot(labels.long(), self.config.classes).float()
+
+
+def run_decoder(model: VAE, decoder: nn.Module, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """The model's decoder, or an equivalent copy (inference_decoder), on codes (B, latent) and labels (B,)."""
+    if not model.config.classes:
+        return decoder(z)
+    return decoder(torch.cat([z, model._one_hot(labels).to(z.dtype)], dim=1))
 
 
 def reparameterize(
@@ -279,4 +296,28 @@ def build_model(config: ModelConfig) -> VAE:
     """Build an untrained VAE from its config (validated first)."""
     config.validate()
     encoder, decoder = BUILDERS[config.arch](config)
+    if config.classes:
+        encoder, decoder = LabelledEncoder(encoder, config.classes), widen_input(decoder, config.classes)
     return VAE(config, encoder, decoder)
+
+
+class LabelledEncoder(nn.Module):
+    """q(z|x,y): the one-hot label joins the encoder's first dense layer (Sohn et al. 2015 feed it to
+    the input; for convolutional encoders this is where a label is no longer a constant image plane)."""
+
+    def __init__(self, encoder: nn.Sequential, classes: int):
+        super().__init__()
+        first_dense = next(i for i, layer in enumerate(encoder) if isinstance(layer, nn.Linear))
+        self.features = encoder[:first_dense]
+        self.dense = widen_input(encoder[first_dense:], classes)
+
+    def forward(self, x: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+        return self.dense(torch.cat([self.features(x).flatten(1), one_hot.to(x.dtype)], dim=1))
+
+
+def widen_input(layers: nn.Sequential, extra: int) -> nn.Sequential:
+    """The same layers, the first (a Linear) taking `extra` more inputs: p(x|z,y) reads [z, one-hot y]."""
+    first = layers[0]
+    assert isinstance(first, nn.Linear), "a conditional model's label joins at a dense layer"
+    layers[0] = nn.Linear(first.in_features + extra, first.out_features)
+    return layers

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from vaecli import logistic
-from vaecli.models import VAE
+from vaecli.models import VAE, run_decoder
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -53,10 +53,10 @@ def kl_to_prior(model: VAE, mu: torch.Tensor, logvar: torch.Tensor, noise: torch
 
 
 def elbo_terms(
-    model: VAE, x: torch.Tensor, generator: torch.Generator | None = None
+    model: VAE, x: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One-sample reconstruction NLL and analytic KL per image; -ELBO = recon + KL (eq. 3)."""
-    output, mu, logvar = model(x, generator)
+    output, mu, logvar = model(x, generator, labels=labels)
     return reconstruction_nll(model, output, x), kl_to_standard_normal(mu, logvar)
 
 
@@ -89,16 +89,19 @@ def log_weights(
     samples: int,
     generator: torch.Generator | None = None,
     decoder: torch.nn.Module | None = None,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples z_k ~ q(z|x): (B, K).
 
-    `decoder` replaces model.decode by an equivalent module (models.inference_decoder)."""
-    mu, logvar = model.encode(x)  # (B, L)
+    `decoder` replaces model.decode by an equivalent module (models.inference_decoder). A conditional
+    model takes the labels (B,): the weights are then those of p(x|y)."""
+    mu, logvar = model.encode(x, labels)  # (B, L)
     batch, latent = mu.shape
     eps = torch.randn((batch, samples, latent), generator=generator, device=mu.device, dtype=mu.dtype)
     z = mu.unsqueeze(1) + eps * torch.exp(0.5 * logvar).unsqueeze(1)  # (B, K, L)
-    decode = model.decode if decoder is None else decoder
-    output = decode(z.reshape(batch * samples, latent))
+    repeated = None if labels is None else labels.repeat_interleave(samples)
+    output = run_decoder(model, model.decoder if decoder is None else decoder, z.reshape(batch * samples, latent),
+                         repeated)
     output = output.reshape(batch, samples, *output.shape[1:])  # (B, K, outputs per subpixel x C, H, W)
     # The target is broadcast, not copied K times: (B, 1, C, H, W) against (B, K, C, H, W).
     log_px_z = -reconstruction_nll(model, output, x.unsqueeze(1).expand(batch, samples, *x.shape[1:]))

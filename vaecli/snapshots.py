@@ -24,22 +24,31 @@ class Evolution:
 
     codes: torch.Tensor  # (SAMPLES, latent) from N(0, I)
     originals: torch.Tensor  # uint8 (RECONSTRUCTIONS, C, H, W)
+    # A conditional model's: the samples' labels cycle through the classes; the test images keep theirs.
+    code_labels: torch.Tensor | None = None
+    original_labels: torch.Tensor | None = None
     frames: list = field(default_factory=list)  # uint8 (C, H, W) arrays, caption included
     epochs: list[float] = field(default_factory=list)
 
     @classmethod
-    def start(cls, latent_dim: int, test_images: torch.Tensor, seed: int) -> Evolution:
+    def start(cls, latent_dim: int, test_images: torch.Tensor, seed: int, test_labels: torch.Tensor | None = None,
+              classes: int = 0) -> Evolution:
         """The codes come from their own generator: the training run's random stream is untouched."""
         generator = torch.Generator().manual_seed(seed)
-        return cls(torch.randn((SAMPLES, latent_dim), generator=generator), test_images[:RECONSTRUCTIONS].cpu())
+        codes = torch.randn((SAMPLES, latent_dim), generator=generator)
+        if not classes:
+            return cls(codes, test_images[:RECONSTRUCTIONS].cpu())
+        return cls(codes, test_images[:RECONSTRUCTIONS].cpu(), torch.arange(SAMPLES) % classes,
+                   test_labels[:RECONSTRUCTIONS].cpu().long())
 
     @torch.no_grad()
     def take(self, model: torch.nn.Module, epoch: float) -> None:
         """A frame of the model as it is now (decoded in eval mode, its training mode restored)."""
         was_training = model.training
         model.eval()
-        samples = decode_to_pixels(model, self.codes)
-        reconstructions = decode_to_pixels(model, posterior_means(model, self.originals))
+        samples = decode_to_pixels(model, self.codes, labels=self.code_labels)
+        codes = posterior_means(model, self.originals, self.original_labels)
+        reconstructions = decode_to_pixels(model, codes, labels=self.original_labels)
         model.train(was_training)
         tiles = torch.cat([samples, self.originals, reconstructions])
         self.frames.append(_captioned(tiles, f"epoch {epoch:.2f}".rstrip("0").rstrip(".")))

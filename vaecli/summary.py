@@ -21,6 +21,7 @@ def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
         ("latent dim", str(model.latent_dim)),
         ("image shape", " x ".join(str(v) for v in model.image_shape)),
         ("likelihood", _likelihood(model)),
+        *([("conditional", _classes_line(model.classes, meta))] if model.classes else []),
         ("prior", _prior_line(model.prior_components or 0, meta.prior)),
         ("dataset", str(config.dataset)),
         ("epochs done", f"{meta.epochs_done} of {config.epochs}"),
@@ -40,6 +41,12 @@ def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
     elif meta.command:
         rows.append(("command", meta.command))
     return rows
+
+
+def _classes_line(classes: int, meta: Any) -> str:
+    names = meta.dataset_info.class_names if meta.dataset_info is not None else []
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    return f"on the class, one of {classes}" + (f": {shown} (--label)" if names else " (--label)")
 
 
 def _likelihood(model: Any) -> str:

@@ -224,10 +224,12 @@ class _Loop:
     run: TrainingRun
     net: torch.nn.Module  # the model, or its DDP or compiled wrapper
     images: torch.Tensor  # uint8 (N, C, H, W) on the model's device
+    labels: torch.Tensor | None  # int64 (N,) on the device for a conditional model, else None
     batch: int
     steps_per_epoch: int
     world: World
     hooks: Hooks
+    test_labels: torch.Tensor | None = None  # the test split's, for a conditional model
 
     @property
     def total_steps(self) -> int:
@@ -255,8 +257,10 @@ def fit(
         net = torch.compile(net)  # the first steps pay for compilation
     images = train_set.images.to(device)
     batch = min(config.batch_size, images.shape[0])
-    loop = _Loop(config, run, net, images, batch, math.ceil(images.shape[0] / batch), world, hooks or Hooks())
+    loop = _Loop(config, run, net, images, model_labels(config, train_set, device), batch,
+                 math.ceil(images.shape[0] / batch), world, hooks or Hooks())
     test_pixels = eval_pixels(config, test_set, device) if world.is_main else None
+    loop.test_labels = model_labels(config, test_set, device)
 
     for epoch in range(run.epochs_done, config.epochs):
         started = time.perf_counter()
@@ -288,9 +292,11 @@ def _train_epoch(loop: _Loop, epoch: int, started: float) -> Epoch:
     for step in range(loop.steps_per_epoch):
         if step in snapshot_steps:
             loop.hooks.on_snapshot(run.model, epoch + step / loop.steps_per_epoch)
-        x = to_pixels(loop.images[order[step * loop.batch : (step + 1) * loop.batch]])
+        picked = order[step * loop.batch : (step + 1) * loop.batch]
+        x = to_pixels(loop.images[picked])
+        y = None if loop.labels is None else loop.labels[picked]
         beta = kl_weight(config, epoch + step / loop.steps_per_epoch)
-        recon, kl, total = _step(loop, x, epoch * loop.steps_per_epoch + step, beta)
+        recon, kl, total = _step(loop, x, y, epoch * loop.steps_per_epoch + step, beta)
         with torch.no_grad():
             sums.add(recon.sum(), kl.sum(), total)
             watch.note(total, step)
@@ -315,7 +321,9 @@ def _snapshot_steps(loop: _Loop, epoch: int) -> set[int]:
     return {min(round(point * steps), steps - 1) for point in hooks.first_epoch_snapshots}
 
 
-def _step(loop: _Loop, x: torch.Tensor, global_step: int, beta: float) -> tuple[torch.Tensor, ...]:
+def _step(
+    loop: _Loop, x: torch.Tensor, y: torch.Tensor | None, global_step: int, beta: float
+) -> tuple[torch.Tensor, ...]:
     """One optimizer step on a global batch of pixels: this rank's (recon, kl) per image and its loss sum."""
     config, model, optimizer, generator = loop.config, loop.run.model, loop.run.optimizer, loop.run.generator
     device = x.device
@@ -326,12 +334,12 @@ def _step(loop: _Loop, x: torch.Tensor, global_step: int, beta: float) -> tuple[
     noise = torch.randn((x.shape[0], config.model.latent_dim), generator=generator, device=device)
     global_count = x.shape[0]
     mine = shard(x, loop.world)
-    x, noise = x[mine], noise[mine]
+    x, noise, y = x[mine], noise[mine], None if y is None else y[mine]
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(config, global_step / loop.total_steps)
 
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-        output, mu, logvar = loop.net(x, noise=noise)
+        output, mu, logvar = loop.net(x, noise=noise, labels=y)
     # The loss is summed over 784 pixels per image: in fp32 whatever the forward pass ran in.
     output, mu, logvar = output.float(), mu.float(), logvar.float()
     recon, kl = reconstruction_nll(model, output, x), kl_to_prior(model, mu, logvar, noise)
@@ -342,6 +350,11 @@ def _step(loop: _Loop, x: torch.Tensor, global_step: int, beta: float) -> tuple[
     loss.backward()
     optimizer_step(optimizer)
     return recon, kl, total
+
+
+def model_labels(config: TrainConfig, images: ImageSet, device: torch.device) -> torch.Tensor | None:
+    """The labels a conditional model reads, as int64 on the device; None for an unconditional one."""
+    return images.labels.to(device, torch.int64) if config.model.classes else None
 
 
 def _check_weights(model: VAE, config: TrainConfig, epoch: int, steps_per_epoch: int) -> None:
@@ -366,7 +379,7 @@ def _epoch_record(
         lr=loop.run.optimizer.param_groups[0]["lr"],
         beta=done.beta,
         train=Losses(recon=recon, kl=kl, loss=loss),
-        test=elbo_summary(loop.run.model, test_pixels) if loop.world.is_main else None,
+        test=elbo_summary(loop.run.model, test_pixels, labels=loop.test_labels) if loop.world.is_main else None,
     )
 
 

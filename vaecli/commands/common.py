@@ -175,3 +175,64 @@ def test_split(checkpoint: Checkpoint, named: str | None, data_root: Path | None
         f"holding {TORCHVISION_DATASETS[name]}/raw); using the offline {FALLBACK_DATASET} test set instead"
     )
     return FALLBACK_DATASET, load_dataset(FALLBACK_DATASET, "test", shape=shape, limit=limit)
+
+
+ALL_CLASSES = "all"
+
+
+def class_names(checkpoint: Checkpoint) -> list[str]:
+    """A conditional model's class names as trained (numbers where the file lacks them)."""
+    classes = checkpoint.config.model.classes
+    info = checkpoint.meta.get("dataset_info") or {}
+    names = [str(name) for name in info.get("class_names", [])]
+    return names if len(names) == classes else [str(i) for i in range(classes)]
+
+
+def chosen_class(checkpoint: Checkpoint, given: str | None, path: str, allow_all: bool = False) -> int | str | None:
+    """--label as a class index (or ALL_CLASSES), checked against the model; None for an unconditional model.
+
+    A conditional model needs a label: none given is an error, as is a label for a model that takes none."""
+    classes = checkpoint.config.model.classes
+    if not classes:
+        if given is not None:
+            raise UsageError(f"--label {_short(given)}: {path} is not conditional (trained without --conditional); "
+                             "drop --label")
+        return None
+    names = class_names(checkpoint)
+    if given is None:
+        raise UsageError(f"{path} is conditional on the class: give --label, one of {_choices(names, allow_all)}")
+    if allow_all and given == ALL_CLASSES:
+        return ALL_CLASSES
+    if given in names:
+        return names.index(given)
+    if given.strip().isdigit() and int(given) < classes:
+        return int(given)
+    lowered = [name.lower() for name in names]
+    if given.lower() in lowered:
+        return lowered.index(given.lower())
+    raise UsageError(f"--label {_short(given)}: not a class of {path}; choose one of {_choices(names, allow_all)}")
+
+
+def label_tensor(index: int | None, count: int) -> torch.Tensor | None:
+    """`count` copies of one class index, as the model reads labels; None for an unconditional model."""
+    import torch
+
+    return None if index is None else torch.full((count,), index, dtype=torch.int64)
+
+
+def _choices(names: list[str], allow_all: bool) -> str:
+    numbered = all(name == str(i) for i, name in enumerate(names))
+    shown = f"0 to {len(names) - 1}" if numbered else (
+        f"0 to {len(names) - 1} or a name: " + ", ".join(names[:12]) + (", ..." if len(names) > 12 else ""))
+    return shown + (f", or {ALL_CLASSES}" if allow_all else "")
+
+
+def _short(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:37] + "...")
+
+
+def refuse_conditional(checkpoint: Checkpoint, path: str, command: str) -> None:
+    """Commands whose numbers would need p(x), not p(x|y), refuse a conditional model in one line."""
+    if checkpoint.config.model.classes:
+        raise UsageError(f"{path} is conditional on the class, and `vae {command}` needs an unconditional model "
+                         "(its scores would be of p(x|y)); use a model trained without --conditional")

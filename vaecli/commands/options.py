@@ -206,3 +206,8 @@ SamplePixelsOption = Annotated[
 ]
 PixelSeedOption = Annotated[int, seed_option("Seed of the pixel draws of --sample-pixels.")]
 FigureOutOption = Annotated[str, typer.Option("--out", "-o", help="The figure PNG, or - for its bytes on stdout.")]
+LabelOption = Annotated[
+    Optional[str],
+    typer.Option("--label", show_default=False,
+                 help="The class for a conditional model (vae train --conditional): its number or name."),
+]

@@ -106,6 +106,11 @@ def train_command(
     force: Annotated[
         bool, typer.Option("--force", "-f", help="Replace an existing checkpoint at --out that this run did not write.")
     ] = False,
+    conditional: Annotated[
+        bool, typer.Option("--conditional", help="Feed each image's class (one-hot) to the encoder and decoder, so "
+                           "`vae sample --label 7` draws a 7. Needs a labelled dataset (MNIST family, digits, "
+                           "a folder of class folders).")
+    ] = False,
     snapshots: Annotated[
         bool, typer.Option("--snapshots", help="Also write <name>-evolution.gif beside the report: the same samples "
                            "and test reconstructions after every epoch and four times in the first.")
@@ -160,7 +165,7 @@ def train_command(
     request = _Request(config if resume is None else None, resume, epochs if _given(ctx, "epochs") else None,
                        target, data_root, device, json_lines, keep_best, compile_model,
                        named_dataset if resume is not None else None,
-                       evolution_path(target, report) if snapshots else None)
+                       evolution_path(target, report) if snapshots else None, conditional)
     with report_after_training(target, report, not no_report, lambda p: term.note(f"report: {p}"), term.warn):
         _train(request)
 
@@ -180,6 +185,7 @@ class _Request:
     compile_model: bool
     named_dataset: str | None = None  # --dataset as given on resuming
     evolution: Path | None = None  # --snapshots: the GIF of training in motion
+    conditional: bool = False  # --conditional: the number of classes comes from the training set
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -207,6 +213,9 @@ def _train(request: _Request) -> None:
     _check_memory(config, device)
     train_set = load_dataset(source, "train", data_root=request.data_root, shape=shape, limit=config.limit)
     test_set = load_dataset(source, "test", data_root=request.data_root, shape=shape, limit=config.limit)
+    if request.conditional:
+        config.model.classes = _classes_of(source, train_set)
+    _check_classes(config, source, train_set, test_set)
     run = start_run(config, device, checkpoint)
     params = sum(p.numel() for p in run.model.parameters())
     term.note(
@@ -218,6 +227,32 @@ def _train(request: _Request) -> None:
     _fit(request, run, (train_set, test_set), meta, world, checkpoint.epochs_done if checkpoint else 0)
     if world.is_main and not request.json_lines:
         term.emit(str(out))
+
+
+def _classes_of(source: str, train_set: Any) -> int:
+    classes = len(train_set.class_names)
+    if classes < 2:
+        raise UsageError(f"--conditional needs images of two or more classes, and {_shown(source)} has "
+                         f"{classes}; give a folder of class folders or a labelled built-in dataset")
+    return classes
+
+
+def _check_classes(config: Any, source: str, train_set: Any, test_set: Any) -> None:
+    """A conditional model needs labelled images of its classes in both splits."""
+    classes = config.model.classes
+    if not classes:
+        return
+    if len(train_set.class_names) != classes:
+        raise UsageError(f"the model is conditional on {classes} classes, but {_shown(source)} has "
+                         f"{len(train_set.class_names)}; resume on the dataset it was trained on")
+    for split in (train_set, test_set):
+        if len(split) and int(split.labels.max()) >= classes:
+            raise UsageError(f"{_shown(source)}: its test split has classes its training split lacks; "
+                             "give every class images in both")
+
+
+def _shown(source: str) -> str:
+    return source if len(source) <= 80 else source[:77] + "..."
 
 
 def _metadata(config: Any, checkpoint: Any, train_set: Any, test_set: Any, request: _Request) -> Any:
@@ -277,7 +312,8 @@ def _take_snapshots(hooks: Any, path: Path, config: Any, test_set: Any) -> None:
     from vaecli.snapshots import FIRST_EPOCH_POINTS, Evolution
 
     ensure_folder(path.parent, "--report")
-    evolution = Evolution.start(config.model.latent_dim, test_set.images, config.seed)
+    evolution = Evolution.start(config.model.latent_dim, test_set.images, config.seed, test_set.labels,
+                                config.model.classes)
 
     def on_snapshot(model: Any, epoch: float) -> None:
         evolution.take(model, epoch)
