@@ -283,13 +283,20 @@ def _draw_tile(ax: Any, tile: Any, rows: int, columns: int, x_labels: Sequence[s
 
 def traversal_png(tile: Any, row_labels: Sequence[str], column_labels: Sequence[str], title: str) -> bytes:
     """A traversal tile (C, H, W) with a label per row (its dimension and KL) and per column (its value)."""
+    return labelled_tile_png(tile, row_labels, column_labels, title, "value of the swept coordinate")
+
+
+def labelled_tile_png(tile: Any, row_labels: Sequence[str], column_labels: Sequence[str], title: str,
+                      xlabel: str = "", scale: int = 1) -> bytes:
+    """A tile (C, H, W) of len(row_labels) x len(column_labels) cells, rows and columns labelled, titled."""
     rows, columns = len(row_labels), len(column_labels)
+    cell = CELL_INCHES * scale
     with _default_style():
         # At least wide enough for the two-line title, however few steps there are.
-        figure = new_figure(max(CELL_INCHES * columns + 1.8, 5.5), CELL_INCHES * rows + 1.0)
+        figure = new_figure(max(cell * columns + 1.8, 5.5), cell * rows + 1.0)
         ax = figure.add_subplot()
         _draw_tile(ax, tile, rows, columns, column_labels, row_labels)
-        ax.set_xlabel("value of the swept coordinate")
+        ax.set_xlabel(xlabel)
         ax.set_title(title, fontsize=10)
         return figure_png(figure)
 
