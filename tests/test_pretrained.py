@@ -26,8 +26,10 @@ def test_bundled_model_loads_and_decodes(name):
         assert checkpoint.meta["recipe"][0].startswith("vae train ")
         assert checkpoint.meta["recipe"][-1] == checkpoint.meta["prior"]["command"]
     z = torch.randn(6, checkpoint.config.model.latent_dim, generator=torch.Generator().manual_seed(0))
+    classes = checkpoint.config.model.classes
+    labels = torch.arange(6) % classes if classes else None  # a conditional model draws each class in turn
     with torch.no_grad():
-        pixels = torch.sigmoid(checkpoint.model.decode(z))
+        pixels = torch.sigmoid(checkpoint.model.decode(z, labels))
     assert pixels.shape == (6, 1, 28, 28) and torch.isfinite(pixels).all()
     assert 0.02 < float(pixels.mean()) < 0.6  # images, not blank or saturated
 
