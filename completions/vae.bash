@@ -50,20 +50,20 @@ _vae() {
             if [[ $cur == -* ]]; then _vae_words "--help -h"; else _vae_words "bash zsh fish"; fi ;;
         decode)
             case $prev in
-                --out|-o|--grid) _vae_paths files; return ;;
+                --out|-o|--grid|--label) _vae_paths files; return ;;
                 --nrow|--scale|--seed) return ;;
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            if [[ $cur == -* ]]; then _vae_words "--out -o --grid --nrow --scale --force -f --sample-pixels --seed --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--out -o --grid --nrow --scale --force -f --sample-pixels --seed --label --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         encode)
             case $prev in
-                --out|-o) _vae_paths files; return ;;
+                --out|-o|--label) _vae_paths files; return ;;
                 --invert) _vae_words "yes no auto"; return ;;
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            if [[ $cur == -* ]]; then _vae_words "--out -o --invert --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--out -o --invert --label --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         eval)
             case $prev in
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
@@ -90,13 +90,13 @@ _vae() {
             case $prev in
                 --steps|--scale|--seed) return ;;
                 --method) _vae_words "lerp slerp"; return ;;
-                --out|-o|--gif) _vae_paths files; return ;;
+                --out|-o|--gif|--label) _vae_paths files; return ;;
                 --frames) _vae_paths dirs; return ;;
                 --invert) _vae_words "yes no auto"; return ;;
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            if [[ $cur == -* ]]; then _vae_words "--steps --method --out -o --frames --gif --invert --scale --sample-pixels --seed --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--steps --method --out -o --frames --gif --invert --scale --sample-pixels --seed --label --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         manifold)
             case $prev in
                 --size|--limit) return ;;
@@ -131,13 +131,13 @@ _vae() {
             _vae_words "--out -o --points --dataset --data-root --split --limit --model -m --device --seed --quiet -q --help -h" ;;
         reconstruct)
             case $prev in
-                --out|-o|--compare) _vae_paths files; return ;;
+                --out|-o|--compare|--label) _vae_paths files; return ;;
                 --nrow|--scale|--seed) return ;;
                 --invert) _vae_words "yes no auto"; return ;;
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            if [[ $cur == -* ]]; then _vae_words "--out -o --compare --nrow --invert --scale --sample-pixels --seed --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--out -o --compare --nrow --invert --scale --sample-pixels --seed --label --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         sample)
             case $prev in
                 --count|-n|--temperature|-t|--nrow|--scale|--seed) return ;;
@@ -183,7 +183,7 @@ _vae() {
                 --out|-o|--resume|--report) _vae_paths files; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            _vae_words "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --mixtures --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --seed --limit --precision --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --force -f --snapshots --help -h" ;;
+            _vae_words "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --mixtures --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --seed --limit --precision --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --force -f --conditional --snapshots --help -h" ;;
         traverse)
             case $prev in
                 --count|-n|--steps|--scale|--limit|--seed) return ;;

@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from vaecli.commands.common import check_image_outputs, open_model, write_images
+from vaecli.commands.common import check_image_outputs, chosen_class, label_tensor, open_model, write_images
 from vaecli.commands.options import (
     DeviceOption,
     ForceOption,
     GridOption,
+    LabelOption,
     ModelOption,
     NrowOption,
     OutFolderOption,
@@ -38,13 +39,15 @@ def decode_command(
     force: ForceOption = False,
     sample_pixels: SamplePixelsOption = False,
     seed: PixelSeedOption = 0,
+    label: LabelOption = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
 ) -> None:
     """Decode each row of a .npy array to an image: decoded-0001.png... in -o DIR, or one --grid.
 
-    Each image is the mean of p(x|z), or with --sample-pixels a draw from it.
+    Each image is the mean of p(x|z), or with --sample-pixels a draw from it; a conditional model
+    decodes every code with the class --label names: p(x|z,y).
 
     \b
     Example: vae encode a.png b.png | vae decode -o out/
@@ -53,16 +56,20 @@ def decode_command(
     check_image_outputs(out, grid, nrow)
     if codes is None and sys.stdin.isatty():
         raise UsageError("give a .npy file, or pipe one in: vae encode a.png | vae decode")
+    from vaecli.checkpoint import model_name
     from vaecli.files import open_input
     from vaecli.images import check_grid
     from vaecli.latent import BATCH_SIZE, decode_to_pixels, make_generator, read_codes
 
     checkpoint = open_model(model, device)
+    index = chosen_class(checkpoint, label, model_name(checkpoint.path))
     handle, name = open_input(codes or "-", "a .npy file written by `vae encode`")
     with handle if name != "stdin" else contextlib.nullcontext():
         z = read_codes(handle, checkpoint.config.model.latent_dim, name)
     if out == "-" or grid is not None:  # one grid: its size is known before anything is decoded
         check_grid(len(z), checkpoint.config.model.image_shape, nrow, scale, f"{name}: {len(z)} codes")
     draws = make_generator(seed) if sample_pixels else None
-    batches = (decode_to_pixels(checkpoint.model, rows, draws) for rows in z.split(BATCH_SIZE))
+    batches = (
+        decode_to_pixels(checkpoint.model, rows, draws, label_tensor(index, len(rows))) for rows in z.split(BATCH_SIZE)
+    )
     write_images(batches, len(z), out, grid, nrow, scale, force, "decoded")

@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
-from vaecli.commands.common import check_output, open_model
+from vaecli.commands.common import check_output, chosen_class, label_tensor, open_model
 from vaecli.commands.options import (
     DeviceOption,
     Invert,
     InvertOption,
+    LabelOption,
     ModelOption,
     QuietOption,
 )
@@ -30,11 +31,14 @@ def encode_command(
                      show_default=False),
     ] = None,
     invert: InvertOption = Invert.auto,
+    label: LabelOption = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
 ) -> None:
     """Write the posterior means of the images as a float32 .npy array (N x latent), in input order.
+
+    A conditional model encodes every image with the class --label names: the means of q(z|x,y).
 
     \b
     Example: vae encode a.png b.png -o codes.npy
@@ -44,15 +48,17 @@ def encode_command(
     check_output(target, "-o")
     import torch
 
+    from vaecli.checkpoint import model_name
     from vaecli.files import write_atomic
     from vaecli.images import input_notes, read_image_batches
     from vaecli.latent import BATCH_SIZE, codes_to_npy, posterior_means
 
     checkpoint = open_model(model, device)
+    index = chosen_class(checkpoint, label, model_name(checkpoint.path))
     shape = checkpoint.config.model.image_shape
     means, resized, inverted = [], 0, 0
     for batch in read_image_batches(images, shape, invert.value, BATCH_SIZE):
-        means.append(posterior_means(checkpoint.model, batch.pixels))
+        means.append(posterior_means(checkpoint.model, batch.pixels, label_tensor(index, len(batch.pixels))))
         resized, inverted = resized + batch.resized, inverted + batch.inverted
     for line in input_notes(len(images), resized, inverted, shape, invert.value):
         term.note(line)

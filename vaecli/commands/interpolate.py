@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from vaecli.commands.common import check_output, open_model
+from vaecli.commands.common import check_output, chosen_class, label_tensor, open_model
 from vaecli.commands.options import (
     DeviceOption,
     Invert,
     InvertOption,
+    LabelOption,
     ModelOption,
     PixelSeedOption,
     QuietOption,
@@ -65,13 +66,15 @@ def interpolate_command(
     scale: ScaleOption = 1,
     sample_pixels: SamplePixelsOption = False,
     seed: PixelSeedOption = 0,
+    label: LabelOption = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
 ) -> None:
     """Write one strip: A, recon(A), --steps decodings between them, recon(B), B; paths on stdout.
 
-    Each decoding is the mean of p(x|z), or with --sample-pixels a draw from it.
+    Each decoding is the mean of p(x|z), or with --sample-pixels a draw from it; a conditional model
+    encodes both ends and decodes the path with the class --label names.
 
     \b
     Example: vae interpolate a.png b.png --steps 5 --method slerp -o strip.png
@@ -80,20 +83,23 @@ def interpolate_command(
     strip = _check_outputs(out, frames, gif)
     import torch
 
+    from vaecli.checkpoint import model_name
     from vaecli.files import write_atomic
     from vaecli.images import check_grid, gif_bytes, make_grid, png_bytes, read_images
     from vaecli.latent import decode_to_pixels, interpolate, make_generator, posterior_means
 
     checkpoint = open_model(model, device)
+    index = chosen_class(checkpoint, label, model_name(checkpoint.path))
     if strip is not None:  # one row of steps + 4 panels: its size is known before any work
         check_grid(steps + 4, checkpoint.config.model.image_shape, steps + 4, scale, f"--steps {steps}")
     inputs = read_images([first, second], checkpoint.config.model.image_shape, invert.value)
     for line in inputs.notes(invert.value):
         term.note(line)
-    mu = posterior_means(checkpoint.model, inputs.pixels)
+    mu = posterior_means(checkpoint.model, inputs.pixels, label_tensor(index, 2))
     path = torch.cat([mu[:1], interpolate(mu[0], mu[1], steps, method.value), mu[1:]])
     draws = make_generator(seed) if sample_pixels else None
-    decoded = decode_to_pixels(checkpoint.model, path, draws)  # recon(A), steps points, recon(B)
+    # recon(A), steps points, recon(B)
+    decoded = decode_to_pixels(checkpoint.model, path, draws, label_tensor(index, len(path)))
     panels = torch.cat([inputs.pixels[:1], decoded, inputs.pixels[1:]])
     if strip is not None:
         figure = png_bytes(make_grid(panels, nrow=len(panels)), scale)

@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from vaecli.commands.common import check_output, open_model
+from vaecli.commands.common import check_output, chosen_class, label_tensor, open_model
 from vaecli.commands.options import (
     DeviceOption,
     Invert,
     InvertOption,
+    LabelOption,
     ModelOption,
     PixelSeedOption,
     QuietOption,
@@ -51,6 +52,7 @@ def reconstruct_command(
     scale: ScaleOption = 1,
     sample_pixels: SamplePixelsOption = False,
     seed: PixelSeedOption = 0,
+    label: LabelOption = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
@@ -58,7 +60,8 @@ def reconstruct_command(
     """Decode each image's posterior mean: recon-NAME.png in -o DIR (paths on stdout), or --compare.
 
     --compare FILE.png writes one figure of input/reconstruction pairs instead (add -o DIR for both).
-    A reconstruction is the mean of p(x|z), or with --sample-pixels a draw from it.
+    A reconstruction is the mean of p(x|z), or with --sample-pixels a draw from it; a conditional model
+    encodes and decodes with the class --label names.
 
     \b
     Example: vae reconstruct digit.png --compare compare.png
@@ -68,11 +71,13 @@ def reconstruct_command(
         raise UsageError("-o takes a folder; for PNG bytes on stdout use --compare -")
     _check_outputs(out, compare)
     folder = out if out is not None else (Path(".") if compare is None else None)
+    from vaecli.checkpoint import model_name
     from vaecli.files import write_atomic
     from vaecli.images import check_grid, input_notes, png_bytes, read_image_batches
     from vaecli.latent import BATCH_SIZE, decode_to_pixels, make_generator, posterior_means
 
     checkpoint = open_model(model, device)
+    index = chosen_class(checkpoint, label, model_name(checkpoint.path))
     shape = checkpoint.config.model.image_shape
     if compare is not None:  # pairs side by side: the figure's size is known before any work
         check_grid(len(images), (shape[0], shape[1], 2 * shape[2] + 2), nrow, scale, f"{len(images)} images")
@@ -80,7 +85,9 @@ def reconstruct_command(
     pairs, resized, inverted = [], 0, 0
     draws = make_generator(seed) if sample_pixels else None
     for batch in read_image_batches(images, shape, invert.value, BATCH_SIZE):
-        recons = decode_to_pixels(checkpoint.model, posterior_means(checkpoint.model, batch.pixels), draws)
+        labels = label_tensor(index, len(batch.pixels))
+        means = posterior_means(checkpoint.model, batch.pixels, labels)
+        recons = decode_to_pixels(checkpoint.model, means, draws, labels)
         resized, inverted = resized + batch.resized, inverted + batch.inverted
         if folder is not None:  # written as they come, so a long list never sits in memory
             for pixels in recons:
