@@ -141,11 +141,11 @@ _vae() {
         sample)
             case $prev in
                 --count|-n|--temperature|-t|--nrow|--scale|--seed) return ;;
-                --out|-o|--grid) _vae_paths files; return ;;
+                --out|-o|--grid|--label) _vae_paths files; return ;;
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            _vae_words "--count -n --temperature -t --out -o --grid --nrow --scale --force -f --sample-pixels --model -m --device --seed --quiet -q --help -h" ;;
+            _vae_words "--count -n --temperature -t --out -o --grid --nrow --scale --force -f --sample-pixels --model -m --device --seed --label --quiet -q --help -h" ;;
         score)
             case $prev in
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
