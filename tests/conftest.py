@@ -39,6 +39,18 @@ def tiny_model(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_conditional(tmp_path_factory) -> Path:
+    """tiny_model's recipe with --conditional: decodes and encodes under one of the digits' ten classes."""
+    out = tmp_path_factory.mktemp("model") / "tiny-conditional.safetensors"
+    result = run_cli(
+        "train", "--dataset", "digits", "--arch", "cnn", "--hidden", "8", "--latent-dim", "4", "--conditional",
+        "--epochs", "2", "--batch-size", "64", "--device", "cpu", "--seed", "7", "-q", "--no-report", "-o", out,
+    )
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
     """Each test starts in an empty folder with no model or data defaults leaking in."""

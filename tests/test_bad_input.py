@@ -358,6 +358,33 @@ BAD_NUMBERS = [
 ]
 
 
+# --label: {C} is a conditional model of the digits' classes 0 to 9, {M} an unconditional one.
+UNKNOWN_CLASS, NO_LABEL, NOT_CONDITIONAL = ("--label", "not a class of"), ("give --label",), ("not conditional",
+                                                                                            "drop --label")
+LABEL_COMMANDS = {
+    "sample": ["sample", "-n", "2", "--seed", "1", "-o", "out"],
+    "decode": ["decode", "codes.npy", "-o", "out"],
+    "encode": ["encode", "d.png", "-o", "z.npy"],
+    "reconstruct": ["reconstruct", "d.png", "--compare", "compare.png"],
+    "interpolate": ["interpolate", "d.png", "d.png", "-o", "interpolation.png"],
+}
+BAD_LABELS = [
+    ("{C}", ["--label", "12"], UNKNOWN_CLASS),
+    ("{C}", ["--label", "cat"], UNKNOWN_CLASS),
+    ("{C}", [], NO_LABEL),
+    ("{M}", ["--label", "3"], NOT_CONDITIONAL),
+]
+
+
+def label_cases() -> list[Case]:
+    return [
+        Case(f"label-{name}-{'conditional' if model == '{C}' else 'plain'}-{extra[-1] if extra else 'none'}",
+             (*args, "-m", model, *extra), words, keep=("out/sample-0001.png", "z.npy", "compare.png",
+                                                        "interpolation.png"))
+        for name, args in LABEL_COMMANDS.items() for model, extra, words in BAD_LABELS
+    ]
+
+
 def number_cases() -> list[Case]:
     return [
         Case(f"number-{args[0]}{'-resume' if '--resume' in args else ''}{option}={args[-1]}", tuple(args), (option,),
@@ -376,7 +403,7 @@ def dataset_cases() -> list[Case]:
 
 
 CASES = [*checkpoint_cases(), *image_cases(), *unwritable_cases(), *terminal_cases(), *number_cases(),
-         *dataset_cases()]
+         *dataset_cases(), *label_cases()]
 
 
 def snapshot(root: Path) -> dict[Path, bytes]:
@@ -385,7 +412,7 @@ def snapshot(root: Path) -> dict[Path, bytes]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
-def test_bad_input_fails_in_one_line(cli, tiny_model, monkeypatch, tmp_path, case):
+def test_bad_input_fails_in_one_line(cli, tiny_model, tiny_conditional, monkeypatch, tmp_path, case):
     digit(tmp_path / "d.png")  # the good inputs that commands read beside the bad one
     np.save(tmp_path / "codes.npy", np.zeros((2, 4), dtype=np.float32))
     if case.prepare is not None:
@@ -393,7 +420,7 @@ def test_bad_input_fails_in_one_line(cli, tiny_model, monkeypatch, tmp_path, cas
     keep_outputs(tmp_path, list(case.keep))
     before = snapshot(tmp_path)
     started = time.perf_counter()
-    result = cli(*fill(list(case.argv), M=tiny_model))
+    result = cli(*fill(list(case.argv), M=tiny_model, C=tiny_conditional))
     elapsed = time.perf_counter() - started
     assert result.exit_code == case.code, (result.stdout, result.stderr)
     assert result.stdout == ""

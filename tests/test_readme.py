@@ -62,6 +62,8 @@ RUN_AS_WRITTEN = (
     "vae traverse -m mnist --active-only --limit 200 -o - | python -c \"import sys; from PIL import Image; "
     "print(Image.open(sys.stdin.buffer).size)\"",
     "vae manifold -m mnist --size 15 --limit 200 -o - > plane.png",
+    "vae sample -m mnist-conditional --label all -n 8 --seed 1 --grid every-class.png",
+    "vae encode a.png -m mnist-conditional --label 3 | vae decode -m mnist-conditional --label 8 -o out/",
     "python -c \"from PIL import Image; [Image.new('L', (28, 28), v).save(f'blank-{v:03d}.png') for v in range(256)]\"",
     "mkdir -p ~/.local/share/bash-completion/completions && vae completion bash > "
     "~/.local/share/bash-completion/completions/vae",
@@ -99,6 +101,8 @@ SHRUNK = {
         "the bundled ResNet takes 10 s for the 10,000 MNIST test images; the digits test set has 360"),
     "vae train --dataset digits --latent-dim 2 --epochs 30 -o digits2d.safetensors": Shrunk(
         (("--epochs 30", "--epochs 2"),), "30 epochs of 1,437 images take a minute on 2 cores"),
+    "vae train --dataset digits --conditional --epochs 20 -o digits-cond.safetensors": Shrunk(
+        (("--epochs 20", "--epochs 2"),), "20 epochs of 1,437 images take 20 s on 2 cores"),
     "vae tour -m mnist --html -o page/ | tail -1": Shrunk(
         (("-m mnist", "-m mnist --dataset digits"),), "as `vae tour` above: the digits test set is quicker"),
     "vae eval -m mnist --binarize": Shrunk(
