@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from vaecli.blocks import LOGVAR_BOUND
 from vaecli.config import ModelConfig
 from vaecli.data import binarize_fixed
 from vaecli.evaluate import evaluate_split, iw_nll
-from vaecli.models import LOGVAR_BOUND, VAE
+from vaecli.models import VAE
 from vaecli.objective import kl_to_standard_normal
 from vaecli.prior import MixturePrior
 

@@ -66,8 +66,9 @@ def test_encoder_log_variance_is_bounded(arch):
             raw = torch.tensor([[1e30] * 4, [-1e30] * 4])
             return torch.cat([torch.zeros(2, 4), raw], dim=1)  # (B, 2 * latent): mu, then raw logvar
 
+    from vaecli.blocks import LOGVAR_BOUND
     from vaecli.config import ModelConfig
-    from vaecli.models import LOGVAR_BOUND, build_model, reparameterize
+    from vaecli.models import build_model, reparameterize
     from vaecli.objective import kl_to_standard_normal
 
     torch.manual_seed(0)

@@ -8,11 +8,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from vaecli.blocks import ResidualBlock, bounded_logvar
 from vaecli.config import ARCHITECTURES, ModelConfig
 from vaecli.prior import MixturePrior, standard_normal_log_prob
-
-# Bounds the encoder's log-variance smoothly so exp() can neither overflow nor underflow to 0.
-LOGVAR_BOUND = 15.0
 
 
 class VAE(nn.Module):
@@ -34,8 +32,7 @@ class VAE(nn.Module):
         """Posterior mean and log-variance, each (B, latent); a conditional model needs the labels (B,)."""
         out = self.encoder(x) if not self.config.classes else self.encoder(x, self._one_hot(labels))
         mu, raw_logvar = out.chunk(2, dim=1)
-        logvar = LOGVAR_BOUND * torch.tanh(raw_logvar / LOGVAR_BOUND)
-        return mu, logvar
+        return mu, bounded_logvar(raw_logvar)
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) for codes (..., latent): (...)."""
@@ -161,20 +158,6 @@ def build_cnn(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
         if stage > 1:
             decoder_layers.append(nn.SiLU())
     return encoder, nn.Sequential(*decoder_layers)
-
-
-class ResidualBlock(nn.Module):
-    """x + f(x) with two 3x3 convolutions (pre-activation, He et al. 2016)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-            nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
 
 
 def build_resnet(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
