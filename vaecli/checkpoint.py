@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 from vaecli.config import (
     FORMAT_VERSION,
+    MAX_GROUPS,
     MAX_LATENT_DIM,
     MAX_PRIOR_COMPONENTS,
     MAX_SEED,
@@ -397,6 +398,10 @@ LOSSES_FIELDS = {
         "is not a list of numbers, one per latent dimension",
     ),
     "active_units": Field(lambda value: _is_count(value, MAX_LATENT_DIM), "is not a count of latent dimensions"),
+    "kl_per_layer": Field(
+        lambda values: isinstance(values, list) and len(values) <= MAX_GROUPS and all(map(_is_number, values)),
+        "is not a list of numbers, one per stochastic layer",
+    ),
 }
 PRIOR_FIELDS = {
     "elapsed_s": NUMBER, "seconds": NUMBER, "test_kl_standard": NUMBER, "test_kl_mixture": NUMBER,

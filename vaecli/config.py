@@ -20,7 +20,7 @@ MAX_SEED = 2**64 - 1  # torch.manual_seed takes 64 bits, read as unsigned ...
 MIN_SEED = -(2**63)  # ... or as signed
 MAX_TEXT = 4096  # a stored string: a dataset folder's path is at most PATH_MAX
 MAX_MIXTURES = 64
-MAX_CLASSES = 1000  # classes a conditional model takes its one-hot label over
+MAX_CONDITIONAL_CLASSES = 1000  # classes a conditional model takes its one-hot label over
 # p(x|z): Bernoulli on [0, 1] pixels, a Gaussian with learned variance, or the discretized logistic
 # (mixture) on the 256 levels of each 8-bit subpixel (Kingma et al. 2016; Salimans et al. 2017).
 LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
@@ -30,7 +30,11 @@ SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
 # The architectures' names; models.BUILDERS maps each to its builder (a test checks they agree).
 # The names live here, not in models.py, so help and completion list them without importing torch.
-ARCHITECTURES = ("mlp", "cnn", "resnet")
+ARCHITECTURES = ("mlp", "cnn", "resnet", "hvae")
+# Architectures with several stochastic layers (hierarchical.py); the others have one latent vector.
+HIERARCHICAL = ("hvae",)
+DEFAULT_GROUPS, DEFAULT_GROUP_CHANNELS = 3, 8  # an hvae's stochastic layers, and channels per lower layer
+MAX_GROUPS = 64
 # Config field -> the `vae train` flag that sets it: for the recorded command line, the options a resumed
 # run may not change, and the messages of validation. The recorded command gives the first ones always,
 # in this order, then those in OMITTED_AT_DEFAULT that differ from their default.
@@ -40,19 +44,21 @@ TRAIN_FLAGS = {
     "mixtures": "--mixtures",
     "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "lr_schedule": "--lr-schedule",
     "beta": "--beta", "warmup": "--warmup", "binarize": "--binarize", "seed": "--seed", "limit": "--limit",
-    "precision": "--precision", "classes": "--conditional",
+    "precision": "--precision", "classes": "--conditional", "groups": "--groups",
+    "group_channels": "--group-channels", "free_bits": "--free-bits", "grad_clip": "--grad-clip",
     "prior_components": "--components",  # set by `vae fit-prior`, never by `vae train`
 }
-OMITTED_AT_DEFAULT = {"mixtures": 1, "binarize": False, "limit": None, "precision": "fp32", "classes": 0}
+OMITTED_AT_DEFAULT = {"mixtures": 1, "binarize": False, "limit": None, "precision": "fp32", "classes": 0,
+                      "groups": 0, "group_channels": 0, "free_bits": 0.0, "grad_clip": 0.0}
 # Fields the command line sets with a bare flag although they hold a number: --conditional takes the
 # number of classes from the dataset.
 FLAG_ONLY = ("classes",)
 # Fields the command line does not give: width repeats height's --image-size; the prior comes from fit-prior.
 NOT_IN_COMMAND = ("width", "prior_components")
 # Width used when --hidden is 0: mlp's first hidden layer, or the first convolution's channels.
-DEFAULT_HIDDEN = {"mlp": 512, "cnn": 16, "resnet": 32}
+DEFAULT_HIDDEN = {"mlp": 512, "cnn": 16, "resnet": 32, "hvae": 32}
 # RGB images carry three times the information per pixel: the convolutions start twice as wide.
-DEFAULT_HIDDEN_RGB = {"mlp": 512, "cnn": 32, "resnet": 64}
+DEFAULT_HIDDEN_RGB = {"mlp": 512, "cnn": 32, "resnet": 64, "hvae": 64}
 
 
 def default_hidden(arch: str, channels: int) -> int:
@@ -74,11 +80,16 @@ class ModelConfig:
     mixtures: int = 1  # logistics per subpixel for the logistic likelihood (absent in older files: 1)
     prior_components: int = 0  # p(z): 0 for N(0, I), else a Gaussian mixture fitted by `vae fit-prior`
     classes: int = 0  # 0: p(x|z); K: conditional on a one-hot label of K classes, q(z|x,y) and p(x|z,y)
+    groups: int = 0  # hvae: stochastic layers, the top one (latent_dim) included; 0 for the other architectures
+    group_channels: int = 0  # hvae: channels of each lower layer's latent map
 
     def __post_init__(self) -> None:
         # Store the width actually used, so a later change of default cannot change a saved model.
         if self.hidden == 0:
             self.hidden = default_hidden(self.arch, self.channels)
+        if self.arch in HIERARCHICAL:
+            self.groups = self.groups or DEFAULT_GROUPS
+            self.group_channels = self.group_channels or DEFAULT_GROUP_CHANNELS
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -111,10 +122,24 @@ class ModelConfig:
         _check_range("mixtures", self.mixtures, 1, MAX_MIXTURES, "mixtures")
         if self.mixtures != 1 and self.likelihood != "logistic":
             raise UsageError(f"{TRAIN_FLAGS['mixtures']} applies only to --likelihood logistic")
-        if self.classes == 1 or not 0 <= self.classes <= MAX_CLASSES:
+        self._validate_layers()
+        if self.classes == 1 or not 0 <= self.classes <= MAX_CONDITIONAL_CLASSES:
             raise UsageError(
-                f"a conditional model needs 2 to {MAX_CLASSES} classes, not {self.classes} ({TRAIN_FLAGS['classes']})"
+                f"a conditional model needs 2 to {MAX_CONDITIONAL_CLASSES} classes, not {self.classes} "
+                f"({TRAIN_FLAGS['classes']})"
             )
+
+
+    def _validate_layers(self) -> None:
+        if self.arch not in HIERARCHICAL:
+            for name in ("groups", "group_channels"):
+                if getattr(self, name):
+                    raise UsageError(f"{TRAIN_FLAGS[name]} applies only to --arch {' or '.join(HIERARCHICAL)}")
+            return
+        _check_range("stochastic layers", self.groups, 2, MAX_GROUPS, "groups")
+        _check_range("channels per layer", self.group_channels, 1, 512, "group_channels")
+        if self.classes:
+            raise UsageError(f"--conditional is not available with --arch {self.arch}; use mlp, cnn or resnet")
 
 
 MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
@@ -136,6 +161,8 @@ class TrainConfig:
     seed: int = 0  # seeds weights, shuffling and noise
     limit: int | None = None  # use only the first N training (and test) images
     precision: str = "fp32"  # fp32, or bf16 autocast for the forward pass (PRECISIONS)
+    free_bits: float = 0.0  # nats per stochastic layer below which its KL is not pushed down (Kingma et al. 2016)
+    grad_clip: float = 0.0  # clip the gradient's norm to this; 0: no clipping
 
     def validate(self) -> None:
         self.model.validate()
@@ -153,6 +180,10 @@ class TrainConfig:
             raise UsageError(f"unknown {TRAIN_FLAGS['precision']} {self.precision!r}; use {' or '.join(PRECISIONS)}")
         if self.limit is not None:
             _check_range("limit", self.limit, 1, 10**9, "limit")
+        for name in ("free_bits", "grad_clip"):
+            value = getattr(self, name)
+            if not 0 <= value < 1e6:
+                raise UsageError(f"{TRAIN_FLAGS[name]} must be a finite number, 0 or more, not {value}")
 
 
 def describe_prior(components: int) -> str:

@@ -10,8 +10,8 @@ from typing import Callable
 import torch
 
 from vaecli.metadata import Losses
-from vaecli.models import VAE, inference_decoder, reparameterize
-from vaecli.objective import kl_per_dimension, kl_to_prior, log_weights, reconstruction_nll
+from vaecli.models import VAE, inference_decoder, is_hierarchical, reparameterize
+from vaecli.objective import kl_per_dimension, kl_to_prior, log_weights, loss_terms, reconstruction_nll
 
 EVAL_SEED = 2024  # test-loss noise is drawn from its own fixed stream, apart from training's
 EVAL_BATCH = 1000
@@ -51,25 +51,35 @@ def elbo_summary(
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=pixels.device).manual_seed(seed)
-    sums = torch.zeros(2, dtype=torch.float64, device=pixels.device)
+    layers = model.config.groups or 1
+    sums = torch.zeros(1 + layers, dtype=torch.float64, device=pixels.device)  # recon, then each layer's KL
     kl_dims = torch.zeros(model.config.latent_dim, dtype=torch.float64, device=pixels.device)
     for start in range(0, pixels.shape[0], EVAL_BATCH):
         x, y = pixels[start : start + EVAL_BATCH], batch_of(labels, start, EVAL_BATCH)
         mu, logvar = model.encode(x, y)
-        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        recon = reconstruction_nll(model, model.decode(reparameterize(mu, logvar, noise=noise), y), x)
-        # Per dimension, the KL to N(0, 1) picks the active units whatever the prior; the total is
-        # the KL to the model's own prior (one-sample, like recon, for a mixture).
-        per_dim = kl_per_dimension(mu, logvar)
-        kl = kl_to_prior(model, mu, logvar, noise)
-        sums += torch.stack([recon.sum(), kl.sum()]).double()
-        kl_dims += per_dim.sum(0).double()
+        noise = torch.randn((x.shape[0], model.noise_dims), generator=generator, device=x.device, dtype=x.dtype)
+        recon, kls = _one_sample_terms(model, x, y, noise, (mu, logvar))
+        # Per dimension (of the top layer), the KL to N(0, 1) picks the active units whatever the prior;
+        # the total is the KL to the model's own prior (one-sample, like recon, for a mixture).
+        sums += torch.cat([recon.sum().view(1), kls.sum(0)]).double()
+        kl_dims += kl_per_dimension(mu, logvar).sum(0).double()
     model.train(was_training)
     n = max(pixels.shape[0], 1)
-    recon, kl = (float(v) / n for v in sums)
+    recon, *per_layer = (float(v) / n for v in sums)
     kl_dims = (kl_dims / n).tolist()
-    return Losses(recon=recon, kl=kl, loss=recon + kl, kl_per_dim=kl_dims,
-                  active_units=sum(k > ACTIVE_UNIT_NATS for k in kl_dims))
+    return Losses(recon=recon, kl=sum(per_layer), loss=recon + sum(per_layer), kl_per_dim=kl_dims,
+                  active_units=sum(k > ACTIVE_UNIT_NATS for k in kl_dims),
+                  kl_per_layer=per_layer if is_hierarchical(model) else None)
+
+
+def _one_sample_terms(model: VAE, x: torch.Tensor, labels: torch.Tensor | None, noise: torch.Tensor,
+                      posterior: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """-log p(x|z) (B,) and each layer's KL (B, layers) for one draw of z from q made with `noise`."""
+    if is_hierarchical(model):
+        return loss_terms(model, model(x, noise=noise), x, noise)
+    mu, logvar = posterior
+    recon = reconstruction_nll(model, model.decode(reparameterize(mu, logvar, noise=noise), labels), x)
+    return recon, kl_to_prior(model, mu, logvar, noise).unsqueeze(1)
 
 
 def iw_nll(
@@ -92,7 +102,7 @@ def iw_nll(
     out = torch.empty(pixels.shape[0], dtype=torch.float64)
     was_training = model.training
     model.eval()
-    decoder = inference_decoder(model)
+    decoder = None if is_hierarchical(model) else inference_decoder(model)
     with torch.inference_mode():
         for start in range(0, pixels.shape[0], images_per_pass):
             x, y = pixels[start : start + images_per_pass], batch_of(labels, start, images_per_pass)

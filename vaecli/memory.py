@@ -103,7 +103,7 @@ def _activation_bytes(model: torch.nn.Module, config: ModelConfig, batch: int) -
     hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
     with torch.device("meta"), torch.no_grad():
         labels = torch.zeros(batch, dtype=torch.int64) if config.classes else None
-        model(torch.empty(batch, *config.image_shape), noise=torch.empty(batch, config.latent_dim), labels=labels)
+        model(torch.empty(batch, *config.image_shape), noise=torch.empty(batch, model.noise_dims), labels=labels)
     for hook in hooks:
         hook.remove()
     return activations

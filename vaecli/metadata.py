@@ -28,17 +28,18 @@ class Losses:
     loss: float  # recon + beta * kl in training; the -ELBO, recon + kl, on the test split
     kl_per_dim: list[float] | None = None  # KL to N(0, 1) of each latent dimension
     active_units: int | None = None  # dimensions whose KL is above evaluate.ACTIVE_UNIT_NATS
+    kl_per_layer: list[float] | None = None  # a hierarchical model's KL of each stochastic layer, the top first
 
     def to_dict(self) -> dict:
         return _without_none(
             {"recon": self.recon, "kl": self.kl, "loss": self.loss,
-             "kl_per_dim": self.kl_per_dim, "active_units": self.active_units}
+             "kl_per_dim": self.kl_per_dim, "active_units": self.active_units, "kl_per_layer": self.kl_per_layer}
         )
 
     @classmethod
     def from_dict(cls, data: dict) -> Losses:
         return cls(data.get("recon"), data.get("kl"), data.get("loss"), data.get("kl_per_dim"),
-                   data.get("active_units"))
+                   data.get("active_units"), data.get("kl_per_layer"))
 
 
 @dataclass

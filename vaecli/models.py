@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from vaecli.blocks import ResidualBlock, bounded_logvar
-from vaecli.config import ARCHITECTURES, ModelConfig
+from vaecli.config import ARCHITECTURES, HIERARCHICAL, ModelConfig
+from vaecli.hierarchical import HVAE
 from vaecli.prior import MixturePrior, standard_normal_log_prob
 
 
@@ -33,6 +34,11 @@ class VAE(nn.Module):
         out = self.encoder(x) if not self.config.classes else self.encoder(x, self._one_hot(labels))
         mu, raw_logvar = out.chunk(2, dim=1)
         return mu, bounded_logvar(raw_logvar)
+
+    @property
+    def noise_dims(self) -> int:
+        """Standard-normal draws one image's pass through q takes: the size of z."""
+        return self.config.latent_dim
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) for codes (..., latent): (...)."""
@@ -207,7 +213,7 @@ BUILDERS: dict[str, Callable[[ModelConfig], tuple[nn.Module, nn.Module]]] = {
     "cnn": build_cnn,
     "resnet": build_resnet,
 }
-assert tuple(BUILDERS) == ARCHITECTURES, "config.ARCHITECTURES and models.BUILDERS must name the same"
+assert (*BUILDERS, *HIERARCHICAL) == ARCHITECTURES, "config.ARCHITECTURES must name models.BUILDERS and HVAE"
 
 _PARITY_TAPS = {0: ((0, 1),), 1: ((0, 2), (1, 0))}
 
@@ -275,9 +281,16 @@ def place(model: VAE, device: torch.device | str) -> VAE:
     return model
 
 
+def is_hierarchical(model: nn.Module) -> bool:
+    """Whether the model has several stochastic layers (hierarchical.HVAE) rather than one z."""
+    return isinstance(model, HVAE)
+
+
 def build_model(config: ModelConfig) -> VAE:
-    """Build an untrained VAE from its config (validated first)."""
+    """Build an untrained VAE from its config (validated first): a hierarchical one for --arch hvae."""
     config.validate()
+    if config.arch in HIERARCHICAL:
+        return HVAE(config)
     encoder, decoder = BUILDERS[config.arch](config)
     if config.classes:
         encoder, decoder = LabelledEncoder(encoder, config.classes), widen_input(decoder, config.classes)

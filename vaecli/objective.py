@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from vaecli import logistic
-from vaecli.models import VAE, run_decoder
+from vaecli.models import VAE, is_hierarchical, run_decoder
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -50,6 +50,27 @@ def kl_to_prior(model: VAE, mu: torch.Tensor, logvar: torch.Tensor, noise: torch
         return kl_to_standard_normal(mu, logvar)
     z = mu + noise * torch.exp(0.5 * logvar)
     return log_posterior(z, mu, logvar) - model.log_prior(z)
+
+
+def loss_terms(
+    model: VAE, result: tuple[torch.Tensor, ...], x: torch.Tensor, noise: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """From the network's forward output: -log p(x|z) per image (B,) and each stochastic layer's KL (B, layers).
+
+    A one-layer VAE has one layer, KL(q(z|x) || p(z)) (kl_to_prior); a hierarchical one lists its layers'."""
+    if is_hierarchical(model):
+        output, kls = result
+        return reconstruction_nll(model, output.float(), x), kls.float()
+    output, mu, logvar = (part.float() for part in result)
+    return reconstruction_nll(model, output, x), kl_to_prior(model, mu, logvar, noise).unsqueeze(1)
+
+
+def with_free_bits(kls: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """The KL the loss pushes down, per image (B,): a layer whose batch-mean KL is under `free_bits` nats
+    counts as `free_bits`, with no gradient, so no layer is pushed to collapse (Kingma et al. 2016, eq. 15)."""
+    if free_bits <= 0:
+        return kls.sum(1)
+    return torch.where(kls.mean(0, keepdim=True) > free_bits, kls, torch.full_like(kls, free_bits)).sum(1)
 
 
 def elbo_terms(
@@ -95,6 +116,8 @@ def log_weights(
 
     `decoder` replaces model.decode by an equivalent module (models.inference_decoder). A conditional
     model takes the labels (B,): the weights are then those of p(x|y)."""
+    if is_hierarchical(model):
+        return _hierarchical_log_weights(model, x, samples, generator)
     mu, logvar = model.encode(x, labels)  # (B, L)
     batch, latent = mu.shape
     eps = torch.randn((batch, samples, latent), generator=generator, device=mu.device, dtype=mu.dtype)
@@ -108,3 +131,12 @@ def log_weights(
     log_pz = model.log_prior(z)
     log_qz_x = -0.5 * (eps.square() + logvar.unsqueeze(1) + LOG_2PI).sum(-1)  # (z - mu) / sigma = eps
     return log_px_z + log_pz - log_qz_x
+
+
+def _hierarchical_log_weights(model, x: torch.Tensor, samples: int, generator: torch.Generator | None) -> torch.Tensor:
+    """log p(x, z_1..z_L) - log q(z_1..z_L | x) for K joint draws of every layer from q: (B, K)."""
+    batch = x.shape[0]
+    output, log_ratio = model.log_joint_terms(x, samples, generator)
+    output = output.reshape(batch, samples, *output.shape[1:])
+    log_px_z = -reconstruction_nll(model, output, x.unsqueeze(1).expand(batch, samples, *x.shape[1:]))
+    return log_px_z + log_ratio.reshape(batch, samples)

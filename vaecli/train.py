@@ -20,7 +20,7 @@ from vaecli.errors import TrainingError
 from vaecli.evaluate import elbo_summary
 from vaecli.metadata import CheckpointMeta, EpochRecord, Losses
 from vaecli.models import VAE, build_model, place
-from vaecli.objective import kl_to_prior, reconstruction_nll
+from vaecli.objective import loss_terms, with_free_bits
 from vaecli.optimizer_state import optimizer_tensors, restore_optimizer
 
 
@@ -331,7 +331,7 @@ def _step(
         x = torch.bernoulli(x, generator=generator)
     # Noise for the whole global batch from the stream all ranks share: a sharded step
     # then computes what one process would, and the generator states stay equal.
-    noise = torch.randn((x.shape[0], config.model.latent_dim), generator=generator, device=device)
+    noise = torch.randn((x.shape[0], model.noise_dims), generator=generator, device=device)
     global_count = x.shape[0]
     mine = shard(x, loop.world)
     x, noise, y = x[mine], noise[mine], None if y is None else y[mine]
@@ -339,15 +339,18 @@ def _step(
         group["lr"] = learning_rate(config, global_step / loop.total_steps)
 
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-        output, mu, logvar = loop.net(x, noise=noise, labels=y)
+        result = loop.net(x, noise=noise, labels=y)
     # The loss is summed over 784 pixels per image: in fp32 whatever the forward pass ran in.
-    output, mu, logvar = output.float(), mu.float(), logvar.float()
-    recon, kl = reconstruction_nll(model, output, x), kl_to_prior(model, mu, logvar, noise)
+    recon, kls = loss_terms(model, result, x, noise)
+    kl = kls.sum(1)
     total = (recon + beta * kl).sum()
+    pushed = total if config.free_bits <= 0 else (recon + beta * with_free_bits(kls, config.free_bits)).sum()
     # DDP averages gradients over ranks, so each rank scales its sum to the global mean.
-    loss = total * (loop.world.size / global_count)
+    loss = pushed * (loop.world.size / global_count)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip, foreach=True)
     optimizer_step(optimizer)
     return recon, kl, total
 

@@ -59,6 +59,14 @@ def train_command(
     mixtures: Annotated[
         int, typer.Option("--mixtures", help="Logistics mixed per subpixel (--likelihood logistic).")
     ] = 1,
+    groups: Annotated[
+        int, typer.Option("--groups", show_default=False,
+                          help="Stochastic layers of --arch hvae, the top one included [default: 3].")
+    ] = 0,
+    group_channels: Annotated[
+        int, typer.Option("--group-channels", show_default=False,
+                          help="Channels of each lower layer's latent map (--arch hvae) [default: 8].")
+    ] = 0,
     epochs: Annotated[int, typer.Option("--epochs", help="Total epochs (on --resume: the new total).")] = 20,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 128,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (peak).")] = 2e-3,
@@ -70,6 +78,13 @@ def train_command(
     binarize: Annotated[
         bool, typer.Option("--binarize", help="Dynamic binarization: fresh Bernoulli pixels every batch.")
     ] = False,
+    free_bits: Annotated[
+        float, typer.Option("--free-bits", help="Nats of KL per stochastic layer (batch mean) the loss does not "
+                            "push below, against collapsed layers (Kingma et al. 2016).")
+    ] = 0.0,
+    grad_clip: Annotated[
+        float, typer.Option("--grad-clip", help="Clip the gradient's norm to this before each step; 0: never.")
+    ] = 0.0,
     seed: Annotated[int, seed_option("Seeds weights, shuffling and noise.")] = 0,
     limit: LimitOption = None,
     precision: Annotated[
@@ -136,10 +151,11 @@ def train_command(
             model=ModelConfig(
                 arch=arch.value, latent_dim=latent_dim, hidden=hidden, channels=shape[0],
                 height=shape[1], width=shape[2], likelihood=likelihood.value, mixtures=mixtures,
+                groups=groups, group_channels=group_channels,
             ),
             dataset=_stored_dataset(dataset), epochs=epochs, batch_size=batch_size, lr=lr,
             lr_schedule=lr_schedule.value, beta=beta, warmup=warmup, binarize=binarize, seed=seed, limit=limit,
-            precision=precision.value,
+            precision=precision.value, free_bits=free_bits, grad_clip=grad_clip,
         )
         config.validate()
     else:

@@ -1,0 +1,183 @@
+"""A hierarchical VAE with top-down inference: several stochastic layers, N(0, I) only at the top.
+
+The bidirectional inference of Kingma et al. (2016, IAF paper, section 6) with NVAE's residual
+posterior (Vahdat and Kautz 2020), cut to what pays on small images: a bottom-up pass computes
+features once; the top-down pass draws each lower layer z_i (a latent map) from
+q(z_i | x, z_<i) = N(mu_p + dmu, exp(logvar_p + dlogvar)), where N(mu_p, exp(logvar_p)) is the
+prior p(z_i | z_<i) read from the same top-down state. The top layer is a vector, like a one-layer
+VAE's z: commands that encode, decode, traverse or interpolate work on it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from vaecli.blocks import ResidualBlock, bounded_logvar
+from vaecli.config import ModelConfig
+from vaecli.prior import standard_normal_log_prob
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def stage_sizes(height: int, width: int) -> list[tuple[int, int]]:
+    """The image, half of it and a quarter of it (rounding up): the lower layers live at the last."""
+    sizes = [(height, width)]
+    for _ in range(2):
+        sizes.append((math.ceil(sizes[-1][0] / 2), math.ceil(sizes[-1][1] / 2)))
+    return sizes
+
+
+def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, exp(logvar)) summed over every dimension but the first: (B,)."""
+    terms = (z - mu).square() * torch.exp(-logvar) + logvar + LOG_2PI
+    return -0.5 * terms.flatten(1).sum(1)
+
+
+def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) summed over every dimension but the first: (B,)."""
+    terms = logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p).square()) * torch.exp(-logvar_p) - 1
+    return 0.5 * terms.flatten(1).sum(1)
+
+
+class TopDownCell(nn.Module):
+    """One lower stochastic layer: its prior and posterior from the top-down state, and how z joins it."""
+
+    def __init__(self, width: int, channels: int):
+        super().__init__()
+        self.prior = nn.Sequential(nn.SiLU(), nn.Conv2d(width, 2 * channels, 3, padding=1))
+        self.posterior = nn.Sequential(nn.SiLU(), nn.Conv2d(2 * width, 2 * channels, 3, padding=1))
+        self.merge = nn.Conv2d(channels, width, 1)
+        self.block = ResidualBlock(width)
+        # The posterior starts equal to the prior: every layer's KL starts at 0 (NVAE's residual form).
+        nn.init.zeros_(self.posterior[1].weight)
+        nn.init.zeros_(self.posterior[1].bias)
+
+    def prior_params(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, raw = self.prior(state).chunk(2, dim=1)
+        return mu, bounded_logvar(raw)
+
+    def posterior_params(
+        self, state: torch.Tensor, features: torch.Tensor, prior: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        shift, raw = self.posterior(torch.cat([state, features], dim=1)).chunk(2, dim=1)
+        return prior[0] + shift, bounded_logvar(prior[1] + raw)
+
+    def absorb(self, state: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.block(state + self.merge(z))
+
+
+class HVAE(nn.Module):
+    """config.groups stochastic layers: a top vector of latent_dim, below it maps of group_channels."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        width, lower = config.hidden, config.groups - 1
+        sizes = stage_sizes(config.height, config.width)
+        self.map_shape = (config.group_channels, *sizes[2])
+        flat = width * sizes[2][0] * sizes[2][1]
+        self.stem = nn.Sequential(
+            nn.Conv2d(config.channels, width, 3, stride=2, padding=1), ResidualBlock(width),
+            nn.SiLU(), nn.Conv2d(width, width, 3, stride=2, padding=1),
+        )
+        self.bottom_up = nn.ModuleList(ResidualBlock(width) for _ in range(lower))
+        self.top_encoder = nn.Sequential(nn.SiLU(), nn.Flatten(), nn.Linear(flat, 2 * config.latent_dim))
+        self.top_decoder = nn.Sequential(nn.Linear(config.latent_dim, flat), nn.Unflatten(1, (width, *sizes[2])))
+        self.cells = nn.ModuleList(TopDownCell(width, config.group_channels) for _ in range(lower))
+        self.head = _head(config, width, sizes)
+        if config.likelihood == "gaussian":
+            self.decoder_logvar = nn.Parameter(torch.zeros(config.channels))
+        self.prior = None  # N(0, I) at the top; `vae fit-prior` does not apply
+
+    @property
+    def noise_dims(self) -> int:
+        """Standard-normal draws one image's pass through q takes: the top vector and every lower map."""
+        return self.config.latent_dim + len(self.cells) * math.prod(self.map_shape)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The bottom-up pass: one feature map per lower layer, the bottom layer's first, then the top's."""
+        out, state = [], self.stem(x)
+        for block in self.bottom_up:
+            state = block(state)
+            out.append(state)
+        return out
+
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The top layer's posterior q(z_1|x): mean and log-variance, each (B, latent)."""
+        return self.encode_features(self.features(x)[-1])
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z_1) of the top layer, N(0, I): (...)."""
+        return standard_normal_log_prob(z)
+
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder output for top codes (B, latent), every lower layer at its prior mean given those above."""
+        state = self.top_decoder(z)
+        for cell in self.cells:
+            state = cell.absorb(state, cell.prior_params(state)[0])
+        return self.head(state)
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder output for one draw of every layer from q, and each layer's KL, the top's first: (B, groups)."""
+        batch = x.shape[0]
+        if noise is None:
+            noise = torch.randn((batch, self.noise_dims), generator=generator, device=x.device, dtype=x.dtype)
+        draws = self._split(noise)
+        feats = self.features(x)
+        mu, logvar = self.encode_features(feats[-1])
+        z = mu + next(draws) * torch.exp(0.5 * logvar)
+        kls = [0.5 * (mu.square() + torch.exp(logvar) - logvar - 1).sum(1)]
+        state = self.top_decoder(z)
+        for cell, feature in zip(self.cells, reversed(feats), strict=True):
+            prior = cell.prior_params(state)
+            mu_q, logvar_q = cell.posterior_params(state, feature, prior)
+            kls.append(gaussian_kl(mu_q, logvar_q, *prior))
+            state = cell.absorb(state, mu_q + next(draws) * torch.exp(0.5 * logvar_q))
+        return self.head(state), torch.stack(kls, dim=1)
+
+    def encode_features(self, top_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, raw = self.top_encoder(top_features).chunk(2, dim=1)
+        return mu, bounded_logvar(raw)
+
+    def _split(self, noise: torch.Tensor):
+        """The noise (B, noise_dims) as the top vector's draws, then each lower map's."""
+        top = self.config.latent_dim
+        yield noise[:, :top]
+        size = math.prod(self.map_shape)
+        for i in range(len(self.cells)):
+            yield noise[:, top + i * size : top + (i + 1) * size].reshape(-1, *self.map_shape)
+
+    def log_joint_terms(self, x: torch.Tensor, samples: int, generator: torch.Generator | None = None):
+        """For K draws of every layer from q per image: decoder outputs (B*K, ...), and log p(z) - log q(z|x) (B*K,)."""
+        feats = [f.repeat_interleave(samples, dim=0) for f in self.features(x)]
+        mu, logvar = self.encode_features(feats[-1])
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + eps * torch.exp(0.5 * logvar)
+        log_ratio = standard_normal_log_prob(z) - gaussian_log_prob(z, mu, logvar)
+        state = self.top_decoder(z)
+        for cell, feature in zip(self.cells, reversed(feats), strict=True):
+            prior = cell.prior_params(state)
+            mu_q, logvar_q = cell.posterior_params(state, feature, prior)
+            eps = torch.randn(mu_q.shape, generator=generator, device=mu_q.device, dtype=mu_q.dtype)
+            z = mu_q + eps * torch.exp(0.5 * logvar_q)
+            log_ratio = log_ratio + gaussian_log_prob(z, *prior) - gaussian_log_prob(z, mu_q, logvar_q)
+            state = cell.absorb(state, z)
+        return self.head(state), log_ratio
+
+
+def _head(config: ModelConfig, width: int, sizes: list[tuple[int, int]]) -> nn.Sequential:
+    """From the top-down state at a quarter of the image back to the decoder's outputs at full size."""
+    layers: list[nn.Module] = [ResidualBlock(width)]
+    for (h_in, w_in), (h_out, w_out) in ((sizes[2], sizes[1]), (sizes[1], sizes[0])):
+        padding = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))
+        layers += [nn.SiLU(), nn.ConvTranspose2d(width, width, 3, stride=2, padding=1, output_padding=padding)]
+        if (h_out, w_out) == sizes[1]:
+            layers.append(ResidualBlock(width))
+    outputs = config.channels * config.output_params
+    return nn.Sequential(*layers, nn.SiLU(), nn.Conv2d(width, outputs, 3, padding=1))
