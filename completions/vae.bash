@@ -71,9 +71,10 @@ _vae() {
                 --data-root) _vae_paths dirs; return ;;
                 --split) _vae_words "train test"; return ;;
                 --limit|--iw-samples|-k|--batch-size|--seed) return ;;
+                --label) _vae_paths files; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            _vae_words "--model -m --dataset --data-root --split --limit --iw-samples -k --binarize --batch-size --seed --device --quiet -q --json --help -h" ;;
+            _vae_words "--model -m --dataset --data-root --split --limit --label --iw-samples -k --binarize --batch-size --seed --device --quiet -q --json --help -h" ;;
         fit-prior)
             case $prev in
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
@@ -100,13 +101,13 @@ _vae() {
         manifold)
             case $prev in
                 --size|--limit) return ;;
-                --out|-o) _vae_paths files; return ;;
+                --label|--out|-o) _vae_paths files; return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            _vae_words "--size --with-codes --out -o --dataset --data-root --limit --model -m --device --quiet -q --help -h" ;;
+            _vae_words "--size --with-codes --label --out -o --dataset --data-root --limit --model -m --device --quiet -q --help -h" ;;
         ood)
             case $prev in
                 --in|--out) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
@@ -187,14 +188,14 @@ _vae() {
         traverse)
             case $prev in
                 --count|-n|--steps|--scale|--limit|--seed) return ;;
-                --range|--out|-o|--gif) _vae_paths files; return ;;
+                --range|--out|-o|--gif|--label) _vae_paths files; return ;;
                 --invert) _vae_words "yes no auto"; return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
                 --model|-m) _vae_words "mnist fashion-mnist"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            if [[ $cur == -* ]]; then _vae_words "--count -n --range --steps --active-only --out -o --gif --scale --invert --dataset --data-root --limit --model -m --device --seed --quiet -q --help -h"; else _vae_paths files; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--count -n --range --steps --active-only --out -o --gif --scale --invert --label --dataset --data-root --limit --model -m --device --seed --quiet -q --help -h"; else _vae_paths files; fi ;;
     esac
 }
 complete -F _vae vae

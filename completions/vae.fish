@@ -67,6 +67,7 @@ complete -c vae -n '__vae_using eval' -l dataset -x -a 'mnist fashion-mnist kmni
 complete -c vae -n '__vae_using eval' -l data-root -x -a '(__fish_complete_directories)' -d 'Where torchvision datasets are found or downloaded (default: $VAE_DATA_ROOT,...'
 complete -c vae -n '__vae_using eval' -l split -x -a 'train test' -d 'train or test.'
 complete -c vae -n '__vae_using eval' -l limit -x -d 'Use only the first N images.'
+complete -c vae -n '__vae_using eval' -l label -r -F -d 'Evaluate only the images of this class: its number or name (a conditional mod...'
 complete -c vae -n '__vae_using eval' -l iw-samples -s k -x -d 'Importance samples K per image (1 gives the ELBO).'
 complete -c vae -n '__vae_using eval' -l binarize -d 'Binarize the images once with a fixed seed (the literature\'s protocol).'
 complete -c vae -n '__vae_using eval' -l batch-size -x -d 'Images x samples decoded per pass; bounds memory for any K [default: 256 on a...'
@@ -108,6 +109,7 @@ complete -c vae -n '__vae_using interpolate' -l help -s h -d 'Show the help and 
 complete -c vae -n '__vae_using interpolate' -F
 complete -c vae -n '__vae_using manifold' -l size -x -d 'Grid points per side.'
 complete -c vae -n '__vae_using manifold' -l with-codes -d 'Draw the test codes in the same plane beside the grid.'
+complete -c vae -n '__vae_using manifold' -l label -r -F -d 'The class for a conditional model (vae train --conditional): its number or name.'
 complete -c vae -n '__vae_using manifold' -l out -s o -r -F -d 'The figure PNG, or - for its bytes on stdout.'
 complete -c vae -n '__vae_using manifold' -l dataset -x -a 'mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba (__fish_complete_directories)' -d 'Dataset name or image folder [default: the model\'s training dataset; a folder...'
 complete -c vae -n '__vae_using manifold' -l data-root -x -a '(__fish_complete_directories)' -d 'Where torchvision datasets are found or downloaded (default: $VAE_DATA_ROOT,...'
@@ -238,6 +240,7 @@ complete -c vae -n '__vae_using traverse' -l out -s o -r -F -d 'The figure PNG, 
 complete -c vae -n '__vae_using traverse' -l gif -r -F -d 'Also write the sweep as a looping animation, every dimension side by side.'
 complete -c vae -n '__vae_using traverse' -l scale -x -d 'Enlarge the GIF\'s frames K times.'
 complete -c vae -n '__vae_using traverse' -l invert -x -a 'yes no auto' -d 'Invert input images: yes, no, or auto (a grey model\'s input when its border i...'
+complete -c vae -n '__vae_using traverse' -l label -r -F -d 'The class for a conditional model (vae train --conditional): its number or name.'
 complete -c vae -n '__vae_using traverse' -l dataset -x -a 'mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba (__fish_complete_directories)' -d 'Dataset name or image folder [default: the model\'s training dataset; a folder...'
 complete -c vae -n '__vae_using traverse' -l data-root -x -a '(__fish_complete_directories)' -d 'Where torchvision datasets are found or downloaded (default: $VAE_DATA_ROOT,...'
 complete -c vae -n '__vae_using traverse' -l limit -x -d 'Test images encoded (the first N of the split); fewer is faster.'

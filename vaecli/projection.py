@@ -8,9 +8,11 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vaecli.errors import UsageError
+from vaecli.errors import DataError, UsageError
 
 if TYPE_CHECKING:
+    import torch
+
     from vaecli.data import ImageSet
     from vaecli.models import VAE
 
@@ -56,14 +58,28 @@ def project_2d(means: Any, labels: Any) -> Projection:
     return Projection(coords, _axis("PC1", shares[0]), _axis("PC2", shares[1]), shares)
 
 
+def own_labels(model: VAE, data: ImageSet) -> torch.Tensor | None:
+    """The split's own labels (int64) as a conditional model reads them; None for an unconditional model."""
+    import torch
+
+    classes = model.config.classes
+    if not classes:
+        return None
+    if len(data) and int(data.labels.max()) >= classes:
+        raise DataError(f"these images have labels up to {int(data.labels.max())}, but the model is conditional "
+                        f"on {classes} classes (0 to {classes - 1}); give the --dataset it was trained on")
+    return data.labels.to(torch.int64)
+
+
 def draw_projection(model: VAE, data: ImageSet, what: str, seed: int) -> tuple[bytes, Projection, Any]:
-    """Encode every image, project the means to 2-D and draw the scatter: (PNG bytes, projection, means)."""
+    """Encode every image (with its own label, for a conditional model), project the means to 2-D and draw
+    the scatter: (PNG bytes, projection, means)."""
     import torch
 
     from vaecli.latent import posterior_means
     from vaecli.plots import latent_scatter_png
 
-    means = posterior_means(model, data.images).numpy()
+    means = posterior_means(model, data.images, own_labels(model, data)).numpy()
     projection = project_2d(means, data.labels.numpy())
     # A seeded drawing order, so no class sits on top of all the others.
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).numpy()

@@ -28,11 +28,16 @@ QUANTILE_BISECTIONS = 60  # halvings of the bracket when inverting a mixture's m
 
 
 def split_kl_per_dim(checkpoint: Checkpoint, data: ImageSet) -> list[float]:
-    """Average KL(q(z_d|x) || N(0, 1)) of each latent dimension over `data`, as the model is tested on it."""
+    """Average KL(q(z_d|x) || N(0, 1)) of each latent dimension over `data`, as the model is tested on it
+    (a conditional model encodes each image with its own label)."""
     from vaecli.data import eval_pixels
+    from vaecli.projection import own_labels
 
-    device = next(checkpoint.model.parameters()).device
-    return list(elbo_summary(checkpoint.model, eval_pixels(checkpoint.config, data, device)).kl_per_dim)
+    model = checkpoint.model
+    device = next(model.parameters()).device
+    labels = own_labels(model, data)
+    pixels = eval_pixels(checkpoint.config, data, device)
+    return list(elbo_summary(model, pixels, labels=None if labels is None else labels.to(device)).kl_per_dim)
 
 
 def kl_order(kl_per_dim: list[float], active_only: bool = False) -> list[int]:
@@ -174,13 +179,14 @@ def _grid(x: torch.Tensor, y: torch.Tensor, origin: torch.Tensor, axes: torch.Te
     return Plane(codes.float(), x.tolist(), y.tolist(), xlabel, ylabel, origin, axes)
 
 
-def decode_traversal(model: VAE, bases: torch.Tensor, dims: list[int], values: torch.Tensor) -> torch.Tensor:
-    """The decoded sweeps: uint8 (dims, bases, steps, C, H, W)."""
+def decode_traversal(model: VAE, bases: torch.Tensor, dims: list[int], values: torch.Tensor,
+                     label: int | None = None) -> torch.Tensor:
+    """The decoded sweeps: uint8 (dims, bases, steps, C, H, W); a conditional model decodes every code with `label`."""
     from vaecli.latent import decode_to_pixels
 
-    codes = sweep_codes(bases, dims, values)
-    pixels = decode_to_pixels(model, codes.reshape(-1, codes.shape[-1]))
-    return pixels.reshape(*codes.shape[:3], *pixels.shape[1:])
+    codes = sweep_codes(bases, dims, values).reshape(-1, bases.shape[-1])
+    pixels = decode_to_pixels(model, codes, labels=same_label(label, len(codes)))
+    return pixels.reshape(len(dims), len(bases), len(values), *pixels.shape[1:])
 
 
 def traversal_figure(decoded: torch.Tensor, dims: list[int], kl_per_dim: list[float], values: torch.Tensor,
@@ -199,13 +205,15 @@ def traversal_figure(decoded: torch.Tensor, dims: list[int], kl_per_dim: list[fl
 
 
 def manifold_figure(model: VAE, plane: Plane, title: str, data: ImageSet | None = None,
-                    codes: torch.Tensor | None = None) -> bytes:
-    """The plane's decoded grid as a PNG; with `data` and its `codes`, their scatter in the plane beside it."""
+                    codes: torch.Tensor | None = None, label: int | None = None) -> bytes:
+    """The plane's decoded grid as a PNG (every code decoded with `label` for a conditional model);
+    with `data` and its `codes`, their scatter in the plane beside it."""
     from vaecli.images import make_grid
     from vaecli.latent import decode_to_pixels
     from vaecli.plots import manifold_png
 
-    tile = make_grid(decode_to_pixels(model, plane.codes), nrow=len(plane.x))
+    pixels = decode_to_pixels(model, plane.codes, labels=same_label(label, len(plane.codes)))
+    tile = make_grid(pixels, nrow=len(plane.x))
     if data is None or codes is None:
         return manifold_png(tile, plane, title)
     return manifold_png(tile, plane, title, plane.coordinates(codes).numpy(), data.labels.numpy(), data.class_names)
@@ -221,3 +229,8 @@ def plane_for(model: VAE, size: int, codes: torch.Tensor | None) -> Plane:
     if codes is None:
         raise UsageError(f"a {latent}-D latent's plane comes from test codes; none were given")
     return pca_plane(codes, size)
+
+
+def same_label(label: int | None, count: int) -> torch.Tensor | None:
+    """`count` copies of one class index as a conditional model reads labels; None for an unconditional model."""
+    return None if label is None else torch.full((count,), label, dtype=torch.int64)

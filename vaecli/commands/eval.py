@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vaecli.commands.common import dataset_name, open_model, progress
+from vaecli.commands.common import chosen_class, class_names, dataset_name, open_model, progress
 from vaecli.commands.options import (
     MAX_BATCH_ROWS,
     MAX_IW_SAMPLES,
@@ -25,9 +25,11 @@ from vaecli.commands.options import (
 from vaecli.console import term
 
 if TYPE_CHECKING:
-    from vaecli.checkpoint import Checkpoint
-    from vaecli.evaluate import Evaluation
+    from pathlib import Path
 
+    from vaecli.checkpoint import Checkpoint
+    from vaecli.data import ImageSet
+    from vaecli.evaluate import Evaluation
 
 
 def eval_command(
@@ -36,6 +38,12 @@ def eval_command(
     data_root: DataRootOption = None,
     split: Annotated[str, typer.Option("--split", help="train or test.")] = "test",
     limit: LimitOption = None,
+    label: Annotated[
+        Optional[str],
+        typer.Option("--label", show_default=False,
+                     help="Evaluate only the images of this class: its number or name (a conditional model's "
+                     "class, else one of the dataset's labels); --limit then counts that class's images."),
+    ] = None,
     iw_samples: Annotated[
         int, typer.Option("--iw-samples", "-k", callback=between(1, MAX_IW_SAMPLES),
                           help="Importance samples K per image (1 gives the ELBO).")
@@ -56,33 +64,86 @@ def eval_command(
 ) -> None:
     """Estimate -log p(x) with K importance samples, beside the negative ELBO and bits per dimension.
 
+    A conditional model (vae train --conditional) reads each image's own label: its numbers are
+    -log p(x|y) and the negative ELBO of p(x|y).
+
     \b
     Example: vae eval -m mnist --binarize --iw-samples 1000 --json
     """
     term.quiet = quiet
-    from vaecli.data import fixed_pixels, load_dataset
+    from vaecli.checkpoint import model_name
+    from vaecli.data import fixed_pixels
     from vaecli.evaluate import default_rows, evaluate_split
     from vaecli.memory import check_fits, model_bytes
+    from vaecli.projection import own_labels
 
     checkpoint = open_model(model, device)
+    # A conditional model's --label is checked against its classes now; else against the dataset's, once read.
+    conditional = label is not None and checkpoint.config.model.classes
+    index = chosen_class(checkpoint, label, model_name(checkpoint.path)) if conditional else None
     model_device = next(checkpoint.model.parameters()).device
     rows = batch_size or default_rows(model_device)
     check_fits(model_bytes(checkpoint.config.model, rows, training=False), model_device,
                f"decoding {rows:,} rows per pass", "lower --batch-size")
     name = dataset_name(checkpoint.config.dataset, dataset)
-    data = load_dataset(name, split, data_root=data_root, shape=checkpoint.config.model.image_shape, limit=limit)
+    data, class_name = _images(checkpoint, name, split, data_root, limit, label, index)
     pixels = fixed_pixels(data.images, model_device, binarize)
-    term.note(f"evaluating {checkpoint.path} on {len(data)} {name} {split} images with K = {iw_samples}")
+    labels = own_labels(checkpoint.model, data)
+    of = "" if class_name is None else f" of class {class_name}"
+    term.note(f"evaluating {checkpoint.path} on {len(data)} {name} {split} images{of} with K = {iw_samples}")
     with progress("eval", len(data)) as advance:
-        result = evaluate_split(checkpoint.model, pixels, iw_samples, seed, advance, batch_size)
-    report = _report(checkpoint, name, split, binarize, result)
+        result = evaluate_split(checkpoint.model, pixels, iw_samples, seed, advance, batch_size,
+                                None if labels is None else labels.to(model_device))
+    report = _report(checkpoint, name, split, binarize, result, class_name)
     if json_out:
         term.emit(json.dumps(report))
     else:
         _print_report(report, checkpoint.config.model.prior_components, result.seconds)
 
 
-def _report(checkpoint: Checkpoint, dataset: str, split: str, binarize: bool, result: Evaluation) -> dict:
+def _images(checkpoint: Checkpoint, name: str, split: str, data_root: Path | None, limit: int | None,
+            label: str | None, index: int | None) -> tuple[ImageSet, str | None]:
+    """The split's images (with --label, only that class's, the first --limit of them) and the class's name."""
+    from dataclasses import replace
+
+    from vaecli.data import load_dataset
+    from vaecli.errors import DataError, UsageError
+
+    shape = checkpoint.config.model.image_shape
+    if label is None:
+        return load_dataset(name, split, data_root=data_root, shape=shape, limit=limit), None
+    data = load_dataset(name, split, data_root=data_root, shape=shape)
+    if index is None:  # an unconditional model: a class of the dataset
+        index = _dataset_class(label, data.class_names)
+        if index is None:
+            raise UsageError(f"--label {label[:40]!r}: not a class of {name}; "
+                             f"choose one of {_choices(data.class_names)}")
+    keep = (data.labels == index).nonzero().flatten()[:limit]
+    if len(keep) == 0:
+        raise DataError(f"the {name} {split} split has no images of class {label}")
+    names = class_names(checkpoint) if checkpoint.config.model.classes else data.class_names
+    return replace(data, images=data.images[keep], labels=data.labels[keep]), names[index]
+
+
+def _choices(names: list[str]) -> str:
+    shown = f"0 to {len(names) - 1}"
+    if any(name != str(i) for i, name in enumerate(names)):
+        shown += " or a name: " + ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    return shown
+
+
+def _dataset_class(given: str, names: list[str]) -> int | None:
+    """A class of the dataset by its name (exactly, then ignoring case) or its number; None if it has none such."""
+    if given in names:
+        return names.index(given)
+    if given.strip().isdigit() and int(given) < len(names):
+        return int(given)
+    lowered = [name.lower() for name in names]
+    return lowered.index(given.lower()) if given.lower() in lowered else None
+
+
+def _report(checkpoint: Checkpoint, dataset: str, split: str, binarize: bool, result: Evaluation,
+            class_name: str | None = None) -> dict:
     """The evaluation as `vae eval --json` prints it."""
     from vaecli.checkpoint import model_name
 
@@ -91,6 +152,8 @@ def _report(checkpoint: Checkpoint, dataset: str, split: str, binarize: bool, re
         "model": model_name(checkpoint.path),
         "dataset": dataset,
         "split": split,
+        "label": class_name,  # --label's class, or None for every image
+        "conditional": bool(checkpoint.config.model.classes),  # then nll is -log p(x|y), y each image's label
         "binarized": binarize,
         "images": result.images,
         "iw_samples": result.iw_samples,
@@ -107,9 +170,12 @@ def _print_report(report: dict, prior_components: int, seconds: float) -> None:
     from vaecli.config import describe_prior
 
     elbo, binarized = report["neg_elbo"], ", binarized once, seed 0" if report["binarized"] else ""
-    term.emit(f"images           {report['images']} ({report['dataset']} {report['split']}{binarized})")
+    of = "" if report["label"] is None else f", class {report['label']}"
+    nll = "-log p(x|y)     " if report["conditional"] else "-log p(x)       "
+    given = ", y the image's own label" if report["conditional"] else ""
+    term.emit(f"images           {report['images']} ({report['dataset']} {report['split']}{of}{binarized})")
     term.emit(f"prior            {describe_prior(prior_components)}")
     term.emit(f"-ELBO            {elbo['loss']:.2f} nats (recon {elbo['recon']:.2f}, KL {elbo['kl']:.2f})")
-    term.emit(f"-log p(x)        {report['nll']:.2f} nats (importance-weighted, K = {report['iw_samples']})")
+    term.emit(f"{nll} {report['nll']:.2f} nats (importance-weighted, K = {report['iw_samples']}{given})")
     term.emit(f"bits per dim     {report['bits_per_dim']:.4f}")
     term.emit(f"time             {seconds:.1f} s")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vaecli.commands.common import dataset_name, open_model
+from vaecli.commands.common import dataset_name, open_model, refuse_conditional
 from vaecli.commands.options import (
     DataRootOption,
     DeviceOption,
@@ -77,6 +77,7 @@ def fit_prior_command(
     # Adam's state and the RNG come along: `vae train --resume` can go on under the fitted prior.
     checkpoint = open_model(model, device, training_state=True)
     source = model_name(checkpoint.path)
+    refuse_conditional(checkpoint, source, "fit-prior")
     out = out if out is not None else _default_out(checkpoint.path)
     check_output_file(out, "--out")
     config = checkpoint.config

@@ -7,12 +7,13 @@ from typing import Annotated
 
 import typer
 
-from vaecli.commands.common import check_output, dataset_label, open_model, test_split
+from vaecli.commands.common import check_output, chosen_class, class_names, dataset_label, open_model, test_split
 from vaecli.commands.options import (
     KL_IMAGES,
     DataRootOption,
     DeviceOption,
     FigureOutOption,
+    LabelOption,
     ModelDatasetOption,
     ModelOption,
     QuietOption,
@@ -28,6 +29,7 @@ def manifold_command(
     with_codes: Annotated[
         bool, typer.Option("--with-codes", help="Draw the test codes in the same plane beside the grid.")
     ] = False,
+    label: LabelOption = None,
     out: FigureOutOption = "manifold.png",
     dataset: ModelDatasetOption = None,
     data_root: DataRootOption = None,
@@ -40,32 +42,38 @@ def manifold_command(
 
     A 2-D latent is the plane itself, with points at evenly spaced quantiles of the prior. A larger
     latent is cut by the plane of its test codes' first two principal axes, through their mean,
-    2 standard deviations each way (the first --limit test images).
+    2 standard deviations each way (the first --limit test images). A conditional model needs --label:
+    every grid point is decoded as that class (the test codes use each image's own label).
 
     \b
     Example: vae manifold -m digits2d.safetensors --size 15 --with-codes -o manifold.png
     """
     term.quiet = quiet
     check_output(out, "-o")
+    from vaecli.checkpoint import model_name
     from vaecli.files import write_atomic
     from vaecli.latent import posterior_means
+    from vaecli.projection import own_labels
     from vaecli.traversal import manifold_figure, plane_for
 
     checkpoint = open_model(model, device)
+    index = chosen_class(checkpoint, label, model_name(checkpoint.path))
     latent = checkpoint.config.model.latent_dim
     data = codes = None
     if latent == 1:
         plane_for(checkpoint.model, size, None)  # refuses a 1-D latent before any data is read
     if latent > 2 or with_codes:
         name, data = test_split(checkpoint, dataset, data_root, limit)
-        codes = posterior_means(checkpoint.model, data.images)
+        codes = posterior_means(checkpoint.model, data.images, own_labels(checkpoint.model, data))
         what = f"{len(data):,} {dataset_label(name)} test images"
     plane = plane_for(checkpoint.model, size, codes)
     if latent == 2:
         title = f"Decoded grid over the 2-D latent at {size} x {size} prior quantiles"
     else:
         title = f"Decoded grid over the principal plane of the posterior means of {what} (latent {latent})"
-    figure = manifold_figure(checkpoint.model, plane, title, data if with_codes else None, codes)
+    if index is not None:
+        title += f", decoded as class {class_names(checkpoint)[index]}"
+    figure = manifold_figure(checkpoint.model, plane, title, data if with_codes else None, codes, index)
     if out == "-":
         term.emit_bytes(figure)
     else:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vaecli.commands.common import compute_scores, open_model, parse_scores, settings
+from vaecli.commands.common import compute_scores, open_model, parse_scores, refuse_conditional, settings
 from vaecli.commands.options import (
     SCORE_NAMES,
     BatchRowsOption,
@@ -82,6 +82,7 @@ def ood_command(
     from vaecli.checkpoint import model_name
 
     checkpoint = open_model(model, device)
+    refuse_conditional(checkpoint, model_name(checkpoint.path), "ood")
     started = time.perf_counter()
     score_settings = settings(iw_samples, regret_steps, seed, batch_size)
     specs = {"in": in_data, "out": out_data}

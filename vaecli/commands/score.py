@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vaecli.commands.common import compute_scores, open_model, parse_scores, settings
+from vaecli.commands.common import compute_scores, open_model, parse_scores, refuse_conditional, settings
 from vaecli.commands.options import (
     BatchRowsOption,
     BinarizeOption,
@@ -86,7 +86,10 @@ def score_command(
         raise UsageError("give image files or --dataset, not both")
     if not images and dataset is None:
         raise UsageError("give image files (- for stdin) or --dataset NAME (see `vae score --help`)")
+    from vaecli.checkpoint import model_name
+
     checkpoint = open_model(model, device)
+    refuse_conditional(checkpoint, model_name(checkpoint.path), "score")
     if dataset is not None:
         keys, uint8 = _read_dataset(checkpoint, dataset, split, data_root, limit)
     else:

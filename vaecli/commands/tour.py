@@ -75,9 +75,12 @@ def tour_command(
     _save(out / "latent.png", png)
     generator = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(data), generator=generator)
-    figures["reconstructions.png"] = _reconstructions(checkpoint.model, data.images[pick[:RECONSTRUCTIONS]], what)
+    shown = pick[:RECONSTRUCTIONS]
+    figures["reconstructions.png"] = _reconstructions(checkpoint.model, data.images[shown], what,
+                                                      _labels_of(checkpoint, data, shown))
     _save(out / "reconstructions.png", figures["reconstructions.png"])
-    figures["interpolation.png"] = _interpolation(checkpoint.model, data, *_two_classes(data, pick))
+    ends = _same_class(data, pick) if checkpoint.config.model.classes else _two_classes(data, pick)
+    figures["interpolation.png"] = _interpolation(checkpoint.model, data, *ends)
     _save(out / "interpolation.png", figures["interpolation.png"])
     figures["samples.png"] = _samples(checkpoint, generator)
     _save(out / "samples.png", figures["samples.png"])
@@ -93,49 +96,69 @@ def _save(path: Path, png: bytes) -> None:
     term.emit(str(path))
 
 
-def _reconstructions(vae: VAE, shown: torch.Tensor, what: str) -> bytes:
-    """The shown images above their decoded posterior means."""
+def _labels_of(checkpoint: Checkpoint, data: ImageSet, rows: torch.Tensor) -> torch.Tensor | None:
+    """The chosen test images' own labels for a conditional model; None for an unconditional one."""
+    from vaecli.projection import own_labels
+
+    labels = own_labels(checkpoint.model, data)
+    return None if labels is None else labels[rows]
+
+
+def _reconstructions(vae: VAE, shown: torch.Tensor, what: str, labels: torch.Tensor | None) -> bytes:
+    """The shown images above their decoded posterior means (each with its own label, if the model takes one)."""
     from vaecli.latent import decode_to_pixels, posterior_means
     from vaecli.plots import image_rows_png
 
+    recon = decode_to_pixels(vae, posterior_means(vae, shown, labels), labels=labels)
     return image_rows_png(
-        [shown, decode_to_pixels(vae, posterior_means(vae, shown))], row_titles=("input", "reconstruction"),
+        [shown, recon], row_titles=("input", "reconstruction"),
         title=f"Reconstructions of {len(shown)} {what} images (decoded posterior means)",
     )
 
 
 def _interpolation(vae: VAE, data: ImageSet, first: int, second: int) -> bytes:
-    """A, recon A, the decoded points on the line between the two posterior means, recon B, B."""
+    """A, recon A, the decoded points on the line between the two posterior means, recon B, B.
+
+    A conditional model encodes and decodes them all with A's label (B is of A's class)."""
     import torch
 
     from vaecli.latent import decode_to_pixels, interpolate, posterior_means
     from vaecli.plots import image_rows_png
     from vaecli.projection import class_name
+    from vaecli.traversal import same_label
 
+    conditional = bool(vae.config.classes)
+    label = int(data.labels[first]) if conditional else None
     ends = data.images[[first, second]]
-    mu = posterior_means(vae, ends)
+    mu = posterior_means(vae, ends, same_label(label, 2))
     path_z = torch.cat([mu[:1], interpolate(mu[0], mu[1], INTERPOLATION_STEPS), mu[1:]])  # recon A, points, recon B
-    panels = torch.cat([ends[:1], decode_to_pixels(vae, path_z), ends[1:]])
+    panels = torch.cat([ends[:1], decode_to_pixels(vae, path_z, labels=same_label(label, len(path_z))), ends[1:]])
     titles = ["A", "recon A", *(f"t = {i}/{INTERPOLATION_STEPS + 1}" for i in range(1, INTERPOLATION_STEPS + 1)),
               "recon B", "B"]
     label_a, label_b = (class_name(data.class_names, int(data.labels[i])) for i in (first, second))
+    how = f", all decoded as class {label_a}" if conditional else ""
     return image_rows_png(
         [panels], column_titles=titles,
-        title=f"From a {label_a} to a {label_b}: decoded points on the line between posterior means",
+        title=f"From a {label_a} to a {label_b}: decoded points on the line between posterior means{how}",
     )
 
 
 def _samples(checkpoint: Checkpoint, generator: torch.Generator) -> bytes:
-    """A square grid of images decoded from the model's prior."""
+    """A square grid of images decoded from the model's prior; a conditional model's cycle through its classes."""
+    import torch
+
     from vaecli.latent import decode_to_pixels, sample_prior
     from vaecli.plots import image_grid_png
 
-    z = sample_prior(checkpoint.model, SAMPLE_COLUMNS**2, 1.0, generator)
+    count, classes = SAMPLE_COLUMNS**2, checkpoint.config.model.classes
+    z = sample_prior(checkpoint.model, count, 1.0, generator)
     components = checkpoint.config.model.prior_components
     prior = f"its {components}-Gaussian prior" if components else "N(0, I)"  # short enough for the title
+    labels = torch.arange(count, dtype=torch.int64) % classes if classes else None
+    what = f"{count} samples from z ~ {prior}, sample i of class i mod {classes}" if classes else (
+        f"{count} samples decoded from z ~ {prior}")
     return image_grid_png(
-        decode_to_pixels(checkpoint.model, z), SAMPLE_COLUMNS,
-        title=f"{SAMPLE_COLUMNS**2} samples decoded from z ~ {prior}",
+        decode_to_pixels(checkpoint.model, z, labels=labels), SAMPLE_COLUMNS, title=what,
     )
 
 
@@ -148,14 +171,26 @@ def _two_classes(data: ImageSet, order: torch.Tensor) -> tuple[int, int]:
     return first, int(order[1]) if len(order) > 1 else first
 
 
+def _same_class(data: ImageSet, order: torch.Tensor) -> tuple[int, int]:
+    """The first image in `order`, and the next one of the same class (if any other has it)."""
+    first = int(order[0])
+    for index in order[1:].tolist():
+        if int(data.labels[index]) == int(data.labels[first]):
+            return first, index
+    return first, first
+
+
 def _latent_figures(checkpoint: Checkpoint, data: ImageSet, what: str, means: torch.Tensor,
                     first: int) -> list[tuple[str, str, bytes]]:
-    """The page's traversal (around the first test image shown) and manifold (with the test codes)."""
+    """The page's traversal (around the first test image shown) and manifold (with the test codes).
+
+    A conditional model decodes both with that first image's label."""
     from dataclasses import replace
 
     import torch
 
     from vaecli.commands.options import KL_IMAGES
+    from vaecli.projection import class_name
     from vaecli.traversal import (
         decode_traversal,
         kl_order,
@@ -166,12 +201,14 @@ def _latent_figures(checkpoint: Checkpoint, data: ImageSet, what: str, means: to
     )
 
     vae, latent = checkpoint.model, checkpoint.config.model.latent_dim
+    label = int(data.labels[first]) if checkpoint.config.model.classes else None
+    given = "" if label is None else f", decoded as class {class_name(data.class_names, label)}"
     kl = split_kl_per_dim(checkpoint, replace(data, images=data.images[:KL_IMAGES], labels=data.labels[:KL_IMAGES]))
     dims, values = kl_order(kl), torch.linspace(-3.0, 3.0, TRAVERSAL_STEPS)
-    decoded = decode_traversal(vae, means[first:first + 1], dims, values)
+    decoded = decode_traversal(vae, means[first:first + 1], dims, values, label)
     ranked_on = f"{min(len(data), KL_IMAGES):,} {what} images"
-    traversal = traversal_figure(decoded, dims, kl, values,
-                                 f"Around a {what} image's posterior mean; rows by average KL (nats) on {ranked_on}")
+    traversal = traversal_figure(decoded, dims, kl, values, f"Around a {what} image's posterior mean{given}; "
+                                 f"rows by average KL (nats) on {ranked_on}")
     figures = [("Latent traversals", "Each row sweeps one coordinate of a test image's code from -3 to 3, the "
                 "others fixed; the dimensions with the most KL (the most information) come first.", traversal)]
     if latent >= 2:
@@ -179,7 +216,8 @@ def _latent_figures(checkpoint: Checkpoint, data: ImageSet, what: str, means: to
         how = "at evenly spaced prior quantiles" if latent == 2 else "over the test codes' principal plane"
         figures.append(("The manifold", f"Codes on a {MANIFOLD_SIZE} x {MANIFOLD_SIZE} grid {how}, decoded; "
                         "beside it, the test codes in the same plane.",
-                        manifold_figure(vae, plane, f"Decoded grid {how} (latent {latent})", data, means)))
+                        manifold_figure(vae, plane, f"Decoded grid {how} (latent {latent}){given}", data, means,
+                                        label)))
     return figures
 
 

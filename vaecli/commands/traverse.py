@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vaecli.commands.common import check_output, dataset_label, open_model, test_split
+from vaecli.commands.common import check_output, chosen_class, class_names, dataset_label, open_model, test_split
 from vaecli.commands.options import (
     KL_IMAGES,
     DataRootOption,
@@ -15,6 +15,7 @@ from vaecli.commands.options import (
     FigureOutOption,
     Invert,
     InvertOption,
+    LabelOption,
     ModelDatasetOption,
     ModelOption,
     QuietOption,
@@ -61,6 +62,7 @@ def traverse_command(
     ] = None,
     scale: Annotated[int, typer.Option("--scale", min=1, max=64, help="Enlarge the GIF's frames K times.")] = 1,
     invert: InvertOption = Invert.auto,
+    label: LabelOption = None,
     dataset: ModelDatasetOption = None,
     data_root: DataRootOption = None,
     limit: TestLimitOption = KL_IMAGES,
@@ -73,6 +75,8 @@ def traverse_command(
 
     The code is IMAGE's posterior mean, else -n draws from the prior (--seed). Each row is labelled
     with its dimension's average KL on the first --limit images of the test split; stdout gets the paths.
+    A conditional model needs --label: IMAGE is encoded and every code decoded with that class (the
+    KL uses each test image's own label).
 
     \b
     Example: vae traverse digit.png --steps 7 --active-only -o traverse.png --gif traverse.gif
@@ -84,14 +88,18 @@ def traverse_command(
     from vaecli.traversal import decode_traversal, kl_order, sweep_values, traversal_figure, traversal_frames
 
     values = sweep_values(sweep[0], sweep[1], steps)
+    from vaecli.checkpoint import model_name
+
     checkpoint = open_model(model, device)
-    bases, base_text = _bases(checkpoint, image, count or 1, invert, seed)  # a bad IMAGE fails before the KL
+    index = chosen_class(checkpoint, label, model_name(checkpoint.path))
+    bases, base_text = _bases(checkpoint, image, count or 1, invert, seed, index)  # a bad IMAGE fails before the KL
     kl, what = _test_kl(checkpoint, dataset, data_root, limit)
     dims = kl_order(kl, active_only)
     if not dims:
         raise UsageError(f"no latent dimension is active on {what}; drop --active-only to see them all")
-    decoded = decode_traversal(checkpoint.model, bases, dims, values)
-    title = f"{base_text}, one coordinate swept per row\nrows by average KL (nats) on {what}"
+    decoded = decode_traversal(checkpoint.model, bases, dims, values, index)
+    given = "" if index is None else f", decoded as class {class_names(checkpoint)[index]}"
+    title = f"{base_text}, one coordinate swept per row{given}\nrows by average KL (nats) on {what}"
     figure = traversal_figure(decoded, dims, kl, values, title)
     if out == "-":
         term.emit_bytes(figure)
@@ -130,10 +138,12 @@ def _test_kl(checkpoint: Checkpoint, dataset: str | None, data_root: Path | None
 
 
 def _bases(checkpoint: Checkpoint, image: str | None, count: int, invert: Invert,
-           seed: int) -> tuple[torch.Tensor, str]:
-    """The codes swept around: IMAGE's posterior mean, or `count` seeded draws from the prior."""
+           seed: int, index: int | None) -> tuple[torch.Tensor, str]:
+    """The codes swept around: IMAGE's posterior mean (given class `index`, for a conditional model), or
+    `count` seeded draws from the prior."""
     from vaecli.images import read_images
     from vaecli.latent import make_generator, posterior_means, sample_prior
+    from vaecli.traversal import same_label
 
     if image is None:
         bases = sample_prior(checkpoint.model, count, 1.0, make_generator(seed))
@@ -142,4 +152,5 @@ def _bases(checkpoint: Checkpoint, image: str | None, count: int, invert: Invert
     for line in inputs.notes(invert.value):
         term.note(line)
     name = "stdin" if image == "-" else Path(image).name
-    return posterior_means(checkpoint.model, inputs.pixels), f"Around the posterior mean of {name}"
+    means = posterior_means(checkpoint.model, inputs.pixels, same_label(index, len(inputs.pixels)))
+    return means, f"Around the posterior mean of {name}"
