@@ -376,12 +376,30 @@ BAD_LABELS = [
 ]
 
 
+# Commands whose numbers need p(x) or p(z): a conditional model is refused.
+NEEDS_UNCONDITIONAL = {
+    "score": ["score", "--dataset", "digits"],
+    "ood": ["ood", "--in", "digits", "--out", "digits"],
+    "fit-prior": ["fit-prior", "-o", "out.safetensors"],
+}
+EVAL_LABELS = [
+    (["eval", "-m", "{C}", "--label", "eleven", "-k", "2"], ("--label 'eleven': not a class of",)),
+    (["eval", "-m", "{M}", "--dataset", "digits", "--label", "eleven", "-k", "2"],
+     ("--label 'eleven': not a class of digits", "0 to 9")),
+]
+KEPT = ("out/sample-0001.png", "z.npy", "compare.png", "interpolation.png", "out.png", "out.safetensors")
+
+
 def label_cases() -> list[Case]:
+    label_commands = {**LABEL_COMMANDS, "traverse": ["traverse", "--limit", "8", "-o", "out.png"],
+                      "manifold": ["manifold", "--limit", "8", "-o", "out.png"]}
     return [
-        Case(f"label-{name}-{'conditional' if model == '{C}' else 'plain'}-{extra[-1] if extra else 'none'}",
-             (*args, "-m", model, *extra), words, keep=("out/sample-0001.png", "z.npy", "compare.png",
-                                                        "interpolation.png"))
-        for name, args in LABEL_COMMANDS.items() for model, extra, words in BAD_LABELS
+        *(Case(f"label-{name}-{'conditional' if model == '{C}' else 'plain'}-{extra[-1] if extra else 'none'}",
+               (*args, "-m", model, *extra), words, keep=KEPT)
+          for name, args in label_commands.items() for model, extra, words in BAD_LABELS),
+        *(Case(f"conditional-refused-{name}", (*args, "-m", "{C}"), (f"`vae {name}` needs an unconditional model",),
+               keep=KEPT) for name, args in NEEDS_UNCONDITIONAL.items()),
+        *(Case(f"label-eval-{args[2].strip('{}')}", tuple(args), words, keep=KEPT) for args, words in EVAL_LABELS),
     ]
 
 

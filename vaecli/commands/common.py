@@ -235,4 +235,4 @@ def refuse_conditional(checkpoint: Checkpoint, path: str, command: str) -> None:
     """Commands whose numbers would need p(x), not p(x|y), refuse a conditional model in one line."""
     if checkpoint.config.model.classes:
         raise UsageError(f"{path} is conditional on the class, and `vae {command}` needs an unconditional model "
-                         "(its scores would be of p(x|y)); use a model trained without --conditional")
+                         "(it works with p(x) or p(z), not p(x|y)); use a model trained without --conditional")
