@@ -16,8 +16,8 @@ from typing import Callable, Iterator
 import torch
 
 from vaecli.evaluate import iw_nll_seeded
-from vaecli.models import VAE
-from vaecli.objective import kl_to_standard_normal, log_posterior, reconstruction_nll
+from vaecli.models import VAE, is_hierarchical
+from vaecli.objective import kl_to_standard_normal, log_posterior, loss_terms, reconstruction_nll
 
 SCORE_NAMES = ("nll", "elbo", "recon", "kl", "complexity", "regret")
 ELBO_PARTS = ("elbo", "recon", "kl")
@@ -66,6 +66,11 @@ def elbo_parts(model: VAE, pixels: torch.Tensor, seed: int) -> dict[str, torch.T
     generator = _generator(pixels.device, seed)
     recon, kl = [], []
     for x in pixels.split(ELBO_BATCH):
+        if is_hierarchical(model):  # one draw of every layer; the KL is each layer's, summed
+            layer_recon, kls = loss_terms(model, model(x, generator=generator), x, None)
+            recon.append(layer_recon.double().cpu())
+            kl.append(kls.sum(1).double().cpu())
+            continue
         mu, logvar = model.encode(x)
         noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + noise * torch.exp(0.5 * logvar)

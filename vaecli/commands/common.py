@@ -236,3 +236,13 @@ def refuse_conditional(checkpoint: Checkpoint, path: str, command: str) -> None:
     if checkpoint.config.model.classes:
         raise UsageError(f"{path} is conditional on the class, and `vae {command}` needs an unconditional model "
                          "(it works with p(x) or p(z), not p(x|y)); use a model trained without --conditional")
+
+
+def refuse_hierarchical(checkpoint: Checkpoint, path: str, what: str) -> None:
+    """What works on a one-layer VAE's single z (a fitted prior, regret's refit) refuses a hierarchical model."""
+    from vaecli.config import HIERARCHICAL
+
+    arch = checkpoint.config.model.arch
+    if arch in HIERARCHICAL:
+        raise UsageError(f"{path} is a hierarchical VAE (--arch {arch}), and {what} works on the single latent "
+                         "of a one-layer model (mlp, cnn, resnet); use one of those")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vaecli.commands.common import dataset_name, open_model, refuse_conditional
+from vaecli.commands.common import dataset_name, open_model, refuse_conditional, refuse_hierarchical
 from vaecli.commands.options import (
     DataRootOption,
     DeviceOption,
@@ -78,6 +78,7 @@ def fit_prior_command(
     checkpoint = open_model(model, device, training_state=True)
     source = model_name(checkpoint.path)
     refuse_conditional(checkpoint, source, "fit-prior")
+    refuse_hierarchical(checkpoint, source, "`vae fit-prior`")
     out = out if out is not None else _default_out(checkpoint.path)
     check_output_file(out, "--out")
     config = checkpoint.config

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vaecli.commands.common import compute_scores, open_model, parse_scores, refuse_conditional, settings
+from vaecli.commands.common import (
+    compute_scores,
+    open_model,
+    parse_scores,
+    refuse_conditional,
+    refuse_hierarchical,
+    settings,
+)
 from vaecli.commands.options import (
     SCORE_NAMES,
     BatchRowsOption,
@@ -83,6 +90,8 @@ def ood_command(
 
     checkpoint = open_model(model, device)
     refuse_conditional(checkpoint, model_name(checkpoint.path), "ood")
+    if "regret" in names:
+        refuse_hierarchical(checkpoint, model_name(checkpoint.path), "--score regret")
     started = time.perf_counter()
     score_settings = settings(iw_samples, regret_steps, seed, batch_size)
     specs = {"in": in_data, "out": out_data}

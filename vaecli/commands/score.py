@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vaecli.commands.common import compute_scores, open_model, parse_scores, refuse_conditional, settings
+from vaecli.commands.common import (
+    compute_scores,
+    open_model,
+    parse_scores,
+    refuse_conditional,
+    refuse_hierarchical,
+    settings,
+)
 from vaecli.commands.options import (
     BatchRowsOption,
     BinarizeOption,
@@ -90,6 +97,8 @@ def score_command(
 
     checkpoint = open_model(model, device)
     refuse_conditional(checkpoint, model_name(checkpoint.path), "score")
+    if "regret" in names:
+        refuse_hierarchical(checkpoint, model_name(checkpoint.path), "--score regret")
     if dataset is not None:
         keys, uint8 = _read_dataset(checkpoint, dataset, split, data_root, limit)
     else:
