@@ -101,6 +101,8 @@ SHRUNK = {
         "the bundled ResNet takes 10 s for the 10,000 MNIST test images; the digits test set has 360"),
     "vae train --dataset digits --latent-dim 2 --epochs 30 -o digits2d.safetensors": Shrunk(
         (("--epochs 30", "--epochs 2"),), "30 epochs of 1,437 images take a minute on 2 cores"),
+    "vae train --arch hvae --dataset mnist --binarize --groups 3 --free-bits 0.25 --grad-clip 200 --warmup 5 "
+    "-o hvae.safetensors": Shrunk((("--warmup 5", f"--warmup 5 {FEW_EPOCHS}"),), "20 epochs take 20 minutes"),
     "vae train --dataset digits --conditional --epochs 20 -o digits-cond.safetensors": Shrunk(
         (("--epochs 20", "--epochs 2"),), "20 epochs of 1,437 images take 20 s on 2 cores"),
     "vae tour -m mnist --html -o page/ | tail -1": Shrunk(

@@ -96,6 +96,12 @@ class ModelConfig:
         return (self.channels, self.height, self.width)
 
     @property
+    def map_shape(self) -> tuple[int, int, int]:
+        """An hvae's lower latent maps: group_channels at a quarter of the image (halved twice, rounding up)."""
+        height, width = (math.ceil(math.ceil(side / 2) / 2) for side in (self.height, self.width))
+        return (self.group_channels, height, width)
+
+    @property
     def output_params(self) -> int:
         """Decoder outputs per subpixel: 1 (logit or mean); logistic: mean and log-scale, plus a logit if mixed."""
         if self.likelihood != "logistic":

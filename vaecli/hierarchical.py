@@ -23,7 +23,7 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 def stage_sizes(height: int, width: int) -> list[tuple[int, int]]:
-    """The image, half of it and a quarter of it (rounding up): the lower layers live at the last."""
+    """The image, half of it and a quarter of it (rounding up): the lower layers live at the last (map_shape)."""
     sizes = [(height, width)]
     for _ in range(2):
         sizes.append((math.ceil(sizes[-1][0] / 2), math.ceil(sizes[-1][1] / 2)))
@@ -77,7 +77,7 @@ class HVAE(nn.Module):
         self.config = config
         width, lower = config.hidden, config.groups - 1
         sizes = stage_sizes(config.height, config.width)
-        self.map_shape = (config.group_channels, *sizes[2])
+        self.map_shape = config.map_shape
         flat = width * sizes[2][0] * sizes[2][1]
         self.stem = nn.Sequential(
             nn.Conv2d(config.channels, width, 3, stride=2, padding=1), ResidualBlock(width),

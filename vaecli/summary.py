@@ -22,6 +22,7 @@ def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
         ("image shape", " x ".join(str(v) for v in model.image_shape)),
         ("likelihood", _likelihood(model)),
         *([("conditional", _classes_line(model.classes, meta))] if model.classes else []),
+        *([("layers", _layers_line(model))] if model.groups else []),
         ("prior", _prior_line(model.prior_components or 0, meta.prior)),
         ("dataset", str(config.dataset)),
         ("epochs done", f"{meta.epochs_done} of {config.epochs}"),
@@ -32,6 +33,8 @@ def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
     if meta.history:
         test = meta.history[-1].test
         rows.append(("test loss", _test_loss(meta, test)))
+        if test is not None and test.kl_per_layer:
+            rows.append(("KL per layer", ", ".join(f"{kl:.2f}" for kl in test.kl_per_layer) + " (top first)"))
         if test is not None and test.active_units is not None:
             rows.append(("active units", f"{test.active_units} of {model.latent_dim} (KL > 0.01 nats)"))
     for key in EVALUATION_KEYS:
@@ -41,6 +44,11 @@ def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
     elif meta.command:
         rows.append(("command", meta.command))
     return rows
+
+
+def _layers_line(model: Any) -> str:
+    return (f"{model.groups} stochastic: the top a {model.latent_dim}-d vector, then {model.groups - 1} maps of "
+            + " x ".join(map(str, model.map_shape)))
 
 
 def _classes_line(classes: int, meta: Any) -> str:
