@@ -536,7 +536,7 @@ def restore_generator(generator: torch.Generator, checkpoint: Checkpoint) -> Non
 
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-BUNDLED_MODELS = ("mnist", "fashion-mnist")  # names that -m accepts instead of a path
+BUNDLED_MODELS = ("mnist", "fashion-mnist", "mnist-conditional")  # names that -m accepts instead of a path
 DEFAULT_MODEL_FILE = "vae.safetensors"
 
 

@@ -95,7 +95,7 @@ def _evaluation_rows(record: Any) -> list[tuple[str, str]]:
                  f"KL {number(elbo.get('kl'))})")
     if is_number(record.get("bits_per_dim")):
         line += f", {record['bits_per_dim']:.4f} bits/dim"
-    rows = [("-log p(x)", line)]
+    rows = [("-log p(x|y)" if record.get("conditional") is True else "-log p(x)", line)]
     if record.get("command"):
         rows.append(("  measured by", str(record["command"])))
     return rows
