@@ -65,7 +65,7 @@ def test_bash_completes_commands_options_values_and_paths(tmp_path):
 @pytest.mark.parametrize(
     "words,expected",
     [
-        (["train", "--arch"], ["mlp", "cnn", "resnet"]),
+        (["train", "--arch"], ["mlp", "cnn", "resnet", "hvae"]),
         (["train", "--likelihood"], ["bernoulli", "gaussian", "logistic"]),
         (["train", "--lr-schedule"], ["constant", "cosine"]),
         (["train", "--precision"], ["fp32", "bf16"]),
