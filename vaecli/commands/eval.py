@@ -20,6 +20,7 @@ from vaecli.commands.options import (
     ModelOption,
     QuietOption,
     between,
+    label_option,
     seed_option,
 )
 from vaecli.console import term
@@ -40,8 +41,7 @@ def eval_command(
     limit: LimitOption = None,
     label: Annotated[
         Optional[str],
-        typer.Option("--label", show_default=False,
-                     help="Evaluate only the images of this class: its number or name (a conditional model's "
+        label_option("Evaluate only the images of this class: its number or name (a conditional model's "
                      "class, else one of the dataset's labels); --limit then counts that class's images."),
     ] = None,
     iw_samples: Annotated[

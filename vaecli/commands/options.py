@@ -206,8 +206,11 @@ SamplePixelsOption = Annotated[
 ]
 PixelSeedOption = Annotated[int, seed_option("Seed of the pixel draws of --sample-pixels.")]
 FigureOutOption = Annotated[str, typer.Option("--out", "-o", help="The figure PNG, or - for its bytes on stdout.")]
+def label_option(help_text: str) -> typer.models.OptionInfo:
+    """--label: a class by number or name (common.chosen_class reads it), with a command's own help."""
+    return typer.Option("--label", show_default=False, help=help_text)
+
+
 LabelOption = Annotated[
-    Optional[str],
-    typer.Option("--label", show_default=False,
-                 help="The class for a conditional model (vae train --conditional): its number or name."),
+    Optional[str], label_option("The class for a conditional model (vae train --conditional): its number or name.")
 ]

@@ -29,6 +29,7 @@ from vaecli.commands.options import (
     QuietOption,
     SamplePixelsOption,
     ScaleOption,
+    label_option,
     seed_option,
 )
 from vaecli.config import MAX_SEED
@@ -59,8 +60,7 @@ def sample_command(
     ] = None,
     label: Annotated[
         Optional[str],
-        typer.Option("--label", show_default=False,
-                     help="The class to draw for a conditional model (vae train --conditional): its number or "
+        label_option("The class to draw for a conditional model (vae train --conditional): its number or "
                      "name, or all for a row per class with the same z in each column."),
     ] = None,
     quiet: QuietOption = False,
