@@ -55,7 +55,8 @@ def test_bash_completes_commands_options_values_and_paths(tmp_path):
     assert {"mnist", "fashion-mnist", "kmnist", "digits", "pictures"} <= set(datasets)
     assert _bash_complete(["vae", "sample", "--device", "c"], tmp_path) == ["cpu", "cuda"]
     models = sorted(_bash_complete(["vae", "info", ""], tmp_path))
-    assert models == ["fashion-mnist", "mnist", "mnist-conditional", "model.safetensors", "pictures"]  # no "my file.png"
+    # No "my file.png": only checkpoints, bundled names and folders.
+    assert models == ["fashion-mnist", "mnist", "mnist-conditional", "model.safetensors", "pictures"]
     assert _bash_complete(["vae", "sample", "-m", "mo"], tmp_path) == ["model.safetensors"]
     assert _bash_complete(["vae", "completion", ""], tmp_path) == ["bash", "zsh", "fish"]
     assert _bash_complete(["vae", "sample", "--seed", ""], tmp_path) == []  # a number: nothing to offer

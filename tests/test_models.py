@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from vaecli.config import ARCHITECTURES, DEFAULT_HIDDEN, ModelConfig
+from vaecli.config import ARCHITECTURES, DEFAULT_HIDDEN, HIERARCHICAL, ModelConfig
 from vaecli.models import BUILDERS, SubPixelConvTranspose, build_model, inference_decoder
 
 
 def test_the_registry_builds_every_architecture_the_config_names():
     """config.ARCHITECTURES (read without torch) and the builders in models.py name the same ones."""
-    assert tuple(BUILDERS) == ARCHITECTURES == tuple(DEFAULT_HIDDEN)
+    assert (*BUILDERS, *HIERARCHICAL) == ARCHITECTURES == tuple(DEFAULT_HIDDEN)
     for name, builder in BUILDERS.items():
         assert callable(builder), name
 

@@ -164,8 +164,10 @@ def test_every_architecture_fits_any_image_shape(arch, shape):
     config = ModelConfig(arch=arch, channels=shape[0], height=shape[1], width=shape[2], latent_dim=3, hidden=8)
     model = build_model(config)
     x = torch.rand(2, *shape)
-    logits, mu, logvar = model(x, torch.Generator().manual_seed(0))
+    logits = model(x, torch.Generator().manual_seed(0))[0]  # a hierarchical model returns its layers' KL next
+    mu, logvar = model.encode(x)
     assert logits.shape == x.shape and mu.shape == (2, 3) and logvar.shape == (2, 3)
+    assert model.decode(mu).shape == x.shape
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -73,15 +73,15 @@ def test_the_hot_loop_waits_for_the_device_once_per_epoch_whatever_its_length(mo
 def test_a_planted_nan_seen_late_still_names_its_step_and_keeps_the_last_good_epoch(cli, monkeypatch, tmp_path):
     """128 images, 32 a batch: 4 steps an epoch. The loss of epoch 2's second step is NaN; the
     check runs only at the epoch's end, two steps later, and names that step."""
-    real = vaecli.train.reconstruction_nll
+    real = vaecli.train.loss_terms
     calls = {"n": 0}
 
-    def planted(model, output, x):
+    def planted(model, result, x, noise):
         calls["n"] += 1
-        recon = real(model, output, x)
-        return recon * float("nan") if calls["n"] == 6 else recon
+        recon, kls = real(model, result, x, noise)
+        return (recon * float("nan") if calls["n"] == 6 else recon), kls
 
-    monkeypatch.setattr(vaecli.train, "reconstruction_nll", planted)
+    monkeypatch.setattr(vaecli.train, "loss_terms", planted)
     monkeypatch.setattr(vaecli.train, "CHECK_EVERY_S", 1e9)
     result = cli("train", *TINY, "--epochs", "3", "-o", "run.safetensors")
     assert result.exit_code == 1, (result.stdout, result.stderr)
