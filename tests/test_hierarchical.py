@@ -204,3 +204,20 @@ def test_every_command_runs_on_it(cli, hvae_model, tmp_path):
 def test_what_needs_a_single_latent_refuses_it(cli, hvae_model, args, fragment):
     result = cli(*args, "-m", hvae_model)
     assert result.exit_code == 2 and fragment in one_error_line(result)
+
+
+def test_sample_draws_the_lower_layers_seeded_and_prefix_stable(cli, hvae_model, tmp_path):
+    def files(count: str, folder: str) -> list[bytes]:
+        result = cli("sample", "-m", hvae_model, "-n", count, "--seed", "4", "-o", folder)
+        assert result.exit_code == 0, result.stderr
+        return [path.read_bytes() for path in sorted((tmp_path / folder).glob("sample-*.png"))]
+
+    three, five = files("3", "a"), files("5", "b")
+    assert three == five[:3]  # the first images do not depend on -n
+    model = load_checkpoint(hvae_model).model
+    z = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(2, model.lower_dims, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        means = model.decode(z)
+        assert torch.equal(model.decode(z, lower_noise=torch.zeros_like(noise)), means)  # noise 0: the prior means
+        assert not torch.allclose(model.decode(z, lower_noise=noise), means)

@@ -113,11 +113,23 @@ class HVAE(nn.Module):
         """log p(z_1) of the top layer, N(0, I): (...)."""
         return standard_normal_log_prob(z)
 
-    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder output for top codes (B, latent), every lower layer at its prior mean given those above."""
+    @property
+    def lower_dims(self) -> int:
+        """Standard-normal draws the lower layers take per image when sampled (decode's lower_noise)."""
+        return self.noise_dims - self.config.latent_dim
+
+    def decode(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None, lower_noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Decoder output for top codes (B, latent): each lower layer at its prior mean given those above,
+        or with lower_noise (B, lower_dims) drawn from that prior, z_i = mu_p + sigma_p * noise."""
         state = self.top_decoder(z)
+        draws = None if lower_noise is None else self._split(torch.cat([z, lower_noise.to(z)], dim=1))
+        if draws is not None:
+            next(draws)  # the top layer's part: z itself
         for cell in self.cells:
-            state = cell.absorb(state, cell.prior_params(state)[0])
+            mu, logvar = cell.prior_params(state)
+            state = cell.absorb(state, mu if draws is None else mu + next(draws) * torch.exp(0.5 * logvar))
         return self.head(state)
 
     def forward(

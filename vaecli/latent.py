@@ -36,6 +36,13 @@ def make_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def lower_layer_noise(model: VAE, count: int, temperature: float, generator: torch.Generator) -> torch.Tensor | None:
+    """A hierarchical model's draws for its lower layers, scaled by T, whose first k rows do not depend on count;
+    None for a one-layer model."""
+    dims = getattr(model, "lower_dims", 0)
+    return temperature * prefix_stable_normal(count, dims, generator) if dims else None
+
+
 def sample_prior(model: VAE, count: int, temperature: float, generator: torch.Generator) -> torch.Tensor:
     """z from the model's prior, spread scaled by T (N(0, T^2 I) for the standard one): (count, latent).
 
@@ -58,18 +65,24 @@ def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_to_pixels(
-    model: VAE, z: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    model: VAE, z: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None,
+    lower_noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The mean of p(x|z) for each code as uint8 (N, C, H, W) on the CPU; with a generator, a draw from it.
 
-    A conditional model decodes each code with its label (N,): p(x|z,y)."""
+    A conditional model decodes each code with its label (N,): p(x|z,y); a hierarchical one draws its
+    lower layers with lower_noise (N, lower_dims), else sets them to their prior means."""
     device = _device(model)
 
     def image(output: torch.Tensor) -> torch.Tensor:
         return output_to_image(model, output) if generator is None else sample_output(model, output, generator)
 
+    def decode(start: int, batch: torch.Tensor) -> torch.Tensor:
+        lower = {} if lower_noise is None else {"lower_noise": _on(device, lower_noise, start)}
+        return model.decode(batch.to(device, torch.float32), _on(device, labels, start), **lower)
+
     chunks = [
-        to_uint8(image(model.decode(batch.to(device, torch.float32), _on(device, labels, start)))).cpu()
+        to_uint8(image(decode(start, batch))).cpu()
         for start, batch in zip(range(0, z.shape[0], BATCH_SIZE), z.split(BATCH_SIZE), strict=True)
     ]
     if not chunks:

@@ -68,7 +68,7 @@ def sample_command(
     """Draw z from the prior (N(0, I), or as fitted by vae fit-prior) and decode it.
 
     Writes sample-0001.png... in -o DIR (paths on stdout), or one --grid. Each image is the mean of
-    p(x|z), or with --sample-pixels a draw from it.
+    p(x|z), or with --sample-pixels a draw from it. A hierarchical model (--arch hvae) draws every layer.
 
     \b
     Example: vae sample -n 16 --grid samples.png
@@ -80,7 +80,7 @@ def sample_command(
     check_image_outputs(out, grid, nrow)
     from vaecli.checkpoint import model_name
     from vaecli.images import check_grid
-    from vaecli.latent import BATCH_SIZE, decode_to_pixels, make_generator, sample_prior
+    from vaecli.latent import BATCH_SIZE, decode_to_pixels, lower_layer_noise, make_generator, sample_prior
 
     checkpoint = open_model(model, device)
     chosen = chosen_class(checkpoint, label, model_name(checkpoint.path), allow_all=True)
@@ -96,10 +96,13 @@ def sample_command(
         _sample_every_class(checkpoint, count, temperature, generator, pixel_draws,
                             _Target(out, grid, nrow, scale, force))
         return
+    # A hierarchical model's lower layers draw from their own stream, so the top codes stay those of --seed.
+    lower_generator = make_generator((seed + 1) % (MAX_SEED + 1))
+    vae = checkpoint.model
     # Drawn and decoded a batch at a time: the rows are the same as in one draw (prefix-stable).
     batches = (
-        decode_to_pixels(checkpoint.model, sample_prior(checkpoint.model, size, temperature, generator), pixel_draws,
-                         label_tensor(chosen, size))
+        decode_to_pixels(vae, sample_prior(vae, size, temperature, generator), pixel_draws,
+                         label_tensor(chosen, size), lower_layer_noise(vae, size, temperature, lower_generator))
         for size in batch_sizes(count, BATCH_SIZE)
     )
     write_images(batches, count, out, grid, nrow, scale, force, "sample")
