@@ -200,17 +200,24 @@ def chosen_class(checkpoint: Checkpoint, given: str | None, path: str, allow_all
         return None
     names = class_names(checkpoint)
     if given is None:
-        raise UsageError(f"{path} is conditional on the class: give --label, one of {_choices(names, allow_all)}")
+        raise UsageError(f"{path} is conditional on the class: give --label, one of {class_choices(names, allow_all)}")
     if allow_all and given == ALL_CLASSES:
         return ALL_CLASSES
+    index = class_index(given, names)
+    if index is None:
+        raise UsageError(f"--label {_short(given)}: not a class of {path}; "
+                         f"choose one of {class_choices(names, allow_all)}")
+    return index
+
+
+def class_index(given: str, names: list[str]) -> int | None:
+    """A class by its name (exactly, then ignoring case) or its number; None when there is no such class."""
     if given in names:
         return names.index(given)
-    if given.strip().isdigit() and int(given) < classes:
+    if given.strip().isdigit() and int(given) < len(names):
         return int(given)
     lowered = [name.lower() for name in names]
-    if given.lower() in lowered:
-        return lowered.index(given.lower())
-    raise UsageError(f"--label {_short(given)}: not a class of {path}; choose one of {_choices(names, allow_all)}")
+    return lowered.index(given.lower()) if given.lower() in lowered else None
 
 
 def label_tensor(index: int | None, count: int) -> torch.Tensor | None:
@@ -220,7 +227,8 @@ def label_tensor(index: int | None, count: int) -> torch.Tensor | None:
     return None if index is None else torch.full((count,), index, dtype=torch.int64)
 
 
-def _choices(names: list[str], allow_all: bool) -> str:
+def class_choices(names: list[str], allow_all: bool = False) -> str:
+    """The classes --label accepts, for error messages: numbers, and names where they are not numbers."""
     numbered = all(name == str(i) for i, name in enumerate(names))
     shown = f"0 to {len(names) - 1}" if numbered else (
         f"0 to {len(names) - 1} or a name: " + ", ".join(names[:12]) + (", ..." if len(names) > 12 else ""))

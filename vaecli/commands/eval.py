@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vaecli.commands.common import chosen_class, class_names, dataset_name, open_model, progress
+from vaecli.commands.common import (
+    chosen_class,
+    class_choices,
+    class_index,
+    class_names,
+    dataset_name,
+    open_model,
+    progress,
+)
 from vaecli.commands.options import (
     MAX_BATCH_ROWS,
     MAX_IW_SAMPLES,
@@ -114,32 +122,15 @@ def _images(checkpoint: Checkpoint, name: str, split: str, data_root: Path | Non
         return load_dataset(name, split, data_root=data_root, shape=shape, limit=limit), None
     data = load_dataset(name, split, data_root=data_root, shape=shape)
     if index is None:  # an unconditional model: a class of the dataset
-        index = _dataset_class(label, data.class_names)
+        index = class_index(label, data.class_names)
         if index is None:
             raise UsageError(f"--label {label[:40]!r}: not a class of {name}; "
-                             f"choose one of {_choices(data.class_names)}")
+                             f"choose one of {class_choices(data.class_names)}")
     keep = (data.labels == index).nonzero().flatten()[:limit]
     if len(keep) == 0:
         raise DataError(f"the {name} {split} split has no images of class {label}")
     names = class_names(checkpoint) if checkpoint.config.model.classes else data.class_names
     return replace(data, images=data.images[keep], labels=data.labels[keep]), names[index]
-
-
-def _choices(names: list[str]) -> str:
-    shown = f"0 to {len(names) - 1}"
-    if any(name != str(i) for i, name in enumerate(names)):
-        shown += " or a name: " + ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-    return shown
-
-
-def _dataset_class(given: str, names: list[str]) -> int | None:
-    """A class of the dataset by its name (exactly, then ignoring case) or its number; None if it has none such."""
-    if given in names:
-        return names.index(given)
-    if given.strip().isdigit() and int(given) < len(names):
-        return int(given)
-    lowered = [name.lower() for name in names]
-    return lowered.index(given.lower()) if given.lower() in lowered else None
 
 
 def _report(checkpoint: Checkpoint, dataset: str, split: str, binarize: bool, result: Evaluation,
