@@ -102,6 +102,7 @@ def iw_nll(
     out = torch.empty(pixels.shape[0], dtype=torch.float64)
     was_training = model.training
     model.eval()
+    # The sub-pixel rewrite pays for a one-layer decoder; measured on an hvae, it made a pass 10% slower.
     decoder = None if is_hierarchical(model) else inference_decoder(model)
     with torch.inference_mode():
         for start in range(0, pixels.shape[0], images_per_pass):
