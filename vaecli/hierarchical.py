@@ -31,13 +31,17 @@ def stage_sizes(height: int, width: int) -> list[tuple[int, int]]:
 
 
 def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z; mu, exp(logvar)) summed over every dimension but the first: (B,)."""
+    """log N(z; mu, exp(logvar)) summed over every dimension but the first, in fp32 under autocast too: (B,)."""
+    z, mu, logvar = z.float(), mu.float(), logvar.float()
     terms = (z - mu).square() * torch.exp(-logvar) + logvar + LOG_2PI
     return -0.5 * terms.flatten(1).sum(1)
 
 
 def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) summed over every dimension but the first: (B,)."""
+    """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) summed over every dimension but the first: (B,).
+
+    In fp32 whatever the forward pass ran in: the sum runs over hundreds of dimensions."""
+    mu_q, logvar_q, mu_p, logvar_p = (t.float() for t in (mu_q, logvar_q, mu_p, logvar_p))
     terms = logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p).square()) * torch.exp(-logvar_p) - 1
     return 0.5 * terms.flatten(1).sum(1)
 
@@ -144,7 +148,7 @@ class HVAE(nn.Module):
         feats = self.features(x)
         mu, logvar = self.encode_features(feats[-1])
         z = mu + next(draws) * torch.exp(0.5 * logvar)
-        kls = [0.5 * (mu.square() + torch.exp(logvar) - logvar - 1).sum(1)]
+        kls = [gaussian_kl(mu, logvar, torch.zeros_like(mu), torch.zeros_like(logvar))]  # to N(0, I)
         state = self.top_decoder(z)
         for cell, feature in zip(self.cells, reversed(feats), strict=True):
             prior = cell.prior_params(state)
