@@ -120,6 +120,8 @@ BAD_METADATA = {
     "loss_missing": _set("history.1.test.loss", _DELETE),
     "epoch_missing": _set("history.0.epoch", _DELETE),
     "elapsed_huge_int": _set("history.0.elapsed_s", 10**400),
+    "machine_number": _set("history.0.machine", 2),
+    "machine_huge": _set("history.1.machine", "x" * 100_000),
     "integer_of_5000_digits": _huge_integer,
     "kl_per_dim_text": _set("history.1.test.kl_per_dim", "0.1 0.2"),
     "epochs_done_absurd": _set("epochs_done", 10**12),

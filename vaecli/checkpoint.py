@@ -387,7 +387,7 @@ METADATA_FIELDS = {
 RECORD_FIELDS = {
     "epoch": Field(lambda value: _is_count(value, MAX_EPOCHS_DONE) and value >= 1,
                    f"is not a whole number from 1 to {MAX_EPOCHS_DONE}", required=True),
-    "elapsed_s": NUMBER, "images_per_s": NUMBER, "lr": NUMBER, "beta": NUMBER,
+    "elapsed_s": NUMBER, "images_per_s": NUMBER, "lr": NUMBER, "beta": NUMBER, "machine": TEXT,
 }
 LOSSES_FIELDS = {
     "recon": Field(_is_number, "is not a number", required=True),

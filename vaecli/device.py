@@ -52,3 +52,31 @@ def _mps_available() -> bool:
 
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())
+
+
+def describe_machine(device: torch.device, processes: int = 1) -> str:
+    """Where a run happened, as its records keep it: 'cpu: AMD EPYC, 2 threads', '4 x cuda: NVIDIA H200'."""
+    import torch
+
+    if device.type == "cuda":
+        where = f"cuda: {torch.cuda.get_device_name(device)}"
+    elif device.type == "cpu":
+        where = f"cpu: {cpu_name()}, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
+    else:
+        where = f"{device.type}: {cpu_name()}"
+    return where if processes == 1 else f"{processes} x {where}"
+
+
+def cpu_name() -> str:
+    """The processor's model name where the OS tells it (Linux), else its architecture."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model") and value.strip():
+                    return " ".join(value.split())[:100]
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown processor"

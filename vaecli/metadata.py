@@ -53,11 +53,12 @@ class EpochRecord:
     beta: float | None = None  # the KL weight of the epoch's last step
     train: Losses | None = None  # averaged over the epoch's steps, as the weights changed
     test: Losses | None = None  # the test split after the epoch (evaluate.elbo_summary)
+    machine: str | None = None  # where the epoch ran (device.describe_machine); absent in older files
 
     def to_dict(self) -> dict:
         return _without_none({
             "epoch": self.epoch, "elapsed_s": self.elapsed_s, "images_per_s": self.images_per_s,
-            "lr": self.lr, "beta": self.beta,
+            "lr": self.lr, "beta": self.beta, "machine": self.machine,
             "train": None if self.train is None else self.train.to_dict(),
             "test": None if self.test is None else self.test.to_dict(),
         })
@@ -67,7 +68,7 @@ class EpochRecord:
         train, test = data.get("train"), data.get("test")
         return cls(
             epoch=data.get("epoch"), elapsed_s=data.get("elapsed_s"), images_per_s=data.get("images_per_s"),
-            lr=data.get("lr"), beta=data.get("beta"),
+            lr=data.get("lr"), beta=data.get("beta"), machine=data.get("machine"),
             train=Losses.from_dict(train) if isinstance(train, dict) else None,
             test=Losses.from_dict(test) if isinstance(test, dict) else None,
         )

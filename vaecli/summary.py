@@ -37,6 +37,8 @@ def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
             rows.append(("KL per layer", ", ".join(f"{kl:.2f}" for kl in test.kl_per_layer) + " (top first)"))
         if test is not None and test.active_units is not None:
             rows.append(("active units", f"{test.active_units} of {model.latent_dim} (KL > 0.01 nats)"))
+        if any(record.machine for record in meta.history):
+            rows.append(("trained on", _machines_line(meta.history)))
     for key in EVALUATION_KEYS:
         rows += _evaluation_rows(meta.extra.get(key))
     if meta.recipe:
@@ -98,7 +100,30 @@ def _evaluation_rows(record: Any) -> list[tuple[str, str]]:
     rows = [("-log p(x|y)" if record.get("conditional") is True else "-log p(x)", line)]
     if record.get("command"):
         rows.append(("  measured by", str(record["command"])))
+    if is_number(record.get("elapsed_s")) and isinstance(record.get("machine"), str):
+        rows.append(("  took", f"{duration(record['elapsed_s'])} on {record['machine']}"))
     return rows
+
+
+def _machines_line(history: list) -> str:
+    """The training time spent on each machine, the most first: a resumed run may have moved between them."""
+    spent: dict[str, list[float]] = {}
+    for record in history:
+        where = record.machine or "a machine not recorded"
+        seconds = record.elapsed_s if is_number(record.elapsed_s) else 0.0
+        spent.setdefault(where, [0.0, 0])
+        spent[where][0] += seconds
+        spent[where][1] += 1
+    parts = sorted(spent.items(), key=lambda item: -item[1][0])
+    return "; ".join(f"{duration(seconds)} on {where} ({count} epoch{'s' if count != 1 else ''})"
+                     for where, (seconds, count) in parts)
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a reader takes them in: 45 s, 12 min, 2.4 h."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def _prior_line(components: int, fit: object) -> str:

@@ -15,6 +15,7 @@ import torch
 from vaecli.checkpoint import Checkpoint, restore_generator, save_checkpoint
 from vaecli.config import TrainConfig
 from vaecli.data import ImageSet, eval_pixels, to_pixels
+from vaecli.device import describe_machine
 from vaecli.distributed import SINGLE_PROCESS, World, barrier, shard, sum_across
 from vaecli.errors import TrainingError
 from vaecli.evaluate import elbo_summary
@@ -229,6 +230,7 @@ class _Loop:
     steps_per_epoch: int
     world: World
     hooks: Hooks
+    machine: str  # device.describe_machine, kept in each epoch's record
     test_labels: torch.Tensor | None = None  # the test split's, for a conditional model
 
     @property
@@ -258,7 +260,7 @@ def fit(
     images = train_set.images.to(device)
     batch = min(config.batch_size, images.shape[0])
     loop = _Loop(config, run, net, images, model_labels(config, train_set, device), batch,
-                 math.ceil(images.shape[0] / batch), world, hooks or Hooks())
+                 math.ceil(images.shape[0] / batch), world, hooks or Hooks(), describe_machine(device, world.size))
     test_pixels = eval_pixels(config, test_set, device) if world.is_main else None
     loop.test_labels = model_labels(config, test_set, device)
 
@@ -381,6 +383,7 @@ def _epoch_record(
         images_per_s=round(n / done.train_seconds, 1),
         lr=loop.run.optimizer.param_groups[0]["lr"],
         beta=done.beta,
+        machine=loop.machine,
         train=Losses(recon=recon, kl=kl, loss=loss),
         test=elbo_summary(loop.run.model, test_pixels, labels=loop.test_labels) if loop.world.is_main else None,
     )

@@ -81,6 +81,7 @@ def eval_command(
     term.quiet = quiet
     from vaecli.checkpoint import model_name
     from vaecli.data import fixed_pixels
+    from vaecli.device import describe_machine
     from vaecli.evaluate import default_rows, evaluate_split
     from vaecli.memory import check_fits, model_bytes
     from vaecli.projection import own_labels
@@ -103,6 +104,7 @@ def eval_command(
         result = evaluate_split(checkpoint.model, pixels, iw_samples, seed, advance, batch_size,
                                 None if labels is None else labels.to(model_device))
     report = _report(checkpoint, name, split, binarize, result, class_name)
+    report["machine"] = describe_machine(model_device)
     if json_out:
         term.emit(json.dumps(report))
     else:
@@ -169,4 +171,4 @@ def _print_report(report: dict, prior_components: int, seconds: float) -> None:
     term.emit(f"-ELBO            {elbo['loss']:.2f} nats (recon {elbo['recon']:.2f}, KL {elbo['kl']:.2f})")
     term.emit(f"{nll} {report['nll']:.2f} nats (importance-weighted, K = {report['iw_samples']}{given})")
     term.emit(f"bits per dim     {report['bits_per_dim']:.4f}")
-    term.emit(f"time             {seconds:.1f} s")
+    term.emit(f"time             {seconds:.1f} s on {report['machine']}")

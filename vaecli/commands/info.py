@@ -11,7 +11,7 @@ import typer
 from vaecli.commands.common import model_path
 from vaecli.commands.options import JsonOption
 from vaecli.console import printable, term
-from vaecli.summary import is_number, number, summary_rows
+from vaecli.summary import duration, is_number, number, summary_rows
 
 HISTORY_COLUMNS = ("epoch", "train", "test", "recon", "KL", "s", "img/s", "")
 
@@ -56,7 +56,7 @@ def _history_table(history: list, every: bool) -> tuple[str, list[list[str]]]:
     last = history[-1]
     shown = history if every else [record for record in history if record is best or record is last]
     seconds = sum(r.elapsed_s for r in history if is_number(r.elapsed_s))
-    title = f"history (test split): {len(history)} epochs, {_duration(seconds)} of training"
+    title = f"history (test split): {len(history)} epochs, {duration(seconds)} of training"
     if not every and len(history) > len(shown):
         title += "; the best and the last (every epoch: --history)"
     rows = []
@@ -112,7 +112,3 @@ def _rich_text(rows: list[tuple[str, str]], title: str, table: list[list[str]]) 
     return console.file.getvalue().rstrip("\n")
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"

@@ -1,0 +1,51 @@
+"""Where training and evaluation ran: each epoch's record and `vae eval` name the machine, `vae info` sums it."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from vaecli.device import cpu_name, describe_machine
+from vaecli.metadata import EpochRecord
+from vaecli.summary import _machines_line
+
+from tests.helpers.safetensors_bytes import edit_metadata
+
+
+def test_each_epoch_records_the_machine_it_ran_on(tiny_model, cli):
+    history = json.loads(cli("info", tiny_model, "--json").stdout)["history"]
+    expected = describe_machine(torch.device("cpu"))
+    assert [record["machine"] for record in history] == [expected] * len(history)
+    threads = torch.get_num_threads()
+    assert expected == f"cpu: {cpu_name()}, {threads} thread{'s' if threads > 1 else ''}"
+
+
+def test_info_sums_the_hours_per_machine(tiny_model, cli, tmp_path):
+    # A run resumed on another machine: its first epoch moved to a GPU, and an older file's epoch unrecorded.
+    def moved(meta: dict) -> None:
+        meta["history"][0]["machine"] = "cuda: NVIDIA H200"
+        meta["history"][0]["elapsed_s"] = 7200.0
+
+    edited = tmp_path / "moved.safetensors"
+    edited.write_bytes(edit_metadata(tiny_model.read_bytes(), moved))
+    result = cli("info", edited)
+    assert result.exit_code == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("trained on"))
+    assert "2.0 h on cuda: NVIDIA H200 (1 epoch);" in line
+    assert f"on {describe_machine(torch.device('cpu'))} (1 epoch)" in line
+
+
+def test_machines_line_puts_the_longest_first_and_names_the_unrecorded():
+    history = [EpochRecord(1, 30.0), EpochRecord(2, 600.0, machine="cpu: A, 2 threads"),
+               EpochRecord(3, 900.0, machine="cpu: A, 2 threads"), EpochRecord(4, 50.0, machine="cuda: B")]
+    assert _machines_line(history) == ("25 min on cpu: A, 2 threads (2 epochs); 50 s on cuda: B (1 epoch); "
+                                       "30 s on a machine not recorded (1 epoch)")
+
+
+def test_eval_names_the_machine(tiny_model, cli):
+    result = cli("eval", "-m", tiny_model, "--dataset", "digits", "--limit", "8", "--iw-samples", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["machine"] == describe_machine(torch.device("cpu"))
+    shown = cli("eval", "-m", tiny_model, "--dataset", "digits", "--limit", "8", "--iw-samples", "2")
+    assert f" s on {describe_machine(torch.device('cpu'))}" in shown.stdout
