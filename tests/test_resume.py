@@ -46,6 +46,9 @@ def assert_same_training_state(a: Path, b: Path) -> None:
     for key, value in first.optimizer_state.items():
         assert torch.equal(value, second.optimizer_state[key]), f"optimizer state {key} differs"
     assert torch.equal(first.rng_state, second.rng_state)
+    assert first.training_weights.keys() == second.training_weights.keys()  # with --ema: the raw weights
+    for name, tensor in first.training_weights.items():
+        assert torch.equal(tensor, second.training_weights[name]), f"training weight {name} differs"
 
 
 @pytest.mark.slow

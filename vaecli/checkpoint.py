@@ -36,6 +36,8 @@ MAX_HEADER_BYTES = 8_000_000  # a vaecli header is a few kB; refuse before readi
 MAX_CHECKPOINT_BYTES = 4 << 30
 MODEL_PREFIX = "model."
 OPTIMIZER_PREFIX = "optimizer."
+# With --ema, model.* holds the averaged weights users run, and these the weights as trained (for --resume).
+TRAINING_PREFIX = "training."
 RNG_KEY = "rng.train"
 # Bytes per element of each safetensors dtype; vaecli writes F32 and U8.
 DTYPE_BYTES = {
@@ -64,6 +66,7 @@ class Checkpoint:
     path: Path
     optimizer_state: dict[str, torch.Tensor] = field(default_factory=dict)
     rng_state: torch.Tensor | None = None
+    training_weights: dict[str, torch.Tensor] = field(default_factory=dict)  # with --ema: the raw weights
 
     @property
     def epochs_done(self) -> int:
@@ -81,11 +84,14 @@ def save_checkpoint(
     meta: dict,
     optimizer_state: dict[str, torch.Tensor] | None = None,
     rng_state: torch.Tensor | None = None,
+    training_weights: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write the checkpoint to a temporary file beside `path`, then rename it into place."""
     from safetensors.torch import save
 
     tensors = {MODEL_PREFIX + k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for key, value in (training_weights or {}).items():
+        tensors[TRAINING_PREFIX + key] = value.detach().cpu().contiguous()
     for key, value in (optimizer_state or {}).items():
         tensors[OPTIMIZER_PREFIX + key] = value.detach().cpu().contiguous()
     if rng_state is not None:
@@ -455,9 +461,26 @@ def load_checkpoint(
         }
         checkpoint.rng_state = tensors.get(RNG_KEY)
         check_optimizer_state(path, model, checkpoint.optimizer_state)
+        checkpoint.training_weights = _training_weights(path, model, tensors)
         _check_rng_state(path, checkpoint.rng_state)
     checkpoint.model = place(model, device).eval()
     return checkpoint
+
+
+def _training_weights(path: Path, model: VAE, tensors: dict) -> dict:
+    """The weights as trained, beside the averaged ones of an --ema run: each must fit the model and be finite."""
+    import numpy
+
+    shapes = {name: value.shape for name, value in model.state_dict().items()}
+    weights = {k[len(TRAINING_PREFIX):]: v for k, v in tensors.items() if k.startswith(TRAINING_PREFIX)}
+    for name, value in weights.items():
+        if shapes.get(name) != value.shape or not value.is_floating_point():
+            raise CheckpointError(
+                f"{path}: its training weights {name[:60]!r} do not fit the model; the file is damaged"
+            )
+        if not numpy.isfinite(value.float().numpy()).all():
+            raise CheckpointError(f"{path}: its training weights contain NaN or Inf; use an earlier checkpoint")
+    return weights
 
 
 def _load_weights(path: Path, config: TrainConfig, header: dict, data: bytes) -> tuple[VAE, dict]:

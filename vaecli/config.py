@@ -46,10 +46,11 @@ TRAIN_FLAGS = {
     "beta": "--beta", "warmup": "--warmup", "binarize": "--binarize", "seed": "--seed", "limit": "--limit",
     "precision": "--precision", "classes": "--conditional", "groups": "--groups",
     "group_channels": "--group-channels", "free_bits": "--free-bits", "grad_clip": "--grad-clip",
+    "ema": "--ema",
     "prior_components": "--components",  # set by `vae fit-prior`, never by `vae train`
 }
 OMITTED_AT_DEFAULT = {"mixtures": 1, "binarize": False, "limit": None, "precision": "fp32", "classes": 0,
-                      "groups": 0, "group_channels": 0, "free_bits": 0.0, "grad_clip": 0.0}
+                      "groups": 0, "group_channels": 0, "free_bits": 0.0, "grad_clip": 0.0, "ema": 0.0}
 # Fields the command line sets with a bare flag although they hold a number: --conditional takes the
 # number of classes from the dataset.
 FLAG_ONLY = ("classes",)
@@ -169,6 +170,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32, or bf16 autocast for the forward pass (PRECISIONS)
     free_bits: float = 0.0  # nats per stochastic layer below which its KL is not pushed down (Kingma et al. 2016)
     grad_clip: float = 0.0  # clip the gradient's norm to this; 0: no clipping
+    ema: float = 0.0  # decay of the weights' moving average, which is tested and saved; 0: the weights as trained
 
     def validate(self) -> None:
         self.model.validate()
@@ -190,6 +192,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not 0 <= value < 1e6:
                 raise UsageError(f"{TRAIN_FLAGS[name]} must be a finite number, 0 or more, not {value}")
+        if not 0 <= self.ema < 1:
+            raise UsageError(f"{TRAIN_FLAGS['ema']} must be 0 (off) or a decay in (0, 1) such as 0.999, "
+                             f"not {self.ema}")
 
 
 def describe_prior(components: int) -> str:

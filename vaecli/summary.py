@@ -28,6 +28,9 @@ def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
         ("epochs done", f"{meta.epochs_done} of {config.epochs}"),
         ("seed", str(config.seed)),
     ]
+    if config.ema:
+        rows.append(("weights", f"moving average of the weights, decay {config.ema} (--ema); "
+                                "--resume goes on from the weights as trained"))
     if meta.tf32:
         rows.append(("precision", f"{config.precision}, float32 matmuls and convolutions in TF32 (CUDA)"))
     if meta.history:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
@@ -45,10 +46,16 @@ class TrainingRun:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     history: list[EpochRecord] = field(default_factory=list)
+    average: VAE | None = None  # with --ema: the moving average of the weights, tested and saved
 
     @property
     def epochs_done(self) -> int:
         return len(self.history)
+
+    @property
+    def saved_model(self) -> VAE:
+        """The weights each epoch is tested with and users get: the average under --ema, else the model."""
+        return self.model if self.average is None else self.average
 
 
 @dataclass
@@ -140,10 +147,14 @@ def start_run(config: TrainConfig, device: torch.device, resume: Checkpoint | No
         model = place(build_model(config.model), device)
     else:
         model = place(resume.model, device)
+    # A resumed file's model.* holds the average so far; the weights as trained come back beside it.
+    average = copy.deepcopy(model).requires_grad_(False) if config.ema else None
+    if average is not None and resume is not None and resume.training_weights:
+        model.load_state_dict({**model.state_dict(), **resume.training_weights})
     optimizer = make_optimizer(model, config, device)
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed)
-    run = TrainingRun(model=model, optimizer=optimizer, generator=generator)
+    run = TrainingRun(model=model, optimizer=optimizer, generator=generator, average=average)
     if resume is not None:
         run.history = [EpochRecord.from_dict(record) for record in resume.meta.get("history", [])]
         if resume.optimizer_state:
@@ -275,7 +286,7 @@ def fit(
         if world.is_main:
             _save(run, config, outputs)
             if loop.hooks.on_snapshot is not None:
-                loop.hooks.on_snapshot(run.model, epoch + 1)
+                loop.hooks.on_snapshot(run.saved_model, epoch + 1)
             if loop.hooks.on_epoch is not None:
                 loop.hooks.on_epoch(record)
         barrier(world)
@@ -293,7 +304,7 @@ def _train_epoch(loop: _Loop, epoch: int, started: float) -> Epoch:
     snapshot_steps = _snapshot_steps(loop, epoch)
     for step in range(loop.steps_per_epoch):
         if step in snapshot_steps:
-            loop.hooks.on_snapshot(run.model, epoch + step / loop.steps_per_epoch)
+            loop.hooks.on_snapshot(run.saved_model, epoch + step / loop.steps_per_epoch)
         picked = order[step * loop.batch : (step + 1) * loop.batch]
         x = to_pixels(loop.images[picked])
         y = None if loop.labels is None else loop.labels[picked]
@@ -354,7 +365,19 @@ def _step(
     if config.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip, foreach=True)
     optimizer_step(optimizer)
+    if loop.run.average is not None:
+        update_average(loop.run.average, model, config.ema, global_step)
     return recon, kl, total
+
+
+def update_average(average: VAE, model: VAE, decay: float, step: int) -> None:
+    """Polyak averaging: move the average toward the new weights. The decay ramps up as (1 + step) /
+    (10 + step), so the random initial weights fade within the first steps whatever the decay."""
+    rate = 1.0 - min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        torch._foreach_lerp_(list(average.parameters()), list(model.parameters()), rate)
+        for kept, current in zip(average.buffers(), model.buffers(), strict=True):
+            kept.copy_(current)
 
 
 def model_labels(config: TrainConfig, images: ImageSet, device: torch.device) -> torch.Tensor | None:
@@ -385,7 +408,7 @@ def _epoch_record(
         beta=done.beta,
         machine=loop.machine,
         train=Losses(recon=recon, kl=kl, loss=loss),
-        test=elbo_summary(loop.run.model, test_pixels, labels=loop.test_labels) if loop.world.is_main else None,
+        test=elbo_summary(loop.run.saved_model, test_pixels, labels=loop.test_labels) if loop.world.is_main else None,
     )
 
 
@@ -395,10 +418,11 @@ def _save(run: TrainingRun, config: TrainConfig, outputs: Outputs) -> None:
     meta.config, meta.epochs_done, meta.history = config, run.epochs_done, run.history
     meta.tf32 = _runs_tf32(next(run.model.parameters()).device)
     data = meta.to_dict()
-    optimizer_state = optimizer_tensors(run.model, run.optimizer)
-    save_checkpoint(outputs.path, run.model, data, optimizer_state, run.generator.get_state())
+    state = (optimizer_tensors(run.model, run.optimizer), run.generator.get_state(),
+             None if run.average is None else run.model.state_dict())
+    save_checkpoint(outputs.path, run.saved_model, data, *state)
     if outputs.best is not None and _is_best(run.history):
-        save_checkpoint(outputs.best, run.model, data, optimizer_state, run.generator.get_state())
+        save_checkpoint(outputs.best, run.saved_model, data, *state)
 
 
 def _runs_tf32(device: torch.device) -> bool:

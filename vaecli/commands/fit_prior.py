@@ -96,7 +96,8 @@ def fit_prior_command(
     if limit is not None:
         command += ["--limit", str(limit)]
     meta = _fitted_meta(checkpoint, source, {**asdict(result), "seed": seed, "command": shlex.join(command)})
-    save_checkpoint(out, checkpoint.model, meta, checkpoint.optimizer_state, checkpoint.rng_state)
+    save_checkpoint(out, checkpoint.model, meta, checkpoint.optimizer_state, checkpoint.rng_state,
+                    checkpoint.training_weights)
     term.note(
         f"fitted in {result.elapsed_s:.1f} s; KL to the prior on {result.test_images} test images: "
         f"{result.test_kl_standard:.2f} nats with N(0, I), {result.test_kl_mixture:.2f} with the mixture"

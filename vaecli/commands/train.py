@@ -85,6 +85,10 @@ def train_command(
     grad_clip: Annotated[
         float, typer.Option("--grad-clip", help="Clip the gradient's norm to this before each step; 0: never.")
     ] = 0.0,
+    ema: Annotated[
+        float, typer.Option("--ema", help="Test and save a moving average of the weights with this decay "
+                            "(Polyak averaging), e.g. 0.999; 0: the weights as trained.")
+    ] = 0.0,
     seed: Annotated[int, seed_option("Seeds weights, shuffling and noise.")] = 0,
     limit: LimitOption = None,
     precision: Annotated[
@@ -155,7 +159,7 @@ def train_command(
             ),
             dataset=_stored_dataset(dataset), epochs=epochs, batch_size=batch_size, lr=lr,
             lr_schedule=lr_schedule.value, beta=beta, warmup=warmup, binarize=binarize, seed=seed, limit=limit,
-            precision=precision.value, free_bits=free_bits, grad_clip=grad_clip,
+            precision=precision.value, free_bits=free_bits, grad_clip=grad_clip, ema=ema,
         )
         config.validate()
     else:
@@ -411,11 +415,12 @@ def _check_memory(config: Any, device: Any) -> None:
     batch = min(config.batch_size, config.limit or config.batch_size)  # fit() never batches more than it has
     channels, height, width = config.model.image_shape
     needs = estimate(config.model, batch, training=True)
-    check_fits(needs.step, device,
+    check_fits(needs.step + (needs.weights if config.ema else 0), device,
                f"training on {channels}x{height}x{width} images in batches of {batch}",
                "lower --batch-size, --image-size or --hidden")
-    # Weights and Adam's two moments go into every checkpoint, which readers refuse past a bound.
-    stored = 3 * needs.weights
+    # Weights and Adam's two moments go into every checkpoint (with --ema, the average too), which
+    # readers refuse past a bound.
+    stored = (4 if config.ema else 3) * needs.weights
     if stored > MAX_CHECKPOINT_BYTES:
         raise UsageError(
             f"a {config.model.arch} of this size would write {describe_size(stored)} checkpoints, more than "
