@@ -99,8 +99,7 @@ class ModelConfig:
     @property
     def map_shape(self) -> tuple[int, int, int]:
         """An hvae's lower latent maps: group_channels at a quarter of the image (halved twice, rounding up)."""
-        height, width = (math.ceil(math.ceil(side / 2) / 2) for side in (self.height, self.width))
-        return (self.group_channels, height, width)
+        return (self.group_channels, *halved_sizes(self.height, self.width, 2)[-1])
 
     @property
     def output_params(self) -> int:
@@ -195,6 +194,14 @@ class TrainConfig:
         if not 0 <= self.ema < 1:
             raise UsageError(f"{TRAIN_FLAGS['ema']} must be 0 (off) or a decay in (0, 1) such as 0.999, "
                              f"not {self.ema}")
+
+
+def halved_sizes(height: int, width: int, times: int) -> list[tuple[int, int]]:
+    """The image's size, then its size after each of `times` stride-2 halvings (rounding up)."""
+    sizes = [(height, width)]
+    for _ in range(times):
+        sizes.append((math.ceil(sizes[-1][0] / 2), math.ceil(sizes[-1][1] / 2)))
+    return sizes
 
 
 def describe_prior(components: int) -> str:

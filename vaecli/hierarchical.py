@@ -16,18 +16,10 @@ import torch
 from torch import nn
 
 from vaecli.blocks import ResidualBlock, bounded_logvar
-from vaecli.config import ModelConfig
+from vaecli.config import ModelConfig, halved_sizes
 from vaecli.prior import standard_normal_log_prob
 
 LOG_2PI = math.log(2 * math.pi)
-
-
-def stage_sizes(height: int, width: int) -> list[tuple[int, int]]:
-    """The image, half of it and a quarter of it (rounding up): the lower layers live at the last (map_shape)."""
-    sizes = [(height, width)]
-    for _ in range(2):
-        sizes.append((math.ceil(sizes[-1][0] / 2), math.ceil(sizes[-1][1] / 2)))
-    return sizes
 
 
 def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -80,7 +72,7 @@ class HVAE(nn.Module):
         super().__init__()
         self.config = config
         width, lower = config.hidden, config.groups - 1
-        sizes = stage_sizes(config.height, config.width)
+        sizes = halved_sizes(config.height, config.width, 2)  # the lower layers live at the last (map_shape)
         self.map_shape = config.map_shape
         flat = width * sizes[2][0] * sizes[2][1]
         self.stem = nn.Sequential(

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vaecli.blocks import ResidualBlock, bounded_logvar
-from vaecli.config import ARCHITECTURES, HIERARCHICAL, ModelConfig
+from vaecli.config import ARCHITECTURES, HIERARCHICAL, ModelConfig, halved_sizes
 from vaecli.hierarchical import HVAE
 from vaecli.prior import MixturePrior, standard_normal_log_prob
 
@@ -116,11 +116,10 @@ def build_mlp(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
 
 def conv_stage_sizes(height: int, width: int) -> list[tuple[int, int]]:
     """Spatial sizes after each stride-2 stage, halving (rounding up) down to about 4 pixels."""
-    sizes = [(height, width)]
-    while len(sizes) < 2 or (max(sizes[-1]) > 4 and len(sizes) <= 5):
-        h, w = sizes[-1]
-        sizes.append((math.ceil(h / 2), math.ceil(w / 2)))
-    return sizes
+    times = 1
+    while times < 5 and max(halved_sizes(height, width, times)[-1]) > 4:
+        times += 1
+    return halved_sizes(height, width, times)
 
 
 def build_cnn(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
