@@ -12,7 +12,7 @@ from vaecli.checkpoint import load_checkpoint
 from vaecli.models import build_model
 
 RECIPE = ["--dataset", "digits", "--limit", "256", "--epochs", "2", "--batch-size", "64", "--hidden", "8",
-          "--latent-dim", "4", "--device", "cpu", "--seed", "11", "--no-report"]
+          "--latent-dim", "4", "--device", "cpu", "--seed", "11", "--no-report", "--ema", "0.9"]
 TOLERANCE = 1e-5  # gloo's gradient all-reduce sums in another order than one process does
 
 
@@ -29,10 +29,15 @@ def test_two_processes_match_one(tmp_path):
     assert single.returncode == 0, single.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.safetensors", "one.safetensors"]
 
-    a, b = load_checkpoint(tmp_path / "ddp.safetensors"), load_checkpoint(tmp_path / "one.safetensors")
+    a, b = (load_checkpoint(tmp_path / name, training_state=True) for name in ("ddp.safetensors", "one.safetensors"))
     torch.manual_seed(11)
     untrained = build_model(a.config.model).state_dict()
     for name, weight in a.model.state_dict().items():
         assert torch.allclose(weight, b.model.state_dict()[name], atol=TOLERANCE, rtol=0), name
     assert any(not torch.allclose(w, untrained[k], atol=1e-3) for k, w in a.model.state_dict().items())
+    # --ema: each rank keeps the same average of the same weights; the weights as trained match too.
+    for name, weight in a.training_weights.items():
+        assert torch.allclose(weight, b.training_weights[name], atol=TOLERANCE, rtol=0), name
+    assert a.meta["history"][-1]["machine"].startswith("2 x cpu: ")
+    assert b.meta["history"][-1]["machine"].startswith("cpu: ")
     assert a.meta["history"][-1]["train"]["loss"] == pytest.approx(b.meta["history"][-1]["train"]["loss"], rel=1e-6)
