@@ -262,14 +262,19 @@ def test_damaged_training_state_or_prior_is_refused_naming_the_file(cli, tiny_mo
         assert "damaged" in line or "NaN" in line or "incomplete" in line or "does not fit" in line, line
 
 
-def test_random_state_that_does_not_fit_the_device_names_the_file_and_device(tiny_model):
-    """A state whose length is another kind of generator's (a GPU's here) is refused naming --device."""
+def test_random_state_of_another_device_seeds_the_stream_and_one_of_no_device_is_refused(tiny_model):
+    """A state as long as a CUDA generator's (seed, offset) seeds a CPU generator repeatably; any other is damage."""
     from vaecli.checkpoint import load_checkpoint, restore_generator
     from vaecli.errors import CheckpointError
 
     checkpoint = load_checkpoint(tiny_model, training_state=True)
-    checkpoint.rng_state = checkpoint.rng_state[:16].clone()  # as long as a CUDA generator's (seed, offset)
-    with pytest.raises(CheckpointError, match="--device") as caught:
+    checkpoint.rng_state = checkpoint.rng_state[:16].clone()
+    first, second = torch.Generator(), torch.Generator()
+    assert restore_generator(first, checkpoint) is False and restore_generator(second, checkpoint) is False
+    assert torch.equal(first.get_state(), second.get_state())
+    assert not torch.equal(first.get_state(), torch.Generator().manual_seed(0).get_state())
+    checkpoint.rng_state = checkpoint.rng_state[:15].clone()
+    with pytest.raises(CheckpointError, match="fits neither a CPU nor a CUDA generator") as caught:
         restore_generator(torch.Generator(), checkpoint)
     assert str(tiny_model) in caught.value.message and "\n" not in caught.value.message
 

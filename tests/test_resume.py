@@ -217,3 +217,37 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_file(tiny_model, 
     # The partial write stays in its hidden temporary file, never under the target's name.
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["model.safetensors",
                                                                                        "new.bin"]
+
+
+def _with_rng_state(source: Path, target: Path, state: torch.Tensor) -> None:
+    """A copy of the checkpoint whose saved random-number state is `state` (another device's, or damaged)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(source, "pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        metadata = handle.metadata()
+    tensors["rng.train"] = state
+    save_file(tensors, target, metadata=metadata)
+
+
+def test_a_run_saved_on_a_gpu_goes_on_on_the_cpu_repeatably(cli, tmp_path):
+    assert cli("train", *RECIPE, "-q", "--epochs", "1", "-o", "cpu.safetensors").exit_code == 0
+    cuda_state = torch.tensor([7, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0], dtype=torch.uint8)  # seed, offset
+    for name in ("a.safetensors", "b.safetensors"):
+        _with_rng_state(tmp_path / "cpu.safetensors", tmp_path / name, cuda_state)
+        result = cli("train", "--resume", name, "--epochs", "2", "--no-report")
+        assert result.exit_code == 0, result.stderr
+        assert "saved on another kind of device than cpu" in result.stderr
+    # Seeded from the saved state: the same file resumed twice trains the same.
+    a, b = (load_checkpoint(tmp_path / name, training_state=True) for name in ("a.safetensors", "b.safetensors"))
+    assert all(torch.equal(w, b.model.state_dict()[k]) for k, w in a.model.state_dict().items())
+    assert torch.equal(a.rng_state, b.rng_state) and a.rng_state.numel() != cuda_state.numel()
+
+
+def test_a_random_state_of_no_known_size_is_refused(cli, tmp_path):
+    assert cli("train", *RECIPE, "-q", "--epochs", "1", "-o", "cpu.safetensors").exit_code == 0
+    _with_rng_state(tmp_path / "cpu.safetensors", tmp_path / "odd.safetensors", torch.zeros(100, dtype=torch.uint8))
+    result = cli("train", "--resume", "odd.safetensors", "--epochs", "2", "-q", "--no-report")
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
+    assert "fits neither a CPU nor a CUDA generator" in result.stderr

@@ -39,6 +39,7 @@ OPTIMIZER_PREFIX = "optimizer."
 # With --ema, model.* holds the averaged weights users run, and these the weights as trained (for --resume).
 TRAINING_PREFIX = "training."
 RNG_KEY = "rng.train"
+CUDA_RNG_BYTES = 16  # a CUDA generator's state: its seed and offset
 # Bytes per element of each safetensors dtype; vaecli writes F32 and U8.
 DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -542,20 +543,29 @@ def _check_rng_state(path: Path, state: torch.Tensor | None) -> None:
         raise CheckpointError(f"{path}: its random-number state is damaged; retrain or use another file")
 
 
-def restore_generator(generator: torch.Generator, checkpoint: Checkpoint) -> None:
-    """Give `generator` the checkpoint's RNG state, or say in one line why that state does not fit it."""
+def restore_generator(generator: torch.Generator, checkpoint: Checkpoint) -> bool:
+    """Give `generator` the checkpoint's RNG state and return True. A state saved on another kind of device
+    (CPU and CUDA generators differ) cannot go on there: the generator is seeded from it, repeatably, and False
+    returned."""
+    import hashlib
+
+    import torch
+
     state, path = checkpoint.rng_state, checkpoint.path
     size, expected = state.numel(), generator.get_state().numel()
     if size != expected:
         # A CPU generator keeps a Mersenne Twister (5056 bytes), a CUDA one a seed and an offset (16).
-        raise CheckpointError(
-            f"{path}: its random-number state ({size} bytes) does not fit a {generator.device.type} generator "
-            f"({expected} bytes); resume it with the --device it was trained on, or it is damaged"
-        )
+        if size not in (torch.Generator().get_state().numel(), CUDA_RNG_BYTES):
+            raise CheckpointError(f"{path}: its random-number state ({size} bytes) fits neither a CPU nor a CUDA "
+                                  "generator; the file is damaged: retrain or use another file")
+        digest = hashlib.sha256(state.numpy().tobytes()).digest()
+        generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+        return False
     try:
         generator.set_state(state)
     except RuntimeError:
         raise CheckpointError(f"{path}: its random-number state is damaged; retrain or use another file") from None
+    return True
 
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"

@@ -47,6 +47,8 @@ class TrainingRun:
     generator: torch.Generator
     history: list[EpochRecord] = field(default_factory=list)
     average: VAE | None = None  # with --ema: the moving average of the weights, tested and saved
+    # False when a resumed run moved to another kind of device: its random stream was seeded afresh.
+    same_random_stream: bool = True
 
     @property
     def epochs_done(self) -> int:
@@ -161,7 +163,7 @@ def start_run(config: TrainConfig, device: torch.device, resume: Checkpoint | No
             restore_optimizer(model, optimizer, resume.optimizer_state)
         if resume.rng_state is not None:
             # The state's length and contents depend on the device's generator: checked against this one.
-            restore_generator(generator, resume)
+            run.same_random_stream = restore_generator(generator, resume)
     return run
 
 

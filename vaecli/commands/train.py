@@ -237,6 +237,10 @@ def _train(request: _Request) -> None:
         config.model.classes = _classes_of(source, train_set)
     _check_classes(config, source, train_set, test_set)
     run = start_run(config, device, checkpoint)
+    if not run.same_random_stream:
+        term.warn(f"{request.resume} was saved on another kind of device than {device.type}: training goes on with "
+                  "a random stream seeded from the saved one, repeatably, but with other draws than a run that "
+                  "stayed on that device")
     params = sum(p.numel() for p in run.model.parameters())
     term.note(
         f"training {config.model.arch} ({params / 1e3:.0f} K parameters, latent {config.model.latent_dim}) on "
