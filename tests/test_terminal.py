@@ -19,7 +19,9 @@ WIDTH, HEIGHT = 100, 30  # wide enough for an epoch line: one that wraps here wa
 DEADLINE_S = 180
 # The live bar: "epoch 2/3 ━━━━╸━━━   256/600     412 img/s loss   356.12  0:00:01".
 BAR = re.compile(r"^epoch (\d+)/3 \S+\s+(\d+)/(\d+)\s+(\S+) img/s loss\s+(\S+)\s+(\S+)$")
-EPOCH_LINE = re.compile(r"^epoch +(\d+)/3  train [\d.]+  test [\d.]+ \(recon [\d.]+, KL [\d.]+\)  [\d.]+ s  \d+ img/s$")
+EPOCH_LINE = re.compile(
+    r"^epoch +(\d+)/3  train [\d.]+  test [\d.]+ \(recon [\d.]+, KL [\d.]+\)  [\d.]+ s  \d+ img/s(  \d+ s left)?$"
+)
 CLOCK = re.compile(r"^\d+:\d\d:\d\d$")
 
 
@@ -76,6 +78,8 @@ def test_train_on_a_terminal_prints_clean_epoch_lines_and_an_honest_bar(tmp_path
     epoch_lines = [line for line in final if line.startswith("epoch")]
     assert [EPOCH_LINE.match(line) is not None for line in epoch_lines] == [True] * 3, "\n".join(final)
     assert [int(EPOCH_LINE.match(line)[1]) for line in epoch_lines] == [1, 2, 3]
+    # The time the run still needs, at its epochs' pace, until the last epoch.
+    assert [EPOCH_LINE.match(line)[2] is not None for line in epoch_lines] == [True, True, False]
 
     bars = [_bar_line(screen) for screen in screens]
     assert all(bar is not False for bar in bars), "more than one bar line on a screen"

@@ -312,10 +312,14 @@ def _fit(request: _Request, run: Any, splits: tuple[Any, Any], meta: Any, world:
     best = out.with_name(f"{out.stem}-best{out.suffix}") if request.keep_best else None
     before = stamp(out)
     with training_display(config.epochs, run.epochs_done, len(splits[0])) as display, _terminate_as_interrupt():
+        recent: list[float] = []  # this run's last epoch times: a resumed run may be on another machine
+
         def on_epoch(record: Any) -> None:
             if request.json_lines:
                 term.emit(json.dumps(_epoch_json(record, config.model)))
-            display.epoch_line(_epoch_line(record, config.epochs, config.model))
+            recent[:] = [*recent[-4:], record.elapsed_s]
+            left = (config.epochs - record.epoch) * sum(recent) / len(recent)
+            display.epoch_line(_epoch_line(record, config.epochs, config.model, left))
 
         hooks = Hooks(display.on_progress, on_epoch)
         if request.evolution is not None:
@@ -447,7 +451,10 @@ def _resumed_dataset(stored: str, named: str | None) -> str:
     return source
 
 
-def _epoch_line(record: Any, epochs: int, model: Any) -> str:
+def _epoch_line(record: Any, epochs: int, model: Any, left_s: float) -> str:
+    """The epoch's losses and speed; while epochs remain, the time they should take at the last epochs' pace."""
+    from vaecli.summary import duration
+
     train, test = record.train, record.test
     bits = _bits_per_dim(test.loss, model)
     return (
@@ -455,6 +462,7 @@ def _epoch_line(record: Any, epochs: int, model: Any) -> str:
         f"test {test.loss:.2f} (recon {test.recon:.2f}, KL {test.kl:.2f}"
         f"{'' if bits is None else f', {bits:.4f} bits/dim'})  "
         f"{record.elapsed_s:.1f} s  {record.images_per_s:.0f} img/s"
+        + (f"  {duration(left_s)} left" if record.epoch < epochs else "")
     )
 
 
