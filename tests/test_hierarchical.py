@@ -197,13 +197,56 @@ def test_every_command_runs_on_it(cli, hvae_model, tmp_path):
     assert len(scores.stdout.strip().splitlines()) == 6  # a header and five images
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["fit-prior", "-o", "f.safetensors"], "`vae fit-prior` works on the single latent"),
-    (["score", "--dataset", "digits", "--limit", "5", "-s", "regret"], "--score regret works on the single latent"),
-])
-def test_what_needs_a_single_latent_refuses_it(cli, hvae_model, args, fragment):
-    result = cli(*args, "-m", hvae_model)
-    assert result.exit_code == 2 and fragment in one_error_line(result)
+def test_regret_needs_a_single_latent_and_refuses_it(cli, hvae_model):
+    result = cli("score", "--dataset", "digits", "--limit", "5", "-s", "regret", "-m", hvae_model)
+    assert result.exit_code == 2 and "--score regret works on the single latent" in one_error_line(result)
+
+
+def test_a_standard_mixture_at_the_top_gives_the_same_weights_as_n01(hvae_model):
+    """One component at N(0, I) is the standard prior written as a mixture: the IW terms must agree."""
+    from vaecli.objective import log_weights
+    from vaecli.prior import MixturePrior
+
+    model = load_checkpoint(hvae_model).model
+    x = torch.bernoulli(torch.full((3, 1, 28, 28), 0.3), generator=torch.Generator().manual_seed(0))
+    plain = log_weights(model, x, 5, torch.Generator().manual_seed(1))
+    model.prior = MixturePrior(1, model.config.latent_dim)
+    mixed = log_weights(model, x, 5, torch.Generator().manual_seed(1))
+    assert torch.allclose(plain, mixed, atol=1e-4)
+    # The training KL of the top layer is then drawn at z_1, and averages to the exact one.
+    noise = torch.randn((20000, model.noise_dims), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        drawn = model(x[:1].expand(20000, -1, -1, -1), noise=noise)[1][:, 0].mean()
+        model.prior = None
+        exact = model(x[:1], noise=noise[:1])[1][0, 0]
+    assert float(drawn) == pytest.approx(float(exact), abs=0.05)
+
+
+def test_fit_prior_fits_the_top_layer_and_every_command_uses_it(cli, hvae_model, tmp_path):
+    fitted = tmp_path / "fitted.safetensors"
+    result = cli("fit-prior", "-m", hvae_model, "-o", fitted, "--components", "3", "--dataset", "digits",
+                 "--limit", "192", "--json")
+    assert result.exit_code == 0, result.stderr
+    fit = json.loads(result.stdout)
+    # The KL the fit reports is the top layer's: under N(0, I) that of training's last test.
+    trained = load_checkpoint(hvae_model).meta["history"][-1]["test"]
+    assert fit["test_kl_standard"] == pytest.approx(trained["kl_per_layer"][0], abs=1e-4)
+    checkpoint = load_checkpoint(fitted)
+    assert checkpoint.config.model.prior_components == 3 and checkpoint.model.prior is not None
+    info = cli("info", fitted).stdout
+    assert "mixture of 3 full-covariance Gaussians at the top, fitted to the top layer's codes" in info
+    # Only the top layer's KL changes: the whole -ELBO moves by the difference.
+    kl = trained["kl"] - fit["test_kl_standard"] + fit["test_kl_mixture"]
+    assert f"{trained['recon'] + kl:.2f} nats (recon {trained['recon']:.2f}, KL {kl:.2f}, the top layer's" in info
+    evaluation = cli("eval", "-m", fitted, "--dataset", "digits", "--limit", "30", "-k", "20", "--json")
+    assert evaluation.exit_code == 0, evaluation.stderr
+    assert json.loads(evaluation.stdout)["prior_components"] == 3
+    for args in (["sample", "-n", "4", "--grid", "s.png"], ["traverse", "--limit", "20", "-o", "t.png"]):
+        done = cli(*args, "-m", fitted)
+        assert done.exit_code == 0, (args, done.stderr)
+    resumed = cli("train", "--resume", fitted, "--epochs", "3", "-q", "--no-report")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert load_checkpoint(fitted).meta["history"][-1]["test"]["kl_per_layer"][0] > 0
 
 
 def test_sample_draws_the_lower_layers_seeded_and_prefix_stable(cli, hvae_model, tmp_path):

@@ -5,7 +5,8 @@ posterior (Vahdat and Kautz 2020), cut to what pays on small images: a bottom-up
 features once; the top-down pass draws each lower layer z_i (a latent map) from
 q(z_i | x, z_<i) = N(mu_p + dmu, exp(logvar_p + dlogvar)), where N(mu_p, exp(logvar_p)) is the
 prior p(z_i | z_<i) read from the same top-down state. The top layer is a vector, like a one-layer
-VAE's z: commands that encode, decode, traverse or interpolate work on it.
+VAE's z: commands that encode, decode, traverse or interpolate work on it, and `vae fit-prior` can
+replace its N(0, I) by a mixture fitted to its codes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 
 from vaecli.blocks import ResidualBlock, bounded_logvar
 from vaecli.config import ModelConfig, halved_sizes
-from vaecli.prior import standard_normal_log_prob
+from vaecli.prior import MixturePrior, standard_normal_log_prob
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -86,7 +87,8 @@ class HVAE(nn.Module):
         self.head = _head(config, width, sizes)
         if config.likelihood == "gaussian":
             self.decoder_logvar = nn.Parameter(torch.zeros(config.channels))
-        self.prior = None  # N(0, I) at the top; `vae fit-prior` does not apply
+        # p(z_1): N(0, I), or the mixture `vae fit-prior` fits to the top layer's codes.
+        self.prior = MixturePrior(config.prior_components, config.latent_dim) if config.prior_components else None
 
     @property
     def noise_dims(self) -> int:
@@ -106,8 +108,8 @@ class HVAE(nn.Module):
         return self.encode_features(self.features(x)[-1])
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z_1) of the top layer, N(0, I): (...)."""
-        return standard_normal_log_prob(z)
+        """log p(z_1) of the top layer, N(0, I) or a fitted mixture: (...)."""
+        return standard_normal_log_prob(z) if self.prior is None else self.prior.log_prob(z)
 
     @property
     def lower_dims(self) -> int:
@@ -140,7 +142,7 @@ class HVAE(nn.Module):
         feats = self.features(x)
         mu, logvar = self.encode_features(feats[-1])
         z = mu + next(draws) * torch.exp(0.5 * logvar)
-        kls = [gaussian_kl(mu, logvar, torch.zeros_like(mu), torch.zeros_like(logvar))]  # to N(0, I)
+        kls = [self._top_kl(z, mu, logvar)]
         state = self.top_decoder(z)
         for cell, feature in zip(self.cells, reversed(feats), strict=True):
             prior = cell.prior_params(state)
@@ -148,6 +150,12 @@ class HVAE(nn.Module):
             kls.append(gaussian_kl(mu_q, logvar_q, *prior))
             state = cell.absorb(state, mu_q + next(draws) * torch.exp(0.5 * logvar_q))
         return self.head(state), torch.stack(kls, dim=1)
+
+    def _top_kl(self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """KL(q(z_1|x) || p(z_1)): exact against N(0, I); at the drawn z_1 for a fitted mixture, which stays fixed."""
+        if self.prior is None:
+            return gaussian_kl(mu, logvar, torch.zeros_like(mu), torch.zeros_like(logvar))
+        return gaussian_log_prob(z, mu, logvar) - self.prior.log_prob(z.float())
 
     def encode_features(self, top_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, raw = self.top_encoder(top_features).chunk(2, dim=1)
@@ -167,7 +175,7 @@ class HVAE(nn.Module):
         mu, logvar = self.encode_features(feats[-1])
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + eps * torch.exp(0.5 * logvar)
-        log_ratio = standard_normal_log_prob(z) - gaussian_log_prob(z, mu, logvar)
+        log_ratio = self.log_prior(z.float()) - gaussian_log_prob(z, mu, logvar)
         state = self.top_decoder(z)
         for cell, feature in zip(self.cells, reversed(feats), strict=True):
             prior = cell.prior_params(state)

@@ -23,7 +23,7 @@ def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
         ("likelihood", _likelihood(model)),
         *([("conditional", _classes_line(model.classes, meta))] if model.classes else []),
         *([("layers", _layers_line(model))] if model.groups else []),
-        ("prior", _prior_line(model.prior_components or 0, meta.prior)),
+        ("prior", _prior_line(model.prior_components or 0, meta.prior, bool(model.groups))),
         ("dataset", str(config.dataset)),
         ("epochs done", f"{meta.epochs_done} of {config.epochs}"),
         ("seed", str(config.seed)),
@@ -82,7 +82,12 @@ def _test_loss(meta: Any, test: Any) -> str:
     same_images = fit.get("test_images") == (meta.dataset_info.n_test if meta.dataset_info else None)
     if not (is_number(kl_fitted) and is_number(recon_value) and same_images):
         return f"{trained} before the prior was fitted"
-    # The fit keeps the encoder and decoder, so only the KL term changes (see vae fit-prior).
+    # The fit keeps the encoder and decoder, so only the KL term changes (see vae fit-prior); in a
+    # hierarchical model only its top layer's.
+    if meta.config.model.groups:
+        kl_total = test.kl - number_or_nan(fit.get("test_kl_standard")) + kl_fitted
+        return (f"{recon_value + kl_total:.2f} nats (recon {recon}, KL {kl_total:.2f}, the top layer's "
+                f"{kl_fitted:.2f} to the fitted prior); {loss} before the fit")
     return (f"{recon_value + kl_fitted:.2f} nats (recon {recon}, KL {kl_fitted:.2f} to the fitted prior); "
             f"{loss} before the fit")
 
@@ -129,15 +134,22 @@ def duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-def _prior_line(components: int, fit: object) -> str:
+def _prior_line(components: int, fit: object, hierarchical: bool) -> str:
+    """p(z), of a hierarchical model's top layer: N(0, I), or a fitted mixture with the test KL it bought."""
     from vaecli.config import describe_prior
 
+    top = " at the top" if hierarchical else ""
     if not components:
-        return describe_prior(0)
-    line = f"{describe_prior(components)}, fitted to the training codes"
+        return describe_prior(0) + top
+    codes = "the top layer's codes" if hierarchical else "the training codes"
+    line = f"{describe_prior(components)}{top}, fitted to {codes}"
     if isinstance(fit, dict) and is_number(fit.get("test_kl_mixture")):
         line += f" (test KL {fit['test_kl_mixture']:.2f} nats, {number(fit.get('test_kl_standard'))} with N(0, I))"
     return line
+
+
+def number_or_nan(value: Any) -> float:
+    return float(value) if is_number(value) else math.nan
 
 
 def is_number(value: Any) -> bool:

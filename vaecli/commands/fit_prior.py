@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vaecli.commands.common import dataset_name, open_model, refuse_conditional, refuse_hierarchical
+from vaecli.commands.common import dataset_name, open_model, refuse_conditional
 from vaecli.commands.options import (
     DataRootOption,
     DeviceOption,
@@ -62,7 +62,8 @@ def fit_prior_command(
     """Fit p(z) to the codes of the training images, as a Gaussian mixture: a better ELBO and likelihood.
 
     The encoder and decoder stay as trained; only p(z) = N(0, I) becomes a Gaussian mixture
-    fitted by EM to codes z ~ q(z|x) of the training images. Prints the new checkpoint's path.
+    fitted by EM to codes z ~ q(z|x) of the training images (of an hvae, its top layer's z_1).
+    Prints the new checkpoint's path.
     `vae train --resume` on it trains on under the fixed mixture; fit again afterwards.
 
     \b
@@ -78,7 +79,6 @@ def fit_prior_command(
     checkpoint = open_model(model, device, training_state=True)
     source = model_name(checkpoint.path)
     refuse_conditional(checkpoint, source, "fit-prior")
-    refuse_hierarchical(checkpoint, source, "`vae fit-prior`")
     out = out if out is not None else _default_out(checkpoint.path)
     check_output_file(out, "--out")
     config = checkpoint.config
