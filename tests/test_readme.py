@@ -39,7 +39,8 @@ class Shrunk(NamedTuple):
 
 
 # Every command in the README falls in exactly one of these three; a new one fails the test until it is
-# placed. They run in README order in one folder, as a reader who goes through the README would run them.
+# placed. The quick start runs first; then each `## ` section runs its commands in README order in a copy
+# of the folder the quick start left, as a reader who turns to that section would run them.
 RUN_AS_WRITTEN = (
     "vae info vae.safetensors",
     "vae info vae.safetensors --history",
@@ -326,22 +327,35 @@ def _tools(folder: Path) -> Path:
     return folder
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_readme_commands_run(mnist_root, tmp_path):
-    work, home = tmp_path / "work", tmp_path / "home"
-    work.mkdir()
-    _write_inputs(work, home, mnist_root)
-    env = {key: value for key, value in os.environ.items() if key not in ("VAE_MODEL", "VAE_DEVICE")}
-    env.update(
-        PATH=f"{_tools(tmp_path / 'bin')}{os.pathsep}{env['PATH']}", HOME=str(home), VAE_DATA_ROOT=str(mnist_root),
-        VAE_OFFLINE="1", NO_COLOR="1",
-        # The checkout's package, also where it is installed elsewhere (CI installs a copy).
-        PYTHONPATH=os.pathsep.join([str(Path(vaecli.__file__).parent.parent), *filter(None, [env.get("PYTHONPATH")])]),
-    )
-    missing_tools = {tool for tool, flag in TOOLS.items() if not _works(tool, flag)}
+def readme_sections(text: str) -> list[tuple[str, list[str]]]:
+    """(heading, commands) of each `## ` section of the README that has commands, in README order."""
+    sections = []
+    for chunk in re.split(r"^(?=## )", text, flags=re.M):
+        commands = readme_commands(chunk)
+        if commands:
+            sections.append((chunk.splitlines()[0], commands))
+    return sections
+
+
+class Lane(NamedTuple):
+    """A folder the README's commands run in, a home of its own, and the environment they see."""
+
+    work: Path
+    home: Path
+    env: dict[str, str]
+
+    def copy(self, to: Path) -> Lane:
+        """A new lane that starts from this one's files, as a reader who turns to another section would."""
+        work, home = to / "work", to / "home"
+        shutil.copytree(self.work, work, symlinks=True)
+        shutil.copytree(self.home, home, symlinks=True)
+        return Lane(work, home, {**self.env, "HOME": str(home)})
+
+
+def _run_commands(commands: list[str], lane: Lane, missing_tools: set[str]) -> tuple[list[str], list[str]]:
+    """Run each command in order in the lane: the failures (command, status, stderr) and those not run."""
     failures, not_run = [], []
-    for command in readme_commands(README.read_text()):
+    for command in commands:
         if command not in RUN_AS_WRITTEN and command not in SHRUNK:
             continue  # skipped with a reason, or unknown (and then the listing test fails): never run blind
         missing = [tool for tool in missing_tools if re.search(rf"\b{tool}\b", command)]
@@ -349,13 +363,46 @@ def test_readme_commands_run(mnist_root, tmp_path):
             not_run.append(f"{command}  (needs {', '.join(missing)})")
             continue
         script = _command_to_run(command)
-        done = subprocess.run(["bash", "-c", f"set -o pipefail\n{script}"], cwd=work, env=env, capture_output=True,
-                              text=True, timeout=600)
+        done = subprocess.run(["bash", "-c", f"set -o pipefail\n{script}"], cwd=lane.work, env=lane.env,
+                              capture_output=True, text=True, timeout=600)
         if done.returncode == 0 or (done.returncode == 141 and any(end in command for end in SIGPIPE_OK)):
             continue
         # Later commands may fail only because this one did; all are reported, the first is the one to fix.
         failures.append(f"$ {script}\nexit {done.returncode}\n{done.stderr.strip()[-2000:]}")
-    assert not failures, "README commands that failed (run in order in one folder):\n\n" + "\n\n".join(failures)
+    return failures, not_run
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_readme_commands_run(mnist_root, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = Lane(tmp_path / "start" / "work", tmp_path / "start" / "home", {})
+    start.work.mkdir(parents=True)
+    _write_inputs(start.work, start.home, mnist_root)
+    env = {key: value for key, value in os.environ.items() if key not in ("VAE_MODEL", "VAE_DEVICE")}
+    env.update(
+        PATH=f"{_tools(tmp_path / 'bin')}{os.pathsep}{env['PATH']}", HOME=str(start.home),
+        VAE_DATA_ROOT=str(mnist_root), VAE_OFFLINE="1", NO_COLOR="1",
+        # The checkout's package, also where it is installed elsewhere (CI installs a copy).
+        PYTHONPATH=os.pathsep.join([str(Path(vaecli.__file__).parent.parent), *filter(None, [env.get("PYTHONPATH")])]),
+    )
+    start = start._replace(env=env)
+    missing_tools = {tool for tool, flag in TOOLS.items() if not _works(tool, flag)}
+    text = README.read_text()
+    (heading, first), *later = readme_sections(text)
+    assert [cmd for _, commands in [(heading, first), *later] for cmd in commands] == readme_commands(text)
+    # The quick start first; then each section, in order, in a copy of what the quick start left, two at a
+    # time (most of a command's time is Python and torch starting, which one core does).
+    results = [_run_commands(first, start, missing_tools)]
+    lanes = [start.copy(tmp_path / f"section-{i}") for i in range(len(later))]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results += pool.map(_run_commands, [commands for _, commands in later], lanes, [missing_tools] * len(lanes))
+    headings = [heading, *(name for name, _ in later)]
+    failures = [f"{name}\n{failure}" for name, (found, _) in zip(headings, results, strict=True) for failure in found]
+    assert not failures, "README commands that failed (each section runs in order, after the quick start):\n\n" + \
+        "\n\n".join(failures)
+    not_run = [line for _, missing in results for line in missing]
     if not_run:
         pytest.skip("README commands not run, for want of a tool:\n" + "\n".join(not_run))
 
