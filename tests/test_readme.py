@@ -377,17 +377,17 @@ def _run_commands(commands: list[str], lane: Lane, missing_tools: set[str]) -> t
 def test_readme_commands_run(mnist_root, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    start = Lane(tmp_path / "start" / "work", tmp_path / "start" / "home", {})
-    start.work.mkdir(parents=True)
-    _write_inputs(start.work, start.home, mnist_root)
+    work, home = tmp_path / "start" / "work", tmp_path / "start" / "home"
+    work.mkdir(parents=True)
+    _write_inputs(work, home, mnist_root)
     env = {key: value for key, value in os.environ.items() if key not in ("VAE_MODEL", "VAE_DEVICE")}
     env.update(
-        PATH=f"{_tools(tmp_path / 'bin')}{os.pathsep}{env['PATH']}", HOME=str(start.home),
+        PATH=f"{_tools(tmp_path / 'bin')}{os.pathsep}{env['PATH']}", HOME=str(home),
         VAE_DATA_ROOT=str(mnist_root), VAE_OFFLINE="1", NO_COLOR="1",
         # The checkout's package, also where it is installed elsewhere (CI installs a copy).
         PYTHONPATH=os.pathsep.join([str(Path(vaecli.__file__).parent.parent), *filter(None, [env.get("PYTHONPATH")])]),
     )
-    start = start._replace(env=env)
+    start = Lane(work, home, env)
     missing_tools = {tool for tool, flag in TOOLS.items() if not _works(tool, flag)}
     text = README.read_text()
     (heading, first), *later = readme_sections(text)
