@@ -221,6 +221,7 @@ complete -c vae -n '__vae_using train' -l binarize -d 'Dynamic binarization: fre
 complete -c vae -n '__vae_using train' -l free-bits -x -d 'Nats of KL per stochastic layer (batch mean) the loss does not push below, ag...'
 complete -c vae -n '__vae_using train' -l grad-clip -x -d 'Clip the gradient\'s norm to this before each step; 0: never.'
 complete -c vae -n '__vae_using train' -l ema -x -d 'Test and save a moving average of the weights with this decay (Polyak averagi...'
+complete -c vae -n '__vae_using train' -l weight-decay -x -d 'AdamW\'s decoupled weight decay (weights, not biases), e.g.'
 complete -c vae -n '__vae_using train' -l seed -x -d 'Seeds weights, shuffling and noise.'
 complete -c vae -n '__vae_using train' -l limit -x -d 'Use only the first N images.'
 complete -c vae -n '__vae_using train' -l precision -x -a 'fp32 bf16' -d 'fp32, or bf16 autocast (for GPUs and CPUs with AVX-512 BF16 or AMX).'

@@ -46,11 +46,12 @@ TRAIN_FLAGS = {
     "beta": "--beta", "warmup": "--warmup", "binarize": "--binarize", "seed": "--seed", "limit": "--limit",
     "precision": "--precision", "classes": "--conditional", "groups": "--groups",
     "group_channels": "--group-channels", "free_bits": "--free-bits", "grad_clip": "--grad-clip",
-    "ema": "--ema",
+    "ema": "--ema", "weight_decay": "--weight-decay",
     "prior_components": "--components",  # set by `vae fit-prior`, never by `vae train`
 }
 OMITTED_AT_DEFAULT = {"mixtures": 1, "binarize": False, "limit": None, "precision": "fp32", "classes": 0,
-                      "groups": 0, "group_channels": 0, "free_bits": 0.0, "grad_clip": 0.0, "ema": 0.0}
+                      "groups": 0, "group_channels": 0, "free_bits": 0.0, "grad_clip": 0.0, "ema": 0.0,
+                      "weight_decay": 0.0}
 # Fields the command line sets with a bare flag although they hold a number: --conditional takes the
 # number of classes from the dataset.
 FLAG_ONLY = ("classes",)
@@ -170,6 +171,7 @@ class TrainConfig:
     free_bits: float = 0.0  # nats per stochastic layer below which its KL is not pushed down (Kingma et al. 2016)
     grad_clip: float = 0.0  # clip the gradient's norm to this; 0: no clipping
     ema: float = 0.0  # decay of the weights' moving average, which is tested and saved; 0: the weights as trained
+    weight_decay: float = 0.0  # AdamW's decoupled decay of the weights (not biases) per unit of lr; 0: plain Adam
 
     def validate(self) -> None:
         self.model.validate()
@@ -194,6 +196,10 @@ class TrainConfig:
         if not 0 <= self.ema < 1:
             raise UsageError(f"{TRAIN_FLAGS['ema']} must be 0 (off) or a decay in (0, 1) such as 0.999, "
                              f"not {self.ema}")
+        # Each step multiplies a weight by 1 - lr * weight_decay: past 1 it would flip the weights' sign.
+        if not (0 <= self.weight_decay and self.lr * self.weight_decay < 1):
+            raise UsageError(f"{TRAIN_FLAGS['weight_decay']} must be 0 (off) or a positive number under 1 / lr "
+                             f"({1 / self.lr:g}) such as 0.01, not {self.weight_decay}")
 
 
 def halved_sizes(height: int, width: int, times: int) -> list[tuple[int, int]]:

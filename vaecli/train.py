@@ -180,7 +180,16 @@ def make_optimizer(model: VAE, config: TrainConfig, device: torch.device) -> tor
     # instead of 1.6 ms, about 6% of a training step.
     fused = device.type in ("cpu", "cuda")
     skip_dynamo_import()
-    return torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
+    if not config.weight_decay:
+        return torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
+    # Biases (and the Gaussian likelihood's log-variance) set offsets, not capacity: decaying them
+    # toward 0 would only bias the model.
+    params = list(model.parameters())
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, fused=fused)
 
 
 def skip_dynamo_import() -> None:

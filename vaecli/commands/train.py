@@ -89,6 +89,10 @@ def train_command(
         float, typer.Option("--ema", help="Test and save a moving average of the weights with this decay "
                             "(Polyak averaging), e.g. 0.999; 0: the weights as trained.")
     ] = 0.0,
+    weight_decay: Annotated[
+        float, typer.Option("--weight-decay", help="AdamW's decoupled weight decay (weights, not biases), "
+                            "e.g. 0.01, against overfitting; 0: plain Adam.")
+    ] = 0.0,
     seed: Annotated[int, seed_option("Seeds weights, shuffling and noise.")] = 0,
     limit: LimitOption = None,
     precision: Annotated[
@@ -160,6 +164,7 @@ def train_command(
             dataset=_stored_dataset(dataset), epochs=epochs, batch_size=batch_size, lr=lr,
             lr_schedule=lr_schedule.value, beta=beta, warmup=warmup, binarize=binarize, seed=seed, limit=limit,
             precision=precision.value, free_bits=free_bits, grad_clip=grad_clip, ema=ema,
+            weight_decay=weight_decay,
         )
         config.validate()
     else:
