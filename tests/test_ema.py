@@ -12,7 +12,7 @@ from vaecli.data import eval_pixels, load_dataset
 from vaecli.evaluate import elbo_summary
 from vaecli.train import update_average
 
-from tests.test_resume import RECIPE, assert_same_training_state
+from tests.test_resume import RECIPE, assert_resume_matches_a_straight_run
 
 EMA = [*RECIPE, "-q", "--ema", "0.9", "--seed", "3"]
 
@@ -55,13 +55,7 @@ def test_without_ema_the_file_holds_one_set_of_weights(tiny_model):
 
 @pytest.mark.slow
 def test_resume_with_ema_equals_a_straight_run(cli, tmp_path):
-    # A constant learning rate: a run of 1 epoch is the first epoch of a run of 3.
-    constant = [*EMA, "--lr-schedule", "constant"]
-    assert cli("train", *constant, "--epochs", "3", "-o", "straight.safetensors").exit_code == 0
-    assert cli("train", *constant, "--epochs", "1", "-o", "split.safetensors").exit_code == 0
-    resumed = cli("train", "--resume", "split.safetensors", "--epochs", "3", "-q", "--no-report")
-    assert resumed.exit_code == 0, resumed.stderr
-    assert_same_training_state(tmp_path / "straight.safetensors", tmp_path / "split.safetensors")
+    assert_resume_matches_a_straight_run(cli, tmp_path, EMA)
 
 
 def test_fit_prior_keeps_the_trained_weights_for_resuming(cli, tmp_path):

@@ -51,6 +51,17 @@ def assert_same_training_state(a: Path, b: Path) -> None:
         assert torch.equal(tensor, second.training_weights[name]), f"training weight {name} differs"
 
 
+def assert_resume_matches_a_straight_run(cli, tmp_path: Path, recipe: list[str]) -> None:
+    """1 epoch then --resume to 3 gives the state of 3 epochs straight (a constant learning rate: the
+    schedule of a 1-epoch run is the first epoch of a 3-epoch one)."""
+    constant = [*recipe, "--lr-schedule", "constant"]
+    assert cli("train", *constant, "--epochs", "3", "-o", "straight.safetensors").exit_code == 0
+    assert cli("train", *constant, "--epochs", "1", "-o", "split.safetensors").exit_code == 0
+    resumed = cli("train", "--resume", "split.safetensors", "--epochs", "3", "-q", "--no-report")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert_same_training_state(tmp_path / "straight.safetensors", tmp_path / "split.safetensors")
+
+
 @pytest.mark.slow
 def test_resume_with_more_epochs_equals_a_straight_run(cli, tmp_path):
     recipe = [*RECIPE, "-q", "--lr-schedule", "constant"]

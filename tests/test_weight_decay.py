@@ -12,7 +12,7 @@ from vaecli.config import ModelConfig, TrainConfig
 from vaecli.models import build_model
 from vaecli.train import make_optimizer
 
-from tests.test_resume import RECIPE, assert_same_training_state
+from tests.test_resume import RECIPE, assert_resume_matches_a_straight_run
 
 # 50: lr (0.002) x 50 = 10% a step, plain to see after a few steps.
 DECAYED = [*RECIPE, "-q", "--weight-decay", "50", "--seed", "3"]
@@ -59,10 +59,4 @@ def test_training_with_decay_gives_smaller_weights_and_records_it(cli, tmp_path)
 
 @pytest.mark.slow
 def test_resume_with_weight_decay_equals_a_straight_run(cli, tmp_path):
-    # A constant learning rate: a run of 1 epoch is the first epoch of a run of 3.
-    constant = [*DECAYED, "--lr-schedule", "constant"]
-    assert cli("train", *constant, "--epochs", "3", "-o", "straight.safetensors").exit_code == 0
-    assert cli("train", *constant, "--epochs", "1", "-o", "split.safetensors").exit_code == 0
-    resumed = cli("train", "--resume", "split.safetensors", "--epochs", "3", "-q", "--no-report")
-    assert resumed.exit_code == 0, resumed.stderr
-    assert_same_training_state(tmp_path / "straight.safetensors", tmp_path / "split.safetensors")
+    assert_resume_matches_a_straight_run(cli, tmp_path, DECAYED)
