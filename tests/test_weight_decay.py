@@ -49,7 +49,7 @@ def test_training_with_decay_gives_smaller_weights_and_records_it(cli, tmp_path)
 
     def weight_norm(name: str) -> float:
         model = load_checkpoint(tmp_path / name).model
-        return sum(float(p.square().sum()) for p in model.parameters() if p.dim() >= 2) ** 0.5
+        return sum(float(p.detach().square().sum()) for p in model.parameters() if p.dim() >= 2) ** 0.5
 
     assert weight_norm("decayed.safetensors") < 0.9 * weight_norm("plain.safetensors")
     info = json.loads(cli("info", tmp_path / "decayed.safetensors", "--json").stdout)
