@@ -368,8 +368,16 @@ def _run_commands(commands: list[str], lane: Lane, missing_tools: set[str]) -> t
         if done.returncode == 0 or (done.returncode == 141 and any(end in command for end in SIGPIPE_OK)):
             continue
         # Later commands may fail only because this one did; all are reported, the first is the one to fix.
-        failures.append(f"$ {script}\nexit {done.returncode}\n{done.stderr.strip()[-2000:]}")
+        failures.append(f"$ {script}\nexit {done.returncode}\n{_stderr_excerpt(done.stderr)}")
     return failures, not_run
+
+
+def _stderr_excerpt(stderr: str) -> str:
+    """The last 2000 characters, after any earlier line that names an error: under torchrun, a worker's own
+    message comes before the launcher's long summary and would otherwise be cut."""
+    text = stderr.strip()
+    head = [line for line in text[:-2000].splitlines() if re.search(r"error|terminate|what\(\)|abort", line, re.I)]
+    return "\n".join([*head[-10:], *(["..."] if head else []), text[-2000:]])
 
 
 @pytest.mark.slow
