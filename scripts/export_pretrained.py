@@ -6,6 +6,8 @@ full history, the exact `vae train` command, and the recipe of a model with a fi
 --eval runs `vae eval -m NAME OPTIONS --json` on the bundled file and records its command and output
 under `evaluation` (a quick run that tests/test_pretrained.py repeats); --full-eval records the
 headline run (whole test split, K = 1000) under `full_evaluation`, which `vae info` shows first.
+--unrecorded-machine "cpu: NAME, N threads" names the machine of epochs trained before vaecli recorded
+it (from the run's own notes), so `vae info` can state the compute of every epoch.
 Without CHECKPOINT the bundled file keeps its weights, bit for bit, and only its metadata is written
 again (recorded evaluations lose any path; those asked for are run again).
 
@@ -43,11 +45,14 @@ def main() -> None:
     parser.add_argument("name", choices=BUNDLED_MODELS)
     parser.add_argument("--eval", default="", help="options of the quick `vae eval` run to record")
     parser.add_argument("--full-eval", default="", help="options of the headline `vae eval` run to record")
+    parser.add_argument("--unrecorded-machine", default="", help="the machine of epochs whose record lacks one")
     args = parser.parse_args()
     target = PRETRAINED_DIR / f"{args.name}.safetensors"
     if args.checkpoint is not None:
         write_bundle(args.checkpoint, args.name, target)
     meta = read_bundled_metadata(target)
+    if args.unrecorded_machine:
+        fill_unrecorded_machine(meta["history"], args.unrecorded_machine)
     for option, key in EVALUATION_KEYS.items():
         if getattr(args, option):
             meta[key] = evaluate(args.name, getattr(args, option))
@@ -74,6 +79,15 @@ def write_bundle(source: Path, name: str, target: Path) -> None:
     for key in EVALUATION_KEYS.values():
         meta.pop(key, None)  # measured on other weights, if any
     save_checkpoint(target, checkpoint.model, meta)
+
+
+def fill_unrecorded_machine(history: list[dict], machine: str) -> None:
+    """Name the machine of the epochs trained before each epoch's record held one (device.describe_machine's form)."""
+    if not re.fullmatch(r"(\d+ x )?[a-z]+: .+", machine):
+        sys.exit(f"--unrecorded-machine {machine!r}: write it as vae records it, e.g. 'cpu: AMD EPYC, 2 threads'")
+    for record in history:
+        if not record.get("machine"):
+            record["machine"] = machine
 
 
 def evaluate(name: str, options: str) -> dict:

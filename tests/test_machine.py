@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
+import pytest
 import torch
 
 from vaecli.device import cpu_name, describe_machine
 from vaecli.metadata import EpochRecord
-from vaecli.summary import _machines_line
+from vaecli.summary import _machines_line, compute_line
 
 from tests.helpers.safetensors_bytes import edit_metadata
 
@@ -34,6 +37,8 @@ def test_info_sums_the_hours_per_machine(tiny_model, cli, tmp_path):
     line = next(line for line in result.stdout.splitlines() if line.startswith("trained on"))
     assert "2.0 h on cuda: NVIDIA H200 (1 epoch);" in line
     assert f"on {describe_machine(torch.device('cpu'))} (1 epoch)" in line
+    compute = next(line for line in result.stdout.splitlines() if line.startswith("compute"))
+    assert "2.0 GPU-hours" in compute and "CPU core-" in compute
 
 
 def test_machines_line_puts_the_longest_first_and_names_the_unrecorded():
@@ -49,3 +54,28 @@ def test_eval_names_the_machine(tiny_model, cli):
     assert json.loads(result.stdout)["machine"] == describe_machine(torch.device("cpu"))
     shown = cli("eval", "-m", tiny_model, "--dataset", "digits", "--limit", "8", "--iw-samples", "2")
     assert f" s on {describe_machine(torch.device('cpu'))}" in shown.stdout
+
+
+def test_compute_counts_cores_and_gpus_and_keeps_the_rest_apart():
+    history = [EpochRecord(1, 1800.0, machine="cpu: A, 2 threads"), EpochRecord(2, 3600.0, machine="cpu: A, 1 thread"),
+               EpochRecord(3, 900.0, machine="2 x cpu: A, 3 threads"), EpochRecord(4, 600.0, machine="4 x cuda: B"),
+               EpochRecord(5, 300.0, machine="mps: M"), EpochRecord(6, 45.0)]
+    # 1800 x 2 + 3600 + 900 x 6 = 12600 core-seconds; 600 x 4 GPU-seconds.
+    assert compute_line(history) == ("3.5 CPU core-hours; 40 GPU-minutes; plus 5 min (wall time) on mps; "
+                                     "plus 45 s (wall time) on a machine not recorded")
+
+
+def _export_script():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "export_pretrained.py"
+    spec = importlib.util.spec_from_file_location("export_pretrained", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_names_the_machine_only_of_epochs_that_lack_one():
+    history = [{"epoch": 1}, {"epoch": 2, "machine": None}, {"epoch": 3, "machine": "cpu: B, 1 thread"}]
+    _export_script().fill_unrecorded_machine(history, "cpu: A, 2 threads")
+    assert [record["machine"] for record in history] == ["cpu: A, 2 threads"] * 2 + ["cpu: B, 1 thread"]
+    with pytest.raises(SystemExit, match="as vae records it"):
+        _export_script().fill_unrecorded_machine(history, "my laptop")

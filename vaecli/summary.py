@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 # Recorded `vae eval` runs, the headline first: the whole test split at K = 1000, then the quick check
 # that tests re-run (see scripts/export_pretrained.py).
 EVALUATION_KEYS = ("full_evaluation", "evaluation")
 MISSING = "—"
+UNIT_KINDS = ("CPU core", "GPU")  # compute counted in device-hours; other devices by wall time
 
 
 def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
@@ -42,6 +44,7 @@ def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
             rows.append(("active units", f"{test.active_units} of {model.latent_dim} (KL > 0.01 nats)"))
         if any(record.machine for record in meta.history):
             rows.append(("trained on", _machines_line(meta.history)))
+            rows.append(("compute", compute_line(meta.history)))
     for key in EVALUATION_KEYS:
         rows += _evaluation_rows(meta.extra.get(key))
     if meta.recipe:
@@ -125,6 +128,40 @@ def _machines_line(history: list) -> str:
     parts = sorted(spent.items(), key=lambda item: -item[1][0])
     return "; ".join(f"{duration(seconds)} on {where} ({count} epoch{'s' if count != 1 else ''})"
                      for where, (seconds, count) in parts)
+
+
+def compute_line(history: list) -> str:
+    """Training compute as papers state it: CPU core-hours (wall time x threads), GPU-hours (x GPUs)."""
+    spent: dict[str, float] = {}
+    for record in history:
+        seconds = record.elapsed_s if is_number(record.elapsed_s) else 0.0
+        kind = _compute_kind(record.machine)
+        units = _units(record.machine) if kind in UNIT_KINDS else 1
+        spent[kind] = spent.get(kind, 0.0) + seconds * units
+    parts = [_hours(spent[kind], kind) for kind in UNIT_KINDS if spent.get(kind)]
+    parts += [f"plus {duration(seconds)} (wall time) on {kind}" for kind, seconds in spent.items()
+              if kind not in UNIT_KINDS]
+    return "; ".join(parts)
+
+
+def _compute_kind(machine: str | None) -> str:
+    """'CPU core' or 'GPU' for the devices whose units are counted; else the device, or that none was recorded."""
+    if not machine:
+        return "a machine not recorded"
+    device = machine.split(": ")[0].split(" x ")[-1]
+    return {"cpu": "CPU core", "cuda": "GPU"}.get(device, device)
+
+
+def _units(machine: str | None) -> int:
+    """Cores (threads) or GPUs an epoch held: '2 x cpu: A, 4 threads' holds 8, '4 x cuda: B' holds 4."""
+    processes = re.match(r"(\d+) x ", machine or "")
+    threads = re.search(r", (\d+) threads?$", machine or "")
+    return (int(processes.group(1)) if processes else 1) * (int(threads.group(1)) if threads else 1)
+
+
+def _hours(unit_seconds: float, kind: str) -> str:
+    hours = unit_seconds / 3600
+    return f"{hours:.1f} {kind}-hours" if hours >= 1 else f"{unit_seconds / 60:.0f} {kind}-minutes"
 
 
 def duration(seconds: float) -> str:
