@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vaecli.checkpoint import load_checkpoint, read_metadata, resolve_model
+from vaecli.checkpoint import load_checkpoint, read_metadata
 from vaecli.config import ModelConfig, TrainConfig, train_command_line
 from vaecli.evaluate import elbo_summary
 from vaecli.models import build_model
@@ -52,11 +52,16 @@ def test_an_unconditional_model_keeps_its_layout():
     assert model.decoder[0].in_features == 3
 
 
-@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
-def test_bundled_checkpoints_without_the_field_load_unconditional(name):
-    path, _ = resolve_model(name)
-    assert "classes" not in read_metadata(path)["config"]["model"]  # written before the field existed
-    assert load_checkpoint(path).config.model.classes == 0
+def test_checkpoints_written_before_the_field_load_unconditional(tiny_model, tmp_path):
+    from tests.helpers.safetensors_bytes import edit_metadata
+
+    def written_before(meta: dict) -> None:
+        del meta["config"]["model"]["classes"]
+
+    old = tmp_path / "old.safetensors"
+    old.write_bytes(edit_metadata(tiny_model.read_bytes(), written_before))
+    assert "classes" not in read_metadata(old)["config"]["model"]
+    assert load_checkpoint(old).config.model.classes == 0
 
 
 def test_the_recorded_command_repeats_conditional():
