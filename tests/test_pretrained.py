@@ -66,3 +66,8 @@ def test_commands_fall_back_to_the_bundled_mnist_model(cli, tmp_path):
     assert "bundled MNIST model" in result.stderr
     assert result.stdout == "samples.png\n"
     assert Image.open(tmp_path / "samples.png").size[0] > 28
+
+
+def test_the_model_option_names_every_bundled_model(cli):
+    shown = " ".join(cli("sample", "--help").stdout.split())
+    assert all(name in shown for name in BUNDLED_MODELS)

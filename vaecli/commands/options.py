@@ -8,6 +8,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
+from vaecli.checkpoint import BUNDLED_MODELS
 from vaecli.config import ARCHITECTURES, LIKELIHOODS, MAX_SEED, MIN_SEED, PRECISIONS, SCHEDULES
 from vaecli.device import DEVICE_CHOICES
 from vaecli.errors import UsageError
@@ -42,7 +43,7 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Checkpoint path, or a bundled model: mnist, fashion-mnist. "
+        help=f"Checkpoint path, or a bundled model: {', '.join(BUNDLED_MODELS)}. "
         "Default: $VAE_MODEL, else ./vae.safetensors, else the bundled MNIST model.",
         show_default=False,
     ),
