@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from vaecli.checkpoint import BUNDLED_MODELS, load_checkpoint, resolve_model
+from vaecli.checkpoint import BUNDLED_MODELS, load_checkpoint, read_metadata, resolve_model
 
+README = Path(__file__).resolve().parents[1] / "README.md"
 NLL_TOLERANCE = 0.05  # nats; the same seed gives the same draws, only summation order may differ
 
 
@@ -71,3 +73,13 @@ def test_commands_fall_back_to_the_bundled_mnist_model(cli, tmp_path):
 def test_the_model_option_names_every_bundled_model(cli):
     shown = " ".join(cli("sample", "--help").stdout.split())
     assert all(name in shown for name in BUNDLED_MODELS)
+
+
+@pytest.mark.parametrize("name", BUNDLED_MODELS)
+def test_the_readme_lists_each_model_with_its_recorded_likelihood(name):
+    rows = [line for line in README.read_text().splitlines() if line.startswith(f"| `{name}` |")]
+    assert len(rows) == 1, f"the README's table of bundled models needs one row for {name}"
+    record = read_metadata(resolve_model(name)[0]).get("full_evaluation")
+    if record is not None:  # the headline, as `vae info NAME` shows it
+        assert f" = {record['nll']:.2f} nats**" in rows[0]
+        assert f"-ELBO {record['neg_elbo']['loss']:.2f}" in rows[0]
