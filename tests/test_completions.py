@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from vaecli.checkpoint import BUNDLED_MODELS
 from vaecli.cli import app
 from vaecli.completion import FILE_NAMES, SHELLS, script
 
@@ -56,7 +57,7 @@ def test_bash_completes_commands_options_values_and_paths(tmp_path):
     assert _bash_complete(["vae", "sample", "--device", "c"], tmp_path) == ["cpu", "cuda"]
     models = sorted(_bash_complete(["vae", "info", ""], tmp_path))
     # No "my file.png": only checkpoints, bundled names and folders.
-    assert models == ["fashion-mnist", "mnist", "mnist-conditional", "model.safetensors", "pictures"]
+    assert models == sorted([*BUNDLED_MODELS, "model.safetensors", "pictures"])
     assert _bash_complete(["vae", "sample", "-m", "mo"], tmp_path) == ["model.safetensors"]
     assert _bash_complete(["vae", "completion", ""], tmp_path) == ["bash", "zsh", "fish"]
     assert _bash_complete(["vae", "sample", "--seed", ""], tmp_path) == []  # a number: nothing to offer
