@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -74,6 +75,43 @@ def test_resume_with_more_epochs_equals_a_straight_run(cli, tmp_path):
     resumed = load_checkpoint(tmp_path / "split.safetensors")
     assert [record["epoch"] for record in resumed.meta["history"]] == [1, 2, 3, 4]
     assert resumed.config.epochs == 4
+
+
+def test_an_extended_run_records_the_recipe_that_repeats_it(cli, tmp_path, monkeypatch):
+    # The cosine schedule depends on the total: 1 epoch then --epochs 3 is not `vae train --epochs 3`.
+    assert cli("train", *COSINE_3[:-4], "--epochs", "1", "--seed", "5", "-q", "-o", "run.safetensors").exit_code == 0
+    assert load_checkpoint(tmp_path / "run.safetensors").meta.get("recipe") is None
+    for total in ("2", "3"):
+        result = cli("train", "--resume", "run.safetensors", "--epochs", total, "-q", "--no-report")
+        assert result.exit_code == 0, result.stderr
+    steps = load_checkpoint(tmp_path / "run.safetensors").meta["recipe"]
+    assert steps[0].startswith("vae train ") and " --epochs 1 " in steps[0] and steps[0].endswith(" -o run.safetensors")
+    assert steps[1:] == [f"vae train --resume run.safetensors --epochs {n} -o run.safetensors" for n in (2, 3)]
+    assert "recipe step 3" in cli("info", "run.safetensors").stdout
+
+    # The recipe, run as written in another folder, gives the very same state.
+    again = tmp_path / "again"
+    again.mkdir()
+    monkeypatch.chdir(again)
+    for step in steps:
+        assert cli(*shlex.split(step)[1:], "-q", "--no-report").exit_code == 0
+    assert_same_training_state(tmp_path / "run.safetensors", again / "run.safetensors")
+
+
+def test_a_run_resumed_at_the_same_total_adds_no_step(cli, tmp_path):
+    from tests.helpers.safetensors_bytes import edit_metadata
+
+    assert cli("train", *COSINE_3[:-4], "--epochs", "1", "-q", "-o", "run.safetensors").exit_code == 0
+    assert cli("train", "--resume", "run.safetensors", "--epochs", "3", "-q", "--no-report").exit_code == 0
+    before = load_checkpoint(tmp_path / "run.safetensors").meta["recipe"]
+
+    def interrupted_after_epoch_2(meta: dict) -> None:
+        meta["history"], meta["epochs_done"] = meta["history"][:2], 2
+
+    path = tmp_path / "run.safetensors"
+    path.write_bytes(edit_metadata(path.read_bytes(), interrupted_after_epoch_2))
+    assert cli("train", "--resume", "run.safetensors", "-q", "--no-report").exit_code == 0
+    assert load_checkpoint(path).meta["recipe"] == before
 
 
 def test_resume_help_explains_the_cosine_schedule():

@@ -7,7 +7,7 @@ import math
 import shlex
 import signal
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
 
@@ -297,13 +297,26 @@ def _metadata(config: Any, checkpoint: Any, train_set: Any, test_set: Any, reque
         command=train_command_line(config),
         torch_version=torch.__version__,
     )
-    recipe = None if checkpoint is None else checkpoint.meta.get("recipe")
-    if recipe:
-        # A fitted prior is in this model's past: one `vae train` command no longer reproduces it.
+    if checkpoint is not None:
         meta.prior = checkpoint.meta.get("prior")
-        meta.recipe = [*recipe, shlex.join(["vae", "train", "--resume", str(request.resume),
-                                            "--epochs", str(config.epochs), "-o", str(request.out)])]
+        meta.recipe = _recipe(checkpoint, config, request)
     return meta
+
+
+def _recipe(checkpoint: Any, config: Any, request: _Request) -> list[str] | None:
+    """Every command from scratch, once a fitted prior or another total of epochs (the learning rate's
+    schedule depends on it) is in this run's past: one `vae train` command no longer reproduces it."""
+    from vaecli.config import train_command_line
+
+    recipe = checkpoint.meta.get("recipe")
+    planned = checkpoint.meta["config"]["epochs"]  # the file's total: checkpoint.config holds the new one
+    if not recipe and config.epochs == planned:
+        return None
+    first = f"{train_command_line(replace(config, epochs=planned))} -o {shlex.quote(str(request.resume))}"
+    step = shlex.join(["vae", "train", "--resume", str(request.resume), "--epochs", str(config.epochs),
+                       "-o", str(request.out)])
+    steps = recipe or [first]
+    return steps if steps[-1] == step else [*steps, step]  # a run resumed again at the same total adds nothing
 
 
 def _fit(request: _Request, run: Any, splits: tuple[Any, Any], meta: Any, world: Any, start: int) -> None:
