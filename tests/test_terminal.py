@@ -62,7 +62,9 @@ def test_train_on_a_terminal_prints_clean_epoch_lines_and_an_honest_bar(tmp_path
              "-o", "t.safetensors"]
     shell = f"cd {shlex.quote(str(tmp_path))} && {shlex.join(train)}; echo EXIT=$?; sleep {DEADLINE_S}"
     tmux = [TMUX, "-L", f"vaecli-test-{os.getpid()}", "-f", "/dev/null"]
-    env = {**os.environ, "TERM": "xterm-256color"}
+    # One torch thread: on a loaded machine (the other test worker, this loop's captures) two spinning OpenMP
+    # threads on less than two free cores slowed this run to 8 images a second, past the deadline.
+    env = {**os.environ, "TERM": "xterm-256color", "OMP_NUM_THREADS": "1"}
     env.pop("TMUX", None)  # a private server even when the suite itself runs inside tmux
     subprocess.run([*tmux, "new-session", "-d", "-s", "train", "-x", str(WIDTH), "-y", str(HEIGHT), shell],
                    check=True, env=env)
