@@ -118,7 +118,7 @@ SHRUNK = {
         (("--epochs 180", "--epochs 2"),), "resumes the shrunk 1-epoch ResNet: one more epoch shows it"),
     "vae eval -m vae-mixture.safetensors --binarize": Shrunk(
         (("--binarize", f"--binarize {SMALL_EVAL}"),), "K = 1000 on 10,000 images takes minutes"),
-    "vae score --dataset mnist --limit 1000 -s nll,regret --format csv > scores.csv": Shrunk(
+    "vae score -m mnist-resnet --dataset mnist --limit 1000 -s nll,regret --format csv > scores.csv": Shrunk(
         (("--limit 1000", "--limit 20"),), "regret on 1,000 images takes minutes"),
     "mkdir -p blank && mv blank-*.png blank/ && vae ood --in mnist --out blank/ -s nll,complexity --json | jq .scores":
         Shrunk((("--in mnist", "--in mnist --limit 50 -k 4"),), "K = 100 on 10,000 MNIST test images takes minutes"),

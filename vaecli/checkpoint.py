@@ -569,7 +569,7 @@ def restore_generator(generator: torch.Generator, checkpoint: Checkpoint) -> boo
 
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-BUNDLED_MODELS = ("mnist", "fashion-mnist", "mnist-conditional")  # names that -m accepts instead of a path
+BUNDLED_MODELS = ("mnist", "mnist-resnet", "fashion-mnist", "mnist-conditional")  # names that -m accepts instead of a path
 DEFAULT_MODEL_FILE = "vae.safetensors"
 
 
