@@ -20,14 +20,15 @@ from vaecli.checkpoint import load_checkpoint
 RECIPE = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "4", "--batch-size", "32", "--limit", "96",
           "--device", "cpu", "--no-report"]
 COSINE_3 = [*RECIPE, "--lr-schedule", "cosine", "--epochs", "3", "--seed", "5"]
-# Run in a child: the real CLI, with each training step slowed by 0.15 s (numbers unchanged), so that
-# a signal sent once epoch 1 is saved lands in the middle of the run even on a busy machine.
+# Run in a child: the real CLI, with each training step slowed by 0.5 s (numbers unchanged), so that
+# a signal sent once epoch 1 is saved lands in the middle of the run even on a busy machine (at 0.15 s,
+# the last two epochs took 1 s and a loaded machine once let the run finish first).
 SLOW_CLI = """
 import sys, time
 import vaecli.train
 real = vaecli.train.to_pixels
 def slow(batch):
-    time.sleep(0.15)
+    time.sleep(0.5)
     return real(batch)
 vaecli.train.to_pixels = slow
 from vaecli.cli import main
