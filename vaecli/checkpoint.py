@@ -569,7 +569,8 @@ def restore_generator(generator: torch.Generator, checkpoint: Checkpoint) -> boo
 
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-BUNDLED_MODELS = ("mnist", "mnist-resnet", "fashion-mnist", "mnist-conditional")  # names that -m accepts instead of a path
+# Names that -m accepts instead of a path.
+BUNDLED_MODELS = ("mnist", "mnist-resnet", "fashion-mnist", "mnist-conditional")
 DEFAULT_MODEL_FILE = "vae.safetensors"
 
 
