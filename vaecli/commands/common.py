@@ -253,4 +253,5 @@ def refuse_hierarchical(checkpoint: Checkpoint, path: str, what: str) -> None:
     arch = checkpoint.config.model.arch
     if arch in HIERARCHICAL:
         raise UsageError(f"{path} is a hierarchical VAE (--arch {arch}), and {what} works on the single latent "
-                         "of a one-layer model (mlp, cnn, resnet); use one of those")
+                         "of a one-layer model (mlp, cnn, resnet); use one of those, such as the bundled "
+                         "-m mnist-resnet")
