@@ -29,6 +29,9 @@ class VaeGroup(TyperGroup):
                 standalone_mode=False, **extra,
             )
         )
+        distributed = sys.modules.get("vaecli.distributed")  # loaded only by a command that may join a group
+        if distributed is not None and distributed.joined:
+            distributed.exit_at_once(code)
         sys.exit(code)
 
 
