@@ -52,7 +52,7 @@ _vae() {
             case $prev in
                 --out|-o|--grid|--label) _vae_paths files; return ;;
                 --nrow|--scale|--seed) return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             if [[ $cur == -* ]]; then _vae_words "--out -o --grid --nrow --scale --force -f --sample-pixels --seed --label --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
@@ -60,13 +60,13 @@ _vae() {
             case $prev in
                 --out|-o|--label) _vae_paths files; return ;;
                 --invert) _vae_words "yes no auto"; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             if [[ $cur == -* ]]; then _vae_words "--out -o --invert --label --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         eval)
             case $prev in
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
                 --split) _vae_words "train test"; return ;;
@@ -77,7 +77,7 @@ _vae() {
             _vae_words "--model -m --dataset --data-root --split --limit --label --iw-samples -k --binarize --batch-size --seed --device --quiet -q --json --help -h" ;;
         fit-prior)
             case $prev in
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --out|-o) _vae_paths files; return ;;
                 --components|-c|--samples|--limit|--seed) return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
@@ -86,7 +86,7 @@ _vae() {
             esac
             _vae_words "--model -m --out -o --components -c --samples --limit --dataset --data-root --seed --device --quiet -q --json --help -h" ;;
         info)
-            if [[ $cur == -* ]]; then _vae_words "--history --json --help -h"; else _vae_words "mnist mnist-resnet fashion-mnist mnist-conditional"; _vae_paths checkpoints; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--history --json --help -h"; else _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; fi ;;
         interpolate)
             case $prev in
                 --steps|--scale|--seed) return ;;
@@ -94,7 +94,7 @@ _vae() {
                 --out|-o|--gif|--label) _vae_paths files; return ;;
                 --frames) _vae_paths dirs; return ;;
                 --invert) _vae_words "yes no auto"; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             if [[ $cur == -* ]]; then _vae_words "--steps --method --out -o --frames --gif --invert --scale --sample-pixels --seed --label --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
@@ -104,14 +104,14 @@ _vae() {
                 --label|--out|-o) _vae_paths files; return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             _vae_words "--size --with-codes --label --out -o --dataset --data-root --limit --model -m --device --quiet -q --help -h" ;;
         ood)
             case $prev in
                 --in|--out) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --score|-s) _vae_words "nll elbo recon kl complexity regret"; return ;;
                 --limit|--iw-samples|-k|--regret-steps|--batch-size|--seed) return ;;
                 --roc|-o) _vae_paths files; return ;;
@@ -126,7 +126,7 @@ _vae() {
                 --data-root) _vae_paths dirs; return ;;
                 --split) _vae_words "train test"; return ;;
                 --limit|--seed) return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             _vae_words "--out -o --points --dataset --data-root --split --limit --model -m --device --seed --quiet -q --help -h" ;;
@@ -135,7 +135,7 @@ _vae() {
                 --out|-o|--compare|--label) _vae_paths files; return ;;
                 --nrow|--scale|--seed) return ;;
                 --invert) _vae_words "yes no auto"; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             if [[ $cur == -* ]]; then _vae_words "--out -o --compare --nrow --invert --scale --sample-pixels --seed --label --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
@@ -143,7 +143,7 @@ _vae() {
             case $prev in
                 --count|-n|--temperature|-t|--nrow|--scale|--seed) return ;;
                 --out|-o|--grid|--label) _vae_paths files; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             _vae_words "--count -n --temperature -t --out -o --grid --nrow --scale --force -f --sample-pixels --model -m --device --seed --label --quiet -q --help -h" ;;
@@ -157,7 +157,7 @@ _vae() {
                 --units) _vae_words "nats bpd"; return ;;
                 --format) _vae_words "tsv csv jsonl"; return ;;
                 --invert) _vae_words "yes no auto"; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             if [[ $cur == -* ]]; then _vae_words "--dataset --split --limit --data-root --score -s --iw-samples -k --regret-steps --units --format --sort --binarize --invert --batch-size --seed --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
@@ -166,7 +166,7 @@ _vae() {
                 --out|-o) _vae_paths files; return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
                 --seed) return ;;
             esac
@@ -192,7 +192,7 @@ _vae() {
                 --invert) _vae_words "yes no auto"; return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             if [[ $cur == -* ]]; then _vae_words "--count -n --range --steps --active-only --out -o --gif --scale --invert --label --dataset --data-root --limit --model -m --device --seed --quiet -q --help -h"; else _vae_paths files; fi ;;

@@ -570,7 +570,7 @@ def restore_generator(generator: torch.Generator, checkpoint: Checkpoint) -> boo
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 # Names that -m accepts instead of a path.
-BUNDLED_MODELS = ("mnist", "mnist-resnet", "fashion-mnist", "mnist-conditional")
+BUNDLED_MODELS = ("mnist", "mnist-resnet", "fashion-mnist", "fashion-mnist-binarized", "mnist-conditional")
 DEFAULT_MODEL_FILE = "vae.safetensors"
 
 
