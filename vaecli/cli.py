@@ -30,7 +30,7 @@ class VaeGroup(TyperGroup):
             )
         )
         distributed = sys.modules.get("vaecli.distributed")  # loaded only by a command that may join a group
-        if distributed is not None and distributed.joined:
+        if distributed is not None and distributed.launched_by_torchrun():
             distributed.exit_at_once(code)
         sys.exit(code)
 

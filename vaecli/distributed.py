@@ -28,7 +28,6 @@ class World:
 
 
 SINGLE_PROCESS = World()
-joined = False  # whether this process joined torchrun's process group: it then ends by exit_at_once
 
 
 def launched_by_torchrun() -> bool:
@@ -47,8 +46,6 @@ def join(device_name: str) -> tuple[World, torch.device]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    global joined
-    joined = True
     return World(dist.get_rank(), dist.get_world_size()), device
 
 
@@ -61,7 +58,7 @@ def leave(world: World) -> None:
 
 
 def exit_at_once(code: int) -> None:
-    """End a process that joined a group without interpreter finalization, its output flushed first."""
+    """End a process that torchrun started without interpreter finalization, its output flushed first."""
     # destroy_process_group leaves gloo's worker threads running, and one may still drop a tensor from the
     # last collective; a thread that takes the GIL during finalization is killed in a way C++ answers with
     # std::terminate (rank 1 aborted once so, while rank 0 drew the report). No finalization, no window.
