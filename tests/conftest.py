@@ -52,9 +52,11 @@ def tiny_conditional(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch, tmp_path):
+def _isolated_env(monkeypatch, tmp_path, tmp_path_factory):
     """Each test starts in an empty folder with no model or data defaults leaking in."""
     monkeypatch.chdir(tmp_path)
+    # The dataset cache (and any other per-user cache) goes to a fresh folder, never the real home's.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
     monkeypatch.delenv("VAE_MODEL", raising=False)
     monkeypatch.delenv("VAE_DEVICE", raising=False)
     monkeypatch.setenv("VAE_OFFLINE", "1")

@@ -11,6 +11,7 @@ import torch
 
 import vaecli.datasets_torchvision as tv
 from vaecli.data import load_dataset, native_shape
+from vaecli.dataset_cache import cache_path
 from vaecli.errors import DataError, UsageError
 
 from tests.helpers.cli_checks import one_error_line
@@ -31,6 +32,11 @@ def _trusted(monkeypatch):
     trust_fabricated(monkeypatch)
 
 
+def _cached(name: str, split: str, root: Path, shape: tuple[int, int, int]) -> Path:
+    """The cache file of one split, in the user's cache folder (a fresh one per test, see conftest)."""
+    return cache_path(tv.resolve(name), split, root, shape)
+
+
 def _no_second_open(monkeypatch):
     """Make any further construction of a torchvision class fail the test: the cache must answer."""
     def refuse(*args, **kwargs):
@@ -47,7 +53,8 @@ def test_cifar10_loads_as_uint8_nchw_with_labels_and_names_then_from_the_cache(t
     assert train.labels.tolist() == [i % 10 for i in range(50)] and train.class_names == CIFAR10_NAMES
     test = load_dataset("cifar10", "test", data_root=tmp_path, shape=(3, 32, 32))
     assert len(test) == 20 and test.labels.tolist() == [(i * 3) % 10 for i in range(20)]
-    assert (tmp_path / "vaecli-cache" / "cifar10-train-3x32x32.safetensors").is_file()
+    assert _cached("cifar10", "train", tmp_path, (3, 32, 32)).is_file()
+    assert not (tmp_path / "vaecli-cache").exists()  # nothing is written into the data folder
 
     _no_second_open(monkeypatch)
     again = load_dataset("cifar10", "train", data_root=tmp_path, shape=(3, 32, 32))
@@ -65,7 +72,7 @@ def test_a_changed_source_file_or_a_damaged_cache_is_decoded_again(tmp_path):
     os.replace(tmp_path / "other" / "cifar-10-batches-py" / "data_batch_1", batch)  # same bytes, new mtime
     stat = batch.stat()
     os.utime(batch, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    cache = tmp_path / "vaecli-cache" / "cifar10-train-3x32x32.safetensors"
+    cache = _cached("cifar10", "train", tmp_path, (3, 32, 32))
     before = cache.stat().st_mtime_ns
     assert torch.equal(load_dataset("cifar10", "train", data_root=tmp_path, shape=(3, 32, 32)).images, first.images)
     assert cache.stat().st_mtime_ns != before  # rewritten under the new key
@@ -85,7 +92,7 @@ def test_cifar10_at_another_size_and_in_grey(tmp_path):
     write_cifar10(tmp_path, train=10, test=5)
     small = load_dataset("cifar10", "train", data_root=tmp_path, shape=(1, 16, 16))
     assert tuple(small.images.shape) == (10, 1, 16, 16) and small.images.dtype == torch.uint8
-    assert (tmp_path / "vaecli-cache" / "cifar10-train-1x16x16.safetensors").is_file()
+    assert _cached("cifar10", "train", tmp_path, (1, 16, 16)).is_file()
 
 
 def test_cifar100_has_its_hundred_fine_classes(tmp_path):

@@ -46,11 +46,29 @@ def test_the_scan_tells_calls_from_methods():
     assert unsafe_uses("model.eval()\nnp.load(f, allow_pickle=False)\nevaluate(model)\nmodel = place(m).eval()") == []
 
 
+# CIFAR ships its batches as pickles: one module reads them through an unpickler that builds numpy arrays
+# only (test_hostile_cache checks that a batch naming a function is refused before it runs). There, and
+# only there, these lines may name pickle; a plain pickle.load anywhere is still found.
+RESTRICTED_UNPICKLER = ("datasets_torchvision.py", re.compile(
+    r"^\s*#|^import pickle$|pickle\.(Unpickler|UnpicklingError)\b|_ArraysOnly\(handle"))
+
+
 def test_package_never_unpickles_or_evaluates():
     files = sorted(PACKAGE.rglob("*.py"))
     assert len(files) > 10  # the scan did see the package
-    found = [f"{path.relative_to(PACKAGE)}: {what}" for path in files for what in unsafe_uses(path.read_text())]
+    found = [f"{path.relative_to(PACKAGE)}: {what}" for path in files for what in unsafe_uses(_scanned(path))]
     assert found == []
+
+
+def _scanned(path: Path) -> str:
+    name, allowed = RESTRICTED_UNPICKLER
+    lines = path.read_text().splitlines()
+    return "\n".join(line for line in lines if path.name != name or not allowed.search(line))
+
+
+def test_the_restricted_unpickler_is_the_only_pickle_reader():
+    text = (PACKAGE / RESTRICTED_UNPICKLER[0]).read_text()
+    assert "def find_class" in text and "pickle.load(" not in text and "pickle.loads(" not in text
 
 
 # --- metadata: bounded, then validated field by field --------------------------------------------------

@@ -6,6 +6,7 @@ import errno
 import io
 import os
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
@@ -130,10 +131,10 @@ def test_a_grid_too_large_is_refused_before_anything_is_decoded(cli, tiny_model,
         raise AssertionError("decoded before the size was checked")
 
     monkeypatch.setattr("vaecli.latent.decode_to_pixels", never)
-    result = cli("sample", "-n", "100000000", "--grid", "g.png", "-m", tiny_model)
+    result = cli("sample", "-n", "1000000", "--grid", "g.png", "-m", tiny_model)
     assert result.exit_code == 2
     line = one_error_line(result)
-    assert "-n 100000000" in line and "too large" in line and "images fit" in line
+    assert "-n 1000000" in line and "too large" in line and "images fit" in line
     assert not Path("g.png").exists()
 
 
@@ -373,3 +374,93 @@ def test_negative_seeds_that_torch_accepts_still_train_and_load(cli):
                  "-q", "--no-report")
     assert result.exit_code == 0, result.stderr
     assert cli("sample", "-m", "vae.safetensors", "--grid", "g.png").exit_code == 0
+
+
+# --- issue 30: nothing is created before every input is checked; replaced files keep their permissions ----
+
+
+@pytest.mark.parametrize(
+    ("args", "made"),
+    [
+        (["sample", "-m", "{C}", "--label", "99", "-n", "2", "-o", "out/a/b"], "out"),
+        (["sample", "-m", "{M}", "--label", "3", "-n", "2", "-o", "out"], "out"),
+        (["decode", "bad.npy", "-m", "{M}", "-o", "out"], "out"),
+        (["reconstruct", "missing.png", "-m", "{M}", "-o", "out"], "out"),
+        (["interpolate", "d.png", "missing.png", "-m", "{M}", "--frames", "frames"], "frames"),
+        (["tour", "-m", "{M}", "--dataset", "nosuch", "-o", "tour"], "tour"),
+        (["train", "--resume", "done.safetensors", "--report", "report"], "report"),
+    ],
+    ids=["sample-label-of-no-class", "sample-label-unconditional", "decode", "reconstruct", "interpolate-frames",
+         "tour", "train-report"],
+)
+def test_no_output_folder_is_made_when_a_later_check_fails(cli, tiny_model, tiny_conditional, tmp_path, args, made):
+    digit(tmp_path / "d.png")
+    (tmp_path / "bad.npy").write_bytes(b"not a numpy file")
+    shutil.copy(tiny_model, tmp_path / "done.safetensors")  # trained to its total: resuming it is refused
+    before = sorted(tmp_path.iterdir())
+    result = cli(*[a.replace("{M}", str(tiny_model)).replace("{C}", str(tiny_conditional)) for a in args])
+    assert result.exit_code == 2, result.stderr
+    one_error_line(result)
+    assert not (tmp_path / made).exists()
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_an_output_folder_is_still_refused_where_it_cannot_be_made(cli, tiny_model, tmp_path):
+    (tmp_path / "file").write_bytes(SENTINEL)
+    result = cli("sample", "-m", tiny_model, "-n", "2", "-o", "file/out")
+    assert result.exit_code == 2
+    assert one_error_line(result) == "error: -o file/out: file is not a folder; choose another path"
+    result = cli("sample", "-m", tiny_model, "-n", "2", "-o", "file")
+    assert one_error_line(result) == "error: -o file: exists and is not a folder; choose another output folder"
+    assert (tmp_path / "file").read_bytes() == SENTINEL
+
+
+def test_a_replaced_output_keeps_its_permissions_and_a_new_one_gets_the_umask(cli, tiny_model, tmp_path):
+    private = tmp_path / "private.png"
+    private.write_bytes(SENTINEL)
+    private.chmod(0o600)
+    os.symlink(private.name, tmp_path / "link.png")
+    for target in ("private.png", "link.png", "new.png"):
+        result = cli("sample", "-m", tiny_model, "-n", "2", "--grid", target)
+        assert result.exit_code == 0, result.stderr
+    assert private.read_bytes() != SENTINEL and stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert (tmp_path / "link.png").is_symlink()
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "new.png").stat().st_mode) == 0o666 & ~mask
+
+
+def test_a_private_checkpoint_stays_private_when_training_goes_on(cli, tmp_path):
+    recipe = ["--dataset", "digits", "--arch", "mlp", "--hidden", "8", "--latent-dim", "3", "--limit", "64",
+              "--device", "cpu", "--no-report", "-q"]
+    assert cli("train", *recipe, "--epochs", "1", "-o", "m.safetensors").exit_code == 0
+    (tmp_path / "m.safetensors").chmod(0o600)
+    result = cli("train", "--resume", "m.safetensors", "--epochs", "2", "--no-report", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert stat.S_IMODE((tmp_path / "m.safetensors").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sample", "-m", "{M}", "-n", "2", "--grid", "NAME/"],
+        ["project", "-m", "{M}", "--dataset", "digits", "--limit", "40", "-o", "NAME/"],
+        ["encode", "d.png", "-m", "{M}", "-o", "NAME/"],
+        ["traverse", "-m", "{M}", "--limit", "8", "--gif", "NAME/"],
+        ["train", "--dataset", "digits", "--limit", "64", "--epochs", "1", "--hidden", "4", "-q", "-o", "NAME/"],
+    ],
+    ids=["sample-grid", "project", "encode", "traverse-gif", "train"],
+)
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing-file"])
+def test_a_file_output_given_with_a_trailing_slash_is_refused(cli, tiny_model, tmp_path, args, existing):
+    digit(tmp_path / "d.png")
+    if existing:
+        (tmp_path / "NAME").write_bytes(SENTINEL)
+    result = cli(*[a.replace("{M}", str(tiny_model)) for a in args])
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert line.endswith(" NAME/: ends in /, as a folder's name does; give a file name (no / at the end)"), line
+    if existing:
+        assert (tmp_path / "NAME").read_bytes() == SENTINEL
+    else:
+        assert not (tmp_path / "NAME").exists()

@@ -92,7 +92,7 @@ def test_encoder_log_variance_is_bounded(arch):
 
 
 @pytest.mark.slow
-def test_two_trainings_writing_the_same_out_leave_a_whole_checkpoint(tmp_path):
+def test_of_two_trainings_writing_the_same_out_one_stops_and_a_whole_checkpoint_stays(tmp_path):
     out = tmp_path / "shared.safetensors"
     env = {**os.environ, "VAE_OFFLINE": "1", "NO_COLOR": "1"}
     processes = [
@@ -107,12 +107,19 @@ def test_two_trainings_writing_the_same_out_leave_a_whole_checkpoint(tmp_path):
             load_checkpoint(out)
             loads += 1
         time.sleep(0.05)
-    for process in processes:
-        stdout, stderr = process.communicate(timeout=60)
-        assert process.returncode == 0, stderr.decode()
-        assert stdout.decode() == f"{out}\n"
+    results = [(p.returncode, *(stream.decode() for stream in p.communicate(timeout=60))) for p in processes]
+    # The run that saved first keeps the file; the other stops at its next save, naming it (--force
+    # only allowed replacing what was there at the start).
+    winners = [seed for seed, (code, _, _) in zip((1, 2), results, strict=True) if code == 0]
+    assert len(winners) == 1, results
+    for code, stdout, stderr in results:
+        if code == 0:
+            assert stdout == f"{out}\n"
+        else:
+            assert code == 2 and stdout == "" and len(stderr.strip().splitlines()) == 1, stderr
+            assert "another run wrote it" in stderr and "stopping without overwriting it" in stderr
     checkpoint = load_checkpoint(out, training_state=True)
-    assert checkpoint.epochs_done == 3 and checkpoint.config.seed in (1, 2)
+    assert checkpoint.epochs_done == 3 and checkpoint.config.seed == winners[0]
     assert [p.name for p in tmp_path.iterdir()] == ["shared.safetensors"], "temporary files were left"
 
 

@@ -113,7 +113,7 @@ def test_count_zero_is_a_usage_error(cli, tiny_model):
 def test_negative_temperature_is_refused(cli, tiny_model):
     result = cli("sample", "-m", tiny_model, "-t", "-1")
     assert result.exit_code == 2
-    assert result.stderr.strip().splitlines() == ["error: --temperature must be a finite number >= 0, not -1.0"]
+    assert result.stderr.strip().splitlines() == ["error: --temperature must be a finite number from 0 to 100, not -1"]
 
 
 def test_unwritable_output_folder_is_one_line(cli, tiny_model, tmp_path):
@@ -122,7 +122,7 @@ def test_unwritable_output_folder_is_one_line(cli, tiny_model, tmp_path):
     assert result.exit_code == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: -o file/sub: cannot create")
+    assert len(lines) == 1 and lines[0] == "error: -o file/sub: file is not a folder; choose another path"
 
 
 def test_grid_to_stdout_and_grid_file_conflict(cli, tiny_model):

@@ -8,11 +8,11 @@ import traceback
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
-from vaecli import __version__
+from vaecli import __version__, signals
 from vaecli.console import debug_from_env, term
-from vaecli.errors import ExitCode, OutputError, ReaderGone, VaeError
+from vaecli.errors import ExitCode, Interrupted, OutputError, ReaderGone, VaeError
 
 
 class VaeGroup(TyperGroup):
@@ -23,16 +23,51 @@ class VaeGroup(TyperGroup):
         # Each invocation starts fresh: an in-process caller (tests, scripts) must not inherit an
         # earlier call's -q or --debug from the one terminal that every command writes through.
         term.reset()
-        code = run_safely(
-            lambda: super(VaeGroup, self).main(
-                args=args, prog_name=prog_name or "vae", complete_var=complete_var,
-                standalone_mode=False, **extra,
+        from vaecli.files import forget_folder_names
+
+        forget_folder_names()
+        # SIGTERM and SIGHUP unwind like Ctrl-C, so every command's clean-up runs (temporary files).
+        with signals.raised_as_interrupts():
+            code = run_safely(
+                lambda: super(VaeGroup, self).main(
+                    args=args, prog_name=prog_name or "vae", complete_var=complete_var,
+                    standalone_mode=False, **extra,
+                )
             )
-        )
         distributed = sys.modules.get("vaecli.distributed")  # loaded only by a command that may join a group
         if distributed is not None and distributed.launched_by_torchrun():
             distributed.exit_at_once(code)
         sys.exit(code)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            # Typer would turn it into a silent exit 130; the one line is said in run_safely.
+            raise Interrupted(signals.message(exc), signals.exit_code(exc)) from None
+
+
+class VaeCommand(TyperCommand):
+    """A command that notes which paths were given with a trailing slash (`-o NAME/`): named as folders."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        from vaecli.files import note_folder_name
+
+        words = list(args)  # parsing consumes the list
+        rest = super().parse_args(ctx, args)
+        raw, _, _ = self.make_parser(ctx).parse_args(args=words)  # the values as typed, before conversion
+        for name, given in raw.items():
+            value = ctx.params.get(name)
+            for word, path in zip(*_as_lists(given, value), strict=True):
+                if isinstance(word, str) and word.endswith("/") and isinstance(path, os.PathLike):
+                    note_folder_name(path)
+        return rest
+
+
+def _as_lists(given: Any, value: Any) -> tuple[list, list]:
+    if isinstance(given, (list, tuple)) and isinstance(value, (list, tuple)) and len(given) == len(value):
+        return list(given), list(value)
+    return [given], [value]
 
 
 def run_safely(invoke: Any) -> int:
@@ -55,9 +90,12 @@ def run_safely(invoke: Any) -> int:
             _silence_stdout()  # what could not be written must not be retried at exit
         term.error(exc.message)
         return exc.exit_code
-    except (KeyboardInterrupt, typer.Abort):
+    except typer.Abort:
         term.error("interrupted")
         return ExitCode.INTERRUPTED
+    except KeyboardInterrupt as exc:  # a signal outside any command (while parsing the options)
+        term.error(signals.message(exc))
+        return signals.exit_code(exc)
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
         return _report_unexpected(exc)
 
@@ -190,7 +228,7 @@ def _register() -> None:
         "traverse": traverse.traverse_command, "manifold": manifold.manifold_command,
     }
     for name, function in commands.items():
-        app.command(name, short_help=SUMMARIES[name])(function)
+        app.command(name, short_help=SUMMARIES[name], cls=VaeCommand)(function)
 
 
 _register()

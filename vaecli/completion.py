@@ -372,7 +372,8 @@ def script(shell: str, cli: Any) -> str:
 
 def write_all(folder: Path, cli: Any) -> list[Path]:
     """Write every shell's script for the CLI into folder; returns the paths."""
-    from vaecli.files import ensure_folder, write_atomic
+    from vaecli.files import check_output_folder, write_atomic
 
-    ensure_folder(folder)
-    return [write_atomic(folder / FILE_NAMES[shell], script(shell, cli).encode("utf-8")) for shell in SHELLS]
+    check_output_folder(folder)  # write_atomic makes it with the first script
+    return [write_atomic(folder / FILE_NAMES[shell], script(shell, cli).encode("utf-8"), own=True)
+            for shell in SHELLS]

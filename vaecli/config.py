@@ -21,6 +21,8 @@ MIN_SEED = -(2**63)  # ... or as signed
 MAX_TEXT = 4096  # a stored string: a dataset folder's path is at most PATH_MAX
 MAX_MIXTURES = 64
 MAX_CONDITIONAL_CLASSES = 1000  # classes a conditional model takes its one-hot label over
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32
+MAX_BETA = 1e6  # a KL weight past this leaves only the KL; beyond float32's range it would overflow the loss
 # p(x|z): Bernoulli on [0, 1] pixels, a Gaussian with learned variance, or the discretized logistic
 # (mixture) on the 256 levels of each 8-bit subpixel (Kingma et al. 2016; Salimans et al. 2017).
 LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
@@ -177,10 +179,12 @@ class TrainConfig:
         self.model.validate()
         _check_range("epochs", self.epochs, 1, 100_000, "epochs")
         _check_range("batch size", self.batch_size, 1, 1_000_000, "batch_size")
-        if not (self.lr > 0 and self.lr < 10):
+        # The steps compute in float32: a rate below its smallest normal number would round to nothing.
+        if not (FLOAT32_TINY <= self.lr < 10):
             raise UsageError(f"learning rate must be in (0, 10), not {self.lr} ({TRAIN_FLAGS['lr']})")
-        if not 0 <= self.beta < math.inf:
-            raise UsageError(f"beta must be a finite number, 0 or more, not {self.beta} ({TRAIN_FLAGS['beta']})")
+        if not 0 <= self.beta <= MAX_BETA:
+            raise UsageError(f"beta must be a finite number from 0 to {MAX_BETA:g}, not {self.beta} "
+                             f"({TRAIN_FLAGS['beta']})")
         if self.lr_schedule not in SCHEDULES:
             raise UsageError(f"unknown {TRAIN_FLAGS['lr_schedule']} {self.lr_schedule!r}; use {' or '.join(SCHEDULES)}")
         _check_range("warm-up epochs", self.warmup, 0, 100_000, "warmup")

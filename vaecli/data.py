@@ -86,9 +86,17 @@ def native_shape(dataset: str, data_root: Path | None = None) -> tuple[int, int,
     torchvision:NAME is opened (downloaded if need be) to see its first image, once per download.
     """
     if is_torchvision_name(dataset):
+        from vaecli import dataset_cache
         from vaecli import datasets_torchvision as tv
 
-        return tv.native_shape(tv.resolve(dataset), data_root or default_data_root())
+        source, root = tv.resolve(dataset), data_root or default_data_root()
+        if source.shape is not None:
+            return source.shape
+        noted = dataset_cache.read_note(source, root)
+        if noted is None:
+            noted = tv.first_image_shape(source, root)
+            dataset_cache.write_note(source, root, noted)
+        return noted
     return (1, 28, 28) if dataset in DATASET_NAMES else None
 
 
@@ -203,11 +211,12 @@ def _load_colour(
     dataset: str, split: str, root: Path, shape: tuple[int, int, int], limit: int | None
 ) -> ImageSet:
     """A torchvision class's split: from the cache when its files are unchanged, else decoded and cached."""
+    from vaecli import dataset_cache
     from vaecli import datasets_torchvision as tv
 
     source = tv.resolve(dataset)
-    cache = tv.cache_file(source, split, root, shape)
-    hit = tv.read_cache(cache, tv.fingerprint(source, split, root, shape), shape, limit)
+    hit = dataset_cache.read_split(source, split, root, shape, limit, lambda count: _fits(count, shape),
+                                   MAX_DATASET_BYTES)
     if hit is not None:
         return ImageSet(*hit)
     what = f"{dataset} {split}"
@@ -221,7 +230,7 @@ def _load_colour(
     check_dataset_size(count, shape, what, raw_item=tv.raw_item_bytes(source))
     decoded = tv.decode(opened, source, shape, count)
     decoded = decoded._replace(images=conform(decoded.images, shape))
-    tv.write_cache(cache, tv.fingerprint(source, split, root, shape), decoded, complete=count == len(opened))
+    dataset_cache.write_split(source, split, root, shape, decoded, complete=count == len(opened))
     return ImageSet(*decoded)
 
 
@@ -253,6 +262,15 @@ def fixed_pixels(images: torch.Tensor, device: torch.device, binarize: bool) -> 
 
 
 # --- Memory: a split's size is checked before it is read ------------------------------------------
+
+
+def _fits(count: int, shape: tuple[int, int, int]) -> bool:
+    """Whether `count` images of shape fit the budget now (a cached split that does not is a miss)."""
+    try:
+        check_dataset_size(count, shape, "the cached split")
+    except UsageError:
+        return False
+    return True
 
 
 def dataset_budget() -> int:
@@ -476,8 +494,11 @@ def _download(dataset: str, root: Path) -> None:
     def fetch() -> None:
         import torchvision.datasets as tvd
 
-        getattr(tvd, folder)(str(root), train=True, download=True)
-        getattr(tvd, folder)(str(root), train=False, download=True)
+        from vaecli.datasets_torchvision import safe_class
+
+        cls = safe_class(getattr(tvd, folder))  # never its legacy processed/*.pt files
+        cls(str(root), train=True, download=True)
+        cls(str(root), train=False, download=True)
 
     download(fetch, folder, root, [root / folder / "raw", root / folder, root], where)
 
@@ -552,13 +573,15 @@ def load_folder(
     files = list_image_files(root)
     if not files:
         raise InputError(f"{root}: no PNG or JPEG images found; check the folder")
-    if len(files) >= 20:
-        # Every tenth image is held out as the test split; small folders test on everything.
-        files = [f for i, f in enumerate(files) if (i % 10 == 9) == (split == "test")]
-    # Class names come from the whole split, so --limit never renumbers the labels.
+    # Class names come from the whole folder, both splits: train and test then number the labels alike,
+    # a class whose images all fall in one split still counts, and --limit never renumbers them.
     label_of = [_label_of(f.relative_to(root)) for f in files]
     class_names = sorted(set(label_of))
     index = {name: i for i, name in enumerate(class_names)}
+    if len(files) >= 20:
+        # Every tenth image is held out as the test split; small folders test on everything.
+        kept = [i for i in range(len(files)) if (i % 10 == 9) == (split == "test")]
+        files, label_of = [files[i] for i in kept], [label_of[i] for i in kept]
     files, label_of = files[:limit], label_of[:limit]
     check_dataset_size(len(files), shape, f"{root} ({split} split)")
     images = torch.empty((len(files), *shape), dtype=torch.uint8)

@@ -1,4 +1,4 @@
-"""Colour datasets through torchvision's own classes, decoded once and cached beside the data.
+"""Colour datasets through torchvision's own classes, decoded once and cached (see dataset_cache).
 
 data.load_dataset drives this module: resolve a name, try the cache, else open the split (downloading
 as torchvision does), decode it and write the cache. torchvision is imported only inside functions.
@@ -6,17 +6,20 @@ as torchvision does), decode it and write the cache. torchvision is imported onl
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import itertools
-import json
 import math
 import os
+import pickle
+import re
+import stat
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, TypeVar
 
-from vaecli.errors import DataError, InputError, UsageError, VaeError, first_line
+from vaecli.errors import DataError, InputError, UsageError, first_line
 
 T = TypeVar("T")
 
@@ -24,9 +27,9 @@ if TYPE_CHECKING:
     import torch
 
 PREFIX = "torchvision:"  # --dataset torchvision:NAME names any class in torchvision.datasets
-CACHE_FOLDER = "vaecli-cache"  # beside the data, under --data-root
-CACHE_FORMAT = "vaecli-dataset-cache/1"  # bump when the cached tensors would change meaning
-MAX_LISTED = 10_000  # a folder with more entries is fingerprinted by its own mtime (CelebA's 202,599 JPEGs)
+SHOWN_CHARS = 200  # a file name from a data folder is shown this long at most
+# Where torchvision's item-by-item classes keep their files' paths, in the order tried.
+PATH_LISTS = ("_image_files", "samples", "imgs", "_samples", "_images", "image_files", "filename")
 DIGITS = tuple(str(d) for d in range(10))
 SPLIT_FALLBACKS = {"train": ("trainval",), "test": ("val", "valid")}  # tried in order when a class lacks ours
 
@@ -92,9 +95,14 @@ def resolve(dataset: str) -> Source:
             f"(names as in torchvision, e.g. torchvision:Flowers102); or use one of {', '.join(NAMED)}"
         )
     _split_argument(getattr(tvd, class_name), dataset)
-    return Source(f"{PREFIX}{class_name}", class_name,
-                  paths=tuple(dict.fromkeys((getattr(getattr(tvd, class_name), "base_folder", "") or class_name,
-                                             class_name, class_name.lower()))))
+    return Source(f"{PREFIX}{class_name}", class_name, paths=_folder_guesses(getattr(tvd, class_name)))
+
+
+def _folder_guesses(cls: type) -> tuple[str, ...]:
+    """Folders under the root the class may read: MNIST, country211, food-101... (the cache key's files)."""
+    name = cls.__name__
+    hyphenated = re.sub(r"(?<=[a-z])(?=[0-9])", "-", name.lower())  # Food101 keeps food-101
+    return tuple(dict.fromkeys((getattr(cls, "base_folder", "") or name, name, name.lower(), hyphenated)))
 
 
 def _split_argument(cls: type, dataset: str) -> str:
@@ -117,85 +125,8 @@ def _split_argument(cls: type, dataset: str) -> str:
     return flag
 
 
-# --- The cache: <root>/vaecli-cache/<name>-<split>-<C>x<H>x<W>.safetensors -------------------------
-
-
-def cache_file(source: Source, split: str, root: Path, shape: tuple[int, int, int]) -> Path:
-    return root / CACHE_FOLDER / f"{source.slug}-{split}-{'x'.join(map(str, shape))}.safetensors"
-
-
-def fingerprint(source: Source, split: str, root: Path, shape: tuple[int, int, int]) -> str:
-    """A hash of what the cache was decoded from: the source files' sizes and mtimes, the shape, the format."""
-    named = [root / p.format(split=split) for p in source.paths]
-    present = [p for p in named if p.exists()]
-    if not present:  # a class whose folder we cannot name: everything at the root but our cache
-        present = [p for p in _listing(root) if p.name != CACHE_FOLDER]
-    stats = []
-    for path in present:
-        stats.append(_stat(path))
-        if path.is_dir():
-            stats.extend(_stat(child) for child in _listing(path))
-    key = [CACHE_FORMAT, source.name, source.crop, split, list(shape), stats]
-    return hashlib.sha256(json.dumps(key).encode()).hexdigest()
-
-
-def _listing(folder: Path) -> list[Path]:
-    try:
-        with os.scandir(folder) as entries:
-            names = sorted(entry.name for entry in itertools.islice(entries, MAX_LISTED + 1))
-    except OSError:
-        return []
-    return [] if len(names) > MAX_LISTED else [folder / name for name in names]
-
-
-def _stat(path: Path) -> list:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return [path.name, None]
-    return [path.name, status.st_size, status.st_mtime_ns]
-
-
-def read_cache(path: Path, key: str, shape: tuple[int, int, int], wanted: int | None) -> Decoded | None:
-    """The cached split when it matches key and holds `wanted` images (None: all); else None."""
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-            if meta.get("format") != CACHE_FORMAT or meta.get("key") != key:
-                return None
-            images, labels = handle.get_tensor("images"), handle.get_tensor("labels")
-        names = json.loads(meta["class_names"])
-    except Exception:  # noqa: BLE001 - a missing, partial or foreign file is a miss, and is rewritten
-        return None
-    import torch
-
-    complete = meta.get("complete") == "1"
-    if (images.dtype != torch.uint8 or tuple(images.shape[1:]) != tuple(shape) or labels.dtype != torch.long
-            or tuple(labels.shape) != images.shape[:1] or not isinstance(names, list)
-            or not all(isinstance(n, str) for n in names) or not _labels_fit(labels, len(names))
-            or not (complete or (wanted is not None and len(labels) >= wanted))):
-        return None
-    return Decoded(images[:wanted], labels[:wanted], names)
-
-
-def write_cache(path: Path, key: str, decoded: Decoded, complete: bool) -> None:
-    """Write the split for the next run; a cache that cannot be written only costs time, so it is skipped."""
-    from safetensors.torch import save
-
-    from vaecli.files import write_atomic
-
-    meta = {"format": CACHE_FORMAT, "key": key, "class_names": json.dumps(decoded.class_names),
-            "complete": "1" if complete else "0"}
-    try:
-        payload = save({"images": decoded.images.contiguous(), "labels": decoded.labels.contiguous()}, meta)
-        write_atomic(path, payload)
-    except (VaeError, OSError, MemoryError):
-        pass
-
-
-def _labels_fit(labels: torch.Tensor, classes: int) -> bool:
+def labels_fit(labels: torch.Tensor, classes: int) -> bool:
+    """True when every label names one of `classes` classes."""
     return len(labels) == 0 or (int(labels.min()) >= 0 and int(labels.max()) < classes)
 
 
@@ -206,7 +137,7 @@ def open_split(source: Source, split: str, root: Path) -> Any:
     """The torchvision dataset object of one split; offline or failing, one line naming --data-root."""
     import torchvision.datasets as tvd
 
-    cls = getattr(tvd, source.class_name)
+    cls = safe_class(getattr(tvd, source.class_name))
     flag = _split_argument(cls, source.name)
     params = inspect.signature(cls).parameters
     kwargs: dict[str, Any] = {"train": split == "train"} if flag == "train" else {"split": split}
@@ -264,31 +195,112 @@ def _construct(cls: type, root: Path, kwargs: dict, params: Any, download: bool)
         raise
 
 
-def native_shape(source: Source, root: Path) -> tuple[int, int, int]:
-    """(C, H, W): the table's for a named dataset, else the first training image's (remembered)."""
-    if source.shape is not None:
-        return source.shape
-    note = root / CACHE_FOLDER / f"{source.slug}-shape.json"
-    key = fingerprint(source, "train", root, (0, 0, 0))
-    try:
-        stored = json.loads(note.read_text())
-        if stored["key"] == key and len(stored["shape"]) == 3 and all(int(n) > 0 for n in stored["shape"]):
-            return tuple(int(n) for n in stored["shape"])  # type: ignore[return-value]
-    except Exception:  # noqa: BLE001 - no note yet, or a damaged one: look again
-        pass
+def first_image_shape(source: Source, root: Path) -> tuple[int, int, int]:
+    """(C, H, W) of the first training image, for a class whose images vaecli does not know the size of."""
     dataset = open_split(source, "train", root)
     if len(dataset) == 0:
         raise DataError(f"{source.name}: its train split under {root} holds no images")
-    image = _image_of(dataset[0], source)
-    shape = (1 if image.mode in ("1", "L", "I", "I;16", "F") else 3, image.height, image.width)
-    key = fingerprint(source, "train", root, (0, 0, 0))  # after a download, the files it wrote
-    try:
-        from vaecli.files import write_atomic
+    with _decoding(dataset, source, 0):
+        image = _image_of(dataset[0], source)
+    return (1 if image.mode in ("1", "L", "I", "I;16", "F") else 3, image.height, image.width)
 
-        write_atomic(note, json.dumps({"key": key, "shape": shape}).encode())
-    except (VaeError, OSError):
-        pass
-    return shape
+
+# --- No pickle from a data folder: MNIST's legacy files are never opened, CIFAR's batches are read as arrays --
+
+
+def safe_class(cls: type) -> type:
+    """cls, or a subclass of it (same name, same folders) that unpickles nothing a data folder holds."""
+    import torchvision.datasets as tvd
+
+    if issubclass(cls, tvd.MNIST):
+        # torchvision loads processed/*.pt with torch's unpickler whenever such files exist, ahead of the
+        # raw IDX files: never take that path. Its folders come from the class name, which stays the same.
+        return type(cls.__name__, (cls,), {"_check_legacy_exist": _no_legacy_files, "_load_legacy_data": _refuse,
+                                            "__module__": __name__})
+    if issubclass(cls, tvd.CIFAR10):
+        # torchvision unpickles CIFAR's batches with pickle.load, which runs whatever code a file names.
+        return type(cls.__name__, (cls,), {"__init__": _cifar_init, "_load_meta": _cifar_meta, "__module__": __name__})
+    return cls
+
+
+def _no_legacy_files(self: Any) -> bool:
+    return False
+
+
+def _refuse(self: Any) -> Any:
+    raise DataError(f"{type(self).__name__}: vaecli reads only the raw files, never processed/*.pt; "
+                    "remove the processed folder under --data-root")
+
+
+def _cifar_init(self: Any, root: str | Path, train: bool = True, transform: Callable | None = None,
+                target_transform: Callable | None = None, download: bool = False) -> None:
+    """CIFAR10's and CIFAR100's constructor, with their batches read by read_pickled_arrays."""
+    import numpy as np
+    from torchvision.datasets import VisionDataset
+
+    VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
+    self.train = train
+    if download:
+        self.download()
+    if not self._check_integrity():
+        raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+    arrays, self.targets = [], []
+    for name, _ in self.train_list if train else self.test_list:
+        batch = read_pickled_arrays(Path(self.root, self.base_folder, name))
+        arrays.append(np.asarray(batch["data"], dtype=np.uint8))
+        self.targets.extend(int(t) for t in batch["labels" if "labels" in batch else "fine_labels"])
+    self.data = np.vstack(arrays).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    self._load_meta()
+
+
+def _cifar_meta(self: Any) -> None:
+    from torchvision.datasets import cifar
+
+    path = Path(self.root, self.base_folder, self.meta["filename"])
+    if not cifar.check_integrity(str(path), self.meta["md5"]):
+        raise RuntimeError("Dataset metadata file not found or corrupted. You can use download=True to download it")
+    self.classes = [str(name) for name in read_pickled_arrays(path)[self.meta["key"]]]
+    self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
+def read_pickled_arrays(path: Path) -> dict:
+    """A pickled dict of plain data and numpy arrays, as CIFAR ships them; a file naming anything else is refused.
+
+    Only numpy's array and dtype constructors may be called: a batch that names another function
+    (os.system, say) is refused in one line before anything runs.
+    """
+    try:
+        with open(path, "rb") as handle:
+            value = _ArraysOnly(handle, encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise DataError(f"{path}: {first_line(exc)}; delete the folder and download it again") from None
+    except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
+            MemoryError) as exc:
+        raise DataError(f"{path}: not a readable batch ({first_line(exc)}); download it again") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: holds a {type(value).__name__}, not a batch; download it again")
+    return value
+
+
+def _latin1(text: str, encoding: str = "utf-8") -> bytes:
+    if encoding not in ("latin1", "latin-1"):  # another codec could inflate or transform: not CIFAR's
+        raise pickle.UnpicklingError(f"holds a pickle that encodes with {encoding[:40]!r}, which vaecli never does")
+    return text.encode("latin-1")
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds only numpy arrays, dtypes and plain Python data."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        import numpy as np
+
+        core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core, which files still name
+        allowed = {"ndarray": np.ndarray, "dtype": np.dtype, "_reconstruct": core.multiarray._reconstruct}
+        if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray") and name in allowed:
+            return allowed[name]
+        if (module, name) == ("_codecs", "encode"):  # how Python 3 pickles bytes at protocol 2
+            return _latin1
+        raise pickle.UnpicklingError(f"holds a pickle that calls {module[:60]}.{name[:60]}, which vaecli never runs")
 
 
 # --- Decoding: one uint8 array as it is, or item by item through Pillow ------------------------------
@@ -318,7 +330,7 @@ def decode(dataset: Any, source: Source, shape: tuple[int, int, int], count: int
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
         top = int(labels.max()) + 1 if len(labels) else 0
         names = list(source.class_names) or [str(i) for i in range(max(top, 1))]
-    if not _labels_fit(labels, len(names)):
+    if not labels_fit(labels, len(names)):
         raise DataError(
             f"{source.name}: holds label {int(labels.min()) if int(labels.min()) < 0 else int(labels.max())}, "
             f"but has {len(names)} classes; delete its files under --data-root and download it again"
@@ -334,17 +346,70 @@ def _decode_items(dataset: Any, source: Source, shape: tuple[int, int, int], cou
     images = torch.empty((count, *shape), dtype=torch.uint8)
     labels = torch.zeros(count, dtype=torch.long)
     for i in range(count):
-        item = dataset[i]
-        image = _image_of(item, source, shape)
+        with _decoding(dataset, source, i):
+            item = dataset[i]
+            images[i] = image_to_tensor(_image_of(item, source, shape), *shape)
         target = item[1] if isinstance(item, tuple) and len(item) > 1 else None
         if isinstance(target, int) or (hasattr(target, "ndim") and target.ndim == 0):
             labels[i] = int(target)
-        try:
-            images[i] = image_to_tensor(image, *shape)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise DataError(f"{source.name}: image {i} cannot be decoded ({first_line(exc)}); "
-                            "delete its files under --data-root and download it again") from None
     return images, labels
+
+
+@contextmanager
+def _decoding(dataset: Any, source: Source, index: int) -> Iterator[None]:
+    """Reading item `index`: a file that is not a readable image, or too large a one, is one line naming it."""
+    from PIL import Image
+
+    path = _item_path(dataset, index)
+    where = _shown(path) if path else f"{source.name}: image {index}"
+    if path and not _regular(path):
+        raise DataError(f"{where}: not a regular file (a FIFO, a device or a folder?); remove it from the "
+                        f"dataset's folder under --data-root, or download {source.name} again")
+    try:
+        with warnings.catch_warnings():
+            # Pillow's decompression-bomb warning is the error it warns of, as for image folders (images.py).
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"{where}: the image is larger than Pillow's safety limit; shrink or remove it, "
+                        f"or download {source.name} again") from None
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError, KeyError, IndexError, MemoryError) as exc:
+        raise DataError(f"{where}: not a readable image ({first_line(exc)}); replace or remove it, "
+                        f"or download {source.name} again") from None
+
+
+def _item_path(dataset: Any, index: int) -> str | None:
+    """The file of item `index`, from the list where torchvision's class keeps its files; None if unknown."""
+    for attribute in PATH_LISTS:
+        try:
+            entries = getattr(dataset, attribute, None)
+            entry = entries[index] if isinstance(entries, (list, tuple)) and index < len(entries) else None
+        except Exception:  # noqa: BLE001 - a property of a class we do not know: no path, then
+            continue
+        if isinstance(entry, tuple) and entry:
+            entry = entry[0]
+        if isinstance(entry, (str, os.PathLike)):
+            path = os.fspath(entry)
+            base = _celeba_folder(dataset) if attribute == "filename" else ""
+            return os.path.join(base, path) if base else path
+    return None
+
+
+def _celeba_folder(dataset: Any) -> str:
+    root, base = getattr(dataset, "root", None), getattr(dataset, "base_folder", None)
+    return os.path.join(root, base, "img_align_celeba") if isinstance(root, str) and isinstance(base, str) else ""
+
+
+def _regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True  # missing or unreadable: the read that follows says so, naming the file
+
+
+def _shown(path: str) -> str:
+    """A path from a data folder, on one line: repr'd when it holds line breaks or control characters."""
+    return path if path.isprintable() and len(path) <= SHOWN_CHARS else repr(path[-SHOWN_CHARS:])
 
 
 def _image_of(item: Any, source: Source, shape: tuple[int, int, int] | None = None) -> Any:

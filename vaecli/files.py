@@ -9,11 +9,14 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from vaecli.errors import InputError, UsageError
+from vaecli import signals
+from vaecli.errors import InputError, OutputError, UsageError
 
 MAX_NAME_BYTES = 255  # NAME_MAX of Linux, macOS and Windows file systems
 PIPE_WRITER_WAIT_S = 10.0  # how long a FIFO with no writer is given before it counts as abandoned
@@ -69,27 +72,71 @@ def describe_os_error(exc: OSError) -> str:
 # --- Output: pre-flight checks, folders, atomic writes -------------------------------------------------
 
 
-def check_output_file(path: Path, option: str = "") -> None:
-    """Refuse an output file that cannot be written, before any work is done."""
+def check_output_file(path: str | Path, option: str = "") -> None:
+    """Refuse an output file that cannot be written, before any work is done.
+
+    A name ending in / names a folder (`-o out/`): refused unless the folder is there.
+    """
+    trailing = _named_as_folder(path)
     path = Path(path)
     name = _name(path, option)
     check_name_lengths(path, option)
     kind = kind_of(path, option)
     if kind == "folder":
         raise UsageError(f"{name}: is a folder; give a file name inside it")
+    if trailing:
+        raise UsageError(f"{name}/: ends in /, as a folder's name does; give a file name (no / at the end)")
     if kind in ("block", "socket", "loop"):
         raise UsageError(f"{name}: is a {_KIND_WORDS[kind]}, not a file; give a file name")
     if kind in ("device", "fifo"):
         return  # written through, never replaced
-    folder = path.parent
-    # The nearest folder that exists decides: a file above `path` or a read-only folder would
-    # otherwise surface only after the work, when the output is written.
+    _check_can_make(path.parent, name, option)
+
+
+def check_output_folder(folder: Path, option: str = "") -> None:
+    """Refuse an output folder that could not be made or written in, without making it.
+
+    Nothing is created before every input is checked: the folder is made when its first file is written.
+    """
+    folder = Path(folder)
+    name = _name(folder, option)
+    check_name_lengths(folder, option)
+    kind = kind_of(folder, option)
+    if kind not in ("missing", "folder"):
+        raise UsageError(f"{name}: exists and is not a folder; choose another output folder")
+    _check_can_make(folder, name, option)
+
+
+def _check_can_make(folder: Path, name: str, option: str) -> None:
+    """The nearest folder that exists decides: a file above the path or a read-only folder would
+    otherwise surface only after the work, when the output is written."""
+    folder = Path(folder) if str(folder) else Path(".")
     while kind_of(folder, option) == "missing" and folder != folder.parent:
         folder = folder.parent
     if kind_of(folder, option) != "folder":
         raise UsageError(f"{name}: {folder} is not a folder; choose another path")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"{name}: cannot write in {folder} (permission denied); choose another path")
+
+
+# Paths that the command line gave with a trailing slash (cli.VaeCommand notes them): pathlib drops it.
+_FOLDER_NAMES: set[Path] = set()
+
+
+def note_folder_name(path: os.PathLike) -> None:
+    """Remember that `path` was typed as `NAME/`: a folder's name, never a file to write."""
+    _FOLDER_NAMES.add(Path(path))
+
+
+def forget_folder_names() -> None:
+    """Each invocation starts with none (several run in one process in tests and scripts)."""
+    _FOLDER_NAMES.clear()
+
+
+def _named_as_folder(path: str | Path) -> bool:
+    if isinstance(path, str):
+        return path.endswith("/") or Path(path) in _FOLDER_NAMES
+    return Path(path) in _FOLDER_NAMES
 
 
 def check_name_lengths(path: Path, option: str = "") -> None:
@@ -118,12 +165,17 @@ def ensure_folder(folder: Path, option: str = "") -> Path:
     return folder
 
 
-def write_atomic(path: Path, payload: bytes) -> Path:
+def write_atomic(path: Path, payload: bytes, own: bool = False) -> Path:
     """Readers see the old file or the new one, never a partial write; devices and FIFOs are written through.
 
-    A symbolic link is kept: the file it points to is replaced.
+    A symbolic link is kept: the file it points to is replaced, keeping its permissions. No temporary
+    file is left behind, even on a signal (SIGINT, SIGTERM, SIGHUP). `own`: a file the user did not
+    name (a report, a -best copy), which is written only as a regular file, never through a link.
     """
     path = Path(path)
+    if own:
+        check_own_file(path)
+        return _replace_atomically(path, path, payload)
     kind = kind_of(path)
     if kind in ("device", "fifo"):
         _write_through(path, payload)
@@ -133,27 +185,65 @@ def write_atomic(path: Path, payload: bytes) -> Path:
     if kind in ("block", "socket", "loop"):
         raise InputError(f"{path}: is a {_KIND_WORDS[kind]}, not a file; give a file name")
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    return _replace_atomically(target, path, payload)
+
+
+def check_own_file(path: Path) -> None:
+    """Refuse to write a file of vaecli's own choosing where something else stands: a planted link or FIFO
+    would otherwise decide what is written, or hang the run."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({describe_os_error(exc)}); choose another path") from None
+    if not stat.S_ISREG(mode):
+        what = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "a special file"
+        raise OutputError(f"{path}: is {what}, and vaecli writes its own files only as regular files; "
+                          "remove it or write elsewhere")
+
+
+def _replace_atomically(target: Path, path: Path, payload: bytes) -> Path:
+    """Write payload to a temporary file beside target and rename it into place (see write_atomic)."""
     folder = target.parent if str(target.parent) else Path(".")
     ensure_folder(folder)
+    mode = _mode_for(target)
+    tmp = None
     try:
-        # A short prefix: a name near the 255-byte limit must still leave room for the temporary's.
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:32]}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot write here ({describe_os_error(exc)}); choose another path") from None
-    try:
+        with signals.held():  # a signal between creating the file and noting its name would leave it
+            fd, tmp = _temporary(folder, target.name)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
-            # mkstemp makes the file private (0600); give it the mode a plain open() would.
-            os.fchmod(handle.fileno(), 0o666 & ~_umask())
+            os.fchmod(handle.fileno(), mode)  # mkstemp makes the file private (0600)
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+            written = _stamp_of(os.fstat(handle.fileno()))  # a rename keeps all three
+        _replace(tmp, target, path, written)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise InputError(f"{path}: cannot write ({describe_os_error(exc)}); choose another path") from None
         raise
     return path
+
+
+def _temporary(folder: Path, name: str) -> tuple[int, str]:
+    try:
+        # A short prefix: a name near the 255-byte limit must still leave room for the temporary's.
+        return tempfile.mkstemp(prefix=f".{name[:32]}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot write here ({describe_os_error(exc)}); choose another path") from None
+
+
+def _mode_for(target: Path) -> int:
+    """A replaced file keeps its permissions (a private checkpoint stays private); a new one gets the
+    mode a plain open() would give. Set-id and sticky bits are never carried over to new content."""
+    try:
+        status = os.stat(target)
+    except (OSError, ValueError):
+        return 0o666 & ~_umask()
+    return stat.S_IMODE(status.st_mode) & 0o777 if stat.S_ISREG(status.st_mode) else 0o666 & ~_umask()
 
 
 def _write_through(path: Path, payload: bytes) -> None:
@@ -166,13 +256,56 @@ def _write_through(path: Path, payload: bytes) -> None:
         raise InputError(f"{path}: cannot write ({describe_os_error(exc)}); choose another path") from None
 
 
-def stamp(path: Path) -> tuple[int, int] | None:
-    """(modification time, size) of a file, None when it is not there: tells whether it was rewritten."""
+Stamp = tuple[int, int, int]
+
+
+def stamp(path: Path) -> Stamp | None:
+    """(modification time, size, inode) of a file, None when it is not there: tells whether it was rewritten."""
     try:
-        status = os.stat(path)
+        return _stamp_of(os.stat(path))
     except (OSError, ValueError):
         return None
-    return status.st_mtime_ns, status.st_size
+
+
+def _stamp_of(status: os.stat_result) -> Stamp:
+    return status.st_mtime_ns, status.st_size, status.st_ino
+
+
+# --- Claimed outputs: files that a long run writes again and again (`vae train`'s checkpoint) ----------
+
+
+@dataclass
+class _Claim:
+    seen: Stamp | None  # the file as this process found it, then as it last wrote it
+    taken: Callable[[Path], str]  # the message when another program replaced it meanwhile
+
+
+_CLAIMS: dict[str, _Claim] = {}
+
+
+@contextmanager
+def claimed(path: Path, taken: Callable[[Path], str]) -> Iterator[None]:
+    """While open, write_atomic replaces `path` only if it is as this process found it or last wrote it.
+
+    A file that another program wrote meanwhile is never replaced: the write fails with `taken(path)`.
+    The check and the rename are a few system calls apart, not one: two writers in that instant both pass.
+    """
+    key = os.path.realpath(path)
+    _CLAIMS[key] = _Claim(stamp(path), taken)
+    try:
+        yield
+    finally:
+        _CLAIMS.pop(key, None)
+
+
+def _replace(tmp: str, target: Path, path: Path, written: Stamp) -> None:
+    claim = _CLAIMS.get(os.path.realpath(target))
+    now = None if claim is None else stamp(target)
+    if now is not None and now != claim.seen:  # a file that was removed meanwhile holds nothing to lose
+        raise OutputError(claim.taken(path))
+    os.replace(tmp, target)
+    if claim is not None:
+        claim.seen = written
 
 
 def _umask() -> int:

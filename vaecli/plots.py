@@ -290,15 +290,26 @@ def labelled_tile_png(tile: Any, row_labels: Sequence[str], column_labels: Seque
                       xlabel: str = "", scale: int = 1) -> bytes:
     """A tile (C, H, W) of len(row_labels) x len(column_labels) cells, rows and columns labelled, titled."""
     rows, columns = len(row_labels), len(column_labels)
-    cell = CELL_INCHES * scale
     with _default_style():
-        # At least wide enough for the two-line title, however few steps there are.
-        figure = new_figure(max(cell * columns + 1.8, 5.5), cell * rows + 1.0)
+        figure = new_figure(*labelled_tile_inches(rows, columns, scale))
         ax = figure.add_subplot()
         _draw_tile(ax, tile, rows, columns, column_labels, row_labels)
         ax.set_xlabel(xlabel)
         ax.set_title(title, fontsize=10)
         return figure_png(figure)
+
+
+def labelled_tile_inches(rows: int, columns: int, scale: int = 1) -> tuple[float, float]:
+    """(width, height) of labelled_tile_png's figure, known before drawing (memory.figure_bytes)."""
+    cell = CELL_INCHES * scale
+    # At least wide enough for the two-line title, however few steps there are.
+    return max(cell * columns + 1.8, 5.5), cell * rows + 1.0
+
+
+def manifold_inches(size: int, with_codes: bool) -> tuple[float, float]:
+    """(width, height) of manifold_png's figure for a size x size grid, with the codes' scatter or not."""
+    side = CELL_INCHES * 0.5 * size + 1.5
+    return side * (2.1 if with_codes else 1.0), side + 0.6
 
 
 def _sparse(values: Sequence[float]) -> list[str]:
@@ -316,7 +327,7 @@ def manifold_png(tile: Any, plane: Any, title: str, codes: Any = None, labels: A
 
     side = CELL_INCHES * 0.5 * len(plane.x) + 1.5
     with _default_style():
-        figure = new_figure(side * (2.1 if codes is not None else 1.0), side + 0.6)
+        figure = new_figure(*manifold_inches(len(plane.x), codes is not None))
         axes = figure.subplots(1, 2 if codes is not None else 1, squeeze=False)[0]
         _draw_tile(axes[0], tile, len(plane.y), len(plane.x), _sparse(plane.x), _sparse(plane.y))
         axes[0].set_xlabel(plane.xlabel, fontsize=9)

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vaecli.errors import Interrupted, VaeError
-from vaecli.files import ensure_folder, stamp
+from vaecli.files import check_output_folder, stamp
 
 
 def report_paths(checkpoint: Path, folder: Path | None = None) -> tuple[Path, Path]:
@@ -36,7 +36,7 @@ def write_report(history: list[dict], checkpoint: Path, folder: Path | None = No
     losses, kl = report_paths(checkpoint, folder)
     name = Path(checkpoint).name
     written = []
-    write_atomic(losses, loss_curves_png(history, title=f"{name}: loss per epoch (test: one-sample -ELBO)"))
+    write_atomic(losses, loss_curves_png(history, title=f"{name}: loss per epoch (test: one-sample -ELBO)"), own=True)
     written.append(losses)
     last = EpochRecord.from_dict(history[-1])
     kl_per_dim = last.test.kl_per_dim if last.test is not None else None
@@ -46,7 +46,7 @@ def write_report(history: list[dict], checkpoint: Path, folder: Path | None = No
             f"{name}, epoch {last.epoch or len(history)}\n{active} of {len(kl_per_dim)} latent "
             f"dimensions active (test KL > {ACTIVE_UNIT_NATS:g} nats)"
         )
-        write_atomic(kl, kl_bars_png(kl_per_dim, ACTIVE_UNIT_NATS, title))
+        write_atomic(kl, kl_bars_png(kl_per_dim, ACTIVE_UNIT_NATS, title), own=True)
         written.append(kl)
     return written
 
@@ -68,7 +68,7 @@ def report_after_training(
         yield
         return
     if folder is not None:
-        ensure_folder(folder, "--report")
+        check_output_folder(folder, "--report")  # made when the first figure is written
     before = stamp(checkpoint)
     try:
         yield

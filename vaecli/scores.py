@@ -15,7 +15,9 @@ from typing import Callable, Iterator
 
 import torch
 
-from vaecli.evaluate import iw_nll_seeded
+from vaecli.config import ModelConfig
+from vaecli.evaluate import default_rows, iw_nll_seeded
+from vaecli.memory import check_fits, model_bytes
 from vaecli.models import VAE, is_hierarchical
 from vaecli.objective import kl_to_standard_normal, log_posterior, loss_terms, reconstruction_nll
 
@@ -191,3 +193,46 @@ def progress_total(count: int, names: tuple[str, ...]) -> int:
     """Units of work score_images reports for `count` images and these scores."""
     passes = int("nll" in names or "complexity" in names) + int("regret" in names)
     return count * passes
+
+
+# --- scores: images x importance samples decoded per pass -------------------------------------------------
+
+
+def scoring_passes(config: ModelConfig, names: tuple[str, ...], rows: int, samples: int,
+                   images: int | None) -> dict[str, tuple[int, int]]:
+    """{pass: (rows, peak bytes)} of the passes that scoring `images` images (None: not known yet) makes.
+
+    nll decodes images x samples rows per pass, at most `rows`; the -ELBO's parts and regret decode
+    their own batches, regret's refit with gradients."""
+    passes = {}
+    if "nll" in names or "complexity" in names:
+        nll_rows = rows if images is None else max(1, min(rows, samples * images))
+        passes["nll"] = nll_rows, model_bytes(config, nll_rows, training=False)
+    if any(name in ELBO_PARTS for name in names):
+        batch = min(images or ELBO_BATCH, ELBO_BATCH)
+        passes["elbo"] = batch, model_bytes(config, batch, training=False)
+    if "regret" in names:
+        batch = min(images or REGRET_BATCH, REGRET_BATCH)
+        refit = max(model_bytes(config, batch * REGRET_EVAL_SAMPLES, training=False),
+                    model_bytes(config, batch, training=True))
+        passes["regret"] = batch, refit
+    return passes
+
+
+def check_scoring_fits(config: ModelConfig, device: torch.device, names: tuple[str, ...], samples: int,
+                       rows: int | None, images: int | None) -> None:
+    """Refuse, before any image is read, scores whose largest pass cannot fit, naming the option to lower."""
+    rows = rows or default_rows(device)
+    passes = scoring_passes(config, names, rows, samples, images)
+    if not passes:
+        return
+    name = max(passes, key=lambda key: passes[key][1])
+    count, needed = passes[name]
+    if name == "nll":
+        what = f"decoding {count:,} rows (images x --iw-samples) per pass"
+        fix = "lower --batch-size" if count == rows else "lower --iw-samples or --batch-size"
+    elif name == "elbo":
+        what, fix = f"the -ELBO of {count:,} images per pass", "lower --limit, or leave out elbo, recon and kl"
+    else:
+        what, fix = f"refitting {count:,} images per pass for regret", "lower --limit, or leave out regret"
+    check_fits(needed, device, what, fix)

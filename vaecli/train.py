@@ -433,7 +433,7 @@ def _save(run: TrainingRun, config: TrainConfig, outputs: Outputs) -> None:
              None if run.average is None else run.model.state_dict())
     save_checkpoint(outputs.path, run.saved_model, data, *state)
     if outputs.best is not None and _is_best(run.history):
-        save_checkpoint(outputs.best, run.saved_model, data, *state)
+        save_checkpoint(outputs.best, run.saved_model, data, *state, own=True)
 
 
 def _runs_tf32(device: torch.device) -> bool:

@@ -5,6 +5,7 @@ Commands share helpers through this module (and options.py), never by importing 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,12 +63,12 @@ def check_output(target: str, option: str) -> None:
     if target == "-":
         term.check_binary_stdout()
     else:
-        check_output_file(Path(target), option)
+        check_output_file(target, option)  # the text as given: `-o name/` names a folder
 
 
 def check_image_outputs(out: str, grid: Path | None, nrow: int | None) -> None:
     """Refuse conflicting or unwritable -o/--grid before any model is loaded (sample, decode)."""
-    from vaecli.files import check_output_file, ensure_folder
+    from vaecli.files import check_output_file, check_output_folder
 
     if out == "-":
         if grid is not None:
@@ -76,7 +77,7 @@ def check_image_outputs(out: str, grid: Path | None, nrow: int | None) -> None:
     elif grid is None:
         if nrow is not None:
             term.warn("--nrow applies only to a grid (--grid FILE or -o -); ignoring it")
-        ensure_folder(Path(out), "-o")
+        check_output_folder(Path(out), "-o")  # made when the first image is written
     else:
         check_output_file(grid, "--grid")
 
@@ -211,13 +212,32 @@ def chosen_class(checkpoint: Checkpoint, given: str | None, path: str, allow_all
 
 
 def class_index(given: str, names: list[str]) -> int | None:
-    """A class by its name (exactly, then ignoring case) or its number; None when there is no such class."""
+    """A class by its name (exactly, then ignoring case) or its number; None when there is no such class.
+
+    A name wins over a number: when `given` names one class and numbers another, a note says which was taken."""
+    number = _class_number(given, len(names))
     if given in names:
-        return names.index(given)
-    if given.strip().isdigit() and int(given) < len(names):
-        return int(given)
+        index = names.index(given)
+        if number is not None and number != index:
+            term.note(f"--label {_short(given)}: taking the class named {_short(given)} (number {index}), not class "
+                      f"number {number} (named {_short(names[number])}); a name wins over a number")
+        return index
+    if number is not None:
+        return number
     lowered = [name.lower() for name in names]
     return lowered.index(given.lower()) if given.lower() in lowered else None
+
+
+# A class number: ASCII digits only (str.isdigit also passes '²' and '①', which int() refuses), and few of them.
+_CLASS_NUMBER = re.compile(r"[0-9]{1,9}")
+
+
+def _class_number(given: str, classes: int) -> int | None:
+    text = given.strip()
+    if not _CLASS_NUMBER.fullmatch(text):
+        return None
+    number = int(text)
+    return number if number < classes else None
 
 
 def label_tensor(index: int | None, count: int) -> torch.Tensor | None:
@@ -227,12 +247,23 @@ def label_tensor(index: int | None, count: int) -> torch.Tensor | None:
     return None if index is None else torch.full((count,), index, dtype=torch.int64)
 
 
+SHOWN_CLASSES = 8  # names listed in a refusal: a folder may have thousands, a name hundreds of characters
+SHOWN_NAME_CHARS = 24
+
+
 def class_choices(names: list[str], allow_all: bool = False) -> str:
-    """The classes --label accepts, for error messages: numbers, and names where they are not numbers."""
+    """The classes --label accepts, for error messages: numbers, and a few names where they are not numbers."""
     numbered = all(name == str(i) for i, name in enumerate(names))
-    shown = f"0 to {len(names) - 1}" if numbered else (
-        f"0 to {len(names) - 1} or a name: " + ", ".join(names[:12]) + (", ..." if len(names) > 12 else ""))
+    shown = f"0 to {len(names) - 1}"
+    if not numbered:
+        listed = ", ".join(_clip(name) for name in names[:SHOWN_CLASSES])
+        more = f", ... ({len(names):,} classes)" if len(names) > SHOWN_CLASSES else ""
+        shown += f" or a name: {listed}{more}"
     return shown + (f", or {ALL_CLASSES}" if allow_all else "")
+
+
+def _clip(name: str) -> str:
+    return name if len(name) <= SHOWN_NAME_CHARS else name[:SHOWN_NAME_CHARS - 3] + "..."
 
 
 def _short(text: str) -> str:

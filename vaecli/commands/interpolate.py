@@ -118,7 +118,7 @@ def interpolate_command(
 
 def _check_outputs(out: str | None, frames: Path | None, gif: Path | None) -> str | None:
     """Refuse unwritable or conflicting outputs before the model is loaded; returns the strip's target."""
-    from vaecli.files import check_output_file, ensure_folder
+    from vaecli.files import check_output_file, check_output_folder
 
     if out == "-" and (frames is not None or gif is not None):
         raise UsageError("-o - writes PNG bytes to stdout, so paths for --frames/--gif cannot go there")
@@ -128,7 +128,7 @@ def _check_outputs(out: str | None, frames: Path | None, gif: Path | None) -> st
     if gif is not None:
         check_output_file(gif, "--gif")
     if frames is not None:
-        ensure_folder(frames, "--frames")
+        check_output_folder(frames, "--frames")  # made when the first frame is written
     return strip
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,9 @@ from vaecli.commands.options import (
     TestLimitOption,
 )
 from vaecli.console import term
+
+if TYPE_CHECKING:
+    from vaecli.config import ModelConfig
 
 MAX_SIZE = 100
 
@@ -62,6 +65,7 @@ def manifold_command(
     data = codes = None
     if latent == 1:
         plane_for(checkpoint.model, size, None)  # refuses a 1-D latent before any data is read
+    _check_memory(checkpoint.config.model, size, with_codes)
     if latent > 2 or with_codes:
         name, data = test_split(checkpoint, dataset, data_root, limit)
         codes = posterior_means(checkpoint.model, data.images, own_labels(checkpoint.model, data))
@@ -78,3 +82,10 @@ def manifold_command(
         term.emit_bytes(figure)
     else:
         term.emit(str(write_atomic(Path(out), figure)))
+
+
+def _check_memory(config: ModelConfig, size: int, with_codes: bool) -> None:
+    """Refuse, before any work, a grid whose decoded images and figure cannot fit in memory."""
+    from vaecli.memory import check_fits, manifold_bytes
+
+    check_fits(manifold_bytes(config, size, with_codes), None, f"a {size} x {size} manifold", "lower --size")

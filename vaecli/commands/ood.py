@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
     from vaecli.checkpoint import Checkpoint
 
-SET_HELP = "A dataset name (its test split) or a folder of PNG/JPEG images (all of them, in name order)."
+SET_HELP = ("A dataset name such as cifar10 or torchvision:NAME (its test split), or a folder of PNG/JPEG "
+            "images (all of them, in name order).")
 
 
 def ood_command(
@@ -54,7 +55,7 @@ def ood_command(
     scores: Annotated[
         Optional[list[str]],
         typer.Option("--score", "-s", show_default=False, metavar="NAMES", help=f"Scores to compare [default: all of "
-                     f"{', '.join(SCORE_NAMES)}]", autocompletion=complete_score),
+                     f"{', '.join(SCORE_NAMES)}; regret only on a one-layer model]", autocompletion=complete_score),
     ] = None,
     limit: Annotated[
         Optional[int],
@@ -90,8 +91,13 @@ def ood_command(
 
     checkpoint = open_model(model, device)
     refuse_conditional(checkpoint, model_name(checkpoint.path), "ood")
+    names = _supported_defaults(checkpoint, names) if scores is None else names
     if "regret" in names:
         refuse_hierarchical(checkpoint, model_name(checkpoint.path), "--score regret")
+    from vaecli.scores import check_scoring_fits
+
+    check_scoring_fits(checkpoint.config.model, next(checkpoint.model.parameters()).device, names, iw_samples,
+                       batch_size, limit)
     started = time.perf_counter()
     score_settings = settings(iw_samples, regret_steps, seed, batch_size)
     specs = {"in": in_data, "out": out_data}
@@ -119,21 +125,40 @@ def ood_command(
         term.emit(json.dumps(report))
 
 
+def _supported_defaults(checkpoint: Checkpoint, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The default scores the model supports: regret refits a single latent, which a hierarchical model lacks."""
+    from vaecli.config import HIERARCHICAL
+
+    arch = checkpoint.config.model.arch
+    if arch not in HIERARCHICAL or "regret" not in names:
+        return names
+    kept = tuple(name for name in names if name != "regret")
+    term.note(f"scores: {', '.join(kept)}; regret left out, as it refits the single latent of a one-layer model "
+              f"and this is a hierarchical VAE (--arch {arch})")
+    return kept
+
+
 def read_set(checkpoint: Checkpoint, spec: str, option: str, data_root: Path | None,
              limit: int | None) -> torch.Tensor:
     """A dataset's test split, or every image of a folder in name order, as uint8 (N, C, H, W)."""
     import torch
 
-    from vaecli.data import DATASET_NAMES, check_dataset_size, list_image_files, load_dataset
+    from vaecli.data import DATASET_NAMES, check_dataset_size, is_builtin, list_image_files, load_dataset
+    from vaecli.datasets_torchvision import PREFIX
     from vaecli.images import load_image
 
     shape = checkpoint.config.model.image_shape
-    if spec in DATASET_NAMES:
-        return load_dataset(spec, "test", data_root=data_root, shape=shape, limit=limit).images
+    if is_builtin(spec):  # a name, torchvision:NAME included, as --dataset takes it elsewhere
+        try:
+            return load_dataset(spec, "test", data_root=data_root, shape=shape, limit=limit).images
+        except UsageError as exc:  # name the option the user typed, not --dataset
+            if not exc.message.startswith("--dataset "):
+                raise
+            raise type(exc)(option + exc.message[len("--dataset"):]) from None
     folder = Path(spec).expanduser()
     if not folder.is_dir():
         raise UsageError(f"{option} {spec}: not a dataset name or a folder; use one of "
-                         f"{', '.join(DATASET_NAMES)}, or the path of a folder of images")
+                         f"{', '.join(DATASET_NAMES)}, {PREFIX}NAME, or the path of a folder of images")
     files = list_image_files(folder)[:limit]
     if not files:
         raise UsageError(f"{option} {spec}: no PNG or JPEG images found; check the folder")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -59,6 +60,24 @@ def between(low: int, high: int) -> Callable[[typer.Context, typer.CallbackParam
         if value is not None and not low <= value <= high:
             name = max(param.opts, key=len)  # the long name: --iw-samples, not -k
             raise UsageError(f"{name} must be between {_count(low)} and {_count(high)}, not {value}")
+        return value
+
+    return check
+
+
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32: the models compute in float32
+
+
+def within(low: float, high: float) -> Callable[[typer.Context, typer.CallbackParam, Any], Any]:
+    """An option callback refusing a float (or each of a tuple of floats) that is not finite or not in [low, high].
+
+    Python's floats reach 1.8e308, past float32's 3.4e38: bounds inside float32's keep torch from overflowing."""
+
+    def check(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+        for number in value if isinstance(value, tuple) else (value,):
+            if number is not None and not (math.isfinite(number) and low <= number <= high):
+                name = max(param.opts, key=len)
+                raise UsageError(f"{name} must be a finite number from {low:g} to {high:g}, not {number:g}")
         return value
 
     return check
@@ -206,10 +225,13 @@ SamplePixelsOption = Annotated[
     ),
 ]
 PixelSeedOption = Annotated[int, seed_option("Seed of the pixel draws of --sample-pixels.")]
+MAX_SAMPLES = 1_000_000  # vae sample -n: a million PNGs; a grid is bounded by its pixels first
+MAX_TEMPERATURE = 100.0  # z at 100 prior deviations already decodes to saturated images
 FigureOutOption = Annotated[str, typer.Option("--out", "-o", help="The figure PNG, or - for its bytes on stdout.")]
 def label_option(help_text: str) -> typer.models.OptionInfo:
     """--label: a class by number or name (common.chosen_class reads it), with a command's own help."""
-    return typer.Option("--label", show_default=False, help=help_text)
+    return typer.Option("--label", show_default=False,
+                        help=f"{help_text} A class named like another's number (a folder named 3) is taken by name.")
 
 
 LabelOption = Annotated[

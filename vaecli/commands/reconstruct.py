@@ -109,14 +109,14 @@ def reconstruct_command(
 
 def _check_outputs(out: Path | None, compare: str | None) -> None:
     """Refuse unwritable or conflicting outputs before the model is loaded."""
-    from vaecli.files import ensure_folder
+    from vaecli.files import check_output_folder
 
     if compare == "-" and out is not None:
         raise UsageError("--compare - writes PNG bytes to stdout, so paths for -o cannot go there; drop -o")
     if compare is not None:
         check_output(compare, "--compare")
     if out is not None or compare is None:
-        ensure_folder(out if out is not None else Path("."), "-o")
+        check_output_folder(out if out is not None else Path("."), "-o")  # made when the first image is written
 
 
 def unique_names(names: list[str]) -> list[str]:

@@ -20,6 +20,8 @@ from vaecli.commands.common import (
     write_images,
 )
 from vaecli.commands.options import (
+    MAX_SAMPLES,
+    MAX_TEMPERATURE,
     DeviceOption,
     ForceOption,
     GridOption,
@@ -29,23 +31,25 @@ from vaecli.commands.options import (
     QuietOption,
     SamplePixelsOption,
     ScaleOption,
+    between,
     label_option,
     seed_option,
+    within,
 )
-from vaecli.config import MAX_SEED
+from vaecli.config import MAX_SEED, ModelConfig
 from vaecli.console import term
-from vaecli.errors import UsageError
 
 
 def sample_command(
     count: Annotated[
-        int, typer.Option("-n", "--count", min=1, help="How many images to draw (with --label all: per class).")
+        int, typer.Option("-n", "--count", callback=between(1, MAX_SAMPLES),
+                          help="How many images to draw (with --label all: per class).")
     ] = 16,
     temperature: Annotated[
         float,
-        typer.Option("--temperature", "-t",
-                     help="Spread of z around the prior's centres, 1 for the prior itself; "
-                     "below 1 gives cleaner, less varied images."),
+        typer.Option("--temperature", "-t", callback=within(0, MAX_TEMPERATURE),
+                     help=f"Spread of z around the prior's centres, 1 for the prior itself; "
+                     f"below 1 gives cleaner, less varied images (0 to {MAX_TEMPERATURE:g})."),
     ] = 1.0,
     out: OutFolderOption = ".",
     grid: GridOption = None,
@@ -75,8 +79,6 @@ def sample_command(
     Example: vae sample -m mnist-conditional --label all -n 8 --grid digits.png
     """
     term.quiet = quiet
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise UsageError(f"--temperature must be a finite number >= 0, not {temperature}")
     check_image_outputs(out, grid, nrow)
     from vaecli.checkpoint import model_name
     from vaecli.images import check_grid
@@ -87,6 +89,8 @@ def sample_command(
     rows = len(class_names(checkpoint)) if chosen == ALL_CLASSES else 1
     if out == "-" or grid is not None:  # one grid: its size is known before anything is decoded
         check_grid(count * rows, checkpoint.config.model.image_shape, nrow, scale, f"-n {count}")
+    classes = rows if chosen == ALL_CLASSES else 0
+    _check_memory(checkpoint.config.model, count, classes, _Target(out, grid, nrow, scale, force))
     if seed is None:
         seed = secrets.randbelow(MAX_SEED + 1)
         term.note(f"seed {seed} (pass --seed {seed} to draw the same images again)")
@@ -146,6 +150,27 @@ def _sample_every_class(checkpoint, count: int, temperature: float, generator, p
         term.emit_bytes(figure)
     else:
         term.emit(str(write_atomic(target.grid, figure)))
+
+
+def _check_memory(config: ModelConfig, count: int, classes: int, target: _Target) -> None:
+    """Refuse, before any draw, images held all at once (one grid, or --label all's `classes` rows) that cannot
+    fit in memory; numbered PNGs of one class are written a batch at a time."""
+    from vaecli.memory import check_fits, figure_bytes, grid_png_bytes, tile_pixels
+    from vaecli.plots import labelled_tile_inches
+
+    one_grid = target.out == "-" or target.grid is not None
+    if not classes and not one_grid:
+        return
+    images = count * max(classes, 1)
+    if classes:  # a list of every class's images, then (for a grid) their concatenation, tile and figure
+        needed = images * math.prod(config.image_shape) * (3 if one_grid else 1)
+        if one_grid:
+            needed += figure_bytes(labelled_tile_inches(classes, count, target.scale),
+                                   tile_pixels(config, classes, count))
+    else:
+        needed = grid_png_bytes(config, count, target.nrow, target.scale)
+    lower = "lower -n" + (" or --scale" if one_grid and target.scale > 1 else "")
+    check_fits(needed, None, f"holding {images:,} images at once{' in one grid' if one_grid else ''}", lower)
 
 
 def batch_sizes(count: int, batch: int) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -33,8 +34,8 @@ from vaecli.commands.options import (
     ScoresOption,
     complete_dataset,
 )
-from vaecli.console import term
-from vaecli.errors import UsageError
+from vaecli.console import printable, term
+from vaecli.errors import UsageError, VaeError
 
 if TYPE_CHECKING:
     import torch
@@ -99,6 +100,10 @@ def score_command(
     refuse_conditional(checkpoint, model_name(checkpoint.path), "score")
     if "regret" in names:
         refuse_hierarchical(checkpoint, model_name(checkpoint.path), "--score regret")
+    from vaecli.scores import check_scoring_fits
+
+    check_scoring_fits(checkpoint.config.model, next(checkpoint.model.parameters()).device, names, iw_samples,
+                       batch_size, limit if dataset is not None else len(images[:limit] if limit else images))
     if dataset is not None:
         keys, uint8 = _read_dataset(checkpoint, dataset, split, data_root, limit)
     else:
@@ -106,7 +111,7 @@ def score_command(
     term.note(f"scoring {len(keys)} images with {checkpoint.path}: {', '.join(names)}")
     values, _ = compute_scores(checkpoint, uint8, names, settings(iw_samples, regret_steps, seed, batch_size),
                                binarize, units.value)
-    write_rows(keys, values, fmt.value, sort)
+    refuse_missing_scores(write_rows(keys, values, fmt.value, sort), len(keys), fmt.value)
 
 
 def _read_dataset(checkpoint: Checkpoint, dataset: str, split: str, data_root: Path | None,
@@ -134,34 +139,53 @@ def _read_files(checkpoint: Checkpoint, sources: list[str], invert: str) -> tupl
     return [{"path": source} for source in sources], torch.cat(batches)
 
 
-def write_rows(keys: list[dict], values: dict[str, list[float]], fmt: str, sort: bool) -> None:
-    """One line per image on stdout, as each format wants it; --sort puts the first score's largest last."""
+# A score that is not a finite number (the model overflowed on the image), as each format writes it:
+# JSON has no NaN or Infinity, so jsonl gets null.
+NO_SCORE = {"tsv": "n/a", "csv": "", "jsonl": "null"}
+
+
+def write_rows(keys: list[dict], values: dict[str, list[float]], fmt: str, sort: bool) -> int:
+    """One line per image on stdout, as each format wants it; --sort puts the first score's largest last.
+
+    Returns how many images have a score that is not finite (written as NO_SCORE says)."""
     names = list(values)
-    order = range(len(keys))
-    if sort:
-        order = sorted(order, key=lambda i: values[names[0]][i])
-    columns = [*keys[0], *names] if keys else names
+    order = list(range(len(keys)))
+    if sort:  # images without a number for the first score come after every number
+        order.sort(key=lambda i: (math.isnan(values[names[0]][i]), _or_zero(values[names[0]][i])))
     if fmt == "jsonl":
         for i in order:
-            term.emit(json.dumps({**keys[i], **{name: round(values[name][i], 6) for name in names}}))
-        return
-    rows = [[*(str(v) for v in keys[i].values()), *(f"{values[name][i]:.4f}" for name in names)] for i in order]
-    for row in [columns, *rows]:
-        term.emit(_csv_line(row) if fmt == "csv" else "\t".join(_tsv_field(field) for field in row))
+            scores = {name: round(values[name][i], 6) if math.isfinite(values[name][i]) else None for name in names}
+            # json.dumps escapes every control character in a name (\u001b), DEL and C1 included.
+            term.emit(json.dumps({**keys[i], **scores}, allow_nan=False))
+    else:
+        rows = [[*(printable(str(v)) for v in keys[i].values()), *(_score_text(values[name][i], fmt) for name in names)]
+                for i in order]
+        for row in [[*keys[0], *names] if keys else names, *rows]:
+            term.emit(_csv_line(row) if fmt == "csv" else "\t".join(row))
+    return sum(1 for i in range(len(keys)) if not all(math.isfinite(values[name][i]) for name in names))
+
+
+def _or_zero(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
+
+
+def _score_text(value: float, fmt: str) -> str:
+    return f"{value:.4f}" if math.isfinite(value) else NO_SCORE[fmt]
 
 
 def _csv_line(row: list[str]) -> str:
+    """One CSV record with the csv module's quoting (a comma or quote in a name stays in its field)."""
     import csv
     import io
 
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow(row)
-    return buffer.getvalue()
+    csv.writer(buffer, lineterminator="\n").writerow(row)
+    return buffer.getvalue()[:-1]
 
 
-def _tsv_field(text: str) -> str:
-    from vaecli.console import printable
-
-    return printable(text)  # a tab or newline in a file name is shown escaped, so columns stay columns
-
-
+def refuse_missing_scores(missing: int, total: int, fmt: str) -> None:
+    """Exit 1 once every line is out when some image had no finite score, saying how many."""
+    if missing:
+        raise VaeError(f"{missing:,} of {total:,} images have no finite score (written as "
+                       f"{NO_SCORE[fmt] or 'an empty field'}): the model's numbers are NaN or infinite on them; "
+                       "every line was written")

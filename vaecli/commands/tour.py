@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from vaecli.checkpoint import Checkpoint
+    from vaecli.config import ModelConfig
     from vaecli.data import ImageSet
     from vaecli.models import VAE
 
@@ -57,9 +58,9 @@ def tour_command(
     Example: vae tour -m mnist-cnn.safetensors -o tour/
     """
     term.quiet = quiet
-    from vaecli.files import ensure_folder
+    from vaecli.files import check_output_folder
 
-    ensure_folder(out, "--out")  # fail before the work when the folder cannot be made
+    check_output_folder(out, "--out")  # fail before the work when the folder cannot be made; made at the first PNG
     if html:
         check_output(str(out / HTML_PAGE), "--html")
     import torch
@@ -67,6 +68,7 @@ def tour_command(
     from vaecli.projection import describe_projection, draw_projection
 
     checkpoint = open_model(model, device)
+    _check_memory(checkpoint.config.model, html)
     name, data = test_split(checkpoint, dataset, data_root)
     what = f"{dataset_label(name)} test"
     png, projection, means = draw_projection(checkpoint.model, data, what, seed)
@@ -87,6 +89,18 @@ def tour_command(
     if html:
         extra = _latent_figures(checkpoint, data, what, torch.from_numpy(means), int(pick[0]))
         _save(out / HTML_PAGE, _page(checkpoint, figures, extra))
+
+
+def _check_memory(config: ModelConfig, html: bool) -> None:
+    """Refuse, before any work, figures that cannot fit in memory: --html's traversal has a row per latent dimension."""
+    from vaecli.memory import check_fits, tour_bytes
+
+    figures = tour_bytes(config, 0, 0)
+    check_fits(figures, None, f"drawing the tour's figures of {config.channels}x{config.height}x{config.width} images",
+               "use a machine with more free memory")
+    if html:
+        check_fits(tour_bytes(config, TRAVERSAL_STEPS, MANIFOLD_SIZE), None,
+                   f"--html's traversal of {config.latent_dim} latent dimensions", "drop --html")
 
 
 def _save(path: Path, png: bytes) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import math
 import shlex
-import signal
-from contextlib import contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
+from vaecli import signals
 from vaecli.commands.options import (
     Arch,
     DataRootOption,
@@ -27,7 +27,7 @@ from vaecli.commands.options import (
     seed_option,
 )
 from vaecli.console import term
-from vaecli.errors import ExitCode, Interrupted, UsageError
+from vaecli.errors import Interrupted, UsageError
 
 
 def train_command(
@@ -174,24 +174,29 @@ def train_command(
         if changed:
             raise UsageError(f"{changed[0]} cannot change when resuming; the checkpoint fixes it (only --epochs may)")
     target = out if (_given(ctx, "out") or resume is None) else resume
-    from vaecli.files import kind_of
+    from vaecli.files import check_output_file, kind_of
     from vaecli.report import evolution_path, report_after_training
 
+    check_output_file(target, "--out")
+    best = target.with_name(f"{target.stem}-best{target.suffix}")
     if not force:
         _keep_earlier_work(target, resume, "--out")
         if keep_best:
-            _keep_earlier_work(target.with_name(f"{target.stem}-best{target.suffix}"), None, "--keep-best")
+            _keep_earlier_work(best, None, "--keep-best")
     if kind_of(target, "--out") in ("device", "fifo"):
         # Written through, epoch after epoch; nothing is placed beside a device or pipe.
         for flag, given in (("--keep-best", keep_best), ("--snapshots", snapshots and report is None)):
             if given:
                 raise UsageError(f"{flag} writes beside --out, and {target} is not a regular file; drop one")
         no_report = no_report or report is None
+    _check_own_files(target, report, keep_best, snapshots, not no_report)
     request = _Request(config if resume is None else None, resume, epochs if _given(ctx, "epochs") else None,
                        target, data_root, device, json_lines, keep_best, compile_model,
                        named_dataset if resume is not None else None,
                        evolution_path(target, report) if snapshots else None, conditional)
-    with report_after_training(target, report, not no_report, lambda p: term.note(f"report: {p}"), term.warn):
+    # From here to its last save, the run replaces only what it found or wrote itself.
+    with _claimed([(target, "--out")] + ([(best, "--keep-best")] if keep_best else [])), \
+            report_after_training(target, report, not no_report, lambda p: term.note(f"report: {p}"), term.warn):
         _train(request)
 
 
@@ -278,6 +283,26 @@ def _check_classes(config: Any, source: str, train_set: Any, test_set: Any) -> N
         if len(split) and int(split.labels.max()) >= classes:
             raise UsageError(f"{_shown(source)}: its test split has classes its training split lacks; "
                              "give every class images in both")
+    _check_every_class_trained(config, source, train_set)
+
+
+def _check_every_class_trained(config: Any, source: str, train_set: Any) -> None:
+    """A class with no training image would get an untrained embedding; --limit may cut classes out knowingly."""
+    import torch
+
+    from vaecli.data import is_builtin
+
+    if config.limit is not None or not len(train_set):
+        return
+    counts = torch.bincount(train_set.labels, minlength=len(train_set.class_names))
+    missing = [name for name, count in zip(train_set.class_names, counts.tolist(), strict=True) if count == 0]
+    if not missing:
+        return
+    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    why = "" if is_builtin(source) else \
+        " (every tenth image, in name order, is held out for testing, and all of its fell there)"
+    raise UsageError(f"{_shown(source)}: class {missing[0][:80]!r}{more} has no training images{why}; "
+                     "add images to it, or remove it")
 
 
 def _shown(source: str) -> str:
@@ -329,7 +354,7 @@ def _fit(request: _Request, run: Any, splits: tuple[Any, Any], meta: Any, world:
     config, out = meta.config, request.out
     best = out.with_name(f"{out.stem}-best{out.suffix}") if request.keep_best else None
     before = stamp(out)
-    with training_display(config.epochs, run.epochs_done, len(splits[0])) as display, _terminate_as_interrupt():
+    with training_display(config.epochs, run.epochs_done, len(splits[0])) as display:
         recent: list[float] = []  # this run's last epoch times: a resumed run may be on another machine
 
         def on_epoch(record: Any) -> None:
@@ -340,32 +365,55 @@ def _fit(request: _Request, run: Any, splits: tuple[Any, Any], meta: Any, world:
             display.epoch_line(_epoch_line(record, config.epochs, config.model, left))
 
         hooks = Hooks(display.on_progress, on_epoch)
-        if request.evolution is not None:
-            _take_snapshots(hooks, request.evolution, config, splits[1])
+        evolution = None if request.evolution is None else _take_snapshots(hooks, config, splits[1])
         try:
             fit(config, run, *splits, Outputs(out, meta, best), hooks=hooks, world=world,
                 compile_model=request.compile_model)
-        except KeyboardInterrupt as exc:
-            code = ExitCode.TERMINATED if isinstance(exc, _Terminated) else ExitCode.INTERRUPTED
-            raise _interrupted(out, before, start, out == request.resume, code) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (see vaecli.signals)
+            _write_snapshots(request.evolution, evolution)  # the frames taken are kept too
+            raise _interrupted(out, before, start, out == request.resume, signals.exit_code(exc)) from None
         finally:
             leave(world)
+    _write_snapshots(request.evolution, evolution)
 
 
-def _take_snapshots(hooks: Any, path: Path, config: Any, test_set: Any) -> None:
-    """Frames of the same samples and test reconstructions; the GIF is rewritten whole after each one."""
-    from vaecli.files import ensure_folder, write_atomic
+def _take_snapshots(hooks: Any, config: Any, test_set: Any) -> Any:
+    """Frames of the same samples and test reconstructions, kept in memory: the GIF is written once, at the
+    end (rewriting it after every frame cost time growing with the square of the epochs)."""
     from vaecli.snapshots import FIRST_EPOCH_POINTS, Evolution
 
-    ensure_folder(path.parent, "--report")
     evolution = Evolution.start(config.model.latent_dim, test_set.images, config.seed, test_set.labels,
                                 config.model.classes)
+    hooks.on_snapshot, hooks.first_epoch_snapshots = evolution.take, FIRST_EPOCH_POINTS
+    return evolution
 
-    def on_snapshot(model: Any, epoch: float) -> None:
-        evolution.take(model, epoch)
-        write_atomic(path, evolution.gif())
 
-    hooks.on_snapshot, hooks.first_epoch_snapshots = on_snapshot, FIRST_EPOCH_POINTS
+def _write_snapshots(path: Path | None, evolution: Any) -> None:
+    """The GIF of the frames this run took (a resumed run starts a new one); a failure is a warning,
+    since the checkpoint is what matters."""
+    from vaecli.errors import VaeError
+    from vaecli.files import write_atomic
+
+    if path is None or evolution is None or not evolution.frames:  # other ranks under torchrun take none
+        return
+    try:
+        write_atomic(path, evolution.gif(), own=True)
+    except VaeError as exc:
+        term.warn(f"no snapshots: {exc.message}")
+    else:
+        term.note(f"snapshots: {path}")
+
+
+def _check_own_files(target: Path, report: Path | None, keep_best: bool, snapshots: bool, reporting: bool) -> None:
+    """The files a run names itself beside its checkpoint must be free for regular files, before any work."""
+    from vaecli.files import check_own_file
+    from vaecli.report import evolution_path, report_paths
+
+    paths = [target.with_name(f"{target.stem}-best{target.suffix}")] if keep_best else []
+    paths += [evolution_path(target, report)] if snapshots else []
+    paths += list(report_paths(target, report)) if reporting else []
+    for path in paths:
+        check_own_file(path)
 
 
 def _stored_dataset(dataset: str) -> str:
@@ -373,6 +421,36 @@ def _stored_dataset(dataset: str) -> str:
     from vaecli.data import is_builtin
 
     return dataset if is_builtin(dataset) else str(Path(dataset).expanduser().resolve())
+
+
+def _claimed(outputs: list[tuple[Path, str]]) -> ExitStack:
+    """Claim each output (see files.claimed): another run that writes one meanwhile stops this run, not its work."""
+    from vaecli.files import claimed
+
+    stack = ExitStack()
+    for path, option in outputs:
+        stack.enter_context(claimed(path, lambda written, option=option: _taken(written, option)))
+    return stack
+
+
+def _taken(path: Path, option: str) -> str:
+    """The refusal to replace a checkpoint that another run wrote while this one trained, naming that run."""
+    import datetime
+    import os
+
+    from vaecli.checkpoint import read_metadata
+    from vaecli.errors import VaeError
+    from vaecli.metadata import CheckpointMeta
+
+    try:
+        when = datetime.datetime.fromtimestamp(os.stat(path).st_mtime).strftime("%Y-%m-%d %H:%M:%S")
+        meta = CheckpointMeta.from_dict(read_metadata(path))
+        other = (f"another run wrote it at {when} ({meta.config.model.arch}, {meta.epochs_done or 0} epochs on "
+                 f"{meta.config.dataset[:80]})")
+    except (OSError, ValueError, TypeError, KeyError, VaeError):  # not a checkpoint that vaecli reads
+        other = "another program replaced it"
+    return (f"{option} {path}: {other} while this run trained; stopping without overwriting it "
+            "(give each run its own -o)")
 
 
 def _keep_earlier_work(path: Path, resume: Path | None, option: str) -> None:
@@ -429,6 +507,10 @@ def _resumed(resume: Path, epochs: int | None, device: Any) -> Any:
         checkpoint.config.validate()
     if checkpoint.epochs_done >= checkpoint.config.epochs:
         raise UsageError(f"{resume} already has {checkpoint.epochs_done} epochs; pass a larger --epochs to go on")
+    if not checkpoint.optimizer_state:  # a file written without it (an exported or hand-made checkpoint)
+        term.note(f"{resume} holds no optimizer state: Adam starts afresh (its moments restart from zero) "
+                  "while the learning-rate schedule goes on from epoch "
+                  f"{checkpoint.epochs_done}, so this run will not match an uninterrupted one")
     return checkpoint
 
 
@@ -441,9 +523,10 @@ def _check_memory(config: Any, device: Any) -> None:
     batch = min(config.batch_size, config.limit or config.batch_size)  # fit() never batches more than it has
     channels, height, width = config.model.image_shape
     needs = estimate(config.model, batch, training=True)
+    mixtures = ", or --mixtures" if config.model.mixtures > 1 else ""
     check_fits(needs.step + (needs.weights if config.ema else 0), device,
                f"training on {channels}x{height}x{width} images in batches of {batch}",
-               "lower --batch-size, --image-size or --hidden")
+               "lower --batch-size, --image-size or --hidden" + mixtures)
     # Weights and Adam's two moments go into every checkpoint (with --ema, the average too), which
     # readers refuse past a bound.
     stored = (4 if config.ema else 3) * needs.weights
@@ -500,23 +583,3 @@ def _bits_per_dim(nats: float, model: Any) -> float | None:
     if model.likelihood != "logistic":
         return None
     return bits_per_dim(nats, math.prod(model.image_shape))
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, delivered like Ctrl-C so the same clean-up runs."""
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
-        raise _Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (some test runners): leave SIGTERM alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -21,6 +21,7 @@ from vaecli.commands.options import (
     QuietOption,
     TestLimitOption,
     seed_option,
+    within,
 )
 from vaecli.console import term
 from vaecli.errors import UsageError
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 MAX_STEPS = 101
 MAX_DRAWS = 16
+MAX_SWEEP = 1000.0  # prior deviations: far past any use, and well inside float32 once through the decoder
 FRAME_MS = 150  # each step of the --gif
 
 
@@ -48,7 +50,8 @@ def traverse_command(
     ] = None,
     sweep: Annotated[
         tuple[float, float],
-        typer.Option("--range", metavar="LOW HIGH", help="Values the swept coordinate takes, ends included."),
+        typer.Option("--range", metavar="LOW HIGH", callback=within(-MAX_SWEEP, MAX_SWEEP),
+                     help=f"Values the swept coordinate takes, ends included (each within +-{MAX_SWEEP:g})."),
     ] = (-3.0, 3.0),
     steps: Annotated[int, typer.Option("--steps", min=2, max=MAX_STEPS, help="Values per sweep (columns).")] = 9,
     active_only: Annotated[
@@ -92,6 +95,7 @@ def traverse_command(
 
     checkpoint = open_model(model, device)
     index = chosen_class(checkpoint, label, model_name(checkpoint.path))
+    _check_memory(checkpoint, count or 1, steps, gif, scale)
     bases, base_text = _bases(checkpoint, image, count or 1, invert, seed, index)  # a bad IMAGE fails before the KL
     kl, what = _test_kl(checkpoint, dataset, data_root, limit)
     dims = kl_order(kl, active_only)
@@ -121,6 +125,24 @@ def _check_outputs(out: str, gif: Path | None, image: str | None, count: int | N
     check_output(out, "-o")
     if gif is not None:
         check_output_file(gif, "--gif")
+
+
+def _check_memory(checkpoint: Checkpoint, bases: int, steps: int, gif: Path | None, scale: int) -> None:
+    """Refuse, before any work, a traversal whose GIF frames are too large or whose outputs cannot fit in memory."""
+    from vaecli.images import MAX_OUTPUT_PIXELS, grid_size
+    from vaecli.memory import check_fits, traversal_bytes
+
+    config = checkpoint.config.model
+    rows = config.latent_dim  # every dimension: --active-only drops some, but only the KL says which
+    if gif is not None:
+        height, width = grid_size(rows * bases, rows, config.height, config.width)  # a frame: every row side by side
+        if height * width * scale * scale > MAX_OUTPUT_PIXELS:
+            raise UsageError(f"--gif: frames of {width * scale}x{height * scale} pixels are too large to write "
+                             f"(at most {MAX_OUTPUT_PIXELS:,}); lower --scale" + (" or -n" if bases > 1 else ""))
+    lower = ["--steps", *(["-n"] if bases > 1 else []), *(["--scale"] if gif is not None and scale > 1 else [])]
+    check_fits(traversal_bytes(config, rows, bases, steps, scale if gif is not None else None), None,
+               f"a traversal of {rows} dimensions x {bases} code{'s' if bases > 1 else ''} x {steps} steps",
+               "lower " + (" or ".join(lower) if len(lower) < 3 else f"{lower[0]}, {lower[1]} or {lower[2]}"))
 
 
 def _test_kl(checkpoint: Checkpoint, dataset: str | None, data_root: Path | None,
