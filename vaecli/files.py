@@ -193,7 +193,7 @@ def check_own_file(path: Path) -> None:
     would otherwise decide what is written, or hang the run."""
     try:
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there; the output folder's own check speaks
         return
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({describe_os_error(exc)}); choose another path") from None
