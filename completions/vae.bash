@@ -50,16 +50,18 @@ _vae() {
             if [[ $cur == -* ]]; then _vae_words "--help -h"; else _vae_words "bash zsh fish"; fi ;;
         decode)
             case $prev in
-                --out|-o|--grid|--label) _vae_paths files; return ;;
+                --out|-o|--grid) _vae_paths files; return ;;
                 --nrow|--scale|--seed) return ;;
+                --label) _vae_words "0 1 2 3 4 5 6 7 8 9"; return ;;
                 --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             if [[ $cur == -* ]]; then _vae_words "--out -o --grid --nrow --scale --force -f --sample-pixels --seed --label --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         encode)
             case $prev in
-                --out|-o|--label) _vae_paths files; return ;;
+                --out|-o) _vae_paths files; return ;;
                 --invert) _vae_words "yes no auto"; return ;;
+                --label) _vae_words "0 1 2 3 4 5 6 7 8 9"; return ;;
                 --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
@@ -71,7 +73,7 @@ _vae() {
                 --data-root) _vae_paths dirs; return ;;
                 --split) _vae_words "train test"; return ;;
                 --limit|--iw-samples|-k|--batch-size|--seed) return ;;
-                --label) _vae_paths files; return ;;
+                --label) _vae_words "0 1 2 3 4 5 6 7 8 9"; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             _vae_words "--model -m --dataset --data-root --split --limit --label --iw-samples -k --binarize --batch-size --seed --device --quiet -q --json --help -h" ;;
@@ -84,16 +86,17 @@ _vae() {
                 --data-root) _vae_paths dirs; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            _vae_words "--model -m --out -o --components -c --samples --limit --dataset --data-root --seed --device --quiet -q --json --help -h" ;;
+            _vae_words "--model -m --out -o --components -c --samples --limit --dataset --data-root --seed --force -f --device --quiet -q --json --help -h" ;;
         info)
             if [[ $cur == -* ]]; then _vae_words "--history --json --help -h"; else _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; fi ;;
         interpolate)
             case $prev in
                 --steps|--scale|--seed) return ;;
                 --method) _vae_words "lerp slerp"; return ;;
-                --out|-o|--gif|--label) _vae_paths files; return ;;
+                --out|-o|--gif) _vae_paths files; return ;;
                 --frames) _vae_paths dirs; return ;;
                 --invert) _vae_words "yes no auto"; return ;;
+                --label) _vae_words "0 1 2 3 4 5 6 7 8 9"; return ;;
                 --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
@@ -101,7 +104,8 @@ _vae() {
         manifold)
             case $prev in
                 --size|--limit) return ;;
-                --label|--out|-o) _vae_paths files; return ;;
+                --label) _vae_words "0 1 2 3 4 5 6 7 8 9"; return ;;
+                --out|-o) _vae_paths files; return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
                 --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
@@ -132,9 +136,10 @@ _vae() {
             _vae_words "--out -o --points --dataset --data-root --split --limit --model -m --device --seed --quiet -q --help -h" ;;
         reconstruct)
             case $prev in
-                --out|-o|--compare|--label) _vae_paths files; return ;;
+                --out|-o|--compare) _vae_paths files; return ;;
                 --nrow|--scale|--seed) return ;;
                 --invert) _vae_words "yes no auto"; return ;;
+                --label) _vae_words "0 1 2 3 4 5 6 7 8 9"; return ;;
                 --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
@@ -142,9 +147,10 @@ _vae() {
         sample)
             case $prev in
                 --count|-n|--temperature|-t|--nrow|--scale|--seed) return ;;
-                --out|-o|--grid|--label) _vae_paths files; return ;;
+                --out|-o|--grid) _vae_paths files; return ;;
                 --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
+                --label) _vae_words "all 0 1 2 3 4 5 6 7 8 9"; return ;;
             esac
             _vae_words "--count -n --temperature -t --out -o --grid --nrow --scale --force -f --sample-pixels --model -m --device --seed --label --quiet -q --help -h" ;;
         score)
@@ -188,8 +194,9 @@ _vae() {
         traverse)
             case $prev in
                 --count|-n|--steps|--scale|--limit|--seed) return ;;
-                --range|--out|-o|--gif|--label) _vae_paths files; return ;;
+                --range|--out|-o|--gif) _vae_paths files; return ;;
                 --invert) _vae_words "yes no auto"; return ;;
+                --label) _vae_words "0 1 2 3 4 5 6 7 8 9"; return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
                 --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;

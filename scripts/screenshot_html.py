@@ -1,8 +1,12 @@
 """Render an HTML page in headless Chromium and save a PNG screenshot: a real browser's view of `vae tour --html`.
 
-    python scripts/screenshot_html.py tour/tour.html tour.png --width 1200 --height 3000
+    python scripts/screenshot_html.py tour/tour.html tour.png                 # the whole page, 1200 wide
+    python scripts/screenshot_html.py tour/tour.html top.png --height 900     # only the first 900 pixels
 
-Exits 2 when no Chromium is on PATH (Debian's package: apt-get install chromium).
+Chromium's own --screenshot captures only its window (800 x 600 by default: the page's header) and, run
+as root, refuses to start without --no-sandbox; this script passes both. Without --height it renders in a
+window AUTO_HEIGHT pixels tall and cuts the picture below the page's end. Exits 2 when no Chromium is on
+PATH (Debian's package: apt-get install chromium).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from pathlib import Path
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 TIMEOUT_S = 120
+AUTO_HEIGHT = 16384  # the window for a whole page: Chromium's largest texture side on most machines
+END_MARGIN = 24  # pixels of background kept below the page's last content
 # Keep the browser off the network and quiet: the page must render from the file alone.
 FLAGS = ("--headless=new", "--disable-gpu", "--hide-scrollbars", "--no-first-run", "--no-default-browser-check",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -46,7 +52,8 @@ def main() -> int:
     parser.add_argument("page", type=Path, help="the HTML file")
     parser.add_argument("out", type=Path, help="the screenshot PNG to write")
     parser.add_argument("--width", type=int, default=1200)
-    parser.add_argument("--height", type=int, default=3000)
+    parser.add_argument("--height", type=int, default=None,
+                        help="window height; default: the whole page, up to %d pixels" % AUTO_HEIGHT)
     args = parser.parse_args()
     if not args.page.is_file():
         print(f"error: {args.page}: no such file", file=sys.stderr)
@@ -57,12 +64,39 @@ def main() -> int:
               file=sys.stderr)
         return 2
     try:
-        screenshot(args.page, args.out, args.width, args.height, browser)
+        screenshot(args.page, args.out, args.width, args.height or AUTO_HEIGHT, browser)
+        if args.height is None and not cut_below_content(args.out):
+            print(f"warning: the page is taller than {AUTO_HEIGHT} pixels; the screenshot shows its top part",
+                  file=sys.stderr)
     except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(args.out)
     return 0
+
+
+def cut_below_content(shot: Path) -> bool:
+    """Cut the screenshot END_MARGIN pixels below its last row that is not all background (its bottom-right
+    pixel's colour); False when content reaches the bottom, so the page may go on below the window."""
+    from PIL import Image, ImageChops
+
+    with Image.open(shot) as image:
+        picture = image.convert("RGB")
+    background = Image.new("RGB", picture.size, picture.getpixel((picture.width - 1, picture.height - 1)))
+    box = ImageChops.difference(picture, background).getbbox()
+    bottom = box[3] if box else 0
+    if bottom + END_MARGIN >= picture.height:
+        return False
+    # Beside the file, then renamed over it: a reader never sees half a PNG.
+    handle, temporary = tempfile.mkstemp(prefix=f".{shot.name}.", dir=shot.resolve().parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            picture.crop((0, 0, picture.width, bottom + END_MARGIN)).save(file, format="PNG")
+        os.replace(temporary, shot)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return True
 
 
 if __name__ == "__main__":

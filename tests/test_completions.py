@@ -77,11 +77,25 @@ def test_bash_completes_commands_options_values_and_paths(tmp_path):
         (["interpolate", "--method"], ["lerp", "slerp"]),
         (["reconstruct", "--invert"], ["yes", "no", "auto"]),
         (["tour", "--device"], ["auto", "cpu", "cuda", "mps"]),
+        (["sample", "--label"], ["all", *"0123456789"]),
+        (["traverse", "--label"], list("0123456789")),
+        (["eval", "--label"], list("0123456789")),
     ],
 )
 def test_bash_offers_every_choice(tmp_path, words, expected):
     assert _bash_complete(["vae", *words, ""], tmp_path) == expected
     assert _bash_complete(["vae", *words[:-1], words[-1], "=", ""], tmp_path) == expected  # --option=value
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+@pytest.mark.parametrize("command", ["sample", "reconstruct", "encode", "decode", "interpolate", "traverse",
+                                     "manifold", "eval"])
+def test_bash_offers_classes_not_files_for_label(tmp_path, command):
+    # A class, never a file name: the static script cannot read the model's class names, so it offers numbers.
+    (tmp_path / "3.png").write_bytes(b"")
+    (tmp_path / "all-digits").mkdir()
+    assert _bash_complete(["vae", command, "--label", "3"], tmp_path) == ["3"]
+    assert _bash_complete(["vae", command, "--label", "a"], tmp_path) == (["all"] if command == "sample" else [])
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")

@@ -73,7 +73,12 @@ RUN_AS_WRITTEN = (
 )
 FEW_EPOCHS = "--epochs 1 --limit 200"  # one pass over 200 images: a checkpoint of the same kind in seconds
 SMALL_EVAL = "--limit 50 -k 5"  # 50 test images, 5 importance samples: the same report in a second
+EXPORT_SCRIPT = ("scripts/export_images.py", str(REPO / "scripts" / "export_images.py"))
 SHRUNK = {
+    "python scripts/export_images.py a.png b.png": Shrunk(
+        (EXPORT_SCRIPT,), "the checkout's scripts/ is not in the folder the commands run in"),
+    "python scripts/export_images.py --first 2 --invert --scale 4 drawing.png": Shrunk(
+        (EXPORT_SCRIPT,), "the checkout's scripts/ is not in the folder the commands run in"),
     "pip install . && vae sample -n 16 --grid samples.png && vae train --arch cnn": Shrunk(
         (("pip install .", "vae --version"), ("--arch cnn", f"--arch cnn {FEW_EPOCHS}")),
         "this checkout's vae is already on PATH; 20 MNIST epochs take minutes",
@@ -135,8 +140,8 @@ SKIPPED = {
     "-m vaecli train --arch resnet --device cuda -o nodes.safetensors": "needs two machines with 8 GPUs each",
     "vae ood -m fashion-mnist --in fashion-mnist --out mnist --limit 2000 -k 16 -o roc.png":
         "needs Fashion-MNIST (this test copies MNIST only) and takes 18 minutes on 2 shared CPU cores",
-    "vae tour -m mnist --html -o page/ | tail -1 | xargs -I{} chromium --headless --screenshot=page.png {}":
-        "needs Chromium; tests/test_tour_html.py renders the page when Chromium is on PATH",
+    "vae tour -m mnist --html -o page/ | tail -1 | xargs -I{} python scripts/screenshot_html.py {} page.png":
+        "needs Chromium and the checkout's scripts/; tests/test_tour_html.py runs it when Chromium is on PATH",
     "python scripts/screenshot_html.py page/tour.html page.png":
         "needs Chromium and the checkout's scripts/; tests/test_tour_html.py runs it when Chromium is on PATH",
     "pip install -e '.[test]'": "installs packages",
@@ -291,16 +296,15 @@ def test_readme_options_exist():
 
 
 def _write_inputs(folder: Path, home: Path, mnist_root: Path) -> None:
-    """The files the examples name: two test digits, a black-on-white drawing, a folder of 'cats'."""
+    """The files the examples name and the README does not make: a folder of 'cats'.
+
+    a.png, b.png and drawing.png are the quick start's to write (scripts/export_images.py), as a reader's are."""
     import numpy as np
 
     from vaecli.data import load_dataset
 
     data = load_dataset("mnist", "test", data_root=mnist_root, limit=60)
-    pixels, labels = data.images[:, 0].numpy(), data.labels.tolist()
-    Image.fromarray(pixels[0]).save(folder / "a.png")
-    Image.fromarray(pixels[labels.index(next(x for x in labels if x != labels[0]))]).save(folder / "b.png")
-    Image.fromarray(255 - pixels[2]).resize((112, 112), Image.Resampling.NEAREST).save(folder / "drawing.png")
+    pixels = data.images[:, 0].numpy()
     for i in range(len(pixels)):  # RGB, 40x40: converted and resized by --channels 3 --image-size 32
         kind = home / "pictures" / "cats" / ("tabby" if i % 2 else "black")
         kind.mkdir(parents=True, exist_ok=True)

@@ -186,6 +186,7 @@ def test_tab_tab_lists_the_options_of_a_command(terminal):
         ("vae eval --split ", {"train", "test"}),
         ("vae train --channels ", {"1", "3"}),
         ("vae train --dataset ", {"mnist", "fashion-mnist", "kmnist", "digits", "pictures/"}),
+        ("vae sample --label ", {"all", "0", "7", "9"}),
     ],
 )
 def test_tab_lists_the_values_of_an_option(terminal, typed, expected):

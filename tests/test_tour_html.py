@@ -16,6 +16,7 @@ from PIL import Image
 from vaecli.html_report import Figure, page
 
 from tests.helpers.cli_checks import one_error_line
+from tests.helpers.pages import traversal_figure
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOT = REPO / "scripts" / "screenshot_html.py"
@@ -60,6 +61,11 @@ def test_the_page_embeds_every_figure_and_needs_nothing_else(tour_page):
         assert fact in text
 
 
+def test_the_traversal_says_which_rows_it_shows(tour_page):
+    alt, caption = traversal_figure(tour_page.read_text(encoding="utf-8"))
+    assert alt.count("(KL ") == 4 and "All 4 dimensions are active" in caption
+
+
 def test_metadata_is_shown_as_text_never_as_markup():
     html = page("<b>t</b>", "intro", [("command", "<script>alert(1)</script>")], [Figure("h", "c", b"png")]).decode()
     assert "<script>" not in html and "&lt;script&gt;" in html and "<b>t</b>" not in html
@@ -88,3 +94,25 @@ def test_headless_chromium_renders_the_page(tour_page, tmp_path):
         assert high - low > 100  # text and figures, not a blank page
         histogram = grey.histogram()
         assert max(histogram) < 0.98 * sum(histogram)  # no single colour fills the page
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_find_browser() is None, reason="no Chromium on PATH (apt-get install chromium)")
+def test_the_screenshot_holds_the_whole_page(tour_page, tmp_path):
+    # Chromium's own --screenshot keeps its 800 x 600 window (the header); without --height the script
+    # renders a window taller than the page and cuts below its end. As root it needs --no-sandbox, which
+    # the script adds (this runs as whoever runs the tests, root in containers).
+    shot = tmp_path / "whole.png"
+    done = subprocess.run([sys.executable, str(SCREENSHOT), str(tour_page), str(shot)], capture_output=True,
+                          text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no warning that the page went on below the window
+    with Image.open(shot) as image:
+        grey = image.convert("L")
+    width, height = grey.size
+    assert width == 1200 and 1800 < height < 16384
+    background = grey.getpixel((width - 1, height - 1))
+    rows = [grey.crop((0, y, width, y + 1)).getextrema() for y in range(height)]
+    content = [y for y, (low, high) in enumerate(rows) if (low, high) != (background, background)]
+    assert content and height - (content[-1] + 1) == 24  # cut 24 pixels below the page's last content
+    assert content[-1] > 3000  # the page goes on past the 3000 pixels the script's window used to have

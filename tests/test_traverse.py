@@ -8,7 +8,7 @@ from PIL import Image
 
 from vaecli.checkpoint import load_checkpoint, save_checkpoint
 from vaecli.data import load_dataset
-from vaecli.images import GRID_PAD_VALUE
+from vaecli.images import CAPTION_PX, GRID_PAD_VALUE
 from vaecli.traversal import (
     decode_traversal,
     kl_order,
@@ -62,7 +62,8 @@ def test_figure_gif_and_paths(cli, tiny_model, tmp_path):
     assert result.stdout.splitlines() == ["traverse.png", "t.gif"]
     assert "of 4 latent dimensions active" in result.stderr
     with Image.open(tmp_path / "t.gif") as gif:
-        assert gif.n_frames == 5 + 3 and gif.size == (2 * (4 * 28 + 3 * 2), 2 * 28)
+        # Each frame under its caption strip (the swept value), which --scale leaves as it is.
+        assert gif.n_frames == 5 + 3 and gif.size == (2 * (4 * 28 + 3 * 2), 2 * 28 + CAPTION_PX)
     with Image.open(tmp_path / "traverse.png") as figure:
         assert figure.format == "PNG" and figure.height > figure.width / 4
 

@@ -632,4 +632,18 @@ def resolve_model(option: str | None) -> tuple[Path, str | None]:
         if not bundled.exists():
             raise CheckpointError(f"the bundled {option} model is missing from this install; reinstall vaecli")
         return bundled, None
+    _suggest_bundled(option)
     return Path(option).expanduser(), None
+
+
+def _suggest_bundled(option: str) -> None:
+    """Refuse a bare name that is no file but close to a bundled model's (`-m minst`), naming that model."""
+    import difflib
+
+    if os.sep in option or (os.altsep and os.altsep in option) or kind_of(Path(option)) != "missing":
+        return
+    name = option[: -len(".safetensors")] if option.endswith(".safetensors") else option
+    close = difflib.get_close_matches(name.lower(), BUNDLED_MODELS, n=1, cutoff=0.6)
+    if close:
+        raise CheckpointError(f"{option}: no such checkpoint or bundled model; did you mean {close[0]}? "
+                              f"(bundled: {', '.join(BUNDLED_MODELS)})")

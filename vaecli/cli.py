@@ -191,7 +191,7 @@ SUMMARIES = {
     "ood": "How well each score tells two image sets apart.",
     "fit-prior": "Fit a Gaussian-mixture prior to the training codes.",
     "project": "Scatter of the latent space, coloured by class.",
-    "tour": "The four figures of the original notebooks.",
+    "tour": "Latent map, reconstructions, interpolation and samples.",
     "traverse": "Sweep one latent coordinate at a time, by KL.",
     "manifold": "Decode a grid over a plane of the latent space.",
 }

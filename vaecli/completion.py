@@ -20,6 +20,10 @@ PATH_KINDS = {"model": "checkpoints", "checkpoint": "checkpoints", "dataset": "d
 # Words a scripted shell can only be told, since the CLI checks these values in code (config.py
 # refuses channels other than 1 or 3) rather than declaring them as choices.
 FIXED_CHANNELS = ("1", "3")
+# --label takes a class's number or name, but which classes exist is in the checkpoint, which a static
+# script cannot read: it offers the first ten numbers (every bundled and MNIST-family model's), never files.
+LABEL_NUMBERS = tuple(str(number) for number in range(10))
+ALL_LABELS_COMMANDS = ("sample",)  # where --label all (every class in turn) is accepted (common.chosen_class)
 SAFE_WORD = re.compile(r"[A-Za-z0-9_.+-]+")  # needs no quoting in any shell, and no word breaks in bash
 
 
@@ -107,6 +111,8 @@ def _values(param, ctx, known) -> Values:
     """Words from the parameter's choices or completion function (or `known`), and the kind of paths."""
     hint = param.name.replace("_", "-")
     words = list(known.get(param.name, ())) or [item.value for item in param.shell_complete(ctx, "")]
+    if param.name == "label":
+        words = [*(["all"] if ctx.info_name in ALL_LABELS_COMMANDS else []), *LABEL_NUMBERS]
     for word in words:
         _check_word(word, param.name)
     annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)

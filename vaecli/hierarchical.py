@@ -4,9 +4,11 @@ The bidirectional inference of Kingma et al. (2016, IAF paper, section 6) with N
 posterior (Vahdat and Kautz 2020), cut to what pays on small images: a bottom-up pass computes
 features once; the top-down pass draws each lower layer z_i (a latent map) from
 q(z_i | x, z_<i) = N(mu_p + dmu, exp(logvar_p + dlogvar)), where N(mu_p, exp(logvar_p)) is the
-prior p(z_i | z_<i) read from the same top-down state. The top layer is a vector, like a one-layer
-VAE's z: commands that encode, decode, traverse or interpolate work on it, and `vae fit-prior` can
-replace its N(0, I) by a mixture fitted to its codes.
+prior p(z_i | z_<i) read from the same top-down state; dmu and dlogvar are bounded in the prior's units
+(blocks.posterior_offset, posterior_logvar), so an image far from the data cannot send q, and every layer
+below it, to extremes. The top layer is a vector, like a one-layer VAE's z: commands that encode,
+decode, traverse or interpolate work on it, and `vae fit-prior` can replace its N(0, I) by a mixture
+fitted to its codes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from vaecli.blocks import ResidualBlock, bounded_logvar
+from vaecli.blocks import BoundedLogits, ResidualBlock, bounded_logvar, posterior_logvar, posterior_offset
 from vaecli.config import ModelConfig, halved_sizes
 from vaecli.prior import MixturePrior, standard_normal_log_prob
 
@@ -60,7 +62,7 @@ class TopDownCell(nn.Module):
         self, state: torch.Tensor, features: torch.Tensor, prior: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         shift, raw = self.posterior(torch.cat([state, features], dim=1)).chunk(2, dim=1)
-        return prior[0] + shift, bounded_logvar(prior[1] + raw)
+        return prior[0] + posterior_offset(shift, prior[1]), posterior_logvar(raw, prior[1])
 
     def absorb(self, state: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.block(state + self.merge(z))
@@ -159,7 +161,7 @@ class HVAE(nn.Module):
 
     def encode_features(self, top_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, raw = self.top_encoder(top_features).chunk(2, dim=1)
-        return mu, bounded_logvar(raw)
+        return posterior_offset(mu), posterior_logvar(raw)
 
     def _split(self, noise: torch.Tensor):
         """The noise (B, noise_dims) as the top vector's draws, then each lower map's."""
@@ -186,6 +188,25 @@ class HVAE(nn.Module):
             state = cell.absorb(state, z)
         return self.head(state), log_ratio
 
+    def posterior_mean_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer at its posterior mean given x, top-down: the top vector (B, latent), then each lower map."""
+        feats = self.features(x)
+        layers = [self.encode_features(feats[-1])[0]]
+        state = self.top_decoder(layers[0])
+        for cell, feature in zip(self.cells, reversed(feats), strict=True):
+            # Each lower layer's posterior depends on the layers above it, so the walk absorbs as it goes.
+            layers.append(cell.posterior_params(state, feature, cell.prior_params(state))[0])
+            state = cell.absorb(state, layers[-1])
+        return layers
+
+    def decode_layers(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        """Decoder output for a value of every layer, in posterior_mean_layers' order (the deterministic
+        reconstruction for its result)."""
+        state = self.top_decoder(layers[0])
+        for cell, z in zip(self.cells, layers[1:], strict=True):
+            state = cell.absorb(state, z)
+        return self.head(state)
+
 
 def _head(config: ModelConfig, width: int, sizes: list[tuple[int, int]]) -> nn.Sequential:
     """From the top-down state at a quarter of the image back to the decoder's outputs at full size."""
@@ -196,4 +217,7 @@ def _head(config: ModelConfig, width: int, sizes: list[tuple[int, int]]) -> nn.S
         if (h_out, w_out) == sizes[1]:
             layers.append(ResidualBlock(width))
     outputs = config.channels * config.output_params
-    return nn.Sequential(*layers, nn.SiLU(), nn.Conv2d(width, outputs, 3, padding=1))
+    layers += [nn.SiLU(), nn.Conv2d(width, outputs, 3, padding=1)]
+    if config.likelihood == "bernoulli":
+        layers.append(BoundedLogits())  # no weights: every checkpoint loads as before
+    return nn.Sequential(*layers)

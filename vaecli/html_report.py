@@ -28,6 +28,7 @@ class Figure:
     heading: str
     caption: str
     png: bytes
+    alt: str = ""  # what the picture shows, for readers who cannot see it; the heading when empty
 
 
 def data_uri(png: bytes) -> str:
@@ -54,7 +55,7 @@ def page(title: str, intro: str, facts: Sequence[tuple[str, str]], figures: Sequ
     for figure in figures:
         parts += [
             f"<h2>{escape(figure.heading)}</h2>",
-            f'<figure><img src="{data_uri(figure.png)}" alt="{escape(figure.heading, quote=True)}">',
+            f'<figure><img src="{data_uri(figure.png)}" alt="{escape(figure.alt or figure.heading, quote=True)}">',
             f"<figcaption>{escape(figure.caption)}</figcaption></figure>",
         ]
     parts += ["</body>", "</html>", ""]

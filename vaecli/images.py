@@ -275,12 +275,49 @@ def write_numbered(
             yield write_atomic(next(names), png_bytes(pixels, scale))
 
 
-def gif_bytes(frames: Any, durations_ms: list[int], scale: int = 1) -> bytes:
-    """An endlessly looping GIF of uint8 (N, C, H, W) frames, each shown for its duration."""
+CAPTION_PX = 12  # a caption strip's height: one line of Pillow's default font
+CAPTION_MARGIN = 2  # pixels of white left and right of a caption's text
+
+
+def gif_bytes(frames: Any, durations_ms: list[int], scale: int = 1, captions: list[str] | None = None) -> bytes:
+    """An endlessly looping GIF of uint8 (N, C, H, W) frames, each shown for its duration.
+
+    With `captions`, each frame (after --scale) sits under a white strip with its line of text."""
     pictures = [to_pil(frame, scale) for frame in frames]
+    if captions is not None:
+        pictures = captioned(pictures, captions)
     buffer = io.BytesIO()
     pictures[0].save(
         buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=durations_ms,
         loop=0, optimize=False,
     )
     return buffer.getvalue()
+
+
+def captioned(pictures: list[Image.Image], captions: list[str]) -> list[Image.Image]:
+    """Each picture under a white strip with its caption; all widened alike (centred on white) to fit the
+    longest caption, since a GIF's frames share one size and a 28-pixel image is narrower than most text."""
+    from PIL import Image, ImageDraw
+
+    draw = ImageDraw.Draw(Image.new("L", (1, 1)))
+    text_width = max(math.ceil(draw.textlength(caption)) for caption in captions) + 2 * CAPTION_MARGIN
+    width = max(text_width, max(picture.width for picture in pictures))
+    white = 255 if pictures[0].mode == "L" else (255, 255, 255)
+    framed = []
+    for picture, caption in zip(pictures, captions, strict=True):
+        frame = Image.new(picture.mode, (width, picture.height + CAPTION_PX), white)
+        ImageDraw.Draw(frame).text((CAPTION_MARGIN, 0), caption, fill=0 if picture.mode == "L" else (0, 0, 0))
+        frame.paste(picture, ((width - picture.width) // 2, CAPTION_PX))
+        framed.append(frame)
+    return framed
+
+
+def path_captions(points: int) -> list[str]:
+    """Captions of `points` evenly spaced decoded points from recon(A), t = 0, to recon(B), t = 1."""
+    last = points - 1
+    return ["t = 0 (A)", *(f"t = {i}/{last}" for i in range(1, last)), "t = 1 (B)"]
+
+
+def there_and_back(items: list) -> list:
+    """The items, then back again without repeating either end: a loop with no jump (as the GIFs play)."""
+    return items + items[-2:0:-1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -12,7 +12,7 @@ from vaecli.checkpoint import Checkpoint, load_checkpoint
 from vaecli.device import resolve_device
 from vaecli.errors import InputError, UsageError
 from vaecli.files import read_exactly
-from vaecli.models import VAE
+from vaecli.models import VAE, is_hierarchical
 from vaecli.objective import output_to_image, sample_output
 from vaecli.prior import prefix_stable_normal
 
@@ -74,20 +74,62 @@ def decode_to_pixels(
     lower layers with lower_noise (N, lower_dims), else sets them to their prior means."""
     device = _device(model)
 
-    def image(output: torch.Tensor) -> torch.Tensor:
-        return output_to_image(model, output) if generator is None else sample_output(model, output, generator)
-
     def decode(start: int, batch: torch.Tensor) -> torch.Tensor:
         lower = {} if lower_noise is None else {"lower_noise": _on(device, lower_noise, start)}
         return model.decode(batch.to(device, torch.float32), _on(device, labels, start), **lower)
 
-    chunks = [
-        to_uint8(image(decode(start, batch))).cpu()
-        for start, batch in zip(range(0, z.shape[0], BATCH_SIZE), z.split(BATCH_SIZE), strict=True)
-    ]
+    return _outputs_to_pixels(model, z.shape[0], lambda start: decode(start, z[start : start + BATCH_SIZE]),
+                              generator)
+
+
+def _outputs_to_pixels(
+    model: VAE, count: int, output_at: Callable[[int], torch.Tensor], generator: torch.Generator | None
+) -> torch.Tensor:
+    """uint8 images (count, C, H, W) on the CPU from the decoder outputs of rows start.. start + BATCH_SIZE."""
+
+    def image(output: torch.Tensor) -> torch.Tensor:
+        return output_to_image(model, output) if generator is None else sample_output(model, output, generator)
+
+    chunks = [to_uint8(image(output_at(start))).cpu() for start in range(0, count, BATCH_SIZE)]
     if not chunks:
         return torch.empty((0, *model.config.image_shape), dtype=torch.uint8)
     return torch.cat(chunks)
+
+
+@torch.no_grad()
+def posterior_layers(model: VAE, images: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """The posterior mean of every layer for uint8 images (N, C, H, W), float32 on the CPU: [(N, latent)] for a
+    one-layer model; a hierarchical one's top vector, then each lower map, top-down, each given those above."""
+    if not is_hierarchical(model):
+        return [posterior_means(model, images, labels)]
+    device = _device(model)
+    parts = [model.posterior_mean_layers(batch.to(device).float().div_(255.0)) for batch in images.split(BATCH_SIZE)]
+    return [torch.cat([part[i].float().cpu() for part in parts]) for i in range(len(parts[0]))]
+
+
+@torch.no_grad()
+def decode_layers_to_pixels(
+    model: VAE, layers: list[torch.Tensor], generator: torch.Generator | None = None,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """decode_to_pixels for a value of every layer (posterior_layers' order), a hierarchical model's lower maps
+    included: uint8 (N, C, H, W) on the CPU."""
+    if len(layers) == 1:
+        return decode_to_pixels(model, layers[0], generator, labels)
+    device = _device(model)
+
+    def output_at(start: int) -> torch.Tensor:
+        return model.decode_layers([layer[start : start + BATCH_SIZE].to(device, torch.float32) for layer in layers])
+
+    return _outputs_to_pixels(model, layers[0].shape[0], output_at, generator)
+
+
+def reconstruct_pixels(
+    model: VAE, images: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Each uint8 image decoded from the posterior mean of every layer given it (a one-layer model's z, a
+    hierarchical model's top vector and lower maps): uint8 (N, C, H, W) on the CPU, a draw with a generator."""
+    return decode_layers_to_pixels(model, posterior_layers(model, images, labels), generator, labels)
 
 
 @torch.no_grad()
@@ -144,6 +186,20 @@ def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int, method: str = "ler
         raise UsageError(f"--method {method}: choose one of {', '.join(INTERPOLATION_METHODS)}")
     t = fractions(steps)
     return lerp(a, b, t) if method == "lerp" else slerp(a, b, t)
+
+
+def interpolate_layers(layers: list[torch.Tensor], steps: int, method: str = "lerp") -> list[torch.Tensor]:
+    """The path between two images' layers (each tensor's rows 0 and 1), ends included: steps + 2 rows each.
+
+    The top code moves by `method`; a hierarchical model's lower maps move linearly (slerp's norm argument
+    is about N(0, I) codes, which they are not), so the ends are the two reconstructions."""
+    top = layers[0]
+    paths = [torch.cat([top[:1], interpolate(top[0], top[1], steps, method), top[1:]])]
+    t = fractions(steps)
+    for maps in layers[1:]:
+        inner = lerp(maps[0].flatten(), maps[1].flatten(), t).reshape(steps, *maps.shape[1:])
+        paths.append(torch.cat([maps[:1], inner, maps[1:]]))
+    return paths
 
 
 MAX_CODE_BYTES = 1 << 30  # codes read at once; a million 32-d codes take 128 MiB

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from vaecli.blocks import ResidualBlock, bounded_logvar
+from vaecli.blocks import BoundedLogits, ResidualBlock, posterior_logvar, posterior_offset
 from vaecli.config import ARCHITECTURES, HIERARCHICAL, ModelConfig, halved_sizes
 from vaecli.hierarchical import HVAE
 from vaecli.prior import MixturePrior, standard_normal_log_prob
@@ -33,7 +33,7 @@ class VAE(nn.Module):
         """Posterior mean and log-variance, each (B, latent); a conditional model needs the labels (B,)."""
         out = self.encoder(x) if not self.config.classes else self.encoder(x, self._one_hot(labels))
         mu, raw_logvar = out.chunk(2, dim=1)
-        return mu, bounded_logvar(raw_logvar)
+        return posterior_offset(mu), posterior_logvar(raw_logvar)
 
     @property
     def noise_dims(self) -> int:
@@ -293,6 +293,8 @@ def build_model(config: ModelConfig) -> VAE:
     encoder, decoder = BUILDERS[config.arch](config)
     if config.classes:
         encoder, decoder = LabelledEncoder(encoder, config.classes), widen_input(decoder, config.classes)
+    if config.likelihood == "bernoulli":
+        decoder.append(BoundedLogits())  # no weights: every checkpoint loads as before
     return VAE(config, encoder, decoder)
 
 

@@ -62,6 +62,35 @@ def _default_style() -> Any:
     return matplotlib.style.context("default")
 
 
+TITLE_FONT = 10  # points
+LARGE_TITLE_FONT = 12  # matplotlib's "large", its default for titles
+TITLE_MARGIN = 0.03  # of the figure's width, kept free on each side of a fitted title
+TITLE_LINE_HEIGHT = 1.2  # a title line's height, in font sizes (matplotlib's default line spacing)
+
+
+def fit_title(figure: Figure, title: str, fontsize: float = TITLE_FONT, ax: Any = None) -> None:
+    """Set the figure's title (or `ax`'s, for an axes as wide as the figure), wrapped at spaces until every
+    line fits the figure's width.
+
+    The figure grows by the height of the lines the wrapping added, so the drawing below keeps its size."""
+    renderer = figure.canvas.get_renderer()
+    room = figure.bbox.width * (1 - 2 * TITLE_MARGIN)
+    paragraphs = title.split("\n")
+    width = max(len(line) for line in paragraphs)
+    while True:
+        text = "\n".join(textwrap.fill(line, width) if line else line for line in paragraphs)
+        artist = figure.suptitle(text, fontsize=fontsize) if ax is None else ax.set_title(text, fontsize=fontsize)
+        extent = artist.get_window_extent(renderer).width
+        if extent <= room or width <= 8:
+            break
+        # Shrink in proportion to the overflow, and by at least one character.
+        width = max(8, min(width - 1, int(width * room / extent)))
+    added = text.count("\n") - title.count("\n")
+    if added:
+        inches_wide, inches_high = figure.get_size_inches()
+        figure.set_size_inches(inches_wide, inches_high + added * fontsize * TITLE_LINE_HEIGHT / 72)
+
+
 def latent_scatter_png(
     coords: Any,
     labels: Any,
@@ -159,7 +188,7 @@ def image_rows_png(
             if r < len(row_titles):
                 axes[r][0].set_ylabel(row_titles[r], fontsize=9)
         if title:
-            figure.suptitle(title)
+            fit_title(figure, title, LARGE_TITLE_FONT)
         return figure_png(figure)
 
 
@@ -191,7 +220,7 @@ def image_grid_png(images: Any, columns: int, title: str = "") -> bytes:
         ax = figure.add_subplot()
         _show_image(ax, grid)
         if title:
-            ax.set_title(title)
+            fit_title(figure, title, LARGE_TITLE_FONT, ax)
         return figure_png(figure)
 
 
@@ -237,7 +266,8 @@ def kl_bars_png(kl_per_dim: Sequence[float], threshold: float, title: str) -> by
         if len(dims) <= 40:
             ax.set_xticks(dims)
         ax.set_xlim(0.4, len(dims) + 0.6)
-        ax.legend(frameon=False, loc="upper right")
+        # Below the axes, where no bar can reach: any dimension's bar may be the tallest.
+        figure.legend(*ax.get_legend_handles_labels(), frameon=False, loc="outside lower right")
         ax.set_title(title, fontsize=10)
         ax.grid(True, axis="y", linewidth=0.3, alpha=0.5)
         return figure_png(figure)
@@ -289,14 +319,20 @@ def traversal_png(tile: Any, row_labels: Sequence[str], column_labels: Sequence[
 def labelled_tile_png(tile: Any, row_labels: Sequence[str], column_labels: Sequence[str], title: str,
                       xlabel: str = "", scale: int = 1) -> bytes:
     """A tile (C, H, W) of len(row_labels) x len(column_labels) cells, rows and columns labelled, titled."""
-    rows, columns = len(row_labels), len(column_labels)
     with _default_style():
-        figure = new_figure(*labelled_tile_inches(rows, columns, scale))
-        ax = figure.add_subplot()
-        _draw_tile(ax, tile, rows, columns, column_labels, row_labels)
-        ax.set_xlabel(xlabel)
-        ax.set_title(title, fontsize=10)
-        return figure_png(figure)
+        return figure_png(labelled_tile_figure(tile, row_labels, column_labels, title, xlabel, scale))
+
+
+def labelled_tile_figure(tile: Any, row_labels: Sequence[str], column_labels: Sequence[str], title: str,
+                         xlabel: str = "", scale: int = 1) -> Figure:
+    """labelled_tile_png's figure, before encoding (its title's extent can be measured)."""
+    rows, columns = len(row_labels), len(column_labels)
+    figure = new_figure(*labelled_tile_inches(rows, columns, scale))
+    ax = figure.add_subplot()
+    _draw_tile(ax, tile, rows, columns, column_labels, row_labels)
+    ax.set_xlabel(xlabel)
+    fit_title(figure, title)
+    return figure
 
 
 def labelled_tile_inches(rows: int, columns: int, scale: int = 1) -> tuple[float, float]:
@@ -325,7 +361,6 @@ def manifold_png(tile: Any, plane: Any, title: str, codes: Any = None, labels: A
     """The decoded grid of a traversal.Plane, with its test codes' scatter beside it when `codes` is given."""
     import numpy as np
 
-    side = CELL_INCHES * 0.5 * len(plane.x) + 1.5
     with _default_style():
         figure = new_figure(*manifold_inches(len(plane.x), codes is not None))
         axes = figure.subplots(1, 2 if codes is not None else 1, squeeze=False)[0]
@@ -346,8 +381,7 @@ def manifold_png(tile: Any, plane: Any, title: str, codes: Any = None, labels: A
             ax.set_ylabel(plane.ylabel, fontsize=9)
             ax.set_title(f"{len(points):,} test codes in the same plane; the box is the grid", fontsize=9)
             ax.grid(True, linewidth=0.3, alpha=0.5)
-        # Wrapped to the figure's width: the grid alone is narrower than most titles.
-        figure.suptitle(textwrap.fill(title, max(40, int(11 * side * len(axes)))), fontsize=10)
+        fit_title(figure, title)  # the grid alone is narrower than most titles
         return figure_png(figure)
 
 

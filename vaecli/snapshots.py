@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vaecli.latent import decode_to_pixels, posterior_means
+from vaecli.latent import decode_to_pixels, reconstruct_pixels
 
 SAMPLES = 16  # fixed draws from N(0, I): two rows of the frame
 RECONSTRUCTIONS = 8  # fixed test images: a row of originals above a row of their reconstructions
@@ -47,8 +47,7 @@ class Evolution:
         was_training = model.training
         model.eval()
         samples = decode_to_pixels(model, self.codes, labels=self.code_labels)
-        codes = posterior_means(model, self.originals, self.original_labels)
-        reconstructions = decode_to_pixels(model, codes, labels=self.original_labels)
+        reconstructions = reconstruct_pixels(model, self.originals, labels=self.original_labels)
         model.train(was_training)
         tiles = torch.cat([samples, self.originals, reconstructions])
         self.frames.append(_captioned(tiles, f"epoch {epoch:.2f}".rstrip("0").rstrip(".")))

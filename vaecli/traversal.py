@@ -81,14 +81,21 @@ def traversal_cells(decoded: torch.Tensor) -> torch.Tensor:
 def traversal_frames(decoded: torch.Tensor) -> torch.Tensor:
     """Decoded (dims, bases, steps, C, H, W) as GIF frames: frame s tiles every (base, dimension) at step s,
     a row per base, then back again so the loop has no jump."""
-    from vaecli.images import make_grid
+    from vaecli.images import make_grid, there_and_back
 
     dims, bases, steps = decoded.shape[:3]
     frames = [
         torch.from_numpy(make_grid(decoded[:, :, s].transpose(0, 1).reshape(-1, *decoded.shape[3:]), nrow=dims))
         for s in range(steps)
     ]
-    return torch.stack(frames + frames[-2:0:-1])
+    return torch.stack(there_and_back(frames))
+
+
+def traversal_captions(values: torch.Tensor) -> list[str]:
+    """Each of traversal_frames' frames' caption: the value every swept coordinate has in it."""
+    from vaecli.images import there_and_back
+
+    return there_and_back([f"swept coordinate = {value:g}" for value in values.tolist()])
 
 
 @dataclass

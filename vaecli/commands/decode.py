@@ -47,7 +47,9 @@ def decode_command(
     """Decode each row of a .npy array to an image: decoded-0001.png... in -o DIR, or one --grid.
 
     Each image is the mean of p(x|z), or with --sample-pixels a draw from it; a conditional model
-    decodes every code with the class --label names: p(x|z,y).
+    decodes every code with the class --label names: p(x|z,y). A hierarchical model's codes are its top
+    layer's: each lower layer is set to its prior mean given those above (`vae reconstruct` uses the
+    posterior of every layer given the image instead).
 
     \b
     Example: vae encode a.png b.png | vae decode -o out/

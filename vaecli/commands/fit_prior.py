@@ -55,6 +55,10 @@ def fit_prior_command(
     dataset: ModelDatasetOption = None,
     data_root: DataRootOption = None,
     seed: Annotated[int, seed_option("Seed of the codes and of the fit.")] = 0,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Replace an existing file at --out (by default, fit-prior never "
+                           "overwrites a checkpoint).")
+    ] = False,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
     json_out: JsonOption = False,
@@ -70,10 +74,8 @@ def fit_prior_command(
     Example: vae fit-prior -m vae.safetensors -o vae-mixture.safetensors
     """
     term.quiet = quiet
-    from vaecli.checkpoint import model_name, save_checkpoint
-    from vaecli.data import eval_pixels, to_pixels
-    from vaecli.files import check_output_file
-    from vaecli.prior_fit import fit_prior
+    from vaecli.checkpoint import model_name
+    from vaecli.files import check_output_file, claimed
 
     # Adam's state and the RNG come along: `vae train --resume` can go on under the fitted prior.
     checkpoint = open_model(model, device, training_state=True)
@@ -81,8 +83,29 @@ def fit_prior_command(
     refuse_conditional(checkpoint, source, "fit-prior")
     out = out if out is not None else _default_out(checkpoint.path)
     check_output_file(out, "--out")
+    if not force:
+        _keep_earlier_work(out)
+    splits = _splits(checkpoint, dataset, data_root, limit, components, samples)
+    command = ["vae", "fit-prior", "-m", source, "-o", str(out), "--components", str(components),
+               "--samples", str(samples), "--seed", str(seed)] + (["--limit", str(limit)] if limit is not None else [])
+    # The file as found now is what may be replaced: one that another run writes during the fit is kept.
+    with claimed(out, _taken):
+        meta = _fit_and_save(checkpoint, source, splits, out, (components, samples, seed), shlex.join(command))
+    if json_out:
+        term.emit(json.dumps({"model": source, "checkpoint": str(out), **meta["prior"]}))
+    else:
+        term.emit(str(out))
+
+
+def _fit_and_save(checkpoint: Checkpoint, source: str, splits: tuple[ImageSet, ImageSet], out: Path,
+                  settings: tuple[int, int, int], command: str) -> dict:
+    """Fit the mixture to the training codes and write the checkpoint; returns its metadata."""
+    from vaecli.checkpoint import save_checkpoint
+    from vaecli.data import eval_pixels, to_pixels
+    from vaecli.prior_fit import fit_prior
+
+    (train_set, test_set), (components, samples, seed) = splits, settings
     config = checkpoint.config
-    train_set, test_set = _splits(checkpoint, dataset, data_root, limit, components, samples)
     model_device = next(checkpoint.model.parameters()).device
     train_pixels = to_pixels(train_set.images.to(model_device))
     test_pixels = eval_pixels(config, test_set, model_device)
@@ -91,21 +114,41 @@ def fit_prior_command(
         f"{config.dataset} images ({samples} per image)"
     )
     result = fit_prior(checkpoint.model, train_pixels, test_pixels, components, samples, config.binarize, seed)
-    command = ["vae", "fit-prior", "-m", source, "-o", str(out), "--components", str(components),
-               "--samples", str(samples), "--seed", str(seed)]
-    if limit is not None:
-        command += ["--limit", str(limit)]
-    meta = _fitted_meta(checkpoint, source, {**asdict(result), "seed": seed, "command": shlex.join(command)})
+    meta = _fitted_meta(checkpoint, source, {**asdict(result), "seed": seed, "command": command})
     save_checkpoint(out, checkpoint.model, meta, checkpoint.optimizer_state, checkpoint.rng_state,
                     checkpoint.training_weights)
     term.note(
         f"fitted in {result.elapsed_s:.1f} s; KL to the prior on {result.test_images} test images: "
         f"{result.test_kl_standard:.2f} nats with N(0, I), {result.test_kl_mixture:.2f} with the mixture"
     )
-    if json_out:
-        term.emit(json.dumps({"model": source, "checkpoint": str(out), **meta["prior"]}))
-    else:
-        term.emit(str(out))
+    return meta
+
+
+def _keep_earlier_work(out: Path) -> None:
+    """Refuse to replace a file fit-prior did not write: a trained model is never lost unasked (as `vae train`)."""
+    from vaecli.checkpoint import read_metadata
+    from vaecli.errors import VaeError
+    from vaecli.files import kind_of
+    from vaecli.metadata import CheckpointMeta
+
+    if kind_of(out, "--out") != "file":  # nothing there, or a device or pipe written through
+        return
+    ways = "write elsewhere with -o NEW.safetensors, or replace it with --force"
+    try:
+        meta = CheckpointMeta.from_dict(read_metadata(out))
+    except VaeError:
+        raise UsageError(f"--out {out}: exists and is not a vaecli checkpoint; {ways}") from None
+    fitted = " and a fitted prior" if meta.config.model.prior_components else ""
+    raise UsageError(
+        f"--out {out}: already holds a checkpoint ({meta.config.model.arch}, {meta.epochs_done or 0} epochs on "
+        f"{meta.config.dataset[:80]}{fitted}); {ways}"
+    )
+
+
+def _taken(path: Path) -> str:
+    """The refusal to replace a file that another program wrote while the prior was being fitted."""
+    return (f"--out {path}: another program wrote it while the prior was being fitted; stopping without "
+            "overwriting it (choose another -o)")
 
 
 def _default_out(source: Path) -> Path:

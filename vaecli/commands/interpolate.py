@@ -1,4 +1,4 @@
-"""`vae interpolate`: decode a path between two images' posterior means."""
+"""`vae interpolate`: decode a path between two images' posterior means (every layer's, for an hvae)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def interpolate_command(
     """Write one strip: A, recon(A), --steps decodings between them, recon(B), B; paths on stdout.
 
     Each decoding is the mean of p(x|z), or with --sample-pixels a draw from it; a conditional model
-    encodes both ends and decodes the path with the class --label names.
+    encodes both ends and decodes the path with the class --label names. A hierarchical model moves
+    every layer: the top code by --method, each lower layer's posterior-mean map linearly.
 
     \b
     Example: vae interpolate a.png b.png --steps 5 --method slerp -o strip.png
@@ -85,8 +86,8 @@ def interpolate_command(
 
     from vaecli.checkpoint import model_name
     from vaecli.files import write_atomic
-    from vaecli.images import check_grid, gif_bytes, make_grid, png_bytes, read_images
-    from vaecli.latent import decode_to_pixels, interpolate, make_generator, posterior_means
+    from vaecli.images import check_grid, gif_bytes, make_grid, path_captions, png_bytes, read_images, there_and_back
+    from vaecli.latent import decode_layers_to_pixels, interpolate_layers, make_generator, posterior_layers
 
     checkpoint = open_model(model, device)
     index = chosen_class(checkpoint, label, model_name(checkpoint.path))
@@ -95,11 +96,13 @@ def interpolate_command(
     inputs = read_images([first, second], checkpoint.config.model.image_shape, invert.value)
     for line in inputs.notes(invert.value):
         term.note(line)
-    mu = posterior_means(checkpoint.model, inputs.pixels, label_tensor(index, 2))
-    path = torch.cat([mu[:1], interpolate(mu[0], mu[1], steps, method.value), mu[1:]])
+    layers = posterior_layers(checkpoint.model, inputs.pixels, label_tensor(index, 2))
+    if len(layers) > 1:
+        term.note(f"hierarchical model: the path moves the top code ({method.value}) and each of the "
+                  f"{len(layers) - 1} lower layers' posterior-mean maps (linearly) from A's to B's")
+    path = interpolate_layers(layers, steps, method.value)  # recon(A), steps points, recon(B)
     draws = make_generator(seed) if sample_pixels else None
-    # recon(A), steps points, recon(B)
-    decoded = decode_to_pixels(checkpoint.model, path, draws, label_tensor(index, len(path)))
+    decoded = decode_layers_to_pixels(checkpoint.model, path, draws, label_tensor(index, steps + 2))
     panels = torch.cat([inputs.pixels[:1], decoded, inputs.pixels[1:]])
     if strip is not None:
         figure = png_bytes(make_grid(panels, nrow=len(panels)), scale)
@@ -113,7 +116,8 @@ def interpolate_command(
         loop = torch.cat([decoded, decoded[1:-1].flip(0)])  # A -> B -> back toward A
         durations = [STEP_FRAME_MS] * len(loop)
         durations[0] = durations[len(decoded) - 1] = END_FRAME_MS
-        term.emit(str(write_atomic(gif, gif_bytes(loop, durations, scale))))
+        captions = there_and_back(path_captions(len(decoded)))  # each frame's t, as the loop plays
+        term.emit(str(write_atomic(gif, gif_bytes(loop, durations, scale, captions))))
 
 
 def _check_outputs(out: str | None, frames: Path | None, gif: Path | None) -> str | None:

@@ -176,19 +176,43 @@ def _measure(sets: dict[str, dict[str, list[float]]], names: tuple[str, ...]) ->
             for name in names}
 
 
+# The table's columns: heading and least width (the score's name is left-aligned, the numbers right-aligned).
+TABLE_COLUMNS = (("score", 12), ("AUROC", 8), ("AUPRC", 8), ("FPR@95", 8), ("mean in", 11), ("mean out", 11),
+                 ("seconds", 9))
+# Means past this many nats are written in scientific notation: a model that blows up on a set (1e12 nats)
+# then reads as such, and its digits cannot fill the column.
+PLAIN_MEAN_LIMIT = 1e6
+
+
 def _print_table(report: dict, names: tuple[str, ...]) -> None:
     term.note(f"{report['images_in']} {report['in']} (in) vs {report['images_out']} {report['out']} (out, "
               f"the positive class); a high score flags an image")
-    term.note(f"{'score':<12}{'AUROC':>8}{'AUPRC':>8}{'FPR@95':>8}{'mean in':>11}{'mean out':>11}{'seconds':>9}")
-    seconds = report["score_seconds"]
-    for name in names:
-        row = report["scores"][name]
-        spent = seconds.get("elbo" if name in ("recon", "kl") else name, 0.0)
-        if name == "complexity":
-            spent += seconds.get("nll", 0.0)
-        term.note(f"{name:<12}{row['auroc']:>8.3f}{row['auprc']:>8.3f}{row['fpr_at_95_tpr']:>8.3f}"
-                  f"{row['mean_in']:>11.2f}{row['mean_out']:>11.2f}{spent:>9.1f}")
+    for line in table_lines(report, names):
+        term.note(line)
     term.note(f"time {report['elapsed_s']:.1f} s in all")
+
+
+def table_lines(report: dict, names: tuple[str, ...]) -> list[str]:
+    """The heading and one line per score, each column as wide as its widest cell needs (at least its least width)."""
+    rows = [tuple(heading for heading, _ in TABLE_COLUMNS), *(_table_cells(report, name) for name in names)]
+    # A right-aligned cell keeps one space before it; the name column is followed by the next one's.
+    widths = [max(least, *(len(row[i]) + (i > 0) for row in rows)) for i, (_, least) in enumerate(TABLE_COLUMNS)]
+    return ["".join(cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in
+                    enumerate(zip(row, widths, strict=True))) for row in rows]
+
+
+def _table_cells(report: dict, name: str) -> tuple[str, ...]:
+    row = report["scores"][name]
+    seconds = report["score_seconds"]
+    spent = seconds.get("elbo" if name in ("recon", "kl") else name, 0.0)
+    if name == "complexity":
+        spent += seconds.get("nll", 0.0)
+    return (name, f"{row['auroc']:.3f}", f"{row['auprc']:.3f}", f"{row['fpr_at_95_tpr']:.3f}",
+            _mean_text(row["mean_in"]), _mean_text(row["mean_out"]), f"{spent:.1f}")
+
+
+def _mean_text(value: float) -> str:
+    return f"{value:.2f}" if abs(value) < PLAIN_MEAN_LIMIT else f"{value:.3e}"
 
 
 def _write_roc(path: Path, sets: dict, results: dict, title: str) -> Path:

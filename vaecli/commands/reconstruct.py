@@ -1,4 +1,4 @@
-"""`vae reconstruct`: encode images to their posterior means and decode them again."""
+"""`vae reconstruct`: encode images to their posterior means and decode them again (every layer's, for an hvae)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,8 @@ def reconstruct_command(
 
     --compare FILE.png writes one figure of input/reconstruction pairs instead (add -o DIR for both).
     A reconstruction is the mean of p(x|z), or with --sample-pixels a draw from it; a conditional model
-    encodes and decodes with the class --label names.
+    encodes and decodes with the class --label names; a hierarchical model sets every layer to its
+    posterior mean given the image.
 
     \b
     Example: vae reconstruct digit.png --compare compare.png
@@ -74,7 +75,7 @@ def reconstruct_command(
     from vaecli.checkpoint import model_name
     from vaecli.files import write_atomic
     from vaecli.images import check_grid, input_notes, png_bytes, read_image_batches
-    from vaecli.latent import BATCH_SIZE, decode_to_pixels, make_generator, posterior_means
+    from vaecli.latent import BATCH_SIZE, make_generator, reconstruct_pixels
 
     checkpoint = open_model(model, device)
     index = chosen_class(checkpoint, label, model_name(checkpoint.path))
@@ -86,8 +87,7 @@ def reconstruct_command(
     draws = make_generator(seed) if sample_pixels else None
     for batch in read_image_batches(images, shape, invert.value, BATCH_SIZE):
         labels = label_tensor(index, len(batch.pixels))
-        means = posterior_means(checkpoint.model, batch.pixels, labels)
-        recons = decode_to_pixels(checkpoint.model, means, draws, labels)
+        recons = reconstruct_pixels(checkpoint.model, batch.pixels, draws, labels)
         resized, inverted = resized + batch.resized, inverted + batch.inverted
         if folder is not None:  # written as they come, so a long list never sits in memory
             for pixels in recons:

@@ -1,4 +1,4 @@
-"""`vae tour`: the original notebooks' four figures, written into one folder by one command."""
+"""`vae tour`: a model at a glance (latent space, reconstructions, interpolation, samples) in one folder."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from vaecli.checkpoint import Checkpoint
     from vaecli.config import ModelConfig
     from vaecli.data import ImageSet
+    from vaecli.html_report import Figure
     from vaecli.models import VAE
 
 RECONSTRUCTIONS = 8  # test images shown beside their reconstructions
@@ -49,10 +50,13 @@ def tour_command(
     ] = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Write latent.png, reconstructions.png, interpolation.png and samples.png; paths on stdout.
+    """Draw a model at a glance: its latent space, reconstructions, an interpolation and samples.
 
-    Uses the test split of --dataset, else of the model's dataset (MNIST for other models), or the
-    offline digits set when that cannot be loaded. --html adds a page that needs no network or script.
+    latent.png: the test images' codes in 2-D, coloured by class; reconstructions.png: test images above
+    their reconstructions; interpolation.png: decoded points between two test images' codes; samples.png:
+    images decoded from the prior. Paths on stdout. Uses the test split of --dataset, else of the model's
+    dataset (MNIST for other models), or the offline digits set when that cannot be loaded. --html adds
+    tour.html: these, latent traversals, the manifold and the training curves on one page (no network, no script).
 
     \b
     Example: vae tour -m mnist-cnn.safetensors -o tour/
@@ -120,10 +124,10 @@ def _labels_of(checkpoint: Checkpoint, data: ImageSet, rows: torch.Tensor) -> to
 
 def _reconstructions(vae: VAE, shown: torch.Tensor, what: str, labels: torch.Tensor | None) -> bytes:
     """The shown images above their decoded posterior means (each with its own label, if the model takes one)."""
-    from vaecli.latent import decode_to_pixels, posterior_means
+    from vaecli.latent import reconstruct_pixels
     from vaecli.plots import image_rows_png
 
-    recon = decode_to_pixels(vae, posterior_means(vae, shown, labels), labels=labels)
+    recon = reconstruct_pixels(vae, shown, labels=labels)  # a hierarchical model's every layer at its posterior mean
     return image_rows_png(
         [shown, recon], row_titles=("input", "reconstruction"),
         title=f"Reconstructions of {len(shown)} {what} images (decoded posterior means)",
@@ -136,7 +140,7 @@ def _interpolation(vae: VAE, data: ImageSet, first: int, second: int) -> bytes:
     A conditional model encodes and decodes them all with A's label (B is of A's class)."""
     import torch
 
-    from vaecli.latent import decode_to_pixels, interpolate, posterior_means
+    from vaecli.latent import decode_layers_to_pixels, interpolate_layers, posterior_layers
     from vaecli.plots import image_rows_png
     from vaecli.projection import class_name
     from vaecli.traversal import same_label
@@ -144,9 +148,10 @@ def _interpolation(vae: VAE, data: ImageSet, first: int, second: int) -> bytes:
     conditional = bool(vae.config.classes)
     label = int(data.labels[first]) if conditional else None
     ends = data.images[[first, second]]
-    mu = posterior_means(vae, ends, same_label(label, 2))
-    path_z = torch.cat([mu[:1], interpolate(mu[0], mu[1], INTERPOLATION_STEPS), mu[1:]])  # recon A, points, recon B
-    panels = torch.cat([ends[:1], decode_to_pixels(vae, path_z, labels=same_label(label, len(path_z))), ends[1:]])
+    # recon A, points, recon B; a hierarchical model's lower maps move with the top code, as in `vae interpolate`
+    path = interpolate_layers(posterior_layers(vae, ends, same_label(label, 2)), INTERPOLATION_STEPS)
+    decoded = decode_layers_to_pixels(vae, path, labels=same_label(label, INTERPOLATION_STEPS + 2))
+    panels = torch.cat([ends[:1], decoded, ends[1:]])
     titles = ["A", "recon A", *(f"t = {i}/{INTERPOLATION_STEPS + 1}" for i in range(1, INTERPOLATION_STEPS + 1)),
               "recon B", "B"]
     label_a, label_b = (class_name(data.class_names, int(data.labels[i])) for i in (first, second))
@@ -195,7 +200,7 @@ def _same_class(data: ImageSet, order: torch.Tensor) -> tuple[int, int]:
 
 
 def _latent_figures(checkpoint: Checkpoint, data: ImageSet, what: str, means: torch.Tensor,
-                    first: int) -> list[tuple[str, str, bytes]]:
+                    first: int) -> list[Figure]:
     """The page's traversal (around the first test image shown) and manifold (with the test codes).
 
     A conditional model decodes both with that first image's label."""
@@ -204,6 +209,7 @@ def _latent_figures(checkpoint: Checkpoint, data: ImageSet, what: str, means: to
     import torch
 
     from vaecli.commands.options import KL_IMAGES
+    from vaecli.html_report import Figure
     from vaecli.projection import class_name
     from vaecli.traversal import (
         decode_traversal,
@@ -218,24 +224,39 @@ def _latent_figures(checkpoint: Checkpoint, data: ImageSet, what: str, means: to
     label = int(data.labels[first]) if checkpoint.config.model.classes else None
     given = "" if label is None else f", decoded as class {class_name(data.class_names, label)}"
     kl = split_kl_per_dim(checkpoint, replace(data, images=data.images[:KL_IMAGES], labels=data.labels[:KL_IMAGES]))
-    dims, values = kl_order(kl), torch.linspace(-3.0, 3.0, TRAVERSAL_STEPS)
+    # Inactive rows all show the same image: fold them, keeping at least the top row when none is active.
+    dims, values = kl_order(kl, active_only=True) or kl_order(kl)[:1], torch.linspace(-3.0, 3.0, TRAVERSAL_STEPS)
     decoded = decode_traversal(vae, means[first:first + 1], dims, values, label)
     ranked_on = f"{min(len(data), KL_IMAGES):,} {what} images"
     traversal = traversal_figure(decoded, dims, kl, values, f"Around a {what} image's posterior mean{given}; "
                                  f"rows by average KL (nats) on {ranked_on}")
-    figures = [("Latent traversals", "Each row sweeps one coordinate of a test image's code from -3 to 3, the "
-                "others fixed; the dimensions with the most KL (the most information) come first.", traversal)]
+    caption = ("Each row sweeps one coordinate of a test image's code from -3 to 3, the others fixed; the "
+               "dimensions with the most KL (the most information) come first. " + _folded(kl, dims))
+    rows = ", ".join(f"z{d + 1} (KL {kl[d]:.2f})" for d in dims)
+    figures = [Figure("Latent traversals", caption, traversal, f"Latent traversals, a row per dimension: {rows}")]
     if latent >= 2:
         plane = plane_for(vae, MANIFOLD_SIZE, means)
         how = "at evenly spaced prior quantiles" if latent == 2 else "over the test codes' principal plane"
-        figures.append(("The manifold", f"Codes on a {MANIFOLD_SIZE} x {MANIFOLD_SIZE} grid {how}, decoded; "
-                        "beside it, the test codes in the same plane.",
-                        manifold_figure(vae, plane, f"Decoded grid {how} (latent {latent}){given}", data, means,
-                                        label)))
+        manifold = manifold_figure(vae, plane, f"Decoded grid {how} (latent {latent}){given}", data, means, label)
+        figures.append(Figure("The manifold", f"Codes on a {MANIFOLD_SIZE} x {MANIFOLD_SIZE} grid {how}, decoded; "
+                              "beside it, the test codes in the same plane.", manifold))
     return figures
 
 
-def _page(checkpoint: Checkpoint, tour: dict[str, bytes], extra: list[tuple[str, str, bytes]]) -> bytes:
+def _folded(kl: list[float], shown: list[int]) -> str:
+    """What the traversal leaves out: the inactive dimensions, whose rows would all show the same image."""
+    from vaecli.evaluate import ACTIVE_UNIT_NATS
+
+    left = len(kl) - len(shown)
+    threshold = f"KL ≤ {ACTIVE_UNIT_NATS:g} nats"
+    if not any(value > ACTIVE_UNIT_NATS for value in kl):
+        return f"No dimension is active ({threshold} each): only the one with the most KL is shown."
+    if not left:
+        return f"All {len(kl)} dimensions are active (KL > {ACTIVE_UNIT_NATS:g} nats)."
+    return f"{left} inactive dimension{'s' if left > 1 else ''} ({threshold}) not shown."
+
+
+def _page(checkpoint: Checkpoint, tour: dict[str, bytes], extra: list[Figure]) -> bytes:
     """The tour's figures, the latent pictures, the training curves and `vae info`'s facts as one HTML page."""
     from vaecli.html_report import Figure, page
     from vaecli.metadata import CheckpointMeta
@@ -249,7 +270,7 @@ def _page(checkpoint: Checkpoint, tour: dict[str, bytes], extra: list[tuple[str,
         "samples.png": ("Samples", "Images decoded from codes drawn from the prior."),
     }
     figures = [Figure(*captions[name], png) for name, png in tour.items()]
-    figures += [Figure(*item) for item in extra]
+    figures += extra
     history = checkpoint.meta.get("history") or []
     if history:
         figures.append(Figure("Training", "Reconstruction, KL and total loss per epoch, train and test.",

@@ -88,7 +88,14 @@ def traverse_command(
     _check_outputs(out, gif, image, count)
     from vaecli.files import write_atomic
     from vaecli.images import gif_bytes
-    from vaecli.traversal import decode_traversal, kl_order, sweep_values, traversal_figure, traversal_frames
+    from vaecli.traversal import (
+        decode_traversal,
+        kl_order,
+        sweep_values,
+        traversal_captions,
+        traversal_figure,
+        traversal_frames,
+    )
 
     values = sweep_values(sweep[0], sweep[1], steps)
     from vaecli.checkpoint import model_name
@@ -111,7 +118,8 @@ def traverse_command(
         term.emit(str(write_atomic(Path(out), figure)))
     if gif is not None:
         frames = traversal_frames(decoded)
-        term.emit(str(write_atomic(gif, gif_bytes(frames, [FRAME_MS] * len(frames), scale))))
+        term.emit(str(write_atomic(gif, gif_bytes(frames, [FRAME_MS] * len(frames), scale,
+                                                  traversal_captions(values)))))
 
 
 def _check_outputs(out: str, gif: Path | None, image: str | None, count: int | None) -> None:
