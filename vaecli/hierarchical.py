@@ -188,7 +188,7 @@ class HVAE(nn.Module):
             state = cell.absorb(state, z)
         return self.head(state), log_ratio
 
-    def posterior_mean_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def posterior_mean_layers(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Every layer at its posterior mean given x, top-down: the top vector (B, latent), then each lower map."""
         feats = self.features(x)
         layers = [self.encode_features(feats[-1])[0]]

@@ -12,7 +12,7 @@ from vaecli.checkpoint import Checkpoint, load_checkpoint
 from vaecli.device import resolve_device
 from vaecli.errors import InputError, UsageError
 from vaecli.files import read_exactly
-from vaecli.models import VAE, is_hierarchical
+from vaecli.models import VAE
 from vaecli.objective import output_to_image, sample_output
 from vaecli.prior import prefix_stable_normal
 
@@ -100,10 +100,9 @@ def _outputs_to_pixels(
 def posterior_layers(model: VAE, images: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
     """The posterior mean of every layer for uint8 images (N, C, H, W), float32 on the CPU: [(N, latent)] for a
     one-layer model; a hierarchical one's top vector, then each lower map, top-down, each given those above."""
-    if not is_hierarchical(model):
-        return [posterior_means(model, images, labels)]
     device = _device(model)
-    parts = [model.posterior_mean_layers(batch.to(device).float().div_(255.0)) for batch in images.split(BATCH_SIZE)]
+    parts = [model.posterior_mean_layers(batch.to(device).float().div_(255.0), _on(device, labels, start))
+             for start, batch in zip(range(0, images.shape[0], BATCH_SIZE), images.split(BATCH_SIZE), strict=True)]
     return [torch.cat([part[i].float().cpu() for part in parts]) for i in range(len(parts[0]))]
 
 

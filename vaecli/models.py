@@ -60,6 +60,10 @@ class VAE(nn.Module):
         z = reparameterize(mu, logvar, generator, noise)
         return self.decode(z, labels), mu, logvar
 
+    def posterior_mean_layers(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Every layer at its posterior mean given x, as HVAE's: here the one z, [(B, latent)]."""
+        return [self.encode(x, labels)[0]]
+
     def _one_hot(self, labels: torch.Tensor | None) -> torch.Tensor:
         if labels is None:
             raise ValueError("a conditional model needs the images' labels")

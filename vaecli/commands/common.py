@@ -277,12 +277,39 @@ def refuse_conditional(checkpoint: Checkpoint, path: str, command: str) -> None:
                          "(it works with p(x) or p(z), not p(x|y)); use a model trained without --conditional")
 
 
-def refuse_hierarchical(checkpoint: Checkpoint, path: str, what: str) -> None:
-    """What works on a one-layer VAE's single z (a fitted prior, regret's refit) refuses a hierarchical model."""
+def has_single_latent(checkpoint: Checkpoint) -> bool:
+    """Whether the model has one latent layer: what a fitted prior on z and regret's refit work on."""
     from vaecli.config import HIERARCHICAL
 
+    return checkpoint.config.model.arch not in HIERARCHICAL
+
+
+def refuse_hierarchical(checkpoint: Checkpoint, path: str, what: str) -> None:
+    """What works on a one-layer VAE's single z (a fitted prior, regret's refit) refuses a hierarchical model."""
     arch = checkpoint.config.model.arch
-    if arch in HIERARCHICAL:
+    if not has_single_latent(checkpoint):
         raise UsageError(f"{path} is a hierarchical VAE (--arch {arch}), and {what} works on the single latent "
                          "of a one-layer model (mlp, cnn, resnet); use one of those, such as the bundled "
                          "-m mnist-resnet")
+
+
+def keep_earlier_work(path: Path, option: str, ways: str) -> None:
+    """Refuse to replace a file this command did not write (unless --force): a trained model is never lost
+    unasked. `ways` says how to go on; devices and pipes are written through, so they pass."""
+    from vaecli.checkpoint import read_metadata
+    from vaecli.errors import VaeError
+    from vaecli.files import kind_of
+    from vaecli.metadata import CheckpointMeta
+
+    if kind_of(path, option) != "file":
+        return
+    try:
+        meta = CheckpointMeta.from_dict(read_metadata(path))
+    except VaeError:
+        raise UsageError(f"{option} {path}: exists and is not a vaecli checkpoint; write elsewhere with -o, "
+                         "or replace it with --force") from None
+    fitted = " and a fitted prior" if meta.config.model.prior_components else ""
+    raise UsageError(
+        f"{option} {path}: already holds a checkpoint ({meta.config.model.arch}, "
+        f"{meta.epochs_done or 0} epochs on {meta.config.dataset[:80]}{fitted}); {ways}"
+    )

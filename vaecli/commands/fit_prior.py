@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from vaecli.commands.common import dataset_name, open_model, refuse_conditional
+from vaecli.commands.common import dataset_name, keep_earlier_work, open_model, refuse_conditional
 from vaecli.commands.options import (
     DataRootOption,
     DeviceOption,
@@ -84,7 +84,7 @@ def fit_prior_command(
     out = out if out is not None else _default_out(checkpoint.path)
     check_output_file(out, "--out")
     if not force:
-        _keep_earlier_work(out)
+        keep_earlier_work(out, "--out", "write elsewhere with -o NEW.safetensors, or replace it with --force")
     splits = _splits(checkpoint, dataset, data_root, limit, components, samples)
     command = ["vae", "fit-prior", "-m", source, "-o", str(out), "--components", str(components),
                "--samples", str(samples), "--seed", str(seed)] + (["--limit", str(limit)] if limit is not None else [])
@@ -122,27 +122,6 @@ def _fit_and_save(checkpoint: Checkpoint, source: str, splits: tuple[ImageSet, I
         f"{result.test_kl_standard:.2f} nats with N(0, I), {result.test_kl_mixture:.2f} with the mixture"
     )
     return meta
-
-
-def _keep_earlier_work(out: Path) -> None:
-    """Refuse to replace a file fit-prior did not write: a trained model is never lost unasked (as `vae train`)."""
-    from vaecli.checkpoint import read_metadata
-    from vaecli.errors import VaeError
-    from vaecli.files import kind_of
-    from vaecli.metadata import CheckpointMeta
-
-    if kind_of(out, "--out") != "file":  # nothing there, or a device or pipe written through
-        return
-    ways = "write elsewhere with -o NEW.safetensors, or replace it with --force"
-    try:
-        meta = CheckpointMeta.from_dict(read_metadata(out))
-    except VaeError:
-        raise UsageError(f"--out {out}: exists and is not a vaecli checkpoint; {ways}") from None
-    fitted = " and a fitted prior" if meta.config.model.prior_components else ""
-    raise UsageError(
-        f"--out {out}: already holds a checkpoint ({meta.config.model.arch}, {meta.epochs_done or 0} epochs on "
-        f"{meta.config.dataset[:80]}{fitted}); {ways}"
-    )
 
 
 def _taken(path: Path) -> str:

@@ -11,6 +11,7 @@ import typer
 
 from vaecli.commands.common import (
     compute_scores,
+    has_single_latent,
     open_model,
     parse_scores,
     refuse_conditional,
@@ -127,11 +128,9 @@ def ood_command(
 
 def _supported_defaults(checkpoint: Checkpoint, names: tuple[str, ...]) -> tuple[str, ...]:
     """The default scores the model supports: regret refits a single latent, which a hierarchical model lacks."""
-    from vaecli.config import HIERARCHICAL
-
-    arch = checkpoint.config.model.arch
-    if arch not in HIERARCHICAL or "regret" not in names:
+    if has_single_latent(checkpoint) or "regret" not in names:
         return names
+    arch = checkpoint.config.model.arch
     kept = tuple(name for name in names if name != "regret")
     term.note(f"scores: {', '.join(kept)}; regret left out, as it refits the single latent of a one-layer model "
               f"and this is a hierarchical VAE (--arch {arch})")

@@ -454,25 +454,13 @@ def _taken(path: Path, option: str) -> str:
 
 
 def _keep_earlier_work(path: Path, resume: Path | None, option: str) -> None:
-    """Refuse to replace a file this run did not write: the user's earlier model is never lost unasked."""
-    from vaecli.checkpoint import read_metadata
-    from vaecli.errors import VaeError
-    from vaecli.files import kind_of
-    from vaecli.metadata import CheckpointMeta
+    """Refuse to replace a checkpoint this run did not write (the one it resumes is its own)."""
+    from vaecli.commands.common import keep_earlier_work
 
-    if kind_of(path, option) != "file" or (resume is not None and path.resolve() == resume.resolve()):
+    if resume is not None and path.resolve() == resume.resolve():
         return
-    ways = (f"go on training it with --resume {shlex.quote(str(path))}, write elsewhere with "
-            f"-o NEW.safetensors, or replace it with --force")
-    try:
-        meta = CheckpointMeta.from_dict(read_metadata(path))
-    except VaeError:
-        raise UsageError(f"{option} {path}: exists and is not a vaecli checkpoint; choose another path with -o, "
-                         "or replace it with --force") from None
-    raise UsageError(
-        f"{option} {path}: already holds a checkpoint ({meta.config.model.arch}, "
-        f"{meta.epochs_done or 0} epochs on {meta.config.dataset[:80]}); {ways}"
-    )
+    keep_earlier_work(path, option, f"go on training it with --resume {shlex.quote(str(path))}, write elsewhere "
+                      "with -o NEW.safetensors, or replace it with --force")
 
 
 def _interrupted(out: Path, before: tuple[int, int] | None, start: int, writes_back: bool,
