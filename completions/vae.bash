@@ -185,12 +185,13 @@ _vae() {
                 --latent-dim|--hidden|--image-size|--mixtures|--groups|--group-channels|--epochs|--batch-size|--lr|--beta|--warmup|--free-bits|--grad-clip|--ema|--weight-decay|--seed|--limit) return ;;
                 --channels) _vae_words "1 3"; return ;;
                 --likelihood) _vae_words "bernoulli gaussian logistic"; return ;;
+                --upsampling) _vae_words "resize transpose"; return ;;
                 --lr-schedule) _vae_words "constant cosine"; return ;;
                 --precision) _vae_words "fp32 bf16"; return ;;
                 --out|-o|--resume|--report) _vae_paths files; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            _vae_words "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --mixtures --groups --group-channels --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --free-bits --grad-clip --ema --weight-decay --seed --limit --precision --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --force -f --conditional --snapshots --help -h" ;;
+            _vae_words "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --mixtures --groups --group-channels --upsampling --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --free-bits --grad-clip --ema --weight-decay --seed --limit --precision --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --force -f --conditional --snapshots --help -h" ;;
         traverse)
             case $prev in
                 --count|-n|--steps|--scale|--limit|--seed) return ;;

@@ -212,6 +212,7 @@ complete -c vae -n '__vae_using train' -l likelihood -x -a 'bernoulli gaussian l
 complete -c vae -n '__vae_using train' -l mixtures -x -d 'Logistics mixed per subpixel (--likelihood logistic).'
 complete -c vae -n '__vae_using train' -l groups -x -d 'Stochastic layers of --arch hvae, the top one included [default: 3].'
 complete -c vae -n '__vae_using train' -l group-channels -x -d 'Channels of each lower layer\'s latent map (--arch hvae) [default: 8].'
+complete -c vae -n '__vae_using train' -l upsampling -x -a 'resize transpose' -d 'How cnn, resnet and hvae decoders double their maps: resize (nearest, then a...'
 complete -c vae -n '__vae_using train' -l epochs -x -d 'Total epochs (on --resume: the new total).'
 complete -c vae -n '__vae_using train' -l batch-size -x -d 'Images per step.'
 complete -c vae -n '__vae_using train' -l lr -x -d 'Adam learning rate (peak).'

@@ -3,6 +3,8 @@ numbers finite off its data (on a posterior's mean and variance, and on a Bernou
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -56,11 +58,31 @@ def posterior_logvar(raw: torch.Tensor, prior_logvar: torch.Tensor | None = None
     return bounded_logvar(excess if prior_logvar is None else prior_logvar + excess)
 
 
+def gaussian_decoder_logvar(channels: int) -> nn.Parameter:
+    """A Gaussian p(x|z)'s learned log-variance per channel, starting at a standard deviation of 0.1.
+
+    Not at 1, the whole pixel range: from there the first steps reward the KL, not encoding the image,
+    and a colour model's code collapsed to about 7 nats."""
+    return nn.Parameter(torch.full((channels,), 2 * math.log(0.1)))
+
+
 class BoundedLogits(nn.Module):
     """A Bernoulli decoder's last step: its logits unchanged within LOGIT_KNEE, never beyond LOGIT_LIMIT."""
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         return soft_clamp(logits, LOGIT_KNEE, LOGIT_LIMIT)
+
+
+def upsampler(c_in: int, c_out: int, size_in: tuple[int, int], size_out: tuple[int, int], how: str) -> nn.Module:
+    """Double a feature map's size (to size_out) and change its channels: ModelConfig.upsampling's two ways."""
+    if how == "resize":
+        # Nearest-neighbour resize, then a 3x3 convolution: every output pixel sees the same number of
+        # weights, so no checkerboard (Odena et al. 2016) is built into the decoder.
+        return nn.Sequential(nn.Upsample(size=size_out, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1))
+    # A 3x3 stride-2 transpose maps n to 2n - 1; output_padding adds the missing row/column. Its kernel
+    # overlaps unevenly, which left a lattice on colour photographs; older checkpoints hold this layer.
+    padding = (size_out[0] - (2 * size_in[0] - 1), size_out[1] - (2 * size_in[1] - 1))
+    return nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=padding)
 
 
 class ResidualBlock(nn.Module):

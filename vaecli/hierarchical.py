@@ -18,7 +18,15 @@ import math
 import torch
 from torch import nn
 
-from vaecli.blocks import BoundedLogits, ResidualBlock, bounded_logvar, posterior_logvar, posterior_offset
+from vaecli.blocks import (
+    BoundedLogits,
+    ResidualBlock,
+    bounded_logvar,
+    gaussian_decoder_logvar,
+    posterior_logvar,
+    posterior_offset,
+    upsampler,
+)
 from vaecli.config import ModelConfig, halved_sizes
 from vaecli.prior import MixturePrior, standard_normal_log_prob
 
@@ -88,7 +96,7 @@ class HVAE(nn.Module):
         self.cells = nn.ModuleList(TopDownCell(width, config.group_channels) for _ in range(lower))
         self.head = _head(config, width, sizes)
         if config.likelihood == "gaussian":
-            self.decoder_logvar = nn.Parameter(torch.zeros(config.channels))
+            self.decoder_logvar = gaussian_decoder_logvar(config.channels)
         # p(z_1): N(0, I), or the mixture `vae fit-prior` fits to the top layer's codes.
         self.prior = MixturePrior(config.prior_components, config.latent_dim) if config.prior_components else None
 
@@ -211,10 +219,9 @@ class HVAE(nn.Module):
 def _head(config: ModelConfig, width: int, sizes: list[tuple[int, int]]) -> nn.Sequential:
     """From the top-down state at a quarter of the image back to the decoder's outputs at full size."""
     layers: list[nn.Module] = [ResidualBlock(width)]
-    for (h_in, w_in), (h_out, w_out) in ((sizes[2], sizes[1]), (sizes[1], sizes[0])):
-        padding = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))
-        layers += [nn.SiLU(), nn.ConvTranspose2d(width, width, 3, stride=2, padding=1, output_padding=padding)]
-        if (h_out, w_out) == sizes[1]:
+    for size_in, size_out in ((sizes[2], sizes[1]), (sizes[1], sizes[0])):
+        layers += [nn.SiLU(), upsampler(width, width, size_in, size_out, config.upsampling)]
+        if size_out == sizes[1]:
             layers.append(ResidualBlock(width))
     outputs = config.channels * config.output_params
     layers += [nn.SiLU(), nn.Conv2d(width, outputs, 3, padding=1)]

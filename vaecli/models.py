@@ -8,7 +8,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from vaecli.blocks import BoundedLogits, ResidualBlock, posterior_logvar, posterior_offset
+from vaecli.blocks import (
+    BoundedLogits,
+    ResidualBlock,
+    gaussian_decoder_logvar,
+    posterior_logvar,
+    posterior_offset,
+    upsampler,
+)
 from vaecli.config import ARCHITECTURES, HIERARCHICAL, ModelConfig, halved_sizes
 from vaecli.hierarchical import HVAE
 from vaecli.prior import MixturePrior, standard_normal_log_prob
@@ -24,7 +31,7 @@ class VAE(nn.Module):
         self.decoder = decoder  # (B, latent) -> (B, C, H, W) logits or means; (B, P * C, H, W) for logistic
         if config.likelihood == "gaussian":
             # One learned log-variance per channel for p(x|z) (a fixed variance would need tuning).
-            self.decoder_logvar = nn.Parameter(torch.zeros(config.channels))
+            self.decoder_logvar = gaussian_decoder_logvar(config.channels)
         self.prior: MixturePrior | None = None
         if config.prior_components:
             self.prior = MixturePrior(config.prior_components, config.latent_dim)
@@ -156,13 +163,8 @@ def build_cnn(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
     ]
     out_widths = [output_channels(config), *widths[1:]]
     for stage in range(stages, 0, -1):
-        (h_in, w_in), (h_out, w_out) = sizes[stage], sizes[stage - 1]
-        # A 3x3 stride-2 transpose maps n to 2n - 1; output_padding adds the missing row/column.
-        padding = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))
         decoder_layers.append(
-            nn.ConvTranspose2d(
-                out_widths[stage], out_widths[stage - 1], 3, stride=2, padding=1, output_padding=padding
-            )
+            upsampler(out_widths[stage], out_widths[stage - 1], sizes[stage], sizes[stage - 1], config.upsampling)
         )
         if stage > 1:
             decoder_layers.append(nn.SiLU())
@@ -197,18 +199,14 @@ def build_resnet(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
     ]
     out_widths = [output_channels(config), *widths[1:]]
     for stage in range(stages, 0, -1):
-        (h_in, w_in), (h_out, w_out) = sizes[stage], sizes[stage - 1]
-        padding = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))
         decoder_layers += [
             ResidualBlock(widths[stage]),
             nn.SiLU(),
-            nn.ConvTranspose2d(widths[stage], out_widths[stage - 1], 3, stride=2, padding=1, output_padding=padding),
+            upsampler(widths[stage], out_widths[stage - 1], sizes[stage], sizes[stage - 1], config.upsampling),
         ]
     return encoder, nn.Sequential(*decoder_layers)
 
 
-# Taps of a 3x3, stride-2, padding-1 transposed convolution, per output parity: an even output
-# row reads kernel row 1 at input offset 0; an odd one reads row 2 at offset 0 and row 0 at offset 1.
 # The architecture registry: name -> builder of (encoder, decoder). A new architecture joins with one
 # entry here and its name in config.ARCHITECTURES, which lists the names without importing torch.
 BUILDERS: dict[str, Callable[[ModelConfig], tuple[nn.Module, nn.Module]]] = {
@@ -218,6 +216,8 @@ BUILDERS: dict[str, Callable[[ModelConfig], tuple[nn.Module, nn.Module]]] = {
 }
 assert (*BUILDERS, *HIERARCHICAL) == ARCHITECTURES, "config.ARCHITECTURES must name models.BUILDERS and HVAE"
 
+# Taps of a 3x3, stride-2, padding-1 transposed convolution, per output parity: an even output
+# row reads kernel row 1 at input offset 0; an odd one reads row 2 at offset 0 and row 0 at offset 1.
 _PARITY_TAPS = {0: ((0, 1),), 1: ((0, 2), (1, 0))}
 
 

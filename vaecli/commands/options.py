@@ -10,7 +10,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from vaecli.checkpoint import BUNDLED_MODELS
-from vaecli.config import ARCHITECTURES, LIKELIHOODS, MAX_SEED, MIN_SEED, PRECISIONS, SCHEDULES
+from vaecli.config import ARCHITECTURES, LIKELIHOODS, MAX_SEED, MIN_SEED, PRECISIONS, SCHEDULES, UPSAMPLINGS
 from vaecli.device import DEVICE_CHOICES
 from vaecli.errors import UsageError
 
@@ -18,6 +18,7 @@ Arch = Enum("Arch", {name: name for name in ARCHITECTURES}, type=str)  # follows
 Likelihood = Enum("Likelihood", {name: name for name in LIKELIHOODS}, type=str)
 Schedule = Enum("Schedule", {name: name for name in SCHEDULES}, type=str)
 Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)
+Upsampling = Enum("Upsampling", {name: name for name in UPSAMPLINGS}, type=str)
 
 
 def complete_dataset(incomplete: str) -> list[str]:

@@ -24,6 +24,7 @@ from vaecli.commands.options import (
     Precision,
     QuietOption,
     Schedule,
+    Upsampling,
     seed_option,
 )
 from vaecli.console import term
@@ -67,6 +68,13 @@ def train_command(
         int, typer.Option("--group-channels", show_default=False,
                           help="Channels of each lower layer's latent map (--arch hvae) [default: 8].")
     ] = 0,
+    upsampling: Annotated[
+        Optional[Upsampling],
+        typer.Option("--upsampling", show_default=False,
+                     help="How cnn, resnet and hvae decoders double their maps: resize (nearest, then a "
+                     "convolution) or transpose (a stride-2 transposed convolution) [default: RGB resize, "
+                     "grey transpose]."),
+    ] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Total epochs (on --resume: the new total).")] = 20,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 128,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (peak).")] = 2e-3,
@@ -159,7 +167,7 @@ def train_command(
             model=ModelConfig(
                 arch=arch.value, latent_dim=latent_dim, hidden=hidden, channels=shape[0],
                 height=shape[1], width=shape[2], likelihood=likelihood.value, mixtures=mixtures,
-                groups=groups, group_channels=group_channels,
+                groups=groups, group_channels=group_channels, upsampling=upsampling.value if upsampling else "",
             ),
             dataset=_stored_dataset(dataset), epochs=epochs, batch_size=batch_size, lr=lr,
             lr_schedule=lr_schedule.value, beta=beta, warmup=warmup, binarize=binarize, seed=seed, limit=limit,
