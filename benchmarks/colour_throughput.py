@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.data import ImageSet
-from vaecli.device import resolve_device
-from vaecli.models import build_model
-from vaecli.train import Outputs, fit, start_run
+from vaecli.data.datasets import ImageSet
+from vaecli.model.networks import build_model
+from vaecli.runtime.device import resolve_device
+from vaecli.training.loop import Outputs, fit, start_run
 
 SHAPES = ((1, 28, 28), (3, 32, 32), (3, 64, 64))
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import torch
 
-import vaecli.prior as prior_module
-from vaecli.checkpoint import load_checkpoint, resolve_model
-from vaecli.data import eval_pixels, load_dataset, to_pixels
-from vaecli.prior import COVARIANCE_FLOOR, MixturePrior, fit_mixture
-from vaecli.prior_fit import mean_kl, posterior_samples
+import vaecli.model.prior as prior_module
+from vaecli.data.datasets import eval_pixels, load_dataset, to_pixels
+from vaecli.model.prior import COVARIANCE_FLOOR, MixturePrior, fit_mixture
+from vaecli.store.checkpoint import load_checkpoint, resolve_model
+from vaecli.training.prior_fit import mean_kl, posterior_samples
 
 from _common import data_root
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.data import load_dataset
-from vaecli.device import resolve_device
-from vaecli.models import build_model
-from vaecli.objective import elbo_terms
-from vaecli.train import Outputs, fit, start_run
+from vaecli.data.datasets import load_dataset
+from vaecli.model.networks import build_model
+from vaecli.model.objective import elbo_terms
+from vaecli.runtime.device import resolve_device
+from vaecli.training.loop import Outputs, fit, start_run
 
 from _common import data_root, matmul_peak_gflops, private_mnist_copy
 

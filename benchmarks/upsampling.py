@@ -15,8 +15,8 @@ import time
 import torch
 
 from vaecli.config import ModelConfig
-from vaecli.models import build_model, inference_decoder, place
-from vaecli.objective import loss_terms
+from vaecli.model.networks import build_model, inference_decoder, place
+from vaecli.model.objective import loss_terms
 
 SHAPES = {"grey 28": (1, 28, 28, "bernoulli"), "RGB 32": (3, 32, 32, "logistic")}
 

@@ -20,9 +20,9 @@ from vaecli.errors import UsageError, VaeError
 
 def export(files: list[Path], dataset: str, first: int, invert: bool, scale: int, data_root: Path | None) -> None:
     """Write test images first, first + 1, ... of `dataset` to `files`, in order."""
-    from vaecli.data import load_dataset, native_shape
-    from vaecli.files import check_output_file, write_atomic
-    from vaecli.images import png_bytes
+    from vaecli.data.datasets import load_dataset, native_shape
+    from vaecli.data.images import png_bytes
+    from vaecli.store.files import check_output_file, write_atomic
 
     for file in files:
         check_output_file(file)

@@ -28,9 +28,9 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from vaecli.checkpoint import BUNDLED_MODELS, METADATA_KEY, PRETRAINED_DIR, load_checkpoint, save_checkpoint
 from vaecli.config import to_dict, train_command_line
-from vaecli.files import write_atomic
+from vaecli.store.checkpoint import BUNDLED_MODELS, METADATA_KEY, PRETRAINED_DIR, load_checkpoint, save_checkpoint
+from vaecli.store.files import write_atomic
 
 EVALUATION_KEYS = {"eval": "evaluation", "full_eval": "full_evaluation"}
 # Keys of eval's and fit-prior's JSON renamed since the bundled files were first written.

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from vaecli.cli import app
-from vaecli.completion import write_all
+from vaecli.terminal.completion import write_all
 
 if __name__ == "__main__":
     for path in write_all(Path(__file__).resolve().parent.parent / "completions", app):

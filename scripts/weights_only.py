@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from vaecli.checkpoint import load_checkpoint, save_checkpoint
+from vaecli.store.checkpoint import load_checkpoint, save_checkpoint
 
 
 def main() -> None:

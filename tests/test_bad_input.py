@@ -18,9 +18,9 @@ import pytest
 import typer.testing
 from PIL import Image
 
-from vaecli.checkpoint import load_checkpoint, read_metadata
-from vaecli.data import DATASET_NAMES
+from vaecli.data.datasets import DATASET_NAMES
 from vaecli.errors import CheckpointError, InputError
+from vaecli.store.checkpoint import load_checkpoint, read_metadata
 
 from tests.helpers.cli_checks import assert_untouched, fill, keep_outputs, one_error_line
 from tests.helpers.images import digit, stroke
@@ -153,7 +153,7 @@ def forbid_building(monkeypatch: pytest.MonkeyPatch) -> None:
     def build_model(config):
         raise AssertionError(f"build_model called for {config}")
 
-    monkeypatch.setattr("vaecli.models.build_model", build_model)
+    monkeypatch.setattr("vaecli.model.networks.build_model", build_model)
 
 
 def bad_checkpoint(fault: str) -> Callable[[Setup], None]:
@@ -284,12 +284,12 @@ UNWRITABLE = {
 
 
 def forbid_training(setup: Setup) -> None:
-    import vaecli.train
+    import vaecli.training.loop
 
     def fit(*args, **kwargs):
         raise AssertionError("training started before the output was checked")
 
-    setup.monkeypatch.setattr(vaecli.train, "fit", fit)
+    setup.monkeypatch.setattr(vaecli.training.loop, "fit", fit)
 
 
 def unwritable_cases() -> list[Case]:
@@ -487,19 +487,19 @@ def test_weights_that_do_not_fit_the_declared_model_are_refused_unallocated(tiny
     """Declared shapes are compared with the file's on the meta device, never with real weights."""
     import torch
 
-    import vaecli.models
+    import vaecli.model.networks
 
     (tmp_path / BAD).write_bytes(edit_metadata(tiny_model.read_bytes(), set_fields(**{
         "model.arch": "mlp", "model.channels": 3, "model.height": 1024, "model.width": 1024, "model.hidden": hidden,
     })))
-    real_build = vaecli.models.build_model
+    real_build = vaecli.model.networks.build_model
     devices = []
 
     def build_and_record(config):
         devices.append(torch.empty(0).device.type)  # the default device where the model would live
         return real_build(config)
 
-    monkeypatch.setattr(vaecli.models, "build_model", build_and_record)
+    monkeypatch.setattr(vaecli.model.networks, "build_model", build_and_record)
     started = time.perf_counter()
     with pytest.raises(CheckpointError, match="do not match"):
         load_checkpoint(tmp_path / BAD)
@@ -509,7 +509,7 @@ def test_weights_that_do_not_fit_the_declared_model_are_refused_unallocated(tiny
 
 @pytest.mark.parametrize("fault", list(IMAGE_FAULTS))
 def test_open_image_raises_input_error(tmp_path, monkeypatch, fault):
-    from vaecli.images import image_to_tensor, open_image
+    from vaecli.data.images import image_to_tensor, open_image
 
     path = tmp_path / "bad.png"
     make_bad_image(fault, path, monkeypatch)
@@ -525,7 +525,7 @@ def test_open_image_raises_input_error(tmp_path, monkeypatch, fault):
 ])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_unusual_image_modes_are_converted(tmp_path, mode, fmt, channels):
-    from vaecli.images import image_to_tensor, open_image
+    from vaecli.data.images import image_to_tensor, open_image
 
     path = tmp_path / f"odd.{fmt.lower()}"
     stroke(mode).save(path, format=fmt)
@@ -538,7 +538,7 @@ def test_unusual_image_modes_are_converted(tmp_path, mode, fmt, channels):
 
 
 def test_sixteen_bit_image_is_scaled_not_clipped(tmp_path):
-    from vaecli.images import image_to_tensor, open_image
+    from vaecli.data.images import image_to_tensor, open_image
 
     digit(tmp_path / "deep.png", "I;16")
     pixels = image_to_tensor(open_image(tmp_path / "deep.png"), 1, 28, 28)
@@ -562,9 +562,9 @@ def test_unusual_image_modes_reconstruct_from_the_cli(cli, tiny_model, tmp_path,
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_output_folder_fails_before_any_work(cli, monkeypatch, tmp_path):
-    import vaecli.train
+    import vaecli.training.loop
 
-    monkeypatch.setattr(vaecli.train, "fit", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(vaecli.training.loop, "fit", lambda *a, **k: pytest.fail("training started"))
     folder = tmp_path / "locked"
     folder.mkdir()
     folder.chmod(0o500)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from vaecli.checkpoint import BUNDLED_MODELS
 from vaecli.cli import app
-from vaecli.completion import FILE_NAMES, SHELLS, script
+from vaecli.store.checkpoint import BUNDLED_MODELS
+from vaecli.terminal.completion import FILE_NAMES, SHELLS, script
 
 COMPLETIONS = Path(__file__).resolve().parent.parent / "completions"
 

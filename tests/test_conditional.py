@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from vaecli.checkpoint import load_checkpoint, read_metadata
 from vaecli.config import ModelConfig, TrainConfig, train_command_line
-from vaecli.evaluate import elbo_summary
-from vaecli.models import build_model
+from vaecli.model.networks import build_model
+from vaecli.store.checkpoint import load_checkpoint, read_metadata
+from vaecli.training.evaluate import elbo_summary
 
 from tests.helpers.cli_checks import one_error_line
 from tests.helpers.runner import run_cli
@@ -78,7 +78,7 @@ def test_training_records_the_classes_and_a_label_aware_test_loss(conditional):
     info = run_cli("info", conditional)
     assert "conditional" in info.stdout and "one of 10" in info.stdout
 
-    from vaecli.data import eval_pixels, load_dataset
+    from vaecli.data.datasets import eval_pixels, load_dataset
 
     test_set = load_dataset("digits", "test")
     pixels = eval_pixels(checkpoint.config, test_set, torch.device("cpu"))

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vaecli.checkpoint import load_checkpoint
-from vaecli.data import eval_pixels, load_dataset
-from vaecli.evaluate import evaluate_split
+from vaecli.data.datasets import eval_pixels, load_dataset
+from vaecli.store.checkpoint import load_checkpoint
+from vaecli.training.evaluate import evaluate_split
 
 from tests.helpers.cli_checks import one_error_line
 from tests.helpers.runner import run_cli

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from vaecli.images import GRID_PADDING
+from vaecli.data.images import GRID_PADDING
 
 from tests.helpers.cli_checks import one_error_line
 from tests.helpers.runner import run_cli

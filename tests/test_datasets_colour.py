@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import vaecli.datasets_torchvision as tv
-from vaecli.data import load_dataset, native_shape
-from vaecli.dataset_cache import cache_path
+import vaecli.data.torchvision_sets as tv
+from vaecli.data.cache import cache_path
+from vaecli.data.datasets import load_dataset, native_shape
 from vaecli.errors import DataError, UsageError
 
 from tests.helpers.cli_checks import one_error_line
@@ -169,7 +169,7 @@ def test_offline_and_missing_is_one_line_naming_data_root(tmp_path):
 
 
 def test_memory_is_checked_before_the_class_reads_its_files(tmp_path, monkeypatch):
-    import vaecli.data as data
+    import vaecli.data.datasets as data
 
     monkeypatch.setattr(data, "MAX_DATASET_BYTES", 10_000)
     monkeypatch.setattr(tv, "open_split", lambda *a: pytest.fail("opened before the size check"))
@@ -202,7 +202,7 @@ def test_train_end_to_end_on_fabricated_cifar10(cli, tmp_path):
                  "--latent-dim", "4", "--device", "cpu", "--no-report", "-o", "c.safetensors")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == "c.safetensors"
-    from vaecli.checkpoint import read_metadata
+    from vaecli.store.checkpoint import read_metadata
 
     meta = read_metadata(tmp_path / "c.safetensors")
     assert meta["config"]["dataset"] == "cifar10"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaecli.checkpoint import load_checkpoint
-from vaecli.models import build_model
+from vaecli.model.networks import build_model
+from vaecli.store.checkpoint import load_checkpoint
 
 RECIPE = ["--dataset", "digits", "--limit", "256", "--epochs", "2", "--batch-size", "64", "--hidden", "8",
           "--latent-dim", "4", "--device", "cpu", "--seed", "11", "--no-report", "--ema", "0.9"]

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from vaecli.checkpoint import load_checkpoint
-from vaecli.data import eval_pixels, load_dataset
-from vaecli.evaluate import elbo_summary
-from vaecli.train import update_average
+from vaecli.data.datasets import eval_pixels, load_dataset
+from vaecli.store.checkpoint import load_checkpoint
+from vaecli.training.evaluate import elbo_summary
+from vaecli.training.loop import update_average
 
 from tests.test_resume import RECIPE, assert_resume_matches_a_straight_run
 

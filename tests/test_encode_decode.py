@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from vaecli.images import GRID_PADDING
+from vaecli.data.images import GRID_PADDING
 
 
 def drawing(path, box):

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from vaecli.blocks import LOGVAR_BOUND
 from vaecli.config import ModelConfig
-from vaecli.data import binarize_fixed
-from vaecli.evaluate import evaluate_split, iw_nll
-from vaecli.models import VAE
-from vaecli.objective import kl_to_standard_normal
-from vaecli.prior import MixturePrior
+from vaecli.data.datasets import binarize_fixed
+from vaecli.model.blocks import LOGVAR_BOUND
+from vaecli.model.networks import VAE
+from vaecli.model.objective import kl_to_standard_normal
+from vaecli.model.prior import MixturePrior
+from vaecli.training.evaluate import evaluate_split, iw_nll
 
 SIDE, LATENT, SIGMA = 4, 2, 0.5  # 16 pixels, a 2-D latent, decoder noise std
 

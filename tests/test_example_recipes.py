@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from vaecli.config import ModelConfig
-from vaecli.models import build_model
+from vaecli.model.networks import build_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ def test_a_stored_gaussian_variance_is_kept(cli, tmp_path, mnist_root):
     result = cli("train", "--data-root", str(mnist_root), "--likelihood", "gaussian", "--limit", "64", "--epochs", "1",
                  "--hidden", "4", "--latent-dim", "2", "--no-report", "-q", "-o", str(out))
     assert result.exit_code == 0, result.output
-    from vaecli.checkpoint import load_checkpoint
+    from vaecli.store.checkpoint import load_checkpoint
 
     learned = load_checkpoint(out).model.decoder_logvar.detach()
     assert not torch.allclose(learned, torch.full_like(learned, 2 * math.log(0.1)))  # trained, then read back

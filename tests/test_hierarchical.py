@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vaecli.checkpoint import load_checkpoint
 from vaecli.config import ModelConfig
-from vaecli.evaluate import elbo_summary, iw_nll
-from vaecli.hierarchical import HVAE
-from vaecli.models import build_model, is_hierarchical
+from vaecli.model.hierarchical import HVAE
+from vaecli.model.networks import build_model, is_hierarchical
+from vaecli.store.checkpoint import load_checkpoint
+from vaecli.training.evaluate import elbo_summary, iw_nll
 
 from tests.helpers.cli_checks import one_error_line
 from tests.helpers.images import digit
@@ -61,7 +61,7 @@ def _marginal(model: HVAE) -> torch.distributions.MultivariateNormal:
 
 def _fit_posterior(model: HVAE, x: torch.Tensor, steps: int) -> None:
     """Adam on the -ELBO over the inference network alone (it can hold the exact posterior), step size decaying."""
-    from vaecli.objective import loss_terms
+    from vaecli.model.objective import loss_terms
 
     inference = [*model.stem.parameters(), *model.top_encoder.parameters(), *model.cells[0].posterior.parameters()]
     optimizer = torch.optim.Adam(inference, lr=0.05)
@@ -206,8 +206,8 @@ def test_regret_needs_a_single_latent_and_refuses_it(cli, hvae_model):
 
 def test_a_standard_mixture_at_the_top_gives_the_same_weights_as_n01(hvae_model):
     """One component at N(0, I) is the standard prior written as a mixture: the IW terms must agree."""
-    from vaecli.objective import log_weights
-    from vaecli.prior import MixturePrior
+    from vaecli.model.objective import log_weights
+    from vaecli.model.prior import MixturePrior
 
     model = load_checkpoint(hvae_model).model
     x = torch.bernoulli(torch.full((3, 1, 28, 28), 0.3), generator=torch.Generator().manual_seed(0))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vaecli.checkpoint import load_checkpoint
+from vaecli.store.checkpoint import load_checkpoint
 
 IMAGES = 8
 # Lower layers that carry a few nats after two short epochs: a 2-d top code, and free bits that pay them to.
@@ -31,7 +31,7 @@ def hvae(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def digit_files(tmp_path_factory) -> list[Path]:
     """The first test images of the offline digits set, as PNG files."""
-    from vaecli.data import load_dataset
+    from vaecli.data.datasets import load_dataset
 
     folder = tmp_path_factory.mktemp("digits")
     paths = []
@@ -85,8 +85,8 @@ def test_interpolation_ends_are_the_reconstructions_and_it_says_what_moves(cli, 
 
 @pytest.mark.slow
 def test_training_snapshots_reconstruct_with_every_layer(cli, hvae, digit_files, tmp_path):
-    from vaecli.latent import decode_to_pixels
-    from vaecli.snapshots import RECONSTRUCTIONS, Evolution, _captioned
+    from vaecli.analysis.latent import decode_to_pixels
+    from vaecli.figures.snapshots import RECONSTRUCTIONS, Evolution, _captioned
 
     model = load_checkpoint(hvae).model.eval()
     originals = torch.from_numpy((_pixels(digit_files) * 255).round().astype(np.uint8))[:, None]

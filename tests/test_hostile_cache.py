@@ -17,10 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-import vaecli.data as data
-import vaecli.dataset_cache as cache
-import vaecli.datasets_torchvision as tv
-from vaecli.data import load_dataset
+import vaecli.data.cache as cache
+import vaecli.data.datasets as data
+import vaecli.data.torchvision_sets as tv
+from vaecli.data.datasets import load_dataset
 from vaecli.errors import DataError
 
 from tests.helpers.cli_checks import one_error_line
@@ -151,7 +151,7 @@ def test_links_and_fifos_at_the_old_and_new_cache_paths_are_never_followed(tmp_p
 
 def test_a_fifo_at_the_cache_path_neither_hangs_nor_fails_vae_score(cli, tmp_path, tiny_model, no_hang):
     root = write_country211(tmp_path / "data")
-    from vaecli.checkpoint import read_metadata
+    from vaecli.store.checkpoint import read_metadata
 
     model = read_metadata(tiny_model)["config"]["model"]
     fifo = cached("torchvision:Country211", "test", root, (model["channels"], model["height"], model["width"]))
@@ -238,7 +238,7 @@ def test_a_cache_too_large_for_the_memory_free_is_a_miss_before_its_payload_is_r
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
 def test_an_interrupted_cache_write_leaves_no_temporary(tmp_path, monkeypatch, how):
-    from vaecli import signals
+    from vaecli.runtime import signals
 
     write_cifar10(tmp_path / "data", train=10, test=5)
     monkeypatch.setattr(cache.os, "fsync", lambda fd: os.kill(os.getpid(), getattr(signal, how)))

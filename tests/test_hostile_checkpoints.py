@@ -264,8 +264,8 @@ def test_damaged_training_state_or_prior_is_refused_naming_the_file(cli, tiny_mo
 
 def test_random_state_of_another_device_seeds_the_stream_and_one_of_no_device_is_refused(tiny_model):
     """A state as long as a CUDA generator's (seed, offset) seeds a CPU generator repeatably; any other is damage."""
-    from vaecli.checkpoint import load_checkpoint, restore_generator
     from vaecli.errors import CheckpointError
+    from vaecli.store.checkpoint import load_checkpoint, restore_generator
 
     checkpoint = load_checkpoint(tiny_model, training_state=True)
     checkpoint.rng_state = checkpoint.rng_state[:16].clone()
@@ -331,7 +331,7 @@ def test_checkpoint_from_a_fifo_loads(cli, tiny_model, tmp_path):
 
 
 def test_fifo_with_no_writer_fails_fast(cli, tmp_path, monkeypatch):
-    monkeypatch.setattr("vaecli.files.PIPE_WRITER_WAIT_S", 0.3)
+    monkeypatch.setattr("vaecli.store.files.PIPE_WRITER_WAIT_S", 0.3)
     fifo = tmp_path / "idle.fifo"
     os.mkfifo(fifo)
     for args in (["info", fifo], ["sample", "-m", fifo, "--grid", tmp_path / "g.png", "--device", "cpu"]):
@@ -365,7 +365,7 @@ def test_damaged_checkpoint_from_a_fifo_is_refused(cli, tiny_model, tmp_path, fa
 
 
 def test_stream_declaring_too_much_data_is_refused_unread(cli, tiny_model, tmp_path, monkeypatch):
-    monkeypatch.setattr("vaecli.checkpoint.MAX_CHECKPOINT_BYTES", 1000)
+    monkeypatch.setattr("vaecli.store.checkpoint.MAX_CHECKPOINT_BYTES", 1000)
     fifo = tmp_path / "big.fifo"
     os.mkfifo(fifo)
     writer = feed(fifo, tiny_model.read_bytes())
@@ -375,16 +375,16 @@ def test_stream_declaring_too_much_data_is_refused_unread(cli, tiny_model, tmp_p
 
 
 def test_info_reads_only_the_header_of_a_regular_file(cli, tiny_model, monkeypatch):
-    import vaecli.checkpoint
+    import vaecli.store.checkpoint
 
     requested = []
-    real = vaecli.checkpoint.read_exactly
+    real = vaecli.store.checkpoint.read_exactly
 
     def counting(handle, count, name):
         requested.append(count)
         return real(handle, count, name)
 
-    monkeypatch.setattr(vaecli.checkpoint, "read_exactly", counting)
+    monkeypatch.setattr(vaecli.store.checkpoint, "read_exactly", counting)
     assert cli("info", tiny_model).exit_code == 0
     header_bytes = 8 + int.from_bytes(tiny_model.read_bytes()[:8], "little")
     assert sum(requested) == header_bytes < tiny_model.stat().st_size // 10

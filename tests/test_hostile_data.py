@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import vaecli.data as data
-import vaecli.images as images
-from vaecli.data import conform, dataset_for_model, list_image_files, load_dataset, read_idx, same_dataset
+import vaecli.data.datasets as data
+import vaecli.data.images as images
+from vaecli.data.datasets import conform, dataset_for_model, list_image_files, load_dataset, read_idx, same_dataset
+from vaecli.data.images import IMAGE_SUFFIXES
 from vaecli.errors import DataError, UsageError
-from vaecli.images import IMAGE_SUFFIXES
 
 from tests.helpers.cli_checks import one_error_line
 
@@ -260,11 +260,11 @@ def test_limit_decodes_only_the_images_it_keeps(cli, tmp_path, monkeypatch):
 def test_budget_is_half_the_available_memory_at_most(tmp_path, monkeypatch):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       16000000 kB\nMemAvailable:    1000000 kB\n")
-    monkeypatch.setattr("vaecli.memory.MEMINFO", str(meminfo))
+    monkeypatch.setattr("vaecli.runtime.memory.MEMINFO", str(meminfo))
     assert data.dataset_budget() == 1000000 * 1024 // 2
     meminfo.write_text("MemAvailable:   999999999 kB\n")
     assert data.dataset_budget() == data.MAX_DATASET_BYTES
-    monkeypatch.setattr("vaecli.memory.MEMINFO", str(tmp_path / "missing"))
+    monkeypatch.setattr("vaecli.runtime.memory.MEMINFO", str(tmp_path / "missing"))
     assert 0 < data.dataset_budget() <= data.MAX_DATASET_BYTES  # sysconf's free pages
 
 

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from vaecli.checkpoint import load_checkpoint
-from vaecli.data import load_dataset
+from vaecli.data.datasets import load_dataset
+from vaecli.store.checkpoint import load_checkpoint
 
 from tests.helpers.cli_checks import one_error_line
 from tests.helpers.fabricate import trust_fabricated, write_cifar10

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-import vaecli.scores
-from vaecli.checkpoint import build_metadata, save_checkpoint
+import vaecli.analysis.scores
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.console import printable
-from vaecli.models import build_model
+from vaecli.model.networks import build_model
+from vaecli.store.checkpoint import build_metadata, save_checkpoint
+from vaecli.terminal.console import printable
 
 from tests.helpers.cli_checks import one_error_line
 from tests.helpers.images import digit
@@ -252,14 +252,14 @@ def test_score_writes_every_line_then_exits_1_when_the_model_overflows(models, i
 
 
 def test_score_counts_only_the_images_without_a_finite_score_and_sorts_them_last(models, inputs, monkeypatch):
-    real = vaecli.scores.score_images
+    real = vaecli.analysis.scores.score_images
 
     def one_bad(*args, **kwargs):  # the second image's nll is NaN, the third's infinite
         values = real(*args, **kwargs)
         values["nll"][1], values["nll"][2] = float("nan"), float("inf")
         return values
 
-    monkeypatch.setattr(vaecli.scores, "score_images", one_bad)
+    monkeypatch.setattr(vaecli.analysis.scores, "score_images", one_bad)
     for name in ("a.png", "b.png", "c.png", "e.png"):
         digit(inputs / name, value=200)
     result = _run("score", "a.png", "b.png", "c.png", "e.png", "-m", "{plain}", "-s", "nll", "-k", "2", "--sort",

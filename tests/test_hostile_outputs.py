@@ -114,7 +114,7 @@ def test_a_full_disk_leaves_earlier_outputs_whole_and_no_partial_files(cli, tiny
     def full_disk(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("vaecli.files.os.fsync", full_disk)
+    monkeypatch.setattr("vaecli.store.files.os.fsync", full_disk)
     result = cli(*args, "-m", tiny_model, "-q")
     assert result.exit_code == 2, result.stderr
     assert "No space left on device".lower() in one_error_line(result).lower()
@@ -130,7 +130,7 @@ def test_a_grid_too_large_is_refused_before_anything_is_decoded(cli, tiny_model,
     def never(*args, **kwargs):
         raise AssertionError("decoded before the size was checked")
 
-    monkeypatch.setattr("vaecli.latent.decode_to_pixels", never)
+    monkeypatch.setattr("vaecli.analysis.latent.decode_to_pixels", never)
     result = cli("sample", "-n", "1000000", "--grid", "g.png", "-m", tiny_model)
     assert result.exit_code == 2
     line = one_error_line(result)
@@ -139,7 +139,7 @@ def test_a_grid_too_large_is_refused_before_anything_is_decoded(cli, tiny_model,
 
 
 def test_sample_writes_each_batch_before_drawing_the_next(cli, tiny_model, monkeypatch):
-    import vaecli.latent as latent
+    import vaecli.analysis.latent as latent
 
     monkeypatch.setattr(latent, "BATCH_SIZE", 8)
     written_when_decoding = []
@@ -158,7 +158,7 @@ def test_sample_writes_each_batch_before_drawing_the_next(cli, tiny_model, monke
 
 def test_sample_in_batches_draws_the_same_images_as_one_draw(cli, tiny_model, monkeypatch):
     assert cli("sample", "-n", "20", "--grid", "one.png", "-m", tiny_model, "--seed", "9").exit_code == 0
-    monkeypatch.setattr("vaecli.latent.BATCH_SIZE", 3)
+    monkeypatch.setattr("vaecli.analysis.latent.BATCH_SIZE", 3)
     assert cli("sample", "-n", "20", "--grid", "many.png", "-m", tiny_model, "--seed", "9").exit_code == 0
     assert Path("one.png").read_bytes() == Path("many.png").read_bytes()
 
@@ -221,7 +221,7 @@ def test_counts_without_a_sensible_bound_are_refused(cli, tiny_model, args, expe
     ids=["train", "eval", "fit-prior"],
 )
 def test_runs_that_cannot_fit_in_memory_are_refused_before_they_start(cli, tiny_model, monkeypatch, args, expected):
-    monkeypatch.setattr("vaecli.memory.available_bytes", lambda device=None: 2 << 30)
+    monkeypatch.setattr("vaecli.runtime.memory.available_bytes", lambda device=None: 2 << 30)
     result = cli(*[str(tiny_model) if a == "{M}" else a for a in args])
     assert result.exit_code == 2
     line = one_error_line(result)
@@ -329,7 +329,7 @@ def test_images_from_dev_stdin_process_substitution_and_fifos_are_read(tiny_mode
 
 
 def test_a_fifo_with_no_writer_is_refused_instead_of_blocking(cli, tiny_model, tmp_path, monkeypatch):
-    monkeypatch.setattr("vaecli.files.PIPE_WRITER_WAIT_S", 0.2)
+    monkeypatch.setattr("vaecli.store.files.PIPE_WRITER_WAIT_S", 0.2)
     os.mkfifo(tmp_path / "fifo.png")
     result = cli("reconstruct", "fifo.png", "-m", tiny_model)
     assert result.exit_code == 2
@@ -361,7 +361,7 @@ def test_concatenated_npy_arrays_on_stdin_are_all_read(cli, tiny_model):
 
 
 def test_a_model_whose_checkpoints_no_reader_accepts_is_refused_before_training(cli, monkeypatch):
-    monkeypatch.setattr("vaecli.checkpoint.MAX_CHECKPOINT_BYTES", 1 << 20)
+    monkeypatch.setattr("vaecli.store.checkpoint.MAX_CHECKPOINT_BYTES", 1 << 20)
     result = cli("train", "--dataset", "digits", "--arch", "mlp", "--hidden", "512", "--epochs", "1",
                  "--limit", "64")
     assert result.exit_code == 2

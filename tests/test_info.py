@@ -11,7 +11,7 @@ import sys
 import pytest
 import typer.testing
 
-from vaecli.checkpoint import BUNDLED_MODELS, read_metadata, resolve_model
+from vaecli.store.checkpoint import BUNDLED_MODELS, read_metadata, resolve_model
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

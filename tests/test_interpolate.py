@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from vaecli.analysis.latent import fractions, interpolate
+from vaecli.data.images import CAPTION_PX, GRID_PADDING
 from vaecli.errors import UsageError
-from vaecli.images import CAPTION_PX, GRID_PADDING
-from vaecli.latent import fractions, interpolate
 
 
 def shape(path, kind):
@@ -72,15 +72,15 @@ def test_gif_goes_there_and_back(cli, tiny_model, tmp_path, pair):
 def test_methods_reach_the_path_and_are_deterministic(cli, tiny_model, tmp_path, pair, monkeypatch):
     # The tiny model codes the ring and the bar almost alike (two epochs on digits), so lerp and slerp may
     # decode to the same pixels: that the command's path follows --method is checked on the path itself.
-    import vaecli.latent
+    import vaecli.analysis.latent
 
-    real, paths = vaecli.latent.interpolate, {}
+    real, paths = vaecli.analysis.latent.interpolate, {}
 
     def spy(a, b, steps, method="lerp"):
         paths.setdefault(method, []).append(real(a, b, steps, method))
         return paths[method][-1]
 
-    monkeypatch.setattr(vaecli.latent, "interpolate", spy)
+    monkeypatch.setattr(vaecli.analysis.latent, "interpolate", spy)
     runs = {
         name: cli("interpolate", "a.png", "b.png", "-m", tiny_model, "--method", method, "-o", "-", "--steps", "2")
         for name, method in (("lerp", "lerp"), ("slerp", "slerp"), ("again", "slerp"))

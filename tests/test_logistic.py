@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vaecli import logistic
 from vaecli.config import ModelConfig, model_config_from_dict
 from vaecli.errors import CheckpointError, UsageError
-from vaecli.objective import reconstruction_nll
+from vaecli.model import logistic
+from vaecli.model.objective import reconstruction_nll
 
 LEVELS = torch.arange(256, dtype=torch.float32) / 255  # every 8-bit level as a pixel in [0, 1]
 

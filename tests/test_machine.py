@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaecli.device import cpu_name, describe_machine
-from vaecli.metadata import EpochRecord
-from vaecli.summary import _machines_line, compute_line
+from vaecli.runtime.device import cpu_name, describe_machine
+from vaecli.store.metadata import EpochRecord
+from vaecli.store.summary import _machines_line, compute_line
 
 from tests.helpers.safetensors_bytes import edit_metadata
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vaecli.checkpoint import load_checkpoint
-from vaecli.prior import MixturePrior
-from vaecli.traversal import PLANE_SPREAD, pca_plane, prior_plane, quantiles
+from vaecli.analysis.traversal import PLANE_SPREAD, pca_plane, prior_plane, quantiles
+from vaecli.model.prior import MixturePrior
+from vaecli.store.checkpoint import load_checkpoint
 
 from tests.helpers.cli_checks import one_error_line
 from tests.helpers.runner import run_cli

@@ -1,6 +1,6 @@
 """Memory is estimated before the work: a run that cannot fit is refused in one line naming the option to lower.
 
-The machine's free memory is made small in-process (vaecli.memory.available_bytes), so nothing large is
+The machine's free memory is made small in-process (vaecli.runtime.memory.available_bytes), so nothing large is
 ever allocated: each refused command must stop before any output exists, and the same command with the
 named option lowered must run under the same small memory.
 """
@@ -23,7 +23,7 @@ CPU = ("--device", "cpu")
 
 @pytest.fixture
 def small_memory(monkeypatch):
-    monkeypatch.setattr("vaecli.memory.available_bytes", lambda device=None: FREE)
+    monkeypatch.setattr("vaecli.runtime.memory.available_bytes", lambda device=None: FREE)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_sample_refuses_images_held_at_once_that_cannot_fit(cli, tiny_conditiona
 
 def test_training_counts_the_mixtures_output_and_loss(cli, monkeypatch):
     # 32 GiB free: without the logistic mixture's tensors this run was estimated at 15 GiB and started.
-    monkeypatch.setattr("vaecli.memory.available_bytes", lambda device=None: 32 << 30)
+    monkeypatch.setattr("vaecli.runtime.memory.available_bytes", lambda device=None: 32 << 30)
     wide = ("train", "--dataset", "digits", "--likelihood", "logistic", "--epochs", "1", "--no-report", "-q", *CPU)
     result = cli(*wide, "--mixtures", "64", "--image-size", "128", "--channels", "3", "-o", "big.safetensors")
     refused(result, "3x128x128 images in batches of 128", "--mixtures")
@@ -143,8 +143,8 @@ def test_the_rough_activation_bound_stays_above_the_exact_count(arch, likelihood
     import torch
 
     from vaecli.config import ModelConfig
-    from vaecli.memory import ROUGH_ACTIVATION_BYTES, _activation_bytes, likelihood_bytes
-    from vaecli.models import build_model
+    from vaecli.model.networks import build_model
+    from vaecli.runtime.memory import ROUGH_ACTIVATION_BYTES, _activation_bytes, likelihood_bytes
 
     config = ModelConfig(arch=arch, channels=3, height=32, width=32, likelihood=likelihood,
                          mixtures=10 if likelihood == "logistic" else 1)
@@ -171,18 +171,18 @@ def sparse_checkpoint(source: Path, target: Path, extra: int) -> None:
 
 def test_a_checkpoint_too_large_to_load_is_refused_before_its_tensors_are_read(cli, tiny_model, monkeypatch,
                                                                                 small_memory):
-    import vaecli.checkpoint
+    import vaecli.store.checkpoint
 
     big = Path("big.safetensors")
     sparse_checkpoint(tiny_model, big, 3 << 30)  # 3 GiB declared, under the 4 GiB bound on a file
     requested = []
-    real = vaecli.checkpoint.read_exactly
+    real = vaecli.store.checkpoint.read_exactly
 
     def counting(handle, count, name):
         requested.append(count)
         return real(handle, count, name)
 
-    monkeypatch.setattr(vaecli.checkpoint, "read_exactly", counting)
+    monkeypatch.setattr(vaecli.store.checkpoint, "read_exactly", counting)
     result = cli("sample", "-m", big, *CPU, "-n", "1", "-o", "out")
     line = refused(result, f"{big}: loading this checkpoint")
     with open(big, "rb") as handle:

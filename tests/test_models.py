@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from vaecli.config import ARCHITECTURES, DEFAULT_HIDDEN, HIERARCHICAL, ModelConfig
-from vaecli.models import BUILDERS, SubPixelConvTranspose, build_model, inference_decoder
+from vaecli.model.networks import BUILDERS, SubPixelConvTranspose, build_model, inference_decoder
 
 
 def test_the_registry_builds_every_architecture_the_config_names():

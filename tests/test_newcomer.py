@@ -54,17 +54,17 @@ def test_fit_prior_keeps_what_stands_at_its_default_output(cli, tiny_model, tmp_
 
 
 def test_fit_prior_keeps_a_file_written_during_the_fit(cli, tiny_model, tmp_path, monkeypatch):
-    import vaecli.prior_fit
+    import vaecli.training.prior_fit
 
     out = tmp_path / "fitted.safetensors"
-    fit = vaecli.prior_fit.fit_prior
+    fit = vaecli.training.prior_fit.fit_prior
 
     def fit_while_another_run_writes(*args, **kwargs):
         result = fit(*args, **kwargs)
         out.write_bytes(b"another run's model")
         return result
 
-    monkeypatch.setattr(vaecli.prior_fit, "fit_prior", fit_while_another_run_writes)
+    monkeypatch.setattr(vaecli.training.prior_fit, "fit_prior", fit_while_another_run_writes)
     result = cli("fit-prior", "-m", tiny_model, "-o", out, *FIT)
     assert result.exit_code == 2 and "another program wrote it while the prior was being fitted" in result.stderr
     assert out.read_bytes() == b"another run's model"
@@ -75,7 +75,7 @@ def half_inactive(tiny_model, tmp_path_factory):
     """tiny_model with z2 and z4 switched off: the encoder gives them q = N(0, 1) = p, so their KL is 0."""
     import torch
 
-    from vaecli.checkpoint import load_checkpoint, save_checkpoint
+    from vaecli.store.checkpoint import load_checkpoint, save_checkpoint
 
     checkpoint = load_checkpoint(tiny_model)
     last, latent = checkpoint.model.encoder[-1], checkpoint.config.model.latent_dim
@@ -127,9 +127,9 @@ LONG_TITLES = [
 def test_traversal_title_fits_its_figure(title, steps):
     import torch
 
-    from vaecli.images import make_grid
-    from vaecli.plots import labelled_tile_figure
-    from vaecli.traversal import traversal_cells
+    from vaecli.analysis.traversal import traversal_cells
+    from vaecli.data.images import make_grid
+    from vaecli.figures.plots import labelled_tile_figure
 
     decoded = torch.zeros(2, 1, steps, 1, 28, 28, dtype=torch.uint8)
     tile = make_grid(traversal_cells(decoded), nrow=steps)
@@ -143,7 +143,7 @@ def test_image_figure_titles_fit(monkeypatch):
     # The tour's interpolation title for a conditional model with long class names runs wider than its row.
     import numpy as np
 
-    import vaecli.plots as plots
+    import vaecli.figures.plots as plots
 
     drawn = []
     monkeypatch.setattr(plots, "figure_png", lambda figure: drawn.append(figure) or b"")
@@ -193,7 +193,7 @@ def test_export_images_writes_what_the_readme_examples_read(cli, tiny_model, tmp
     import numpy as np
     from PIL import Image
 
-    from vaecli.data import load_dataset
+    from vaecli.data.datasets import load_dataset
 
     done = _run_script("export_images.py", "--dataset", "digits", "a.png", "b.png", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -229,7 +229,7 @@ def test_a_folder_is_split_as_the_readme_says(tmp_path):
     # README: "From 20 images on, every tenth of them (the 10th, 20th, 30th, ...) is the test split".
     from PIL import Image
 
-    from vaecli.data import load_dataset
+    from vaecli.data.datasets import load_dataset
 
     folder = tmp_path / "shapes"
     for count in (19, 25):
@@ -297,7 +297,7 @@ def test_traverse_gif_frames_say_the_swept_value(cli, tiny_model, tmp_path):
 
 
 def test_kl_chart_legend_covers_no_bar(monkeypatch):
-    import vaecli.plots as plots
+    import vaecli.figures.plots as plots
 
     drawn = []
     monkeypatch.setattr(plots, "figure_png", lambda figure: drawn.append(figure) or b"")

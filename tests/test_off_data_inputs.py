@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vaecli.checkpoint import BUNDLED_MODELS, PRETRAINED_DIR, config_of, read_metadata
 from vaecli.commands.ood import TABLE_COLUMNS, table_lines
+from vaecli.store.checkpoint import BUNDLED_MODELS, PRETRAINED_DIR, config_of, read_metadata
 
 from tests.helpers.cli_checks import one_error_line
 from tests.helpers.images import stroke
@@ -146,7 +146,7 @@ def test_the_bounds_are_the_identity_inside_their_knee_and_keep_a_zero_layer_lea
     the value bends toward the limit; at 0, where a zero-initialized posterior layer starts, the slope is 1."""
     import torch
 
-    from vaecli.blocks import LOGVAR_LIMIT, MEAN_KNEE, MEAN_LIMIT, posterior_logvar, posterior_offset, soft_clamp
+    from vaecli.model.blocks import LOGVAR_LIMIT, MEAN_KNEE, MEAN_LIMIT, posterior_logvar, posterior_offset, soft_clamp
 
     inside = torch.linspace(-MEAN_KNEE, MEAN_KNEE, 101)
     assert torch.equal(soft_clamp(inside, MEAN_KNEE, MEAN_LIMIT), inside)

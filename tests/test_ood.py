@@ -1,4 +1,4 @@
-"""`vae ood` and vaecli.detection: exact metrics on planted cases, the report, the figure, one-line errors."""
+"""`vae ood` and vaecli.analysis.detection: exact metrics on planted cases, the report, the figure, one-line errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from vaecli.detection import detection_metrics, roc_points
+from vaecli.analysis.detection import detection_metrics, roc_points
 
 from tests.helpers.cli_checks import one_error_line
 

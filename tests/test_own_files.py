@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vaecli.errors import OutputError
-from vaecli.files import write_atomic
+from vaecli.store.files import write_atomic
 
 from tests.helpers.cli_checks import one_error_line
 
@@ -75,7 +75,7 @@ def test_a_named_output_still_follows_its_link(tmp_path):
 
 def test_completions_are_not_installed_through_a_planted_link(tmp_path):
     from vaecli.cli import app
-    from vaecli.completion import FILE_NAMES, write_all
+    from vaecli.terminal.completion import FILE_NAMES, write_all
 
     victim = tmp_path / "victim.txt"
     folder = tmp_path / "completions"

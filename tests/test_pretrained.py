@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vaecli.checkpoint import BUNDLED_MODELS, load_checkpoint, read_metadata, resolve_model
+from vaecli.store.checkpoint import BUNDLED_MODELS, load_checkpoint, read_metadata, resolve_model
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NLL_TOLERANCE = 0.05  # nats; the same seed gives the same draws, only summation order may differ

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from vaecli.checkpoint import build_metadata, load_checkpoint, save_checkpoint
+from vaecli.analysis.latent import sample_prior
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.latent import sample_prior
-from vaecli.models import build_model
-from vaecli.prior import MixturePrior, fit_mixture, standard_normal_log_prob
+from vaecli.model.networks import build_model
+from vaecli.model.prior import MixturePrior, fit_mixture, standard_normal_log_prob
+from vaecli.store.checkpoint import build_metadata, load_checkpoint, save_checkpoint
 
 
 def _random_prior(components: int = 3, latent: int = 4, seed: int = 0) -> MixturePrior:
@@ -169,7 +169,7 @@ def test_loading_a_mixture_model_stays_light():
     import subprocess
     import sys
 
-    code = ("import sys; from vaecli.checkpoint import load_checkpoint, resolve_model; "
+    code = ("import sys; from vaecli.store.checkpoint import load_checkpoint, resolve_model; "
             "load_checkpoint(resolve_model('mnist')[0]); print('sympy' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

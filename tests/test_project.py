@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vaecli.checkpoint import build_metadata, save_checkpoint
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.models import build_model
+from vaecli.model.networks import build_model
+from vaecli.store.checkpoint import build_metadata, save_checkpoint
 
 DIGITS = ["--dataset", "digits", "--limit", "50", "--device", "cpu"]
 

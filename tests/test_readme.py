@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 import vaecli
-from vaecli.checkpoint import read_metadata
 from vaecli.cli import app
+from vaecli.store.checkpoint import read_metadata
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -305,7 +305,7 @@ def _write_inputs(folder: Path, home: Path, mnist_root: Path) -> None:
     a.png, b.png and drawing.png are the quick start's to write (scripts/export_images.py), as a reader's are."""
     import numpy as np
 
-    from vaecli.data import load_dataset
+    from vaecli.data.datasets import load_dataset
 
     data = load_dataset("mnist", "test", data_root=mnist_root, limit=60)
     pixels = data.images[:, 0].numpy()

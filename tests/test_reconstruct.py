@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
-from vaecli.images import GRID_PADDING, border_is_light, should_invert
+from vaecli.data.images import GRID_PADDING, border_is_light, should_invert
 
 from tests.helpers.cli_checks import one_error_line
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vaecli.checkpoint import load_checkpoint
-from vaecli.data import load_dataset
-from vaecli.scores import ScoreSettings, likelihood_regret
+from vaecli.analysis.scores import ScoreSettings, likelihood_regret
+from vaecli.data.datasets import load_dataset
+from vaecli.store.checkpoint import load_checkpoint
 
 
 def _regrets(result) -> list[float]:

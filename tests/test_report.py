@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from vaecli.errors import Interrupted
-from vaecli.report import report_after_training, write_report
+from vaecli.figures.report import report_after_training, write_report
 
 TINY = ["--dataset", "digits", "--arch", "mlp", "--hidden", "8", "--latent-dim", "4",
         "--epochs", "1", "--limit", "100", "--device", "cpu"]

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from vaecli.checkpoint import load_checkpoint
+from vaecli.store.checkpoint import load_checkpoint
 
 from tests.helpers.cli_checks import one_error_line
 
@@ -27,10 +27,10 @@ TINY = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "4", "--batch-si
 
 def test_non_finite_loss_stops_naming_epoch_step_and_lr(cli, monkeypatch, tmp_path):
     """A learning rate far too high from epoch 2 on: the loss turns non-finite at its second step."""
-    import vaecli.train
+    import vaecli.training.loop
 
-    real = vaecli.train.learning_rate
-    monkeypatch.setattr(vaecli.train, "learning_rate",
+    real = vaecli.training.loop.learning_rate
+    monkeypatch.setattr(vaecli.training.loop, "learning_rate",
                         lambda c, progress: 1e30 if progress >= 0.5 else real(c, progress))
     result = cli("train", *TINY, "--epochs", "2", "-o", "run.safetensors")
     assert result.exit_code == 1, (result.stdout, result.stderr)
@@ -44,11 +44,11 @@ def test_non_finite_loss_stops_naming_epoch_step_and_lr(cli, monkeypatch, tmp_pa
 
 def test_non_finite_weights_after_an_epoch_keep_the_last_good_checkpoint(cli, monkeypatch, tmp_path):
     """An infinite step on the last batch of epoch 2 leaves a finite loss but inf weights: not saved."""
-    import vaecli.train
+    import vaecli.training.loop
 
-    real = vaecli.train.learning_rate
+    real = vaecli.training.loop.learning_rate
     # 128 images, 64 a batch, 2 epochs: four steps, the last at progress 3/4.
-    monkeypatch.setattr(vaecli.train, "learning_rate",
+    monkeypatch.setattr(vaecli.training.loop, "learning_rate",
                         lambda c, progress: float("inf") if progress >= 0.75 else real(c, progress))
     result = cli("train", *TINY, "--epochs", "2", "-o", "run.safetensors")
     assert result.exit_code == 1, (result.stdout, result.stderr)
@@ -66,10 +66,10 @@ def test_encoder_log_variance_is_bounded(arch):
             raw = torch.tensor([[1e30] * 4, [-1e30] * 4])
             return torch.cat([torch.zeros(2, 4), raw], dim=1)  # (B, 2 * latent): mu, then raw logvar
 
-    from vaecli.blocks import LOGVAR_BOUND
     from vaecli.config import ModelConfig
-    from vaecli.models import build_model, reparameterize
-    from vaecli.objective import kl_to_standard_normal
+    from vaecli.model.blocks import LOGVAR_BOUND
+    from vaecli.model.networks import build_model, reparameterize
+    from vaecli.model.objective import kl_to_standard_normal
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=arch, latent_dim=4, hidden=8)).eval()
@@ -126,7 +126,7 @@ def test_of_two_trainings_writing_the_same_out_one_stops_and_a_whole_checkpoint_
 WRITER = """
 import sys, time
 from pathlib import Path
-from vaecli.files import write_atomic
+from vaecli.store.files import write_atomic
 payload = Path(sys.argv[2]).read_bytes()
 stop = time.monotonic() + float(sys.argv[3])
 count = 0
@@ -141,9 +141,9 @@ def test_atomic_writes_from_two_processes_never_show_a_partial_file(tiny_model, 
     """Two writers replace the file with different checkpoints over and over; every read sees one whole."""
     import torch
 
-    from vaecli.checkpoint import build_metadata, save_checkpoint
     from vaecli.config import ModelConfig, TrainConfig
-    from vaecli.models import build_model
+    from vaecli.model.networks import build_model
+    from vaecli.store.checkpoint import build_metadata, save_checkpoint
 
     # A second checkpoint of another architecture, so a load mixing the two files cannot pass.
     config = TrainConfig(model=ModelConfig(arch="mlp", latent_dim=3, hidden=16), dataset="digits", epochs=1)

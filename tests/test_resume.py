@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaecli.checkpoint import load_checkpoint
+from vaecli.store.checkpoint import load_checkpoint
 
 # Tiny runs on CPU: three steps an epoch (96 images, 32 a batch), bit-exact there.
 RECIPE = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "4", "--batch-size", "32", "--limit", "96",
@@ -25,12 +25,12 @@ COSINE_3 = [*RECIPE, "--lr-schedule", "cosine", "--epochs", "3", "--seed", "5"]
 # the last two epochs took 1 s and a loaded machine once let the run finish first).
 SLOW_CLI = """
 import sys, time
-import vaecli.train
-real = vaecli.train.to_pixels
+import vaecli.training.loop
+real = vaecli.training.loop.to_pixels
 def slow(batch):
     time.sleep(0.5)
     return real(batch)
-vaecli.train.to_pixels = slow
+vaecli.training.loop.to_pixels = slow
 from vaecli.cli import main
 main()
 """
@@ -188,9 +188,9 @@ def test_signal_keeps_the_last_epoch_and_resume_finishes_the_same_run(cli, tmp_p
 ])
 def test_ctrl_c_during_a_save_reports_what_is_on_disk(cli, monkeypatch, tmp_path, interrupted_save, expected):
     """The message names the epoch in the file, not the one in memory that was being written."""
-    import vaecli.train
+    import vaecli.training.loop
 
-    real, calls = vaecli.train.save_checkpoint, []
+    real, calls = vaecli.training.loop.save_checkpoint, []
 
     def save(path, *args, **kwargs):
         calls.append(path)
@@ -198,7 +198,7 @@ def test_ctrl_c_during_a_save_reports_what_is_on_disk(cli, monkeypatch, tmp_path
             raise KeyboardInterrupt
         real(path, *args, **kwargs)
 
-    monkeypatch.setattr(vaecli.train, "save_checkpoint", save)
+    monkeypatch.setattr(vaecli.training.loop, "save_checkpoint", save)
     Path("run.safetensors").write_bytes(b"an earlier run")
     result = cli("train", *RECIPE, "-q", "--epochs", "3", "-o", "run.safetensors", "--force")
     assert result.exit_code == 130, result.stderr
@@ -213,7 +213,7 @@ def test_ctrl_c_during_a_save_reports_what_is_on_disk(cli, monkeypatch, tmp_path
 SLOW_WRITER = """
 import os, sys, time
 from pathlib import Path
-import vaecli.files
+import vaecli.store.files
 
 class Slow:
     def __init__(self, handle):
@@ -233,16 +233,16 @@ class Slow:
         return getattr(self.handle, name)
 
 real_fdopen = os.fdopen
-vaecli.files.os.fdopen = lambda fd, mode: Slow(real_fdopen(fd, mode))
-vaecli.files.write_atomic(Path(sys.argv[1]), Path(sys.argv[2]).read_bytes())
+vaecli.store.files.os.fdopen = lambda fd, mode: Slow(real_fdopen(fd, mode))
+vaecli.store.files.write_atomic(Path(sys.argv[1]), Path(sys.argv[2]).read_bytes())
 print("done", flush=True)
 """
 
 
 def test_sigkill_during_a_checkpoint_write_leaves_the_previous_file(tiny_model, tmp_path):
-    from vaecli.checkpoint import build_metadata, save_checkpoint
     from vaecli.config import ModelConfig, TrainConfig
-    from vaecli.models import build_model
+    from vaecli.model.networks import build_model
+    from vaecli.store.checkpoint import build_metadata, save_checkpoint
 
     target = tmp_path / "model.safetensors"
     target.write_bytes(tiny_model.read_bytes())

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from vaecli.files import numbered_names
-from vaecli.images import GRID_PADDING, make_grid
+from vaecli.data.images import GRID_PADDING, make_grid
+from vaecli.store.files import numbered_names
 
 
 def _png(data: bytes) -> Image.Image:

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from vaecli.checkpoint import load_checkpoint
-from vaecli.data import load_dataset, to_pixels
-from vaecli.evaluate import evaluate_split
-from vaecli.scores import ScoreSettings, score_images
+from vaecli.analysis.scores import ScoreSettings, score_images
+from vaecli.data.datasets import load_dataset, to_pixels
+from vaecli.store.checkpoint import load_checkpoint
+from vaecli.training.evaluate import evaluate_split
 
 from tests.helpers.cli_checks import one_error_line
 

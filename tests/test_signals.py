@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vaecli.checkpoint import load_checkpoint, read_metadata
-from vaecli.snapshots import FIRST_EPOCH_POINTS
+from vaecli.figures.snapshots import FIRST_EPOCH_POINTS
+from vaecli.store.checkpoint import load_checkpoint, read_metadata
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,16 +25,16 @@ REPO = Path(__file__).resolve().parent.parent
 STALLED_CLI = """
 import os, time
 from pathlib import Path
-import vaecli.evaluate, vaecli.files
+import vaecli.training.evaluate, vaecli.store.files
 
 def stall(*args, **kwargs):
     Path(os.environ["STALL_MARK"]).touch()
     time.sleep(600)
 
 if os.environ["STALL_AT"] == "nll":
-    vaecli.evaluate.iw_nll = stall
+    vaecli.training.evaluate.iw_nll = stall
 else:
-    vaecli.files.os.fsync = stall
+    vaecli.store.files.os.fsync = stall
 from vaecli.cli import main
 main()
 """
@@ -43,8 +43,8 @@ main()
 GATED_TRAIN = """
 import os, time
 from pathlib import Path
-import vaecli.train
-real = vaecli.train.to_pixels
+import vaecli.training.loop
+real = vaecli.training.loop.to_pixels
 
 def gated(batch):
     Path(os.environ["READY"]).touch()
@@ -53,7 +53,7 @@ def gated(batch):
     time.sleep(float(os.environ.get("STEP_S", "0")))
     return real(batch)
 
-vaecli.train.to_pixels = gated
+vaecli.training.loop.to_pixels = gated
 from vaecli.cli import main
 main()
 """
@@ -193,9 +193,9 @@ def test_of_two_runs_writing_one_checkpoint_the_later_writer_stops_and_names_the
 
 def test_a_run_goes_on_where_its_checkpoint_was_removed_meanwhile(cli, tmp_path, monkeypatch):
     """Removing the file takes nothing from anyone: the next epoch writes it again."""
-    import vaecli.train
+    import vaecli.training.loop
 
-    real, saves = vaecli.train.save_checkpoint, []
+    real, saves = vaecli.training.loop.save_checkpoint, []
 
     def save(path, *args, **kwargs):
         saves.append(path)
@@ -203,16 +203,16 @@ def test_a_run_goes_on_where_its_checkpoint_was_removed_meanwhile(cli, tmp_path,
             Path(path).unlink()
         real(path, *args, **kwargs)
 
-    monkeypatch.setattr(vaecli.train, "save_checkpoint", save)
+    monkeypatch.setattr(vaecli.training.loop, "save_checkpoint", save)
     result = cli("train", *RECIPE, "--epochs", "2", "-q", "-o", "run.safetensors")
     assert result.exit_code == 0, result.stderr
     assert read_metadata(tmp_path / "run.safetensors")["epochs_done"] == 2
 
 
 def test_a_checkpoint_replaced_by_another_program_between_epochs_is_kept(cli, tmp_path, monkeypatch):
-    import vaecli.train
+    import vaecli.training.loop
 
-    real, saves = vaecli.train.save_checkpoint, []
+    real, saves = vaecli.training.loop.save_checkpoint, []
 
     def save(path, *args, **kwargs):
         if Path(path).name == "run.safetensors":  # not its -best copy
@@ -221,7 +221,7 @@ def test_a_checkpoint_replaced_by_another_program_between_epochs_is_kept(cli, tm
                 Path(path).write_bytes(b"another program's file")
         real(path, *args, **kwargs)
 
-    monkeypatch.setattr(vaecli.train, "save_checkpoint", save)
+    monkeypatch.setattr(vaecli.training.loop, "save_checkpoint", save)
     result = cli("train", *RECIPE, "--epochs", "3", "-q", "-o", "run.safetensors", "--keep-best")
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
@@ -237,16 +237,16 @@ def test_a_checkpoint_replaced_by_another_program_between_epochs_is_kept(cli, tm
 def test_snapshots_are_written_once_with_every_frame(cli, tmp_path, monkeypatch):
     """Once, at the end: rewriting the GIF after every frame cost time growing with the square of the epochs.
     (A FIFO at the GIF's path, a file vaecli names itself, is refused before training: test_own_files.)"""
-    import vaecli.files
+    import vaecli.store.files
 
-    real, writes = vaecli.files.write_atomic, []
+    real, writes = vaecli.store.files.write_atomic, []
 
     def counting(path, payload, **kwargs):
         if str(path).endswith("-evolution.gif"):
             writes.append(path)
         return real(path, payload, **kwargs)
 
-    monkeypatch.setattr(vaecli.files, "write_atomic", counting)
+    monkeypatch.setattr(vaecli.store.files, "write_atomic", counting)
     result = cli("train", *RECIPE, *SIX_STEPS, "--epochs", "3", "-q", "--snapshots", "-o", "run.safetensors")
     assert result.exit_code == 0, result.stderr
     assert len(writes) == 1

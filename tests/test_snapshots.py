@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image
 from safetensors.torch import load_file
 
-from vaecli.snapshots import CAPTION_PX, COLUMNS, FIRST_EPOCH_POINTS, RECONSTRUCTIONS, SAMPLES
+from vaecli.figures.snapshots import CAPTION_PX, COLUMNS, FIRST_EPOCH_POINTS, RECONSTRUCTIONS, SAMPLES
 
 TINY = ["--dataset", "digits", "--arch", "mlp", "--hidden", "16", "--latent-dim", "3", "--batch-size", "16",
         "--limit", "256", "--device", "cpu", "-q"]

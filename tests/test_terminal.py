@@ -29,8 +29,8 @@ def test_the_bar_estimates_from_this_epoch_and_the_last():
     from rich.console import Console
     from rich.progress import Progress as Bar
 
-    from vaecli.progress import TrainingDisplay
-    from vaecli.train import Progress
+    from vaecli.terminal.progress import TrainingDisplay
+    from vaecli.training.loop import Progress
 
     bar = Bar(console=Console(file=io.StringIO()))
     display = TrainingDisplay(bar, epochs=3, first_epoch=1, images=600)

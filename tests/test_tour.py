@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vaecli.checkpoint import load_checkpoint, save_checkpoint
+from vaecli.store.checkpoint import load_checkpoint, save_checkpoint
 
 FIGURES = ("latent.png", "reconstructions.png", "interpolation.png", "samples.png")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vaecli.html_report import Figure, page
+from vaecli.figures.html_report import Figure, page
 
 from tests.helpers.cli_checks import one_error_line
 from tests.helpers.pages import traversal_figure

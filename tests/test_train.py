@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vaecli.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from vaecli.config import ARCHITECTURES, ModelConfig
-from vaecli.models import build_model
+from vaecli.model.networks import build_model
+from vaecli.store.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 
 TINY = ["--hidden", "8", "--latent-dim", "4", "--device", "cpu"]
 
@@ -136,7 +136,7 @@ def test_info_table_and_json(cli, tiny_model):
 
 
 def test_info_without_model_explains(cli, monkeypatch):
-    monkeypatch.setattr("vaecli.checkpoint.PRETRAINED_DIR", Path("/nonexistent"))
+    monkeypatch.setattr("vaecli.store.checkpoint.PRETRAINED_DIR", Path("/nonexistent"))
     result = cli("info")
     assert result.exit_code == 2
     assert "vae train" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vaecli.checkpoint import load_checkpoint, read_metadata
 from vaecli.config import TrainConfig
-from vaecli.train import kl_weight, learning_rate
+from vaecli.store.checkpoint import load_checkpoint, read_metadata
+from vaecli.training.loop import kl_weight, learning_rate
 
 TINY = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "4", "--device", "cpu", "--limit", "256",
         "--no-report", "-q"]

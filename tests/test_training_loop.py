@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import vaecli.train
-from vaecli.checkpoint import load_checkpoint
+import vaecli.training.loop
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.data import ImageSet
-from vaecli.train import Outputs, fit, optimizer_step, start_run
+from vaecli.data.datasets import ImageSet
+from vaecli.store.checkpoint import load_checkpoint
+from vaecli.training.loop import Outputs, fit, optimizer_step, start_run
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "4", "--batch-size", "32", "--limit", "128",
@@ -49,7 +49,7 @@ def _reads_in_one_epoch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, steps: 
     config = TrainConfig(model=ModelConfig(arch="mlp", hidden=16, latent_dim=2), epochs=1, batch_size=8)
     run = start_run(config, torch.device("cpu"))
     counted = {}
-    real_epoch = vaecli.train._train_epoch
+    real_epoch = vaecli.training.loop._train_epoch
 
     def epoch_only(loop, epoch, started):
         reads = _DeviceReads(monkeypatch)
@@ -58,8 +58,8 @@ def _reads_in_one_epoch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, steps: 
         monkeypatch.undo()  # the epoch's record, test and save read values as usual
         return done
 
-    monkeypatch.setattr(vaecli.train, "_train_epoch", epoch_only)
-    monkeypatch.setattr(vaecli.train, "CHECK_EVERY_S", 1e9)
+    monkeypatch.setattr(vaecli.training.loop, "_train_epoch", epoch_only)
+    monkeypatch.setattr(vaecli.training.loop, "CHECK_EVERY_S", 1e9)
     fit(config, run, _images(8 * steps), _images(8), Outputs(tmp_path / f"{steps}.safetensors"))
     return counted["reads"]
 
@@ -73,7 +73,7 @@ def test_the_hot_loop_waits_for_the_device_once_per_epoch_whatever_its_length(mo
 def test_a_planted_nan_seen_late_still_names_its_step_and_keeps_the_last_good_epoch(cli, monkeypatch, tmp_path):
     """128 images, 32 a batch: 4 steps an epoch. The loss of epoch 2's second step is NaN; the
     check runs only at the epoch's end, two steps later, and names that step."""
-    real = vaecli.train.loss_terms
+    real = vaecli.training.loop.loss_terms
     calls = {"n": 0}
 
     def planted(model, result, x, noise):
@@ -81,8 +81,8 @@ def test_a_planted_nan_seen_late_still_names_its_step_and_keeps_the_last_good_ep
         recon, kls = real(model, result, x, noise)
         return (recon * float("nan") if calls["n"] == 6 else recon), kls
 
-    monkeypatch.setattr(vaecli.train, "loss_terms", planted)
-    monkeypatch.setattr(vaecli.train, "CHECK_EVERY_S", 1e9)
+    monkeypatch.setattr(vaecli.training.loop, "loss_terms", planted)
+    monkeypatch.setattr(vaecli.training.loop, "CHECK_EVERY_S", 1e9)
     result = cli("train", *TINY, "--epochs", "3", "-o", "run.safetensors")
     assert result.exit_code == 1, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()

@@ -6,10 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vaecli.checkpoint import load_checkpoint, save_checkpoint
-from vaecli.data import load_dataset
-from vaecli.images import CAPTION_PX, GRID_PAD_VALUE
-from vaecli.traversal import (
+from vaecli.analysis.traversal import (
     decode_traversal,
     kl_order,
     split_kl_per_dim,
@@ -18,6 +15,9 @@ from vaecli.traversal import (
     traversal_cells,
     traversal_frames,
 )
+from vaecli.data.datasets import load_dataset
+from vaecli.data.images import CAPTION_PX, GRID_PAD_VALUE
+from vaecli.store.checkpoint import load_checkpoint, save_checkpoint
 
 from tests.helpers.cli_checks import one_error_line
 

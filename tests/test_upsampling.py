@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from vaecli.blocks import upsampler
-from vaecli.checkpoint import BUNDLED_MODELS, load_checkpoint, resolve_model
 from vaecli.config import ModelConfig, TrainConfig, model_config_from_dict, train_command_line
-from vaecli.models import build_model
+from vaecli.model.blocks import upsampler
+from vaecli.model.networks import build_model
+from vaecli.store.checkpoint import BUNDLED_MODELS, load_checkpoint, resolve_model
 
 
 def _interior_spread(how: str) -> float:

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from vaecli.checkpoint import load_checkpoint
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.models import build_model
-from vaecli.train import make_optimizer
+from vaecli.model.networks import build_model
+from vaecli.store.checkpoint import load_checkpoint
+from vaecli.training.loop import make_optimizer
 
 from tests.test_resume import RECIPE, assert_resume_matches_a_straight_run
 

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from vaecli import __version__, signals
-from vaecli.console import debug_from_env, term
+from vaecli import __version__
 from vaecli.errors import ExitCode, Interrupted, OutputError, ReaderGone, VaeError
+from vaecli.runtime import signals
+from vaecli.terminal.console import debug_from_env, term
 
 
 class VaeGroup(TyperGroup):
@@ -23,7 +24,7 @@ class VaeGroup(TyperGroup):
         # Each invocation starts fresh: an in-process caller (tests, scripts) must not inherit an
         # earlier call's -q or --debug from the one terminal that every command writes through.
         term.reset()
-        from vaecli.files import forget_folder_names
+        from vaecli.store.files import forget_folder_names
 
         forget_folder_names()
         # SIGTERM and SIGHUP unwind like Ctrl-C, so every command's clean-up runs (temporary files).
@@ -34,7 +35,7 @@ class VaeGroup(TyperGroup):
                     standalone_mode=False, **extra,
                 )
             )
-        distributed = sys.modules.get("vaecli.distributed")  # loaded only by a command that may join a group
+        distributed = sys.modules.get("vaecli.training.distributed")  # loaded only by a command that may join a group
         if distributed is not None and distributed.launched_by_torchrun():
             distributed.exit_at_once(code)
         sys.exit(code)
@@ -51,7 +52,7 @@ class VaeCommand(TyperCommand):
     """A command that notes which paths were given with a trailing slash (`-o NAME/`): named as folders."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        from vaecli.files import note_folder_name
+        from vaecli.store.files import note_folder_name
 
         words = list(args)  # parsing consumes the list
         rest = super().parse_args(ctx, args)
@@ -107,7 +108,7 @@ def _report_unexpected(exc: Exception) -> int:
         traceback.print_exc()
     if isinstance(exc, OSError) and exc.filename is not None:
         # A path the checks above did not foresee: still the user's file, still one line.
-        from vaecli.files import describe_os_error
+        from vaecli.store.files import describe_os_error
 
         term.error(f"{exc.filename}: {describe_os_error(exc)}; check the path")
         return ExitCode.USAGE

@@ -12,19 +12,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from vaecli.commands.options import DEFAULT_SCORES, SCORE_NAMES
-from vaecli.console import term
 from vaecli.errors import UsageError
+from vaecli.terminal.console import term
 
 if TYPE_CHECKING:
     import torch
 
-    from vaecli.checkpoint import Checkpoint
-    from vaecli.data import ImageSet
+    from vaecli.data.datasets import ImageSet
+    from vaecli.store.checkpoint import Checkpoint
 
 
 def model_path(option: str | None) -> Path:
     """The checkpoint -m names (see checkpoint.resolve_model), saying on stderr when a default chose it."""
-    from vaecli.checkpoint import resolve_model
+    from vaecli.store.checkpoint import resolve_model
 
     path, note = resolve_model(option)
     if note:
@@ -34,14 +34,14 @@ def model_path(option: str | None) -> Path:
 
 def open_model(option: str | None, device: str, training_state: bool = False) -> Checkpoint:
     """Every command's prologue: resolve -m, say which model a default chose, and load it on --device."""
-    from vaecli.latent import load_model
+    from vaecli.analysis.latent import load_model
 
     return load_model(model_path(option), device, training_state)
 
 
 def dataset_name(stored: str, named: str | None) -> str:
     """--dataset, else the dataset the model was trained on (see data.dataset_for_model), with its note."""
-    from vaecli.data import dataset_for_model
+    from vaecli.data.datasets import dataset_for_model
 
     name, note = dataset_for_model(stored, named)
     if note:
@@ -51,14 +51,14 @@ def dataset_name(stored: str, named: str | None) -> str:
 
 def dataset_label(name: str) -> str:
     """A built-in dataset's name, or an image folder's own name, for titles and notes."""
-    from vaecli.data import is_builtin
+    from vaecli.data.datasets import is_builtin
 
     return name if is_builtin(name) else (Path(name).expanduser().resolve().name or name)
 
 
 def check_output(target: str, option: str) -> None:
     """The pre-flight check of one output, before any model or data is loaded: - is stdout, else a file."""
-    from vaecli.files import check_output_file
+    from vaecli.store.files import check_output_file
 
     if target == "-":
         term.check_binary_stdout()
@@ -68,7 +68,7 @@ def check_output(target: str, option: str) -> None:
 
 def check_image_outputs(out: str, grid: Path | None, nrow: int | None) -> None:
     """Refuse conflicting or unwritable -o/--grid before any model is loaded (sample, decode)."""
-    from vaecli.files import check_output_file, check_output_folder
+    from vaecli.store.files import check_output_file, check_output_folder
 
     if out == "-":
         if grid is not None:
@@ -89,8 +89,8 @@ def write_images(
     """Write uint8 (N, C, H, W) batches: numbered PNGs as they come, one --grid file, or grid bytes on stdout."""
     import torch
 
-    from vaecli.files import write_atomic
-    from vaecli.images import make_grid, png_bytes, write_numbered
+    from vaecli.data.images import make_grid, png_bytes, write_numbered
+    from vaecli.store.files import write_atomic
 
     if out == "-" or grid is not None:
         figure = png_bytes(make_grid(torch.cat(list(batches)), nrow), scale)
@@ -116,7 +116,7 @@ def parse_scores(given: list[str] | None) -> tuple[str, ...]:
 
 
 def settings(iw_samples: int, regret_steps: int, seed: int, batch_size: int | None):
-    from vaecli.scores import ScoreSettings
+    from vaecli.analysis.scores import ScoreSettings
 
     return ScoreSettings(iw_samples=iw_samples, seed=seed, rows=batch_size, regret_steps=regret_steps)
 
@@ -126,9 +126,9 @@ def compute_scores(checkpoint: Checkpoint, uint8: torch.Tensor, names: tuple[str
     """The scores of uint8 images as the model sees them (binarized once if asked), and seconds per score."""
     import math
 
-    from vaecli.data import fixed_pixels
-    from vaecli.evaluate import bits_per_dim
-    from vaecli.scores import progress_total, score_images
+    from vaecli.analysis.scores import progress_total, score_images
+    from vaecli.data.datasets import fixed_pixels
+    from vaecli.training.evaluate import bits_per_dim
 
     pixels = fixed_pixels(uint8, next(checkpoint.model.parameters()).device, binarize)
     seconds: dict[str, float] = {}
@@ -161,7 +161,7 @@ FALLBACK_DATASET = "digits"  # bundled with scikit-learn: works offline
 def test_split(checkpoint: Checkpoint, named: str | None, data_root: Path | None,
                limit: int | None = None) -> tuple[str, ImageSet]:
     """--dataset's test split, else the model's own when it is found here, else MNIST's, else the offline digits."""
-    from vaecli.data import TORCHVISION_DATASETS, load_dataset
+    from vaecli.data.datasets import TORCHVISION_DATASETS, load_dataset
     from vaecli.errors import DataError
 
     name = dataset_name(checkpoint.config.dataset, named)
@@ -296,10 +296,10 @@ def refuse_hierarchical(checkpoint: Checkpoint, path: str, what: str) -> None:
 def keep_earlier_work(path: Path, option: str, ways: str) -> None:
     """Refuse to replace a file this command did not write (unless --force): a trained model is never lost
     unasked. `ways` says how to go on; devices and pipes are written through, so they pass."""
-    from vaecli.checkpoint import read_metadata
     from vaecli.errors import VaeError
-    from vaecli.files import kind_of
-    from vaecli.metadata import CheckpointMeta
+    from vaecli.store.checkpoint import read_metadata
+    from vaecli.store.files import kind_of
+    from vaecli.store.metadata import CheckpointMeta
 
     if kind_of(path, option) != "file":
         return

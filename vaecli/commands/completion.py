@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from vaecli.console import term
 from vaecli.errors import UsageError
+from vaecli.terminal.console import term
 
 
 def complete_shell(incomplete: str) -> list[str]:
@@ -23,7 +23,7 @@ def completion_command(
     \b
     Example: vae completion bash > ~/.local/share/bash-completion/completions/vae
     """
-    from vaecli.completion import SHELLS, script
+    from vaecli.terminal.completion import SHELLS, script
 
     if shell not in SHELLS:
         raise UsageError(f"unknown shell {shell!r}; choose one of {', '.join(SHELLS)}")

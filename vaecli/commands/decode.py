@@ -22,8 +22,8 @@ from vaecli.commands.options import (
     SamplePixelsOption,
     ScaleOption,
 )
-from vaecli.console import term
 from vaecli.errors import UsageError
+from vaecli.terminal.console import term
 
 
 def decode_command(
@@ -58,10 +58,10 @@ def decode_command(
     check_image_outputs(out, grid, nrow)
     if codes is None and sys.stdin.isatty():
         raise UsageError("give a .npy file, or pipe one in: vae encode a.png | vae decode")
-    from vaecli.checkpoint import model_name
-    from vaecli.files import open_input
-    from vaecli.images import check_grid
-    from vaecli.latent import BATCH_SIZE, decode_to_pixels, make_generator, read_codes
+    from vaecli.analysis.latent import BATCH_SIZE, decode_to_pixels, make_generator, read_codes
+    from vaecli.data.images import check_grid
+    from vaecli.store.checkpoint import model_name
+    from vaecli.store.files import open_input
 
     checkpoint = open_model(model, device)
     index = chosen_class(checkpoint, label, model_name(checkpoint.path))

@@ -16,7 +16,7 @@ from vaecli.commands.options import (
     ModelOption,
     QuietOption,
 )
-from vaecli.console import term
+from vaecli.terminal.console import term
 
 
 def encode_command(
@@ -48,10 +48,10 @@ def encode_command(
     check_output(target, "-o")
     import torch
 
-    from vaecli.checkpoint import model_name
-    from vaecli.files import write_atomic
-    from vaecli.images import input_notes, read_image_batches
-    from vaecli.latent import BATCH_SIZE, codes_to_npy, posterior_means
+    from vaecli.analysis.latent import BATCH_SIZE, codes_to_npy, posterior_means
+    from vaecli.data.images import input_notes, read_image_batches
+    from vaecli.store.checkpoint import model_name
+    from vaecli.store.files import write_atomic
 
     checkpoint = open_model(model, device)
     index = chosen_class(checkpoint, label, model_name(checkpoint.path))

@@ -31,14 +31,14 @@ from vaecli.commands.options import (
     label_option,
     seed_option,
 )
-from vaecli.console import term
+from vaecli.terminal.console import term
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from vaecli.checkpoint import Checkpoint
-    from vaecli.data import ImageSet
-    from vaecli.evaluate import Evaluation
+    from vaecli.data.datasets import ImageSet
+    from vaecli.store.checkpoint import Checkpoint
+    from vaecli.training.evaluate import Evaluation
 
 
 def eval_command(
@@ -79,12 +79,12 @@ def eval_command(
     Example: vae eval -m mnist --binarize --iw-samples 1000 --json
     """
     term.quiet = quiet
-    from vaecli.checkpoint import model_name
-    from vaecli.data import fixed_pixels
-    from vaecli.device import describe_machine
-    from vaecli.evaluate import default_rows, evaluate_split
-    from vaecli.memory import check_fits, model_bytes
-    from vaecli.projection import own_labels
+    from vaecli.analysis.projection import own_labels
+    from vaecli.data.datasets import fixed_pixels
+    from vaecli.runtime.device import describe_machine
+    from vaecli.runtime.memory import check_fits, model_bytes
+    from vaecli.store.checkpoint import model_name
+    from vaecli.training.evaluate import default_rows, evaluate_split
 
     checkpoint = open_model(model, device)
     # A conditional model's --label is checked against its classes now; else against the dataset's, once read.
@@ -116,7 +116,7 @@ def _images(checkpoint: Checkpoint, name: str, split: str, data_root: Path | Non
     """The split's images (with --label, only that class's, the first --limit of them) and the class's name."""
     from dataclasses import replace
 
-    from vaecli.data import load_dataset
+    from vaecli.data.datasets import load_dataset
     from vaecli.errors import DataError, UsageError
 
     shape = checkpoint.config.model.image_shape
@@ -138,7 +138,7 @@ def _images(checkpoint: Checkpoint, name: str, split: str, data_root: Path | Non
 def _report(checkpoint: Checkpoint, dataset: str, split: str, binarize: bool, result: Evaluation,
             class_name: str | None = None) -> dict:
     """The evaluation as `vae eval --json` prints it."""
-    from vaecli.checkpoint import model_name
+    from vaecli.store.checkpoint import model_name
 
     numbers = asdict(result)
     return {

@@ -24,12 +24,12 @@ from vaecli.commands.options import (
     seed_option,
 )
 from vaecli.config import MAX_PRIOR_COMPONENTS
-from vaecli.console import term
 from vaecli.errors import UsageError
+from vaecli.terminal.console import term
 
 if TYPE_CHECKING:
-    from vaecli.checkpoint import Checkpoint
-    from vaecli.data import ImageSet
+    from vaecli.data.datasets import ImageSet
+    from vaecli.store.checkpoint import Checkpoint
 
 DEFAULT_COMPONENTS = 50
 MAX_CODE_SAMPLES = 1000  # codes per image; memory is checked besides
@@ -74,8 +74,8 @@ def fit_prior_command(
     Example: vae fit-prior -m vae.safetensors -o vae-mixture.safetensors
     """
     term.quiet = quiet
-    from vaecli.checkpoint import model_name
-    from vaecli.files import check_output_file, claimed
+    from vaecli.store.checkpoint import model_name
+    from vaecli.store.files import check_output_file, claimed
 
     # Adam's state and the RNG come along: `vae train --resume` can go on under the fitted prior.
     checkpoint = open_model(model, device, training_state=True)
@@ -100,9 +100,9 @@ def fit_prior_command(
 def _fit_and_save(checkpoint: Checkpoint, source: str, splits: tuple[ImageSet, ImageSet], out: Path,
                   settings: tuple[int, int, int], command: str) -> dict:
     """Fit the mixture to the training codes and write the checkpoint; returns its metadata."""
-    from vaecli.checkpoint import save_checkpoint
-    from vaecli.data import eval_pixels, to_pixels
-    from vaecli.prior_fit import fit_prior
+    from vaecli.data.datasets import eval_pixels, to_pixels
+    from vaecli.store.checkpoint import save_checkpoint
+    from vaecli.training.prior_fit import fit_prior
 
     (train_set, test_set), (components, samples, seed) = splits, settings
     config = checkpoint.config
@@ -132,7 +132,7 @@ def _taken(path: Path) -> str:
 
 def _default_out(source: Path) -> Path:
     """NAME-mixture.safetensors beside the input, or in the working folder for a bundled model."""
-    from vaecli.checkpoint import PRETRAINED_DIR
+    from vaecli.store.checkpoint import PRETRAINED_DIR
 
     folder = Path(".") if source.parent == PRETRAINED_DIR else source.parent
     return folder / f"{source.stem}-mixture{source.suffix}"
@@ -155,9 +155,9 @@ def _fitted_meta(checkpoint: Checkpoint, source: str, prior: dict) -> dict:
 def _splits(checkpoint: Checkpoint, dataset: str | None, data_root: Path | None, limit: int | None,
             components: int, samples: int) -> tuple[ImageSet, ImageSet]:
     """The training and test splits to fit on, refused when the fit could not run or not fit in memory."""
-    from vaecli.data import load_dataset
-    from vaecli.memory import check_fits
-    from vaecli.prior_fit import fit_bytes
+    from vaecli.data.datasets import load_dataset
+    from vaecli.runtime.memory import check_fits
+    from vaecli.training.prior_fit import fit_bytes
 
     config = checkpoint.config
     name = dataset_name(config.dataset, dataset)

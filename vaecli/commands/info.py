@@ -10,8 +10,8 @@ import typer
 
 from vaecli.commands.common import model_path
 from vaecli.commands.options import JsonOption
-from vaecli.console import printable, term
-from vaecli.summary import duration, is_number, number, summary_rows
+from vaecli.store.summary import duration, is_number, number, summary_rows
+from vaecli.terminal.console import printable, term
 
 HISTORY_COLUMNS = ("epoch", "train", "test", "recon", "KL", "s", "img/s", "")
 
@@ -30,14 +30,14 @@ def info_command(
 
     Example: vae info vae.safetensors --json | jq .history[-1].test
     """
-    from vaecli.checkpoint import read_metadata
+    from vaecli.store.checkpoint import read_metadata
 
     path = model_path(checkpoint)
     meta = read_metadata(path)
     if json_out:
         term.emit(json.dumps(meta, indent=2, sort_keys=True))  # the file's own object, every key as it is
         return
-    from vaecli.metadata import CheckpointMeta
+    from vaecli.store.metadata import CheckpointMeta
 
     typed = CheckpointMeta.from_dict(meta)
     rows = summary_rows(str(path), typed)

@@ -20,8 +20,8 @@ from vaecli.commands.options import (
     SamplePixelsOption,
     ScaleOption,
 )
-from vaecli.console import term
 from vaecli.errors import UsageError
+from vaecli.terminal.console import term
 
 if TYPE_CHECKING:
     import torch
@@ -84,10 +84,18 @@ def interpolate_command(
     strip = _check_outputs(out, frames, gif)
     import torch
 
-    from vaecli.checkpoint import model_name
-    from vaecli.files import write_atomic
-    from vaecli.images import check_grid, gif_bytes, make_grid, path_captions, png_bytes, read_images, there_and_back
-    from vaecli.latent import decode_layers_to_pixels, interpolate_layers, make_generator, posterior_layers
+    from vaecli.analysis.latent import decode_layers_to_pixels, interpolate_layers, make_generator, posterior_layers
+    from vaecli.data.images import (
+        check_grid,
+        gif_bytes,
+        make_grid,
+        path_captions,
+        png_bytes,
+        read_images,
+        there_and_back,
+    )
+    from vaecli.store.checkpoint import model_name
+    from vaecli.store.files import write_atomic
 
     checkpoint = open_model(model, device)
     index = chosen_class(checkpoint, label, model_name(checkpoint.path))
@@ -122,7 +130,7 @@ def interpolate_command(
 
 def _check_outputs(out: str | None, frames: Path | None, gif: Path | None) -> str | None:
     """Refuse unwritable or conflicting outputs before the model is loaded; returns the strip's target."""
-    from vaecli.files import check_output_file, check_output_folder
+    from vaecli.store.files import check_output_file, check_output_folder
 
     if out == "-" and (frames is not None or gif is not None):
         raise UsageError("-o - writes PNG bytes to stdout, so paths for --frames/--gif cannot go there")
@@ -137,8 +145,8 @@ def _check_outputs(out: str | None, frames: Path | None, gif: Path | None) -> st
 
 
 def _write_frames(panels: torch.Tensor, folder: Path, scale: int) -> None:
-    from vaecli.files import highest_number
-    from vaecli.images import write_numbered
+    from vaecli.data.images import write_numbered
+    from vaecli.store.files import highest_number
 
     # Frames of one run form a set: number from 1, and say when an earlier, longer run left more.
     for path in write_numbered([panels], len(panels), folder, "frame", force=True, scale=scale):

@@ -19,7 +19,7 @@ from vaecli.commands.options import (
     QuietOption,
     TestLimitOption,
 )
-from vaecli.console import term
+from vaecli.terminal.console import term
 
 if TYPE_CHECKING:
     from vaecli.config import ModelConfig
@@ -53,11 +53,11 @@ def manifold_command(
     """
     term.quiet = quiet
     check_output(out, "-o")
-    from vaecli.checkpoint import model_name
-    from vaecli.files import write_atomic
-    from vaecli.latent import posterior_means
-    from vaecli.projection import own_labels
-    from vaecli.traversal import manifold_figure, plane_for
+    from vaecli.analysis.latent import posterior_means
+    from vaecli.analysis.projection import own_labels
+    from vaecli.analysis.traversal import manifold_figure, plane_for
+    from vaecli.store.checkpoint import model_name
+    from vaecli.store.files import write_atomic
 
     checkpoint = open_model(model, device)
     index = chosen_class(checkpoint, label, model_name(checkpoint.path))
@@ -86,6 +86,6 @@ def manifold_command(
 
 def _check_memory(config: ModelConfig, size: int, with_codes: bool) -> None:
     """Refuse, before any work, a grid whose decoded images and figure cannot fit in memory."""
-    from vaecli.memory import check_fits, manifold_bytes
+    from vaecli.runtime.memory import check_fits, manifold_bytes
 
     check_fits(manifold_bytes(config, size, with_codes), None, f"a {size} x {size} manifold", "lower --size")

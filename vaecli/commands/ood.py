@@ -33,13 +33,13 @@ from vaecli.commands.options import (
     complete_dataset,
     complete_score,
 )
-from vaecli.console import term
 from vaecli.errors import UsageError
+from vaecli.terminal.console import term
 
 if TYPE_CHECKING:
     import torch
 
-    from vaecli.checkpoint import Checkpoint
+    from vaecli.store.checkpoint import Checkpoint
 
 SET_HELP = ("A dataset name such as cifar10 or torchvision:NAME (its test split), or a folder of PNG/JPEG "
             "images (all of them, in name order).")
@@ -85,17 +85,17 @@ def ood_command(
     term.quiet = quiet
     names = parse_scores(scores or [",".join(SCORE_NAMES)])
     if roc is not None:
-        from vaecli.files import check_output_file
+        from vaecli.store.files import check_output_file
 
         check_output_file(roc, "-o")
-    from vaecli.checkpoint import model_name
+    from vaecli.store.checkpoint import model_name
 
     checkpoint = open_model(model, device)
     refuse_conditional(checkpoint, model_name(checkpoint.path), "ood")
     names = _supported_defaults(checkpoint, names) if scores is None else names
     if "regret" in names:
         refuse_hierarchical(checkpoint, model_name(checkpoint.path), "--score regret")
-    from vaecli.scores import check_scoring_fits
+    from vaecli.analysis.scores import check_scoring_fits
 
     check_scoring_fits(checkpoint.config.model, next(checkpoint.model.parameters()).device, names, iw_samples,
                        batch_size, limit)
@@ -142,9 +142,9 @@ def read_set(checkpoint: Checkpoint, spec: str, option: str, data_root: Path | N
     """A dataset's test split, or every image of a folder in name order, as uint8 (N, C, H, W)."""
     import torch
 
-    from vaecli.data import DATASET_NAMES, check_dataset_size, is_builtin, list_image_files, load_dataset
-    from vaecli.datasets_torchvision import PREFIX
-    from vaecli.images import load_image
+    from vaecli.data.datasets import DATASET_NAMES, check_dataset_size, is_builtin, list_image_files, load_dataset
+    from vaecli.data.images import load_image
+    from vaecli.data.torchvision_sets import PREFIX
 
     shape = checkpoint.config.model.image_shape
     if is_builtin(spec):  # a name, torchvision:NAME included, as --dataset takes it elsewhere
@@ -168,7 +168,7 @@ def read_set(checkpoint: Checkpoint, spec: str, option: str, data_root: Path | N
 def _measure(sets: dict[str, dict[str, list[float]]], names: tuple[str, ...]) -> dict[str, dict]:
     from dataclasses import asdict
 
-    from vaecli.detection import detection_metrics
+    from vaecli.analysis.detection import detection_metrics
 
     return {name: {key: round(value, 6) for key, value in
                    asdict(detection_metrics(sets["in"][name], sets["out"][name], name)).items()}
@@ -215,9 +215,9 @@ def _mean_text(value: float) -> str:
 
 
 def _write_roc(path: Path, sets: dict, results: dict, title: str) -> Path:
-    from vaecli.detection import roc_points
-    from vaecli.files import write_atomic
-    from vaecli.plots import roc_curves_png
+    from vaecli.analysis.detection import roc_points
+    from vaecli.figures.plots import roc_curves_png
+    from vaecli.store.files import write_atomic
 
     curves = {name: (*roc_points(sets["in"][name], sets["out"][name], name), results[name]["auroc"])
               for name in results}

@@ -9,10 +9,10 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from vaecli.checkpoint import BUNDLED_MODELS
 from vaecli.config import ARCHITECTURES, LIKELIHOODS, MAX_SEED, MIN_SEED, PRECISIONS, SCHEDULES, UPSAMPLINGS
-from vaecli.device import DEVICE_CHOICES
 from vaecli.errors import UsageError
+from vaecli.runtime.device import DEVICE_CHOICES
+from vaecli.store.checkpoint import BUNDLED_MODELS
 
 Arch = Enum("Arch", {name: name for name in ARCHITECTURES}, type=str)  # follows the registry
 Likelihood = Enum("Likelihood", {name: name for name in LIKELIHOODS}, type=str)
@@ -22,7 +22,7 @@ Upsampling = Enum("Upsampling", {name: name for name in UPSAMPLINGS}, type=str)
 
 
 def complete_dataset(incomplete: str) -> list[str]:
-    from vaecli.data import DATASET_NAMES
+    from vaecli.data.datasets import DATASET_NAMES
 
     return [name for name in DATASET_NAMES if name.startswith(incomplete)]
 
@@ -174,8 +174,8 @@ InvertOption = Annotated[
 ]
 
 
-# The per-image scores of `vae score` and `vae ood` (vaecli.scores.SCORE_NAMES, without importing torch).
-SCORE_NAMES = ("nll", "elbo", "recon", "kl", "complexity", "regret")  # vaecli.scores.SCORE_NAMES, without torch
+# The per-image scores of `vae score` and `vae ood` (vaecli.analysis.scores.SCORE_NAMES, without importing torch).
+SCORE_NAMES = ("nll", "elbo", "recon", "kl", "complexity", "regret")
 DEFAULT_SCORES = "complexity,nll"
 MAX_IW_SAMPLES = 1_000_000  # K = 1000 is the literature's; a million already takes days on a CPU
 MAX_REGRET_STEPS = 100_000

@@ -18,7 +18,7 @@ from vaecli.commands.options import (
     QuietOption,
     SeedOption,
 )
-from vaecli.console import term
+from vaecli.terminal.console import term
 
 
 class Split(str, Enum):
@@ -55,9 +55,9 @@ def project_command(
     check_output(out, "--out")
     if points is not None:
         check_output(str(points), "--points")
-    from vaecli.data import load_dataset
-    from vaecli.files import write_atomic
-    from vaecli.projection import describe_projection, draw_projection, points_csv
+    from vaecli.analysis.projection import describe_projection, draw_projection, points_csv
+    from vaecli.data.datasets import load_dataset
+    from vaecli.store.files import write_atomic
 
     checkpoint = open_model(model, device)
     name = dataset_name(checkpoint.config.dataset, dataset)

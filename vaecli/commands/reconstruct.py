@@ -19,8 +19,8 @@ from vaecli.commands.options import (
     SamplePixelsOption,
     ScaleOption,
 )
-from vaecli.console import term
 from vaecli.errors import UsageError
+from vaecli.terminal.console import term
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,10 +72,10 @@ def reconstruct_command(
         raise UsageError("-o takes a folder; for PNG bytes on stdout use --compare -")
     _check_outputs(out, compare)
     folder = out if out is not None else (Path(".") if compare is None else None)
-    from vaecli.checkpoint import model_name
-    from vaecli.files import write_atomic
-    from vaecli.images import check_grid, input_notes, png_bytes, read_image_batches
-    from vaecli.latent import BATCH_SIZE, make_generator, reconstruct_pixels
+    from vaecli.analysis.latent import BATCH_SIZE, make_generator, reconstruct_pixels
+    from vaecli.data.images import check_grid, input_notes, png_bytes, read_image_batches
+    from vaecli.store.checkpoint import model_name
+    from vaecli.store.files import write_atomic
 
     checkpoint = open_model(model, device)
     index = chosen_class(checkpoint, label, model_name(checkpoint.path))
@@ -109,7 +109,7 @@ def reconstruct_command(
 
 def _check_outputs(out: Path | None, compare: str | None) -> None:
     """Refuse unwritable or conflicting outputs before the model is loaded."""
-    from vaecli.files import check_output_folder
+    from vaecli.store.files import check_output_folder
 
     if compare == "-" and out is not None:
         raise UsageError("--compare - writes PNG bytes to stdout, so paths for -o cannot go there; drop -o")
@@ -137,7 +137,7 @@ def comparison(inputs: torch.Tensor, recons: torch.Tensor, nrow: int | None) -> 
     """Each input beside its reconstruction; `nrow` pairs per row, pairs set further apart."""
     import numpy as np
 
-    from vaecli.images import GRID_PADDING, make_grid
+    from vaecli.data.images import GRID_PADDING, make_grid
 
     pairs = np.stack([make_grid(np.stack([x, r]), nrow=2) for x, r in zip(inputs.numpy(), recons.numpy(), strict=True)])
     return make_grid(pairs, nrow, padding=3 * GRID_PADDING)

@@ -37,7 +37,7 @@ from vaecli.commands.options import (
     within,
 )
 from vaecli.config import MAX_SEED, ModelConfig
-from vaecli.console import term
+from vaecli.terminal.console import term
 
 
 def sample_command(
@@ -80,9 +80,9 @@ def sample_command(
     """
     term.quiet = quiet
     check_image_outputs(out, grid, nrow)
-    from vaecli.checkpoint import model_name
-    from vaecli.images import check_grid
-    from vaecli.latent import BATCH_SIZE, decode_to_pixels, lower_layer_noise, make_generator, sample_prior
+    from vaecli.analysis.latent import BATCH_SIZE, decode_to_pixels, lower_layer_noise, make_generator, sample_prior
+    from vaecli.data.images import check_grid
+    from vaecli.store.checkpoint import model_name
 
     checkpoint = open_model(model, device)
     chosen = chosen_class(checkpoint, label, model_name(checkpoint.path), allow_all=True)
@@ -127,7 +127,7 @@ def _sample_every_class(checkpoint, count: int, temperature: float, generator, p
     """--label all: the same `count` codes decoded under every class, a row per class, labelled in a grid."""
     import torch
 
-    from vaecli.latent import decode_to_pixels, sample_prior
+    from vaecli.analysis.latent import decode_to_pixels, sample_prior
 
     names = class_names(checkpoint)
     z = sample_prior(checkpoint.model, count, temperature, generator)
@@ -136,10 +136,10 @@ def _sample_every_class(checkpoint, count: int, temperature: float, generator, p
     if target.out != "-" and target.grid is None:
         write_images(images, count * len(names), target.out, None, None, target.scale, target.force, "sample")
         return
-    from vaecli.checkpoint import model_name
-    from vaecli.files import write_atomic
-    from vaecli.images import make_grid
-    from vaecli.plots import labelled_tile_png
+    from vaecli.data.images import make_grid
+    from vaecli.figures.plots import labelled_tile_png
+    from vaecli.store.checkpoint import model_name
+    from vaecli.store.files import write_atomic
 
     if target.nrow is not None:
         term.warn("--nrow does not apply to --label all, whose grid has a row per class; ignoring it")
@@ -155,8 +155,8 @@ def _sample_every_class(checkpoint, count: int, temperature: float, generator, p
 def _check_memory(config: ModelConfig, count: int, classes: int, target: _Target) -> None:
     """Refuse, before any draw, images held all at once (one grid, or --label all's `classes` rows) that cannot
     fit in memory; numbered PNGs of one class are written a batch at a time."""
-    from vaecli.memory import check_fits, figure_bytes, grid_png_bytes, tile_pixels
-    from vaecli.plots import labelled_tile_inches
+    from vaecli.figures.plots import labelled_tile_inches
+    from vaecli.runtime.memory import check_fits, figure_bytes, grid_png_bytes, tile_pixels
 
     one_grid = target.out == "-" or target.grid is not None
     if not classes and not one_grid:

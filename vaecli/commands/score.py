@@ -34,13 +34,13 @@ from vaecli.commands.options import (
     ScoresOption,
     complete_dataset,
 )
-from vaecli.console import printable, term
 from vaecli.errors import UsageError, VaeError
+from vaecli.terminal.console import printable, term
 
 if TYPE_CHECKING:
     import torch
 
-    from vaecli.checkpoint import Checkpoint
+    from vaecli.store.checkpoint import Checkpoint
 
 
 class Format(str, Enum):
@@ -94,13 +94,13 @@ def score_command(
         raise UsageError("give image files or --dataset, not both")
     if not images and dataset is None:
         raise UsageError("give image files (- for stdin) or --dataset NAME (see `vae score --help`)")
-    from vaecli.checkpoint import model_name
+    from vaecli.store.checkpoint import model_name
 
     checkpoint = open_model(model, device)
     refuse_conditional(checkpoint, model_name(checkpoint.path), "score")
     if "regret" in names:
         refuse_hierarchical(checkpoint, model_name(checkpoint.path), "--score regret")
-    from vaecli.scores import check_scoring_fits
+    from vaecli.analysis.scores import check_scoring_fits
 
     check_scoring_fits(checkpoint.config.model, next(checkpoint.model.parameters()).device, names, iw_samples,
                        batch_size, limit if dataset is not None else len(images[:limit] if limit else images))
@@ -116,7 +116,7 @@ def score_command(
 
 def _read_dataset(checkpoint: Checkpoint, dataset: str, split: str, data_root: Path | None,
                   limit: int | None) -> tuple[list[dict], torch.Tensor]:
-    from vaecli.data import load_dataset
+    from vaecli.data.datasets import load_dataset
 
     data = load_dataset(dataset, split, data_root=data_root, shape=checkpoint.config.model.image_shape, limit=limit)
     keys = [{"index": i, "label": data.class_names[int(label)]} for i, label in enumerate(data.labels)]
@@ -126,8 +126,8 @@ def _read_dataset(checkpoint: Checkpoint, dataset: str, split: str, data_root: P
 def _read_files(checkpoint: Checkpoint, sources: list[str], invert: str) -> tuple[list[dict], torch.Tensor]:
     import torch
 
-    from vaecli.images import input_notes, read_image_batches
-    from vaecli.latent import BATCH_SIZE
+    from vaecli.analysis.latent import BATCH_SIZE
+    from vaecli.data.images import input_notes, read_image_batches
 
     shape = checkpoint.config.model.image_shape
     batches, resized, inverted = [], 0, 0

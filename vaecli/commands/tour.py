@@ -16,16 +16,16 @@ from vaecli.commands.options import (
     QuietOption,
     SeedOption,
 )
-from vaecli.console import term
+from vaecli.terminal.console import term
 
 if TYPE_CHECKING:
     import torch
 
-    from vaecli.checkpoint import Checkpoint
     from vaecli.config import ModelConfig
-    from vaecli.data import ImageSet
-    from vaecli.html_report import Figure
-    from vaecli.models import VAE
+    from vaecli.data.datasets import ImageSet
+    from vaecli.figures.html_report import Figure
+    from vaecli.model.networks import VAE
+    from vaecli.store.checkpoint import Checkpoint
 
 RECONSTRUCTIONS = 8  # test images shown beside their reconstructions
 INTERPOLATION_STEPS = 5  # decoded points strictly between the two posterior means
@@ -62,14 +62,14 @@ def tour_command(
     Example: vae tour -m mnist-cnn.safetensors -o tour/
     """
     term.quiet = quiet
-    from vaecli.files import check_output_folder
+    from vaecli.store.files import check_output_folder
 
     check_output_folder(out, "--out")  # fail before the work when the folder cannot be made; made at the first PNG
     if html:
         check_output(str(out / HTML_PAGE), "--html")
     import torch
 
-    from vaecli.projection import describe_projection, draw_projection
+    from vaecli.analysis.projection import describe_projection, draw_projection
 
     checkpoint = open_model(model, device)
     _check_memory(checkpoint.config.model, html)
@@ -97,7 +97,7 @@ def tour_command(
 
 def _check_memory(config: ModelConfig, html: bool) -> None:
     """Refuse, before any work, figures that cannot fit in memory: --html's traversal has a row per latent dimension."""
-    from vaecli.memory import check_fits, tour_bytes
+    from vaecli.runtime.memory import check_fits, tour_bytes
 
     figures = tour_bytes(config, 0, 0)
     check_fits(figures, None, f"drawing the tour's figures of {config.channels}x{config.height}x{config.width} images",
@@ -108,7 +108,7 @@ def _check_memory(config: ModelConfig, html: bool) -> None:
 
 
 def _save(path: Path, png: bytes) -> None:
-    from vaecli.files import write_atomic
+    from vaecli.store.files import write_atomic
 
     write_atomic(path, png)
     term.emit(str(path))
@@ -116,7 +116,7 @@ def _save(path: Path, png: bytes) -> None:
 
 def _labels_of(checkpoint: Checkpoint, data: ImageSet, rows: torch.Tensor) -> torch.Tensor | None:
     """The chosen test images' own labels for a conditional model; None for an unconditional one."""
-    from vaecli.projection import own_labels
+    from vaecli.analysis.projection import own_labels
 
     labels = own_labels(checkpoint.model, data)
     return None if labels is None else labels[rows]
@@ -124,8 +124,8 @@ def _labels_of(checkpoint: Checkpoint, data: ImageSet, rows: torch.Tensor) -> to
 
 def _reconstructions(vae: VAE, shown: torch.Tensor, what: str, labels: torch.Tensor | None) -> bytes:
     """The shown images above their decoded posterior means (each with its own label, if the model takes one)."""
-    from vaecli.latent import reconstruct_pixels
-    from vaecli.plots import image_rows_png
+    from vaecli.analysis.latent import reconstruct_pixels
+    from vaecli.figures.plots import image_rows_png
 
     recon = reconstruct_pixels(vae, shown, labels=labels)  # a hierarchical model's every layer at its posterior mean
     return image_rows_png(
@@ -140,10 +140,10 @@ def _interpolation(vae: VAE, data: ImageSet, first: int, second: int) -> bytes:
     A conditional model encodes and decodes them all with A's label (B is of A's class)."""
     import torch
 
-    from vaecli.latent import decode_layers_to_pixels, interpolate_layers, posterior_layers
-    from vaecli.plots import image_rows_png
-    from vaecli.projection import class_name
-    from vaecli.traversal import same_label
+    from vaecli.analysis.latent import decode_layers_to_pixels, interpolate_layers, posterior_layers
+    from vaecli.analysis.projection import class_name
+    from vaecli.analysis.traversal import same_label
+    from vaecli.figures.plots import image_rows_png
 
     conditional = bool(vae.config.classes)
     label = int(data.labels[first]) if conditional else None
@@ -166,8 +166,8 @@ def _samples(checkpoint: Checkpoint, generator: torch.Generator) -> bytes:
     """A square grid of images decoded from the model's prior; a conditional model's cycle through its classes."""
     import torch
 
-    from vaecli.latent import decode_to_pixels, sample_prior
-    from vaecli.plots import image_grid_png
+    from vaecli.analysis.latent import decode_to_pixels, sample_prior
+    from vaecli.figures.plots import image_grid_png
 
     count, classes = SAMPLE_COLUMNS**2, checkpoint.config.model.classes
     z = sample_prior(checkpoint.model, count, 1.0, generator)
@@ -208,10 +208,8 @@ def _latent_figures(checkpoint: Checkpoint, data: ImageSet, what: str, means: to
 
     import torch
 
-    from vaecli.commands.options import KL_IMAGES
-    from vaecli.html_report import Figure
-    from vaecli.projection import class_name
-    from vaecli.traversal import (
+    from vaecli.analysis.projection import class_name
+    from vaecli.analysis.traversal import (
         decode_traversal,
         kl_order,
         manifold_figure,
@@ -219,6 +217,8 @@ def _latent_figures(checkpoint: Checkpoint, data: ImageSet, what: str, means: to
         split_kl_per_dim,
         traversal_figure,
     )
+    from vaecli.commands.options import KL_IMAGES
+    from vaecli.figures.html_report import Figure
 
     vae, latent = checkpoint.model, checkpoint.config.model.latent_dim
     label = int(data.labels[first]) if checkpoint.config.model.classes else None
@@ -245,7 +245,7 @@ def _latent_figures(checkpoint: Checkpoint, data: ImageSet, what: str, means: to
 
 def _folded(kl: list[float], shown: list[int]) -> str:
     """What the traversal leaves out: the inactive dimensions, whose rows would all show the same image."""
-    from vaecli.evaluate import ACTIVE_UNIT_NATS
+    from vaecli.training.evaluate import ACTIVE_UNIT_NATS
 
     left = len(kl) - len(shown)
     threshold = f"KL ≤ {ACTIVE_UNIT_NATS:g} nats"
@@ -258,10 +258,10 @@ def _folded(kl: list[float], shown: list[int]) -> str:
 
 def _page(checkpoint: Checkpoint, tour: dict[str, bytes], extra: list[Figure]) -> bytes:
     """The tour's figures, the latent pictures, the training curves and `vae info`'s facts as one HTML page."""
-    from vaecli.html_report import Figure, page
-    from vaecli.metadata import CheckpointMeta
-    from vaecli.plots import loss_curves_png
-    from vaecli.summary import summary_rows
+    from vaecli.figures.html_report import Figure, page
+    from vaecli.figures.plots import loss_curves_png
+    from vaecli.store.metadata import CheckpointMeta
+    from vaecli.store.summary import summary_rows
 
     captions = {
         "latent.png": ("The latent space", "Posterior means of the test images, reduced to 2-D, coloured by class."),

@@ -12,7 +12,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from vaecli import signals
 from vaecli.commands.options import (
     Arch,
     DataRootOption,
@@ -27,8 +26,9 @@ from vaecli.commands.options import (
     Upsampling,
     seed_option,
 )
-from vaecli.console import term
 from vaecli.errors import Interrupted, UsageError
+from vaecli.runtime import signals
+from vaecli.terminal.console import term
 
 
 def train_command(
@@ -156,7 +156,7 @@ def train_command(
     """
     term.quiet = quiet
     from vaecli.config import ModelConfig, TrainConfig, resume_fixed_flags
-    from vaecli.data import check_dataset_name, native_shape
+    from vaecli.data.datasets import check_dataset_name, native_shape
 
     if resume is None:
         check_dataset_name(dataset)
@@ -182,8 +182,8 @@ def train_command(
         if changed:
             raise UsageError(f"{changed[0]} cannot change when resuming; the checkpoint fixes it (only --epochs may)")
     target = out if (_given(ctx, "out") or resume is None) else resume
-    from vaecli.files import check_output_file, kind_of
-    from vaecli.report import evolution_path, report_after_training
+    from vaecli.figures.report import evolution_path, report_after_training
+    from vaecli.store.files import check_output_file, kind_of
 
     check_output_file(target, "--out")
     best = target.with_name(f"{target.stem}-best{target.suffix}")
@@ -232,10 +232,10 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 
 def _train(request: _Request) -> None:
-    from vaecli.data import load_dataset
-    from vaecli.distributed import join
-    from vaecli.files import check_output_file
-    from vaecli.train import start_run
+    from vaecli.data.datasets import load_dataset
+    from vaecli.store.files import check_output_file
+    from vaecli.training.distributed import join
+    from vaecli.training.loop import start_run
 
     world, device = join(request.device)
     if not world.is_main:
@@ -298,7 +298,7 @@ def _check_every_class_trained(config: Any, source: str, train_set: Any) -> None
     """A class with no training image would get an untrained embedding; --limit may cut classes out knowingly."""
     import torch
 
-    from vaecli.data import is_builtin
+    from vaecli.data.datasets import is_builtin
 
     if config.limit is not None or not len(train_set):
         return
@@ -322,7 +322,7 @@ def _metadata(config: Any, checkpoint: Any, train_set: Any, test_set: Any, reque
     import torch
 
     from vaecli.config import train_command_line
-    from vaecli.metadata import CheckpointMeta, DatasetInfo
+    from vaecli.store.metadata import CheckpointMeta, DatasetInfo
 
     meta = CheckpointMeta(
         config,
@@ -354,10 +354,10 @@ def _recipe(checkpoint: Any, config: Any, request: _Request) -> list[str] | None
 
 def _fit(request: _Request, run: Any, splits: tuple[Any, Any], meta: Any, world: Any, start: int) -> None:
     """Train with the live display, turning Ctrl-C or SIGTERM into a message on what the file holds."""
-    from vaecli.distributed import leave
-    from vaecli.files import stamp
-    from vaecli.progress import training_display
-    from vaecli.train import Hooks, Outputs, fit
+    from vaecli.store.files import stamp
+    from vaecli.terminal.progress import training_display
+    from vaecli.training.distributed import leave
+    from vaecli.training.loop import Hooks, Outputs, fit
 
     config, out = meta.config, request.out
     best = out.with_name(f"{out.stem}-best{out.suffix}") if request.keep_best else None
@@ -377,7 +377,7 @@ def _fit(request: _Request, run: Any, splits: tuple[Any, Any], meta: Any, world:
         try:
             fit(config, run, *splits, Outputs(out, meta, best), hooks=hooks, world=world,
                 compile_model=request.compile_model)
-        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (see vaecli.signals)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (see vaecli.runtime.signals)
             _write_snapshots(request.evolution, evolution)  # the frames taken are kept too
             raise _interrupted(out, before, start, out == request.resume, signals.exit_code(exc)) from None
         finally:
@@ -388,7 +388,7 @@ def _fit(request: _Request, run: Any, splits: tuple[Any, Any], meta: Any, world:
 def _take_snapshots(hooks: Any, config: Any, test_set: Any) -> Any:
     """Frames of the same samples and test reconstructions, kept in memory: the GIF is written once, at the
     end (rewriting it after every frame cost time growing with the square of the epochs)."""
-    from vaecli.snapshots import FIRST_EPOCH_POINTS, Evolution
+    from vaecli.figures.snapshots import FIRST_EPOCH_POINTS, Evolution
 
     evolution = Evolution.start(config.model.latent_dim, test_set.images, config.seed, test_set.labels,
                                 config.model.classes)
@@ -400,7 +400,7 @@ def _write_snapshots(path: Path | None, evolution: Any) -> None:
     """The GIF of the frames this run took (a resumed run starts a new one); a failure is a warning,
     since the checkpoint is what matters."""
     from vaecli.errors import VaeError
-    from vaecli.files import write_atomic
+    from vaecli.store.files import write_atomic
 
     if path is None or evolution is None or not evolution.frames:  # other ranks under torchrun take none
         return
@@ -414,8 +414,8 @@ def _write_snapshots(path: Path | None, evolution: Any) -> None:
 
 def _check_own_files(target: Path, report: Path | None, keep_best: bool, snapshots: bool, reporting: bool) -> None:
     """The files a run names itself beside its checkpoint must be free for regular files, before any work."""
-    from vaecli.files import check_own_file
-    from vaecli.report import evolution_path, report_paths
+    from vaecli.figures.report import evolution_path, report_paths
+    from vaecli.store.files import check_own_file
 
     paths = [target.with_name(f"{target.stem}-best{target.suffix}")] if keep_best else []
     paths += [evolution_path(target, report)] if snapshots else []
@@ -426,14 +426,14 @@ def _check_own_files(target: Path, report: Path | None, keep_best: bool, snapsho
 
 def _stored_dataset(dataset: str) -> str:
     """What the checkpoint records: a built-in name, or the folder's absolute path, found from anywhere."""
-    from vaecli.data import is_builtin
+    from vaecli.data.datasets import is_builtin
 
     return dataset if is_builtin(dataset) else str(Path(dataset).expanduser().resolve())
 
 
 def _claimed(outputs: list[tuple[Path, str]]) -> ExitStack:
     """Claim each output (see files.claimed): another run that writes one meanwhile stops this run, not its work."""
-    from vaecli.files import claimed
+    from vaecli.store.files import claimed
 
     stack = ExitStack()
     for path, option in outputs:
@@ -446,9 +446,9 @@ def _taken(path: Path, option: str) -> str:
     import datetime
     import os
 
-    from vaecli.checkpoint import read_metadata
     from vaecli.errors import VaeError
-    from vaecli.metadata import CheckpointMeta
+    from vaecli.store.checkpoint import read_metadata
+    from vaecli.store.metadata import CheckpointMeta
 
     try:
         when = datetime.datetime.fromtimestamp(os.stat(path).st_mtime).strftime("%Y-%m-%d %H:%M:%S")
@@ -474,9 +474,9 @@ def _keep_earlier_work(path: Path, resume: Path | None, option: str) -> None:
 def _interrupted(out: Path, before: tuple[int, int] | None, start: int, writes_back: bool,
                  code: int) -> Interrupted:
     """What a signal leaves: the epochs in the file on disk, which a signal during a save did not replace."""
-    from vaecli.checkpoint import read_metadata
     from vaecli.errors import VaeError
-    from vaecli.files import stamp
+    from vaecli.store.checkpoint import read_metadata
+    from vaecli.store.files import stamp
 
     on_disk, saved = start, False
     if stamp(out) not in (None, before):  # this run replaced the file at least once, whole
@@ -495,7 +495,7 @@ def _interrupted(out: Path, before: tuple[int, int] | None, start: int, writes_b
 
 def _resumed(resume: Path, epochs: int | None, device: Any) -> Any:
     """The checkpoint to go on from, with its new total of epochs."""
-    from vaecli.checkpoint import load_checkpoint
+    from vaecli.store.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(resume, device, training_state=True)
     if epochs is not None:
@@ -512,9 +512,9 @@ def _resumed(resume: Path, epochs: int | None, device: Any) -> Any:
 
 def _check_memory(config: Any, device: Any) -> None:
     """Refuse, before any data is loaded, a model and batch whose training step cannot fit."""
-    from vaecli.checkpoint import MAX_CHECKPOINT_BYTES
-    from vaecli.files import describe_size
-    from vaecli.memory import check_fits, estimate
+    from vaecli.runtime.memory import check_fits, estimate
+    from vaecli.store.checkpoint import MAX_CHECKPOINT_BYTES
+    from vaecli.store.files import describe_size
 
     batch = min(config.batch_size, config.limit or config.batch_size)  # fit() never batches more than it has
     channels, height, width = config.model.image_shape
@@ -535,7 +535,7 @@ def _check_memory(config: Any, device: Any) -> None:
 
 def _resumed_dataset(stored: str, named: str | None) -> str:
     """The dataset a resumed run reads: the checkpoint's, and a folder only where the user names it."""
-    from vaecli.data import dataset_for_model, same_dataset
+    from vaecli.data.datasets import dataset_for_model, same_dataset
 
     if named is not None and not same_dataset(named, stored):
         raise UsageError(
@@ -550,7 +550,7 @@ def _resumed_dataset(stored: str, named: str | None) -> str:
 
 def _epoch_line(record: Any, epochs: int, model: Any, left_s: float) -> str:
     """The epoch's losses and speed; while epochs remain, the time they should take at the last epochs' pace."""
-    from vaecli.summary import duration
+    from vaecli.store.summary import duration
 
     train, test = record.train, record.test
     bits = _bits_per_dim(test.loss, model)
@@ -574,7 +574,7 @@ def _epoch_json(record: Any, model: Any) -> dict:
 
 def _bits_per_dim(nats: float, model: Any) -> float | None:
     """nats per image / (C H W ln 2), for the logistic likelihood only: the others are not discrete on 8 bits."""
-    from vaecli.evaluate import bits_per_dim
+    from vaecli.training.evaluate import bits_per_dim
 
     if model.likelihood != "logistic":
         return None

@@ -23,13 +23,13 @@ from vaecli.commands.options import (
     seed_option,
     within,
 )
-from vaecli.console import term
 from vaecli.errors import UsageError
+from vaecli.terminal.console import term
 
 if TYPE_CHECKING:
     import torch
 
-    from vaecli.checkpoint import Checkpoint
+    from vaecli.store.checkpoint import Checkpoint
 
 MAX_STEPS = 101
 MAX_DRAWS = 16
@@ -86,9 +86,7 @@ def traverse_command(
     """
     term.quiet = quiet
     _check_outputs(out, gif, image, count)
-    from vaecli.files import write_atomic
-    from vaecli.images import gif_bytes
-    from vaecli.traversal import (
+    from vaecli.analysis.traversal import (
         decode_traversal,
         kl_order,
         sweep_values,
@@ -96,9 +94,11 @@ def traverse_command(
         traversal_figure,
         traversal_frames,
     )
+    from vaecli.data.images import gif_bytes
+    from vaecli.store.files import write_atomic
 
     values = sweep_values(sweep[0], sweep[1], steps)
-    from vaecli.checkpoint import model_name
+    from vaecli.store.checkpoint import model_name
 
     checkpoint = open_model(model, device)
     index = chosen_class(checkpoint, label, model_name(checkpoint.path))
@@ -124,7 +124,7 @@ def traverse_command(
 
 def _check_outputs(out: str, gif: Path | None, image: str | None, count: int | None) -> None:
     """Refuse conflicting or unwritable outputs and inputs before the model is loaded."""
-    from vaecli.files import check_output_file
+    from vaecli.store.files import check_output_file
 
     if image is not None and count is not None:
         raise UsageError("give IMAGE or -n N, not both: -n draws codes from the prior instead of encoding IMAGE")
@@ -137,8 +137,8 @@ def _check_outputs(out: str, gif: Path | None, image: str | None, count: int | N
 
 def _check_memory(checkpoint: Checkpoint, bases: int, steps: int, gif: Path | None, scale: int) -> None:
     """Refuse, before any work, a traversal whose GIF frames are too large or whose outputs cannot fit in memory."""
-    from vaecli.images import MAX_OUTPUT_PIXELS, grid_size
-    from vaecli.memory import check_fits, traversal_bytes
+    from vaecli.data.images import MAX_OUTPUT_PIXELS, grid_size
+    from vaecli.runtime.memory import check_fits, traversal_bytes
 
     config = checkpoint.config.model
     rows = config.latent_dim  # every dimension: --active-only drops some, but only the KL says which
@@ -156,8 +156,8 @@ def _check_memory(checkpoint: Checkpoint, bases: int, steps: int, gif: Path | No
 def _test_kl(checkpoint: Checkpoint, dataset: str | None, data_root: Path | None,
              limit: int) -> tuple[list[float], str]:
     """Each dimension's average KL on the test split, and what the images were, for titles and notes."""
-    from vaecli.evaluate import ACTIVE_UNIT_NATS
-    from vaecli.traversal import split_kl_per_dim
+    from vaecli.analysis.traversal import split_kl_per_dim
+    from vaecli.training.evaluate import ACTIVE_UNIT_NATS
 
     name, data = test_split(checkpoint, dataset, data_root, limit)
     kl = split_kl_per_dim(checkpoint, data)
@@ -171,9 +171,9 @@ def _bases(checkpoint: Checkpoint, image: str | None, count: int, invert: Invert
            seed: int, index: int | None) -> tuple[torch.Tensor, str]:
     """The codes swept around: IMAGE's posterior mean (given class `index`, for a conditional model), or
     `count` seeded draws from the prior."""
-    from vaecli.images import read_images
-    from vaecli.latent import make_generator, posterior_means, sample_prior
-    from vaecli.traversal import same_label
+    from vaecli.analysis.latent import make_generator, posterior_means, sample_prior
+    from vaecli.analysis.traversal import same_label
+    from vaecli.data.images import read_images
 
     if image is None:
         bases = sample_prior(checkpoint.model, count, 1.0, make_generator(seed))

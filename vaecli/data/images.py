@@ -27,7 +27,7 @@ def open_image(source: str | Path) -> Image.Image:
     """Decode a PNG/JPEG file, `-` (stdin), FIFO or device fully, with one-line errors for bad input."""
     from PIL import Image
 
-    from vaecli.files import read_input
+    from vaecli.store.files import read_input
 
     data, name = read_input(source, MAX_IMAGE_BYTES, "a PNG or JPEG file")
     if not data:
@@ -267,7 +267,7 @@ def write_numbered(
 
     Images are written as they come, so a long run holds one batch in memory, not every image.
     """
-    from vaecli.files import ensure_folder, numbered_names, write_atomic
+    from vaecli.store.files import ensure_folder, numbered_names, write_atomic
 
     names = numbered_names(ensure_folder(folder), prefix, count, force)
     for batch in batches:

@@ -22,13 +22,13 @@ from vaecli.config import (
     train_config_from_dict,
 )
 from vaecli.errors import CheckpointError
-from vaecli.files import READ_CHUNK, describe_size, kind_of, open_input, read_exactly, write_atomic
-from vaecli.metadata import CheckpointMeta
+from vaecli.store.files import READ_CHUNK, describe_size, kind_of, open_input, read_exactly, write_atomic
+from vaecli.store.metadata import CheckpointMeta
 
 if TYPE_CHECKING:
     import torch
 
-    from vaecli.models import VAE
+    from vaecli.model.networks import VAE
 
 METADATA_KEY = "vaecli"
 MAX_HEADER_BYTES = 8_000_000  # a vaecli header is a few kB; refuse before reading a huge one
@@ -146,7 +146,7 @@ def _check_loading_cost(path: Path, header: dict, tensor_bytes: int) -> None:
 
     The model's copy is counted from the file's own model tensors: a config that declares more is
     refused later, on the meta device, as not matching its weights."""
-    from vaecli.memory import check_fits
+    from vaecli.runtime.memory import check_fits
 
     model_bytes = sum(stop - begin for begin, stop, name in
                       (_extent(path, name, entry) for name, entry in header.items()) if name.startswith(MODEL_PREFIX))
@@ -470,8 +470,8 @@ def load_checkpoint(
     path: Path, device: torch.device | str = "cpu", training_state: bool = False
 ) -> Checkpoint:
     """Rebuild the exact model from the file alone; with training_state, also optimizer and RNG."""
-    from vaecli.models import place
-    from vaecli.optimizer_state import check_optimizer_state
+    from vaecli.model.networks import place
+    from vaecli.training.optimizer_state import check_optimizer_state
 
     path = Path(path)
     # One read: a writer replacing the file meanwhile cannot give us the metadata of one checkpoint with
@@ -515,8 +515,8 @@ def _load_weights(path: Path, config: TrainConfig, header: dict, data: bytes) ->
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    from vaecli.models import build_model
-    from vaecli.prior import mixture_problem
+    from vaecli.model.networks import build_model
+    from vaecli.model.prior import mixture_problem
 
     # Built on the meta device (nothing allocated) and checked against the header first: weights
     # that all lie in the file bound the model by the file's size, so crafted metadata cannot
@@ -592,7 +592,7 @@ def restore_generator(generator: torch.Generator, checkpoint: Checkpoint) -> boo
     return True
 
 
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"  # vaecli/pretrained
 # Names that -m accepts instead of a path.
 BUNDLED_MODELS = ("mnist", "mnist-resnet", "fashion-mnist", "fashion-mnist-binarized", "mnist-conditional")
 DEFAULT_MODEL_FILE = "vae.safetensors"
@@ -610,7 +610,7 @@ def resolve_model(option: str | None) -> tuple[Path, str | None]:
     Returns the path and, when a fallback was taken silently, a note for stderr.
     """
     if option is None and os.environ.get("VAE_MODEL"):
-        from vaecli.files import kind_of
+        from vaecli.store.files import kind_of
 
         option = os.environ["VAE_MODEL"]
         if kind_of(Path(option).expanduser(), "VAE_MODEL") != "file" and option not in BUNDLED_MODELS:

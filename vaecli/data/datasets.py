@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from vaecli.datasets_torchvision import NAMED as COLOUR_DATASETS
-from vaecli.datasets_torchvision import PREFIX, check_online, download, is_torchvision_name
+from vaecli.data.images import IMAGE_SUFFIXES
+from vaecli.data.torchvision_sets import NAMED as COLOUR_DATASETS
+from vaecli.data.torchvision_sets import PREFIX, check_online, download, is_torchvision_name
 from vaecli.errors import DataError, InputError, UsageError, first_line
-from vaecli.files import describe_os_error
-from vaecli.images import IMAGE_SUFFIXES
+from vaecli.store.files import describe_os_error
 
 if TYPE_CHECKING:
     import torch
@@ -86,8 +86,8 @@ def native_shape(dataset: str, data_root: Path | None = None) -> tuple[int, int,
     torchvision:NAME is opened (downloaded if need be) to see its first image, once per download.
     """
     if is_torchvision_name(dataset):
-        from vaecli import dataset_cache
-        from vaecli import datasets_torchvision as tv
+        from vaecli.data import cache as dataset_cache
+        from vaecli.data import torchvision_sets as tv
 
         source, root = tv.resolve(dataset), data_root or default_data_root()
         if source.shape is not None:
@@ -103,7 +103,7 @@ def native_shape(dataset: str, data_root: Path | None = None) -> tuple[int, int,
 def check_dataset_name(dataset: str) -> None:
     """Accept a built-in name or an existing folder; otherwise list what is valid."""
     if dataset.startswith(PREFIX):
-        from vaecli.datasets_torchvision import resolve
+        from vaecli.data.torchvision_sets import resolve
 
         resolve(dataset)  # one line for an unknown or unsuitable class
         return
@@ -211,8 +211,8 @@ def _load_colour(
     dataset: str, split: str, root: Path, shape: tuple[int, int, int], limit: int | None
 ) -> ImageSet:
     """A torchvision class's split: from the cache when its files are unchanged, else decoded and cached."""
-    from vaecli import dataset_cache
-    from vaecli import datasets_torchvision as tv
+    from vaecli.data import cache as dataset_cache
+    from vaecli.data import torchvision_sets as tv
 
     source = tv.resolve(dataset)
     hit = dataset_cache.read_split(source, split, root, shape, limit, lambda count: _fits(count, shape),
@@ -275,7 +275,7 @@ def _fits(count: int, shape: tuple[int, int, int]) -> bool:
 
 def dataset_budget() -> int:
     """Bytes one split may take: MAX_DATASET_BYTES, or half the memory available now if less."""
-    from vaecli.memory import available_bytes
+    from vaecli.runtime.memory import available_bytes
 
     return min(MAX_DATASET_BYTES, available_bytes() // 2)
 
@@ -285,7 +285,7 @@ def check_dataset_size(count: int, shape: tuple[int, int, int], what: str, raw_i
 
     raw_item: bytes per image as stored, when they are read whole before being resized.
     """
-    from vaecli.files import describe_size
+    from vaecli.store.files import describe_size
 
     channels, height, width = shape
     per_image = max(channels * height * width, raw_item)
@@ -494,7 +494,7 @@ def _download(dataset: str, root: Path) -> None:
     def fetch() -> None:
         import torchvision.datasets as tvd
 
-        from vaecli.datasets_torchvision import safe_class
+        from vaecli.data.torchvision_sets import safe_class
 
         cls = safe_class(getattr(tvd, folder))  # never its legacy processed/*.pt files
         cls(str(root), train=True, download=True)
@@ -568,7 +568,7 @@ def load_folder(
     """Decode the first `limit` images of a split under root; the first sub-folder's name is the label."""
     import torch
 
-    from vaecli.images import load_image  # Pillow only when a folder is used
+    from vaecli.data.images import load_image  # Pillow only when a folder is used
 
     files = list_image_files(root)
     if not files:

@@ -8,13 +8,13 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-from vaecli.checkpoint import Checkpoint, load_checkpoint
-from vaecli.device import resolve_device
 from vaecli.errors import InputError, UsageError
-from vaecli.files import read_exactly
-from vaecli.models import VAE
-from vaecli.objective import output_to_image, sample_output
-from vaecli.prior import prefix_stable_normal
+from vaecli.model.networks import VAE
+from vaecli.model.objective import output_to_image, sample_output
+from vaecli.model.prior import prefix_stable_normal
+from vaecli.runtime.device import resolve_device
+from vaecli.store.checkpoint import Checkpoint, load_checkpoint
+from vaecli.store.files import read_exactly
 
 BATCH_SIZE = 256  # images per forward pass: bounds memory for large -n or long .npy files
 INTERPOLATION_METHODS = ("lerp", "slerp")
@@ -22,7 +22,7 @@ INTERPOLATION_METHODS = ("lerp", "slerp")
 
 def load_model(path: Path, device_name: str, training_state: bool = False) -> Checkpoint:
     """Load a checkpoint on --device, refused when a batch of its images would not fit in memory."""
-    from vaecli.memory import check_fits, model_bytes
+    from vaecli.runtime.memory import check_fits, model_bytes
 
     checkpoint = load_checkpoint(path, resolve_device(device_name), training_state=training_state)
     # The weights are bounded by the file's size, but not what a batch of its images needs.

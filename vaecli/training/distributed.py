@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vaecli.device import resolve_device
+from vaecli.runtime.device import resolve_device
 
 
 @dataclass(frozen=True)

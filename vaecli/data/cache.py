@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from vaecli.datasets_torchvision import Decoded, Source, labels_fit
+from vaecli.data.torchvision_sets import Decoded, Source, labels_fit
 
 if TYPE_CHECKING:
     import torch
@@ -115,7 +115,7 @@ def _private(fd: int) -> bool:
 
 def _write_private(folder: int, name: str, parts: Iterable[bytes | memoryview]) -> None:
     """Write a new private (0600) file and rename it to `name`; the temporary never outlives a failure."""
-    from vaecli import signals
+    from vaecli.runtime import signals
 
     temporary = f".{name[:40]}.{secrets.token_hex(8)}.tmp"
     fd = None

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from vaecli import signals
 from vaecli.errors import InputError, OutputError, UsageError
+from vaecli.runtime import signals
 
 MAX_NAME_BYTES = 255  # NAME_MAX of Linux, macOS and Windows file systems
 PIPE_WRITER_WAIT_S = 10.0  # how long a FIFO with no writer is given before it counts as abandoned

@@ -18,7 +18,8 @@ import math
 import torch
 from torch import nn
 
-from vaecli.blocks import (
+from vaecli.config import ModelConfig, halved_sizes
+from vaecli.model.blocks import (
     BoundedLogits,
     ResidualBlock,
     bounded_logvar,
@@ -27,8 +28,7 @@ from vaecli.blocks import (
     posterior_offset,
     upsampler,
 )
-from vaecli.config import ModelConfig, halved_sizes
-from vaecli.prior import MixturePrior, standard_normal_log_prob
+from vaecli.model.prior import MixturePrior, standard_normal_log_prob
 
 LOG_2PI = math.log(2 * math.pi)
 

@@ -13,8 +13,8 @@ from vaecli.errors import DataError, UsageError
 if TYPE_CHECKING:
     import torch
 
-    from vaecli.data import ImageSet
-    from vaecli.models import VAE
+    from vaecli.data.datasets import ImageSet
+    from vaecli.model.networks import VAE
 
 
 @dataclass
@@ -76,8 +76,8 @@ def draw_projection(model: VAE, data: ImageSet, what: str, seed: int) -> tuple[b
     the scatter: (PNG bytes, projection, means)."""
     import torch
 
-    from vaecli.latent import posterior_means
-    from vaecli.plots import latent_scatter_png
+    from vaecli.analysis.latent import posterior_means
+    from vaecli.figures.plots import latent_scatter_png
 
     means = posterior_means(model, data.images, own_labels(model, data)).numpy()
     projection = project_2d(means, data.labels.numpy())

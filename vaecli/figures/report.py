@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vaecli.errors import Interrupted, VaeError
-from vaecli.files import check_output_folder, stamp
+from vaecli.store.files import check_output_folder, stamp
 
 
 def report_paths(checkpoint: Path, folder: Path | None = None) -> tuple[Path, Path]:
@@ -26,10 +26,10 @@ def evolution_path(checkpoint: Path, folder: Path | None = None) -> Path:
 
 def write_report(history: list[dict], checkpoint: Path, folder: Path | None = None) -> list[Path]:
     """Write the loss curves and, when the last epoch has them, the per-dimension KL bars."""
-    from vaecli.evaluate import ACTIVE_UNIT_NATS  # loads torch, which training has loaded anyway
-    from vaecli.files import write_atomic
-    from vaecli.metadata import EpochRecord
-    from vaecli.plots import kl_bars_png, loss_curves_png
+    from vaecli.figures.plots import kl_bars_png, loss_curves_png
+    from vaecli.store.files import write_atomic
+    from vaecli.store.metadata import EpochRecord
+    from vaecli.training.evaluate import ACTIVE_UNIT_NATS  # loads torch, which training has loaded anyway
 
     if not history:
         return []
@@ -82,7 +82,7 @@ def report_after_training(
 def _write_from(
     checkpoint: Path, folder: Path | None, on_written: Callable[[Path], None], on_failure: Callable[[str], None]
 ) -> None:
-    from vaecli.checkpoint import read_metadata
+    from vaecli.store.checkpoint import read_metadata
 
     try:
         history = read_metadata(Path(checkpoint)).get("history") or []

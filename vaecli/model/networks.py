@@ -8,7 +8,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from vaecli.blocks import (
+from vaecli.config import ARCHITECTURES, HIERARCHICAL, ModelConfig, halved_sizes
+from vaecli.model.blocks import (
     BoundedLogits,
     ResidualBlock,
     gaussian_decoder_logvar,
@@ -16,9 +17,8 @@ from vaecli.blocks import (
     posterior_offset,
     upsampler,
 )
-from vaecli.config import ARCHITECTURES, HIERARCHICAL, ModelConfig, halved_sizes
-from vaecli.hierarchical import HVAE
-from vaecli.prior import MixturePrior, standard_normal_log_prob
+from vaecli.model.hierarchical import HVAE
+from vaecli.model.prior import MixturePrior, standard_normal_log_prob
 
 
 class VAE(nn.Module):

@@ -341,7 +341,7 @@ def decode(dataset: Any, source: Source, shape: tuple[int, int, int], count: int
 def _decode_items(dataset: Any, source: Source, shape: tuple[int, int, int], count: int) -> tuple:
     import torch
 
-    from vaecli.images import image_to_tensor
+    from vaecli.data.images import image_to_tensor
 
     images = torch.empty((count, *shape), dtype=torch.uint8)
     labels = torch.zeros(count, dtype=torch.long)

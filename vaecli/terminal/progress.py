@@ -6,12 +6,12 @@ import math
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from vaecli.console import printable, term
+from vaecli.terminal.console import printable, term
 
 if TYPE_CHECKING:
     from rich.progress import Progress as Bar
 
-    from vaecli.train import Progress
+    from vaecli.training.loop import Progress
 
 NOT_YET = "—"  # a field with nothing measured yet: no batch done, no rate known
 

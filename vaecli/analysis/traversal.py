@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vaecli.errors import UsageError
-from vaecli.evaluate import ACTIVE_UNIT_NATS, elbo_summary
+from vaecli.training.evaluate import ACTIVE_UNIT_NATS, elbo_summary
 
 if TYPE_CHECKING:
-    from vaecli.checkpoint import Checkpoint
-    from vaecli.data import ImageSet
-    from vaecli.models import VAE
+    from vaecli.data.datasets import ImageSet
+    from vaecli.model.networks import VAE
+    from vaecli.store.checkpoint import Checkpoint
 
 PLANE_SPREAD = 2.0  # the PCA plane spans this many standard deviations of the codes each way
 QUANTILE_BISECTIONS = 60  # halvings of the bracket when inverting a mixture's marginal CDF
@@ -30,8 +30,8 @@ QUANTILE_BISECTIONS = 60  # halvings of the bracket when inverting a mixture's m
 def split_kl_per_dim(checkpoint: Checkpoint, data: ImageSet) -> list[float]:
     """Average KL(q(z_d|x) || N(0, 1)) of each latent dimension over `data`, as the model is tested on it
     (a conditional model encodes each image with its own label)."""
-    from vaecli.data import eval_pixels
-    from vaecli.projection import own_labels
+    from vaecli.analysis.projection import own_labels
+    from vaecli.data.datasets import eval_pixels
 
     model = checkpoint.model
     device = next(model.parameters()).device
@@ -68,7 +68,7 @@ def sweep_codes(bases: torch.Tensor, dims: list[int], values: torch.Tensor) -> t
 def traversal_cells(decoded: torch.Tensor) -> torch.Tensor:
     """Decoded (dims, bases, steps, C, H, W) as grid cells, a row per dimension: each base's sweep side by
     side, a blank (padding-grey) cell between two bases."""
-    from vaecli.images import GRID_PAD_VALUE
+    from vaecli.data.images import GRID_PAD_VALUE
 
     dims, bases, steps = decoded.shape[:3]
     blank = torch.full((dims, 1, *decoded.shape[3:]), GRID_PAD_VALUE, dtype=decoded.dtype)
@@ -81,7 +81,7 @@ def traversal_cells(decoded: torch.Tensor) -> torch.Tensor:
 def traversal_frames(decoded: torch.Tensor) -> torch.Tensor:
     """Decoded (dims, bases, steps, C, H, W) as GIF frames: frame s tiles every (base, dimension) at step s,
     a row per base, then back again so the loop has no jump."""
-    from vaecli.images import make_grid, there_and_back
+    from vaecli.data.images import make_grid, there_and_back
 
     dims, bases, steps = decoded.shape[:3]
     frames = [
@@ -93,7 +93,7 @@ def traversal_frames(decoded: torch.Tensor) -> torch.Tensor:
 
 def traversal_captions(values: torch.Tensor) -> list[str]:
     """Each of traversal_frames' frames' caption: the value every swept coordinate has in it."""
-    from vaecli.images import there_and_back
+    from vaecli.data.images import there_and_back
 
     return there_and_back([f"swept coordinate = {value:g}" for value in values.tolist()])
 
@@ -189,7 +189,7 @@ def _grid(x: torch.Tensor, y: torch.Tensor, origin: torch.Tensor, axes: torch.Te
 def decode_traversal(model: VAE, bases: torch.Tensor, dims: list[int], values: torch.Tensor,
                      label: int | None = None) -> torch.Tensor:
     """The decoded sweeps: uint8 (dims, bases, steps, C, H, W); a conditional model decodes every code with `label`."""
-    from vaecli.latent import decode_to_pixels
+    from vaecli.analysis.latent import decode_to_pixels
 
     codes = sweep_codes(bases, dims, values).reshape(-1, bases.shape[-1])
     pixels = decode_to_pixels(model, codes, labels=same_label(label, len(codes)))
@@ -199,8 +199,8 @@ def decode_traversal(model: VAE, bases: torch.Tensor, dims: list[int], values: t
 def traversal_figure(decoded: torch.Tensor, dims: list[int], kl_per_dim: list[float], values: torch.Tensor,
                      title: str) -> bytes:
     """The sweeps as one labelled PNG: a row per dimension (its number and KL), a column per value."""
-    from vaecli.images import make_grid
-    from vaecli.plots import traversal_png
+    from vaecli.data.images import make_grid
+    from vaecli.figures.plots import traversal_png
 
     bases, steps = decoded.shape[1:3]
     columns = bases * steps + bases - 1
@@ -215,9 +215,9 @@ def manifold_figure(model: VAE, plane: Plane, title: str, data: ImageSet | None 
                     codes: torch.Tensor | None = None, label: int | None = None) -> bytes:
     """The plane's decoded grid as a PNG (every code decoded with `label` for a conditional model);
     with `data` and its `codes`, their scatter in the plane beside it."""
-    from vaecli.images import make_grid
-    from vaecli.latent import decode_to_pixels
-    from vaecli.plots import manifold_png
+    from vaecli.analysis.latent import decode_to_pixels
+    from vaecli.data.images import make_grid
+    from vaecli.figures.plots import manifold_png
 
     pixels = decode_to_pixels(model, plane.codes, labels=same_label(label, len(plane.codes)))
     tile = make_grid(pixels, nrow=len(plane.x))

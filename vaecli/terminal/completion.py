@@ -86,8 +86,8 @@ def describe_cli(cli: Any) -> tuple[list[OptionSpec], list[CommandSpec]]:
 
 def _known_words() -> dict[str, tuple[str, ...]]:
     """Values that plain str/int parameters accept, taken from the modules that check them."""
-    from vaecli.checkpoint import BUNDLED_MODELS
-    from vaecli.data import SPLITS
+    from vaecli.data.datasets import SPLITS
+    from vaecli.store.checkpoint import BUNDLED_MODELS
 
     return {"model": BUNDLED_MODELS, "checkpoint": BUNDLED_MODELS, "split": SPLITS, "channels": FIXED_CHANNELS}
 
@@ -378,7 +378,7 @@ def script(shell: str, cli: Any) -> str:
 
 def write_all(folder: Path, cli: Any) -> list[Path]:
     """Write every shell's script for the CLI into folder; returns the paths."""
-    from vaecli.files import check_output_folder, write_atomic
+    from vaecli.store.files import check_output_folder, write_atomic
 
     check_output_folder(folder)  # write_atomic makes it with the first script
     return [write_atomic(folder / FILE_NAMES[shell], script(shell, cli).encode("utf-8"), own=True)

@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vaecli import logistic
-from vaecli.models import VAE, is_hierarchical, run_decoder
+from vaecli.model import logistic
+from vaecli.model.networks import VAE, is_hierarchical, run_decoder
 
 LOG_2PI = math.log(2 * math.pi)
 

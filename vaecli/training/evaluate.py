@@ -9,9 +9,9 @@ from typing import Callable
 
 import torch
 
-from vaecli.metadata import Losses
-from vaecli.models import VAE, inference_decoder, is_hierarchical, reparameterize
-from vaecli.objective import kl_per_dimension, kl_to_prior, log_weights, loss_terms, reconstruction_nll
+from vaecli.model.networks import VAE, inference_decoder, is_hierarchical, reparameterize
+from vaecli.model.objective import kl_per_dimension, kl_to_prior, log_weights, loss_terms, reconstruction_nll
+from vaecli.store.metadata import Losses
 
 EVAL_SEED = 2024  # test-loss noise is drawn from its own fixed stream, apart from training's
 EVAL_BATCH = 1000

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vaecli.errors import UsageError
-from vaecli.files import describe_size
+from vaecli.store.files import describe_size
 
 if TYPE_CHECKING:
     import torch
@@ -98,7 +98,7 @@ def estimate(config: ModelConfig, batch: int, training: bool) -> Estimate:
     """
     import torch
 
-    from vaecli.models import build_model
+    from vaecli.model.networks import build_model
 
     with torch.device("meta"):
         model = build_model(config)
@@ -146,7 +146,7 @@ def _activation_bytes(model: torch.nn.Module, config: ModelConfig, batch: int) -
 
 def figure_bytes(inches: tuple[float, float], tile_pixels: int) -> int:
     """Peak bytes of drawing a figure of (width, height) inches that shows a tile of `tile_pixels` pixels."""
-    from vaecli.plots import DPI
+    from vaecli.figures.plots import DPI
 
     width, height = inches
     return int(FIGURE_BYTES_PER_PIXEL * width * height * DPI * DPI + TILE_BYTES_PER_PIXEL * tile_pixels)
@@ -154,14 +154,14 @@ def figure_bytes(inches: tuple[float, float], tile_pixels: int) -> int:
 
 def tile_pixels(config: ModelConfig, rows: int, columns: int) -> int:
     """Pixels of a tile of rows x columns decoded images, with the grid's padding."""
-    from vaecli.images import GRID_PADDING
+    from vaecli.data.images import GRID_PADDING
 
     return rows * (config.height + GRID_PADDING) * columns * (config.width + GRID_PADDING)
 
 
 def traversal_bytes(config: ModelConfig, rows: int, bases: int, steps: int, gif_scale: int | None) -> int:
     """`vae traverse`: the swept codes, the decoded images, then the figure and (with gif_scale) the GIF."""
-    from vaecli.plots import labelled_tile_inches
+    from vaecli.figures.plots import labelled_tile_inches
 
     images = rows * bases * steps
     decoded = images * math.prod(config.image_shape)
@@ -182,7 +182,7 @@ def gif_frames_bytes(config: ModelConfig, frames: int, frame_pixels: int, scale:
 
 def manifold_bytes(config: ModelConfig, size: int, with_codes: bool) -> int:
     """`vae manifold`: a size x size grid of codes, their decoded images and the figure showing them."""
-    from vaecli.plots import manifold_inches
+    from vaecli.figures.plots import manifold_inches
 
     images = size * size
     decoded = images * math.prod(config.image_shape)
@@ -201,7 +201,7 @@ def tour_bytes(config: ModelConfig, html_steps: int, html_size: int) -> int:
 
 def grid_png_bytes(config: ModelConfig, count: int, nrow: int | None, scale: int) -> int:
     """images.png_bytes of a grid of `count` images enlarged `scale` times, the images held twice before it."""
-    from vaecli.images import grid_size
+    from vaecli.data.images import grid_size
 
     height, width = grid_size(count, nrow, config.height, config.width)
     subpixels = height * width * config.channels

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from vaecli.config import MAX_SEED
-from vaecli.models import VAE, reparameterize
-from vaecli.prior import FIT_ROWS, fit_mixture
+from vaecli.model.networks import VAE, reparameterize
+from vaecli.model.prior import FIT_ROWS, fit_mixture
 
 CODE_BATCH = 1000  # images encoded per pass
 
@@ -55,7 +55,7 @@ def posterior_samples(
 @torch.no_grad()
 def mean_kl(model: VAE, pixels: torch.Tensor, samples: int, generator: torch.Generator) -> float:
     """Monte Carlo KL(q(z|x) || p(z)) averaged over images, under the model's current prior."""
-    from vaecli.objective import kl_to_prior
+    from vaecli.model.objective import kl_to_prior
 
     # Against N(0, I) the KL is exact, so further passes would only repeat the first.
     passes = samples if model.prior is not None else 1

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vaecli.latent import decode_to_pixels, reconstruct_pixels
+from vaecli.analysis.latent import decode_to_pixels, reconstruct_pixels
 
 SAMPLES = 16  # fixed draws from N(0, I): two rows of the frame
 RECONSTRUCTIONS = 8  # fixed test images: a row of originals above a row of their reconstructions
@@ -55,7 +55,7 @@ class Evolution:
 
     def gif(self, scale: int = 2) -> bytes:
         """The frames so far, looping, the last one held longer."""
-        from vaecli.images import gif_bytes
+        from vaecli.data.images import gif_bytes
 
         durations = [FRAME_MS] * (len(self.frames) - 1) + [LAST_FRAME_MS]
         return gif_bytes(self.frames, durations, scale)
@@ -66,7 +66,7 @@ def _captioned(tiles: torch.Tensor, caption: str):
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from vaecli.images import make_grid
+    from vaecli.data.images import make_grid
 
     grid = make_grid(tiles, nrow=COLUMNS)
     channels, height, width = grid.shape

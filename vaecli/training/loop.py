@@ -13,17 +13,17 @@ from typing import Callable
 
 import torch
 
-from vaecli.checkpoint import Checkpoint, restore_generator, save_checkpoint
 from vaecli.config import TrainConfig
-from vaecli.data import ImageSet, eval_pixels, to_pixels
-from vaecli.device import describe_machine
-from vaecli.distributed import SINGLE_PROCESS, World, barrier, shard, sum_across
+from vaecli.data.datasets import ImageSet, eval_pixels, to_pixels
 from vaecli.errors import TrainingError
-from vaecli.evaluate import elbo_summary
-from vaecli.metadata import CheckpointMeta, EpochRecord, Losses
-from vaecli.models import VAE, build_model, place
-from vaecli.objective import loss_terms, with_free_bits
-from vaecli.optimizer_state import optimizer_tensors, restore_optimizer
+from vaecli.model.networks import VAE, build_model, place
+from vaecli.model.objective import loss_terms, with_free_bits
+from vaecli.runtime.device import describe_machine
+from vaecli.store.checkpoint import Checkpoint, restore_generator, save_checkpoint
+from vaecli.store.metadata import CheckpointMeta, EpochRecord, Losses
+from vaecli.training.distributed import SINGLE_PROCESS, World, barrier, shard, sum_across
+from vaecli.training.evaluate import elbo_summary
+from vaecli.training.optimizer_state import optimizer_tensors, restore_optimizer
 
 
 @dataclass

@@ -16,10 +16,10 @@ from typing import Callable, Iterator
 import torch
 
 from vaecli.config import ModelConfig
-from vaecli.evaluate import default_rows, iw_nll_seeded
-from vaecli.memory import check_fits, model_bytes
-from vaecli.models import VAE, is_hierarchical
-from vaecli.objective import kl_to_standard_normal, log_posterior, loss_terms, reconstruction_nll
+from vaecli.model.networks import VAE, is_hierarchical
+from vaecli.model.objective import kl_to_standard_normal, log_posterior, loss_terms, reconstruction_nll
+from vaecli.runtime.memory import check_fits, model_bytes
+from vaecli.training.evaluate import default_rows, iw_nll_seeded
 
 SCORE_NAMES = ("nll", "elbo", "recon", "kl", "complexity", "regret")
 ELBO_PARTS = ("elbo", "recon", "kl")
@@ -166,7 +166,7 @@ def score_images(
                 scores["nll"] = iw_nll_seeded(model, pixels, settings.iw_samples, settings.seed, on_progress,
                                               settings.rows)
         if "complexity" in names:
-            from vaecli.latent import to_uint8
+            from vaecli.analysis.latent import to_uint8
 
             with timer("complexity"):  # the code length of the exact 8-bit image the model was given
                 scores["complexity"] = scores["nll"] - png_code_nats(to_uint8(pixels))

@@ -1,0 +1,1 @@
+"""What a trained model tells: latent codes, scores and out-of-distribution detection, projections."""

@@ -1,0 +1,1 @@
+"""Pictures: matplotlib figures, the training report, snapshots, the HTML tour."""

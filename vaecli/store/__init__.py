@@ -1,0 +1,1 @@
+"""What lives on disk: checkpoints and their metadata, atomic file writes, the bundled models."""

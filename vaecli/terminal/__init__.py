@@ -1,0 +1,1 @@
+"""The terminal: console output, progress lines, shell completion."""
