@@ -24,7 +24,8 @@ import torch
 import vaecli.model.prior as prior_module
 from vaecli.data.datasets import eval_pixels, load_dataset, to_pixels
 from vaecli.model.prior import COVARIANCE_FLOOR, MixturePrior, fit_mixture
-from vaecli.store.checkpoint import load_checkpoint, resolve_model
+from vaecli.store.bundled import resolve_model
+from vaecli.store.checkpoint import load_checkpoint
 from vaecli.training.prior_fit import mean_kl, posterior_samples
 
 from _common import data_root

@@ -30,7 +30,7 @@ def train_rate(config: ModelConfig, steps: int, batch: int = 128) -> float:
     noise = torch.randn(batch, model.noise_dims)
 
     def step() -> None:
-        recon, kls = loss_terms(model, model(x, noise=noise), x, noise)
+        recon, kls = loss_terms(model, model(x, noise=noise), x)
         optimizer.zero_grad(set_to_none=True)
         (recon + kls.sum(1)).mean().backward()
         optimizer.step()

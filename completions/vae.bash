@@ -72,11 +72,11 @@ _vae() {
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
                 --split) _vae_words "train test"; return ;;
-                --limit|--iw-samples|-k|--batch-size|--seed) return ;;
+                --limit|--iw-samples|-k|--decode-rows|--seed) return ;;
                 --label) _vae_words "0 1 2 3 4 5 6 7 8 9"; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            _vae_words "--model -m --dataset --data-root --split --limit --label --iw-samples -k --binarize --batch-size --seed --device --quiet -q --json --help -h" ;;
+            _vae_words "--model -m --dataset --data-root --split --limit --label --iw-samples -k --binarize --decode-rows --seed --device --quiet -q --json --help -h" ;;
         fit-prior)
             case $prev in
                 --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
@@ -114,15 +114,15 @@ _vae() {
             _vae_words "--size --with-codes --label --out -o --dataset --data-root --limit --model -m --device --quiet -q --help -h" ;;
         ood)
             case $prev in
-                --in|--out) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
+                --known|--unusual) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --score|-s) _vae_words "nll elbo recon kl complexity regret"; return ;;
-                --limit|--iw-samples|-k|--regret-steps|--batch-size|--seed) return ;;
-                --roc|-o) _vae_paths files; return ;;
+                --limit|--iw-samples|-k|--regret-steps|--decode-rows|--seed) return ;;
+                --out|-o) _vae_paths files; return ;;
                 --data-root) _vae_paths dirs; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            _vae_words "--in --out --model -m --score -s --limit --iw-samples -k --regret-steps --binarize --roc -o --json --batch-size --data-root --seed --device --quiet -q --help -h" ;;
+            _vae_words "--known --unusual --model -m --score -s --limit --iw-samples -k --regret-steps --binarize --out -o --json --decode-rows --data-root --seed --device --quiet -q --help -h" ;;
         project)
             case $prev in
                 --out|-o|--points) _vae_paths files; return ;;
@@ -157,7 +157,7 @@ _vae() {
             case $prev in
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --split) _vae_words "train test"; return ;;
-                --limit|--iw-samples|-k|--regret-steps|--batch-size|--seed) return ;;
+                --limit|--iw-samples|-k|--regret-steps|--decode-rows|--seed) return ;;
                 --data-root) _vae_paths dirs; return ;;
                 --score|-s) _vae_words "nll elbo recon kl complexity regret"; return ;;
                 --units) _vae_words "nats bpd"; return ;;
@@ -166,7 +166,7 @@ _vae() {
                 --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            if [[ $cur == -* ]]; then _vae_words "--dataset --split --limit --data-root --score -s --iw-samples -k --regret-steps --units --format --sort --binarize --invert --batch-size --seed --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--dataset --split --limit --data-root --score -s --iw-samples -k --regret-steps --units --format --sort --binarize --invert --decode-rows --seed --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         tour)
             case $prev in
                 --out|-o) _vae_paths files; return ;;

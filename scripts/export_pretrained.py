@@ -25,12 +25,15 @@ import shlex
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from vaecli.config import to_dict, train_command_line
-from vaecli.store.checkpoint import BUNDLED_MODELS, METADATA_KEY, PRETRAINED_DIR, load_checkpoint, save_checkpoint
+from vaecli.config import train_command_line
+from vaecli.store.bundled import BUNDLED_MODELS, PRETRAINED_DIR
+from vaecli.store.checkpoint import METADATA_KEY, load_checkpoint, save_checkpoint
 from vaecli.store.files import write_atomic
+from vaecli.store.schema import to_dict
 
 EVALUATION_KEYS = {"eval": "evaluation", "full_eval": "full_evaluation"}
 # Keys of eval's and fit-prior's JSON renamed since the bundled files were first written.

@@ -53,7 +53,7 @@ def main() -> int:
     parser.add_argument("out", type=Path, help="the screenshot PNG to write")
     parser.add_argument("--width", type=int, default=1200)
     parser.add_argument("--height", type=int, default=None,
-                        help="window height; default: the whole page, up to %d pixels" % AUTO_HEIGHT)
+                        help=f"window height; default: the whole page, up to {AUTO_HEIGHT} pixels")
     args = parser.parse_args()
     if not args.page.is_file():
         print(f"error: {args.page}: no such file", file=sys.stderr)

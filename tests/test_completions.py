@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vaecli.cli import app
-from vaecli.store.checkpoint import BUNDLED_MODELS
+from vaecli.store.bundled import BUNDLED_MODELS
 from vaecli.terminal.completion import FILE_NAMES, SHELLS, script
 
 COMPLETIONS = Path(__file__).resolve().parent.parent / "completions"

@@ -23,6 +23,7 @@ TINY = ["--dataset", "digits", "--arch", "mlp", "--hidden", "32", "--latent-dim"
 
 @pytest.fixture(scope="module")
 def conditional(tmp_path_factory) -> Path:
+    """Trained long enough (15 epochs) for the label to change the loss; the other tests take tiny_conditional."""
     path = tmp_path_factory.mktemp("conditional") / "cond.safetensors"
     result = run_cli("train", *TINY, "--conditional", "--epochs", "15", "-o", path)
     assert result.exit_code == 0, result.stderr
@@ -70,6 +71,7 @@ def test_the_recorded_command_repeats_conditional():
     assert "--conditional" not in train_command_line(TrainConfig())
 
 
+@pytest.mark.slow
 def test_training_records_the_classes_and_a_label_aware_test_loss(conditional):
     checkpoint = load_checkpoint(conditional)
     assert checkpoint.config.model.classes == 10
@@ -89,13 +91,14 @@ def test_training_records_the_classes_and_a_label_aware_test_loss(conditional):
     assert wrong.loss > right.loss + 1.0
 
 
-def test_resume_keeps_conditioning_and_may_not_change_it(conditional, tmp_path):
+def test_resume_keeps_conditioning_and_may_not_change_it(tiny_conditional, tmp_path):
     copy = tmp_path / "c.safetensors"
-    copy.write_bytes(conditional.read_bytes())
-    result = run_cli("train", "--resume", copy, "--epochs", "16", "--no-report")
+    copy.write_bytes(tiny_conditional.read_bytes())
+    more = load_checkpoint(copy).epochs_done + 1
+    result = run_cli("train", "--resume", copy, "--epochs", str(more), "--no-report")
     assert result.exit_code == 0, result.stderr
     assert load_checkpoint(copy).config.model.classes == 10
-    changed = run_cli("train", "--resume", copy, "--epochs", "17", "--conditional", "--no-report")
+    changed = run_cli("train", "--resume", copy, "--epochs", str(more + 1), "--conditional", "--no-report")
     assert changed.exit_code == 2 and "--conditional" in one_error_line(changed)
 
 
@@ -123,28 +126,29 @@ def _png(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data))
 
 
-def test_sample_one_class_is_seeded_and_the_class_matters(conditional):
+def test_sample_one_class_is_seeded_and_the_class_matters(tiny_conditional):
     def grid(label: str, seed: str = "3") -> bytes:
-        result = run_cli("sample", "-m", conditional, "--label", label, "-n", "6", "--seed", seed, "-o", "-")
+        result = run_cli("sample", "-m", tiny_conditional, "--label", label, "-n", "6", "--seed", seed, "-o", "-")
         assert result.exit_code == 0, result.stderr
         return result.stdout_bytes
 
     assert grid("7") == grid("7")
     assert grid("7") != grid("1")
-    assert _png(grid("7")).size == _png(run_cli("sample", "-m", conditional, "--label", "7", "-n", "6",
+    assert _png(grid("7")).size == _png(run_cli("sample", "-m", tiny_conditional, "--label", "7", "-n", "6",
                                                 "--seed", "3", "-o", "-").stdout_bytes).size
 
 
-def test_sample_all_has_a_row_per_class_with_shared_codes(conditional, tmp_path):
-    result = run_cli("sample", "-m", conditional, "--label", "all", "-n", "3", "--seed", "5", "-o", tmp_path / "each")
+def test_sample_all_has_a_row_per_class_with_shared_codes(tiny_conditional, tmp_path):
+    result = run_cli("sample", "-m", tiny_conditional, "--label", "all", "-n", "3", "--seed", "5",
+                     "-o", tmp_path / "each")
     assert result.exit_code == 0, result.stderr
     files = sorted((tmp_path / "each").glob("sample-*.png"))
     assert len(files) == 30  # 3 per class, class after class
-    one = run_cli("sample", "-m", conditional, "--label", "4", "-n", "3", "--seed", "5", "-o", tmp_path / "four")
+    one = run_cli("sample", "-m", tiny_conditional, "--label", "4", "-n", "3", "--seed", "5", "-o", tmp_path / "four")
     fours = sorted((tmp_path / "four").glob("sample-*.png"))
     # Row 4 of --label all decodes the same three codes as --label 4 with the same seed.
     assert one.exit_code == 0 and [p.read_bytes() for p in fours] == [p.read_bytes() for p in files[12:15]]
-    figure = run_cli("sample", "-m", conditional, "--label", "all", "-n", "3", "--seed", "5", "--grid",
+    figure = run_cli("sample", "-m", tiny_conditional, "--label", "all", "-n", "3", "--seed", "5", "--grid",
                      tmp_path / "all.png")
     assert figure.exit_code == 0, figure.stderr
     width, height = Image.open(tmp_path / "all.png").size
@@ -160,8 +164,8 @@ def test_sample_all_has_a_row_per_class_with_shared_codes(conditional, tmp_path)
         ("plain", "3", "is not conditional (trained without --conditional); drop --label"),
     ],
 )
-def test_sample_label_errors_are_one_line(conditional, model, label, fragment, tmp_path):
-    path = conditional if model == "cond" else "mnist"
+def test_sample_label_errors_are_one_line(tiny_conditional, model, label, fragment, tmp_path):
+    path = tiny_conditional if model == "cond" else "mnist"
     args = ["sample", "-m", path, "-n", "2", "--seed", "1", "-o", tmp_path]
     result = run_cli(*args, *(["--label", label] if label is not None else []))
     assert result.exit_code == 2
@@ -169,6 +173,6 @@ def test_sample_label_errors_are_one_line(conditional, model, label, fragment, t
     assert not list(tmp_path.glob("sample-*.png"))
 
 
-def test_info_json_keeps_its_keys_for_a_conditional_model(conditional):
-    data = json.loads(run_cli("info", conditional, "--json").stdout)
+def test_info_json_keeps_its_keys_for_a_conditional_model(tiny_conditional):
+    data = json.loads(run_cli("info", tiny_conditional, "--json").stdout)
     assert data["config"]["model"]["classes"] == 10

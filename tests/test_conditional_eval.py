@@ -129,7 +129,7 @@ def test_project_and_tour_serve_a_conditional_model(conditional, tmp_path):
 
 @pytest.mark.parametrize("args", [
     ["score", "--dataset", "digits"],
-    ["ood", "--in", "digits", "--out", "digits"],
+    ["ood", "--known", "digits", "--unusual", "digits"],
     ["fit-prior"],
 ], ids=lambda args: args[0])
 def test_commands_needing_p_of_x_refuse(args, conditional, tmp_path):

@@ -12,15 +12,16 @@ from torch import nn
 from vaecli.config import ModelConfig
 from vaecli.data.datasets import binarize_fixed
 from vaecli.model.blocks import LOGVAR_BOUND
+from vaecli.model.gaussian import kl_divergence
+from vaecli.model.interface import VAEModel
 from vaecli.model.networks import VAE
-from vaecli.model.objective import kl_to_standard_normal
 from vaecli.model.prior import MixturePrior
 from vaecli.training.evaluate import evaluate_split, iw_nll
 
 SIDE, LATENT, SIGMA = 4, 2, 0.5  # 16 pixels, a 2-D latent, decoder noise std
 
 
-def _linear_gaussian(exact_posterior: bool, images: int = 64) -> tuple[VAE, torch.Tensor, torch.Tensor]:
+def _linear_gaussian(exact_posterior: bool, images: int = 64) -> tuple[VAEModel, torch.Tensor, torch.Tensor]:
     """p(z) = N(0, I), p(x|z) = N(Wz + b, s^2 I); the marginal is N(b, W W^T + s^2 I)."""
     gen = torch.Generator().manual_seed(0)
     dims = SIDE * SIDE
@@ -106,7 +107,7 @@ def test_estimate_converges_under_a_mixture_prior():
     assert abs(errors[3000]) < 0.02 * errors[1], errors
 
 
-def _exact_negative_elbo(model: VAE, x: torch.Tensor) -> torch.Tensor:
+def _exact_negative_elbo(model: VAEModel, x: torch.Tensor) -> torch.Tensor:
     """-ELBO in closed form: E_q[(x - Wz - b)^2] = (x - W mu - b)^2 + sum_j W_ij^2 var_j."""
     with torch.no_grad():
         mu, logvar = model.encode(x)
@@ -114,7 +115,7 @@ def _exact_negative_elbo(model: VAE, x: torch.Tensor) -> torch.Tensor:
         residual = (x.flatten(1) - model.decode(mu).flatten(1)).square().sum(1)
         spread = (weight.square().sum(0) * logvar.exp()).sum(1)
         recon = 0.5 * (x[0].numel() * math.log(2 * math.pi * SIGMA**2) + (residual + spread) / SIGMA**2)
-        return recon + kl_to_standard_normal(mu, logvar)
+        return recon + kl_divergence(mu, logvar)
 
 
 @pytest.mark.slow
@@ -179,14 +180,14 @@ def test_binarized_test_set_is_fixed():
 def test_small_batches_bound_memory_without_changing_the_estimate(cli, tiny_model):
     args = ["eval", "-m", tiny_model, "--dataset", "digits", "--limit", "6", "-k", "50", "--json", "--device", "cpu"]
     whole = json.loads(cli(*args).stdout)
-    result = cli(*args, "--batch-size", "16")  # 50 samples in 4 chunks, one image a pass
+    result = cli(*args, "--decode-rows", "16")  # 50 samples in 4 chunks, one image a pass
     assert result.exit_code == 0, result.stderr
     chunked = json.loads(result.stdout)
     assert chunked["neg_elbo"] == whole["neg_elbo"]  # the ELBO pass does not depend on it
     assert chunked["nll"] == pytest.approx(whole["nll"], abs=1.0)  # other draws, same estimate
 
 
-@pytest.mark.parametrize("option", ["--iw-samples", "--batch-size"])
+@pytest.mark.parametrize("option", ["--iw-samples", "--decode-rows"])
 @pytest.mark.parametrize("bad", ["0", "-3"])
 def test_bad_counts_are_usage_errors(cli, tiny_model, option, bad):
     result = cli("eval", "-m", tiny_model, option, bad)

@@ -92,8 +92,8 @@ def test_train_help_shows_the_real_width_defaults():
 
 
 def _documented_keys(command: str) -> set[str]:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    row = next(line for line in readme.splitlines() if line.startswith(f"| `vae {command} --json` |"))
+    usage = (Path(__file__).resolve().parent.parent / "docs" / "usage.md").read_text()  # JSON for scripts
+    row = next(line for line in usage.splitlines() if line.startswith(f"| `vae {command} --json` |"))
     keys = row.split("|")[3].split("(")[0]
     return {key.strip(" `") for key in keys.split(",")}
 

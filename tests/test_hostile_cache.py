@@ -25,6 +25,7 @@ from vaecli.errors import DataError
 
 from tests.helpers.cli_checks import one_error_line
 from tests.helpers.fabricate import trust_fabricated, write_cifar10
+from tests.helpers.signals import foreground_signals
 
 SCORE = ["--score", "nll", "-k", "1", "--device", "cpu", "--format", "jsonl"]
 VICTIM = b"a file outside the cache that must survive\n"
@@ -242,7 +243,9 @@ def test_an_interrupted_cache_write_leaves_no_temporary(tmp_path, monkeypatch, h
 
     write_cifar10(tmp_path / "data", train=10, test=5)
     monkeypatch.setattr(cache.os, "fsync", lambda fd: os.kill(os.getpid(), getattr(signal, how)))
-    with signals.raised_as_interrupts(), pytest.raises(KeyboardInterrupt):  # as the CLI runs every command
+    # As the CLI runs every command, in a process that has Ctrl-C's handler even when the suite itself was
+    # started as a background job (SIGINT ignored).
+    with foreground_signals(), signals.raised_as_interrupts(), pytest.raises(KeyboardInterrupt):
         load_dataset("cifar10", "train", data_root=tmp_path / "data", shape=(3, 32, 32))
     assert list((Path(os.environ["XDG_CACHE_HOME"]) / "vaecli" / "datasets").iterdir()) == []
 

@@ -44,7 +44,7 @@ def _grey_folder(folder, count: int):
 
 def test_ood_defaults_leave_regret_out_of_a_hierarchical_model_and_say_why(cli, hvae, tmp_path):
     out = _grey_folder(tmp_path / "grey", 6)
-    result = cli("ood", "-m", hvae, "--in", "digits", "--out", out, *QUICK_SCORES, "--json", *CPU)
+    result = cli("ood", "-m", hvae, "--known", "digits", "--unusual", out, *QUICK_SCORES, "--json", *CPU)
     assert result.exit_code == 0, result.stderr
     assert set(json.loads(result.stdout)["scores"]) == {"nll", "elbo", "recon", "kl", "complexity"}
     said = [line for line in result.stderr.splitlines() if "regret left out" in line]
@@ -53,13 +53,13 @@ def test_ood_defaults_leave_regret_out_of_a_hierarchical_model_and_say_why(cli, 
 
 def test_ood_still_refuses_regret_named_on_a_hierarchical_model(cli, hvae, tmp_path):
     out = _grey_folder(tmp_path / "grey", 6)
-    result = cli("ood", "-m", hvae, "--in", "digits", "--out", out, "-s", "nll,regret", *QUICK_SCORES, *CPU)
+    result = cli("ood", "-m", hvae, "--known", "digits", "--unusual", out, "-s", "nll,regret", *QUICK_SCORES, *CPU)
     assert result.exit_code == 2 and "--score regret works on the single latent" in one_error_line(result)
 
 
 def test_ood_defaults_keep_regret_on_a_one_layer_model(cli, tiny_model, tmp_path):
     out = _grey_folder(tmp_path / "grey", 6)
-    result = cli("ood", "-m", tiny_model, "--in", "digits", "--out", out, *QUICK_SCORES, "--json", *CPU)
+    result = cli("ood", "-m", tiny_model, "--known", "digits", "--unusual", out, *QUICK_SCORES, "--json", *CPU)
     assert result.exit_code == 0, result.stderr
     assert "regret" in json.loads(result.stdout)["scores"] and "left out" not in result.stderr
 
@@ -71,7 +71,7 @@ def test_ood_defaults_keep_regret_on_a_one_layer_model(cli, tiny_model, tmp_path
 def test_ood_reads_a_torchvision_dataset_by_name(cli, tiny_model, tmp_path, monkeypatch, name):
     trust_fabricated(monkeypatch)
     write_cifar10(tmp_path / "data", train=10, test=7)
-    result = cli("ood", "-m", tiny_model, "--in", "digits", "--out", name, "--data-root", tmp_path / "data",
+    result = cli("ood", "-m", tiny_model, "--known", "digits", "--unusual", name, "--data-root", tmp_path / "data",
                  "--limit", "5", "-s", "nll", "-k", "2", "--json", *CPU)
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
@@ -79,14 +79,14 @@ def test_ood_reads_a_torchvision_dataset_by_name(cli, tiny_model, tmp_path, monk
 
 
 def test_ood_names_its_own_option_for_an_unknown_torchvision_class(cli, tiny_model):
-    result = cli("ood", "-m", tiny_model, "--in", "digits", "--out", "torchvision:NoSuchSet", "-s", "nll", *CPU)
+    result = cli("ood", "-m", tiny_model, "--known", "digits", "--unusual", "torchvision:NoSuchSet", "-s", "nll", *CPU)
     line = one_error_line(result)
-    assert result.exit_code == 2 and line.startswith("error: --out torchvision:NoSuchSet: ")
+    assert result.exit_code == 2 and line.startswith("error: --unusual torchvision:NoSuchSet: ")
     assert "no dataset class 'NoSuchSet'" in line and "--dataset" not in line
 
 
 def test_ood_lists_torchvision_names_for_a_missing_folder(cli, tiny_model):
-    result = cli("ood", "-m", tiny_model, "--in", "no-such-folder", "--out", "digits", "-s", "nll", *CPU)
+    result = cli("ood", "-m", tiny_model, "--known", "no-such-folder", "--unusual", "digits", "-s", "nll", *CPU)
     assert result.exit_code == 2 and "torchvision:NAME" in one_error_line(result)
 
 

@@ -78,8 +78,8 @@ TRAIN = ["train", "--dataset", "digits", "--arch", "mlp", "--hidden", "4", "--la
          "--limit", "64", "--no-report", "-q", "-o", "t.safetensors", *CPU]
 HVAE = [*TRAIN[:3], "--arch", "hvae", *TRAIN[5:]]
 SCORE = ["score", "d.png", "-m", "{plain}", "-s", "elbo", "-k", "1", "--regret-steps", "1", "-q", *CPU]
-OOD = ["ood", "-m", "{plain}", "--in", "digits", "--out", "digits", "--limit", "8", "-s", "elbo", "-k", "1", "-q",
-       *CPU]
+OOD = ["ood", "-m", "{plain}", "--known", "digits", "--unusual", "digits", "--limit", "8", "-s", "elbo", "-k", "1",
+       "-q", *CPU]
 # (command line, option): the option is appended with each hostile value.
 OPTIONS = [
     *((TRAIN, option) for option in ("--latent-dim", "--hidden", "--channels", "--image-size", "--epochs",
@@ -96,12 +96,12 @@ OPTIONS = [
     *((["interpolate", "d.png", "d.png", "-m", "{plain}", *CPU], option) for option in ("--steps", "--scale")),
     *((["decode", "z.npy", "-m", "{plain}", "--grid", "g.png", *CPU], option) for option in ("--nrow", "--scale")),
     *((["eval", "-m", "{plain}", "--limit", "8", "-k", "1", *CPU], option)
-      for option in ("--limit", "-k", "--batch-size")),
+      for option in ("--limit", "-k", "--decode-rows")),
     *((["fit-prior", "-m", "{plain}", "-o", "p.safetensors", "-c", "2", "--limit", "64", *CPU], option)
       for option in ("-c", "--samples")),
     (["project", "-m", "{plain}", "--limit", "16", *CPU], "--limit"),
-    *((SCORE, option) for option in ("-k", "--regret-steps", "--batch-size", "--seed")),
-    *((OOD, option) for option in ("--limit", "-k", "--regret-steps", "--batch-size")),
+    *((SCORE, option) for option in ("-k", "--regret-steps", "--decode-rows", "--seed")),
+    *((OOD, option) for option in ("--limit", "-k", "--regret-steps", "--decode-rows")),
     *((["traverse", "-m", "{plain}", "--limit", "16", *CPU], option)
       for option in ("-n", "--steps", "--scale", "--limit")),
     *((["manifold", "-m", "{plain}", "--limit", "16", *CPU], option) for option in ("--size", "--limit")),

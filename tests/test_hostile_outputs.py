@@ -197,7 +197,7 @@ def test_decode_of_an_endless_device_stops_at_once(tiny_model, tmp_path):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["eval", "--dataset", "digits", "--batch-size", "100000000"], "--batch-size must be between"),
+        (["eval", "--dataset", "digits", "--decode-rows", "100000000"], "--decode-rows must be between"),
         (["eval", "--dataset", "digits", "--iw-samples", "1000000000"], "--iw-samples must be between"),
         (["fit-prior", "--samples", "100000", "--limit", "10"], "--samples must be between"),
     ],
@@ -213,8 +213,8 @@ def test_counts_without_a_sensible_bound_are_refused(cli, tiny_model, args, expe
     [
         (["train", "--dataset", "digits", "--arch", "mlp", "--image-size", "1024", "--hidden", "16384",
           "--epochs", "1", "--limit", "64"], "lower --batch-size, --image-size or --hidden"),
-        (["eval", "-m", "{M}", "--dataset", "digits", "--limit", "4", "--batch-size", "1000000"],
-         "lower --batch-size"),
+        (["eval", "-m", "{M}", "--dataset", "digits", "--limit", "4", "--decode-rows", "1000000"],
+         "lower --decode-rows"),
         (["fit-prior", "-m", "{M}", "--components", "4000", "--samples", "1000"],
          "lower --components, --samples or --limit"),
     ],
@@ -361,7 +361,7 @@ def test_concatenated_npy_arrays_on_stdin_are_all_read(cli, tiny_model):
 
 
 def test_a_model_whose_checkpoints_no_reader_accepts_is_refused_before_training(cli, monkeypatch):
-    monkeypatch.setattr("vaecli.store.checkpoint.MAX_CHECKPOINT_BYTES", 1 << 20)
+    monkeypatch.setattr("vaecli.store.safetensors_file.MAX_CHECKPOINT_BYTES", 1 << 20)
     result = cli("train", "--dataset", "digits", "--arch", "mlp", "--hidden", "512", "--epochs", "1",
                  "--limit", "64")
     assert result.exit_code == 2

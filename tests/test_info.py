@@ -11,7 +11,8 @@ import sys
 import pytest
 import typer.testing
 
-from vaecli.store.checkpoint import BUNDLED_MODELS, read_metadata, resolve_model
+from vaecli.store.bundled import BUNDLED_MODELS, resolve_model
+from vaecli.store.checkpoint import read_metadata
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +17,19 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node but those under `if TYPE_CHECKING:`, which only a type checker reads."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
 def _imports(path: Path) -> set[str]:
-    """Every vaecli module a file imports, at its top or inside a function."""
+    """Every vaecli module a file imports at run time, at its top or inside a function."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vaecli"):
             found.add(node.module)
             # `from vaecli.commands import sample` imports the module vaecli.commands.sample.
@@ -83,3 +93,36 @@ def test_help_of_vae_and_every_command_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+LIBRARY_PACKAGES = ("model", "training", "data", "store", "analysis", "figures", "runtime")
+
+
+def test_the_model_package_imports_only_torch_the_config_and_itself():
+    allowed = {"vaecli.config", "vaecli.errors"}
+    for path in (PACKAGE / "model").glob("*.py"):
+        for module in _imports(path):
+            assert module.startswith("vaecli.model") or module in allowed, f"{path.name} imports {module}"
+        tree = ast.parse(path.read_text())
+        outside = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                   for alias in node.names} | {node.module.split(".")[0] for node in ast.walk(tree)
+                                               if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+        third_party = outside - set(sys.stdlib_module_names) - {"__future__"}
+        assert third_party <= {"torch", "vaecli"}, (path, third_party)
+
+
+def test_library_packages_never_import_the_command_line_or_the_terminal():
+    for package in LIBRARY_PACKAGES:
+        for path in (PACKAGE / package).rglob("*.py"):
+            upward = {m for m in _imports(path) if m.startswith(("vaecli.commands", "vaecli.terminal", "vaecli.cli"))}
+            assert not upward, f"{path.relative_to(PACKAGE)} imports {sorted(upward)}"
+
+
+def test_nothing_outside_the_model_package_asks_which_kind_of_model_it_holds():
+    # One-layer and hierarchical models share one interface (model/interface.py); the config may still say
+    # which settings apply to which architecture, but no code path branches on the kind of model.
+    asks = re.compile(r"\bHVAE\b|\bis_hierarchical\b|\bHIERARCHICAL\b|\barch\s*==|\.arch\s+in\b|isinstance\([^)]*VAE")
+    found = [f"{path.relative_to(PACKAGE)}:{number}" for path in PACKAGE.rglob("*.py")
+             if path.parent.name != "model" and path.name != "config.py"
+             for number, line in enumerate(path.read_text().splitlines(), 1) if asks.search(line)]
+    assert found == []

@@ -8,10 +8,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vaecli.config import ModelConfig, model_config_from_dict
+from vaecli.config import ModelConfig
 from vaecli.errors import CheckpointError, UsageError
 from vaecli.model import logistic
 from vaecli.model.objective import reconstruction_nll
+from vaecli.store.metadata import model_config_from_dict
 
 LEVELS = torch.arange(256, dtype=torch.float32) / 255  # every 8-bit level as a pixel in [0, 1]
 

@@ -81,21 +81,21 @@ def test_manifold_refuses_a_grid_that_cannot_fit(cli, tiny_model, small_memory):
 
 def test_score_refuses_rows_per_pass_that_cannot_fit(cli, tiny_model, small_memory):
     image = digit(Path("one.png"))
-    result = cli("score", image, "-m", tiny_model, *CPU, "-k", "1000000", "--batch-size", "1048576")
-    refused(result, "1,000,000 rows", "lower --iw-samples or --batch-size")
+    result = cli("score", image, "-m", tiny_model, *CPU, "-k", "1000000", "--decode-rows", "1048576")
+    refused(result, "1,000,000 rows", "lower --iw-samples or --decode-rows")
     assert result.stdout == ""
-    works = cli("score", image, "-m", tiny_model, *CPU, "-k", "10", "--batch-size", "1048576")
+    works = cli("score", image, "-m", tiny_model, *CPU, "-k", "10", "--decode-rows", "1048576")
     assert works.exit_code == 0, works.stderr
     assert works.stdout.splitlines()[1].startswith("one.png\t")
 
 
 def test_ood_refuses_before_reading_either_set(cli, tiny_model, small_memory):
-    result = cli("ood", "-m", tiny_model, *CPU, "--in", "digits", "--out", "missing-folder", "--limit", "20",
-                 "-k", "10000", "--batch-size", "1048576", "-o", "roc.png")
-    refused(result, "200,000 rows", "lower --iw-samples or --batch-size")  # not "missing-folder": never read
+    result = cli("ood", "-m", tiny_model, *CPU, "--known", "digits", "--unusual", "missing-folder", "--limit", "20",
+                 "-k", "10000", "--decode-rows", "1048576", "-o", "roc.png")
+    refused(result, "200,000 rows", "lower --iw-samples or --decode-rows")  # not "missing-folder": never read
     assert not Path("roc.png").exists()
-    works = cli("ood", "-m", tiny_model, *CPU, "--in", "digits", "--out", "digits", "--limit", "20", "-k", "5",
-                "-s", "nll,elbo,regret", "--regret-steps", "2", "--batch-size", "1048576", "-o", "roc.png", "--json")
+    works = cli("ood", "-m", tiny_model, *CPU, "--known", "digits", "--unusual", "digits", "--limit", "20", "-k", "5",
+                "-s", "nll,elbo,regret", "--regret-steps", "2", "--decode-rows", "1048576", "-o", "roc.png", "--json")
     assert works.exit_code == 0, works.stderr
     assert json.loads(works.stdout)["images_in"] == 20 and Path("roc.png").stat().st_size
 
@@ -171,18 +171,18 @@ def sparse_checkpoint(source: Path, target: Path, extra: int) -> None:
 
 def test_a_checkpoint_too_large_to_load_is_refused_before_its_tensors_are_read(cli, tiny_model, monkeypatch,
                                                                                 small_memory):
-    import vaecli.store.checkpoint
+    import vaecli.store.safetensors_file
 
     big = Path("big.safetensors")
     sparse_checkpoint(tiny_model, big, 3 << 30)  # 3 GiB declared, under the 4 GiB bound on a file
     requested = []
-    real = vaecli.store.checkpoint.read_exactly
+    real = vaecli.store.safetensors_file.read_exactly
 
     def counting(handle, count, name):
         requested.append(count)
         return real(handle, count, name)
 
-    monkeypatch.setattr(vaecli.store.checkpoint, "read_exactly", counting)
+    monkeypatch.setattr(vaecli.store.safetensors_file, "read_exactly", counting)
     result = cli("sample", "-m", big, *CPU, "-n", "1", "-o", "out")
     line = refused(result, f"{big}: loading this checkpoint")
     with open(big, "rb") as handle:

@@ -7,12 +7,13 @@ import torch
 from torch import nn
 
 from vaecli.config import ARCHITECTURES, DEFAULT_HIDDEN, HIERARCHICAL, ModelConfig
-from vaecli.model.networks import BUILDERS, SubPixelConvTranspose, build_model, inference_decoder
+from vaecli.model.networks import BUILDERS, MODELS, SubPixelConvTranspose, build_model, inference_decoder
 
 
 def test_the_registry_builds_every_architecture_the_config_names():
     """config.ARCHITECTURES (read without torch) and the builders in models.py name the same ones."""
-    assert (*BUILDERS, *HIERARCHICAL) == ARCHITECTURES == tuple(DEFAULT_HIDDEN)
+    assert tuple(MODELS) == ARCHITECTURES == tuple(DEFAULT_HIDDEN)
+    assert set(BUILDERS) | set(HIERARCHICAL) == set(ARCHITECTURES)
     for name, builder in BUILDERS.items():
         assert callable(builder), name
 

@@ -109,8 +109,8 @@ def _title_inside(figure) -> None:
     assert titles
     for title in titles:
         extent = title.get_window_extent(figure.canvas.get_renderer())
-        assert 0 <= extent.x0 and extent.x1 <= figure.bbox.width, (extent, figure.bbox)
-        assert 0 <= extent.y0 and extent.y1 <= figure.bbox.height, (extent, figure.bbox)
+        assert extent.x0 >= 0 and extent.x1 <= figure.bbox.width, (extent, figure.bbox)
+        assert extent.y0 >= 0 and extent.y1 <= figure.bbox.height, (extent, figure.bbox)
 
 
 # The tour's traversal title for a conditional Fashion-MNIST model, and traverse's two lines around a named file.

@@ -23,7 +23,8 @@ import pytest
 from PIL import Image
 
 from vaecli.commands.ood import TABLE_COLUMNS, table_lines
-from vaecli.store.checkpoint import BUNDLED_MODELS, PRETRAINED_DIR, config_of, read_metadata
+from vaecli.store.bundled import BUNDLED_MODELS, PRETRAINED_DIR
+from vaecli.store.checkpoint import config_of, read_metadata
 
 from tests.helpers.cli_checks import one_error_line
 from tests.helpers.images import stroke

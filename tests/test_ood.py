@@ -49,7 +49,7 @@ def _blank_folder(tmp_path, count: int = 12):
 
 def test_ood_json_table_and_roc_figure(cli, tiny_model, tmp_path):
     folder = _blank_folder(tmp_path)
-    result = cli("ood", "-m", tiny_model, "--in", "digits", "--out", folder, "--limit", "20", "-k", "3",
+    result = cli("ood", "-m", tiny_model, "--known", "digits", "--unusual", folder, "--limit", "20", "-k", "3",
                  "--regret-steps", "3", "--json", "-o", tmp_path / "roc.png", *CPU)
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
@@ -64,7 +64,7 @@ def test_ood_json_table_and_roc_figure(cli, tiny_model, tmp_path):
 
 def test_ood_without_json_prints_the_figure_path_only(cli, tiny_model, tmp_path):
     folder = _blank_folder(tmp_path)
-    result = cli("ood", "-m", tiny_model, "--in", "digits", "--out", folder, "--limit", "10", "-s", "nll",
+    result = cli("ood", "-m", tiny_model, "--known", "digits", "--unusual", folder, "--limit", "10", "-s", "nll",
                  "-k", "2", "-o", "roc.png", *CPU)
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "roc.png\n"
@@ -73,10 +73,10 @@ def test_ood_without_json_prints_the_figure_path_only(cli, tiny_model, tmp_path)
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--in", "digits", "--out", "no-such-folder"], "--out no-such-folder"),
-        (["--in", "digits", "--out", "EMPTY"], "no PNG or JPEG"),
-        (["--in", "digits", "--out", "digits", "-s", "psnr"], "--score psnr"),
-        (["--in", "digits", "--out", "digits", "-o", "FILE/roc.png"], "is not a folder"),
+        (["--known", "digits", "--unusual", "no-such-folder"], "--unusual no-such-folder"),
+        (["--known", "digits", "--unusual", "EMPTY"], "no PNG or JPEG"),
+        (["--known", "digits", "--unusual", "digits", "-s", "psnr"], "--score psnr"),
+        (["--known", "digits", "--unusual", "digits", "-o", "FILE/roc.png"], "is not a folder"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(cli, tiny_model, tmp_path, args, message):

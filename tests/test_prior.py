@@ -10,8 +10,9 @@ import torch
 
 from vaecli.analysis.latent import sample_prior
 from vaecli.config import ModelConfig, TrainConfig
+from vaecli.model.gaussian import standard_log_density as standard_normal_log_prob
 from vaecli.model.networks import build_model
-from vaecli.model.prior import MixturePrior, fit_mixture, standard_normal_log_prob
+from vaecli.model.prior import MixturePrior, fit_mixture
 from vaecli.store.checkpoint import build_metadata, load_checkpoint, save_checkpoint
 
 
@@ -169,7 +170,8 @@ def test_loading_a_mixture_model_stays_light():
     import subprocess
     import sys
 
-    code = ("import sys; from vaecli.store.checkpoint import load_checkpoint, resolve_model; "
+    code = ("import sys; from vaecli.store.bundled import resolve_model; "
+            "from vaecli.store.checkpoint import load_checkpoint; "
             "load_checkpoint(resolve_model('mnist')[0]); print('sympy' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

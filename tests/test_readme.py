@@ -1,4 +1,5 @@
-"""The README's shell examples run as a user runs them, and the docs figures match what `vae tour` draws."""
+"""The README's and docs/*.md's shell examples run as a user runs them, their links resolve, and the docs
+figures match what `vae tour` draws."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from vaecli.store.checkpoint import read_metadata
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 DOCS = REPO / "docs"
+DEVELOPMENT = DOCS / "development.md"
 DOCS_MODEL = DOCS / "quickstart.safetensors"
 FIGURES = ("latent.png", "reconstructions.png", "interpolation.png", "samples.png")
 # Grey levels a pixel of a fresh figure may differ by. Another torch build rounds the encoder's outputs in
@@ -32,18 +34,26 @@ QUICK_START_TRAIN = "vae train --arch cnn"  # how the quick start trains; the do
 
 
 class Shrunk(NamedTuple):
-    """A README command run with less work: each (README text, text run instead) edit, and why."""
+    """A documented command run with less work: each (page text, text run instead) edit, and why."""
 
     edits: tuple[tuple[str, str], ...]
     why: str
 
 
-# Every command in the README falls in exactly one of these three; a new one fails the test until it is
-# placed. The quick start runs first; then each `## ` section runs its commands in README order in a copy
-# of the folder the quick start left, as a reader who turns to that section would run them.
+# Every command in the README and docs/*.md falls in exactly one of these three; a new one fails the test
+# until it is placed. The README's quick start runs first; then each `## ` section of each page runs its
+# commands in page order in a copy of the folder the quick start left, as a reader who turns to that
+# section would run them.
 RUN_AS_WRITTEN = (
     "vae info vae.safetensors",
     "vae info vae.safetensors --history",
+    "vae sample -n 16 --temperature 0.8 --grid samples-cold.png",
+    "vae encode a.png b.png -o z.npy",
+    "vae decode z.npy --grid z.png",
+    "vae project --dataset digits -o latent.png",
+    "vae tour --dataset digits -o tour/",
+    "vae ood --known mnist --unusual digits --limit 100 -k 4 -s nll,complexity",
+    "vae completion zsh > _vae",
     "vae info vae.safetensors --json | jq .config",
     'vae sample -n 8 -o out/ | while read f; do convert "$f" "${f%.png}.jpg"; done',
     "vae reconstruct drawing.png --compare - > compare.png",
@@ -129,8 +139,9 @@ SHRUNK = {
         (("--binarize", f"--binarize {SMALL_EVAL}"),), "K = 1000 on 10,000 images takes minutes"),
     "vae score -m mnist-resnet --dataset mnist --limit 1000 -s nll,regret --format csv > scores.csv": Shrunk(
         (("--limit 1000", "--limit 20"),), "regret on 1,000 images takes minutes"),
-    "mkdir -p blank && mv blank-*.png blank/ && vae ood --in mnist --out blank/ -s nll,complexity --json | jq .scores":
-        Shrunk((("--in mnist", "--in mnist --limit 50 -k 4"),), "K = 100 on 10,000 MNIST test images takes minutes"),
+    "mkdir -p blank && mv blank-*.png blank/ && vae ood --known mnist --unusual blank/ -s nll,complexity --json "
+    "| jq .scores": Shrunk((("--known mnist", "--known mnist --limit 50 -k 4"),),
+                           "K = 100 on 10,000 MNIST test images takes minutes"),
     "torchrun --standalone --nproc-per-node 2 -m vaecli train --dataset digits --device cpu -o ddp.safetensors":
         Shrunk((("--device cpu", "--device cpu --epochs 1 --limit 200"),), "20 epochs in two processes"),
 }
@@ -142,7 +153,7 @@ SKIPPED = {
     "-o gpu4.safetensors": "needs 4 CUDA GPUs",
     "torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint host1:29400 --rdzv-id vae1 "
     "-m vaecli train --arch resnet --device cuda -o nodes.safetensors": "needs two machines with 8 GPUs each",
-    "vae ood -m fashion-mnist --in fashion-mnist --out mnist --limit 2000 -k 16 -o roc.png":
+    "vae ood -m fashion-mnist --known fashion-mnist --unusual mnist --limit 2000 -k 16 -o roc.png":
         "needs Fashion-MNIST (this test copies MNIST only) and takes 18 minutes on 2 shared CPU cores",
     "vae tour -m mnist --html -o page/ | tail -1 | xargs -I{} python scripts/screenshot_html.py {} page.png":
         "needs Chromium and the checkout's scripts/; tests/test_tour_html.py runs it when Chromium is on PATH",
@@ -150,6 +161,7 @@ SKIPPED = {
         "needs Chromium and the checkout's scripts/; tests/test_tour_html.py runs it when Chromium is on PATH",
     "pip install -e '.[test]'": "installs packages",
     "python -m pytest": "runs the suite this test is part of",
+    'python -m pytest -m "not slow"': "runs the suite this test is part of",
     "bash .ci/run": "makes a fresh venv and installs torch into it (about 6 GB)",
     "echo 'source ~/.local/share/bash-completion/completions/vae' >> ~/.bashrc": "edits the shell's startup file",
     "echo 'fpath+=(~/.zfunc); autoload -U compinit && compinit' >> ~/.zshrc": "edits the shell's startup file",
@@ -157,7 +169,7 @@ SKIPPED = {
 # Programs some examples pipe into, with the option that shows they work (a stand-in may only exist).
 TOOLS = {"jq": "--version", "convert": "-version"}
 OPTION = r"(?<![\w-])--?[a-z][\w-]*"  # an option's name in prose: -o, --out, not recon-NAME
-# A pipeline into `head` ends its writer early: SIGPIPE (141) there is how the README's pipelines work.
+# A pipeline into `head` ends its writer early: SIGPIPE (141) there is how the documented pipelines work.
 SIGPIPE_OK = ("| head",)
 
 
@@ -195,17 +207,34 @@ def _table(text: str, header: str) -> list[list[str]]:
     return rows
 
 
-def readme_commands(text: str) -> list[str]:
-    """Every command in the README's ```sh blocks and its command table's pipeline column, in README order."""
+def pages() -> list[Path]:
+    """The README, then every docs page in name order."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def _shown(page: Path) -> str:
+    return str(page.relative_to(REPO))
+
+
+# A table of commands whose last column holds a command to run: the README's examples, usage.md's pipelines.
+COMMAND_TABLE = r"^\| command \|[^\n]*\| (a pipeline|example) \|$"
+
+
+def page_commands(text: str) -> list[str]:
+    """Every command in a page's ```sh blocks and its command tables' example column, in page order."""
     found = []
-    for match in re.finditer(r"^```sh\n(.*?)^```$|^\| command \|[^\n]*\| a pipeline \|$", text, re.S | re.M):
+    for match in re.finditer(rf"^```sh\n(.*?)^```$|{COMMAND_TABLE}", text, re.S | re.M):
         if match.group(1) is not None:
             block = re.sub(r"\s*\\\n\s*", " ", match.group(1))  # continued lines are one command
             found += [cmd for cmd in map(_without_comment, block.splitlines()) if cmd]
         else:
-            column = _cells(match.group(0)).index("a pipeline")
+            column = _cells(match.group(0)).index(match.group(2))
             found += [_unquote_cell(row[column]) for row in _table(text[match.start():], "| command |")]
     return found
+
+
+def all_commands() -> list[str]:
+    return [command for page in pages() for command in page_commands(page.read_text())]
 
 
 def _command_to_run(command: str) -> str:
@@ -254,6 +283,8 @@ def vae_calls(command: str) -> list[tuple[str, list[str]]]:
 def _unknown_options(command: str, known: dict[str, set[str]]) -> list[str]:
     problems = []
     for name, options in vae_calls(command):
+        if name.isupper():
+            continue  # a placeholder: `vae COMMAND ...`
         if name not in known:
             problems.append(f"`vae {name}` is not a command")
             continue
@@ -261,46 +292,112 @@ def _unknown_options(command: str, known: dict[str, set[str]]) -> list[str]:
     return problems
 
 
-def test_every_readme_command_is_run_shrunk_or_skipped():
-    commands = readme_commands(README.read_text())
+def test_every_documented_command_is_run_shrunk_or_skipped():
+    commands = all_commands()
     listed = [*RUN_AS_WRITTEN, *SHRUNK, *SKIPPED]
     unknown = [cmd for cmd in commands if cmd not in listed]
-    assert not unknown, "README commands this test does not know: add each to RUN_AS_WRITTEN, SHRUNK or SKIPPED " \
-                        "in tests/test_readme.py:\n" + "\n".join(unknown)
+    assert not unknown, "README or docs/ commands this test does not know: add each to RUN_AS_WRITTEN, SHRUNK " \
+                        "or SKIPPED in tests/test_readme.py:\n" + "\n".join(unknown)
     gone = [cmd for cmd in listed if cmd not in commands]
-    assert not gone, "no longer in the README: remove from tests/test_readme.py:\n" + "\n".join(gone)
+    assert not gone, "no longer in the README or docs/: remove from tests/test_readme.py:\n" + "\n".join(gone)
     assert len(listed) == len(set(listed)), "a command is listed twice"
     for command, shrunk in SHRUNK.items():
         for old, _ in shrunk.edits:
             assert old in command, f"{command!r} has no {old!r} to replace"
 
 
-def test_readme_options_exist():
-    """Every option the README uses or names is one that `vae SUB --help` lists, run or not."""
-    text = README.read_text()
-    known = cli_options()
-    problems = [p for cmd in readme_commands(text) for p in _unknown_options(cmd, known)]
+def _page_option_problems(text: str, known: dict[str, set[str]]) -> list[str]:
+    """Options a page uses or names that its command does not have."""
+    problems = [p for cmd in page_commands(text) for p in _unknown_options(cmd, known)]
     # Inline code in the prose and tables (`vae train --resume`, `vae sample [-n 16]`), brackets dropped.
-    prose = re.sub(r"^```.*?^```$", "", text, flags=re.S | re.M)
-    for span in re.findall(r"`([^`]+)`", prose):
+    for span in re.findall(r"`([^`]+)`", _prose(text)):
         if re.search(r"(^|[\s(])vae\s", span):
             problems += _unknown_options(re.sub(r"[][]", " ", span.replace("\\|", "|")), known)
-    # In each table of commands, the first two columns name options of the command in the first.
+    # In each table of commands, the first two columns name options of the commands in the first (one, or
+    # several that share a row: `vae decode`, `vae encode`).
     for header in re.finditer(r"^\| command \|", text, re.M):
         for row in _table(text[header.start():], "| command |"):
-            name = _unquote_cell(row[0]).split()[1]
+            names = re.findall(r"`vae ([\w-]+)", row[0])
+            assert names, f"a row of a table of commands names no command: {row[0]}"
             spans = " ".join(re.findall(r"`([^`]*)`", " ".join(row[:2])))
-            problems += [f"`vae {name}` has no option {opt}" for opt in re.findall(OPTION, spans)
-                         if opt not in known[name]]
+            problems += [f"`vae {name}` has no option {opt}" for name in names if name in known
+                         for opt in re.findall(OPTION, spans) if opt not in known[name]]
+            problems += [f"`vae {name}` is not a command" for name in names if name not in known]
+    return problems
+
+
+def test_documented_options_exist():
+    """Every option the README and docs/ use or name is one that `vae SUB --help` lists, run or not."""
+    known = cli_options()
+    problems = [f"{_shown(page)}: {problem}" for page in pages()
+                for problem in _page_option_problems(page.read_text(), known)]
     # The training table says it lists every option: both ways, then.
-    table = {opt for row in _table(text, "| option |") for opt in re.findall(OPTION, row[0])}
+    with_table = [page for page in pages() if re.search(r"^\| option \|", page.read_text(), re.M)]
+    assert len(with_table) == 1, f"one page should hold the table of training options, not {with_table}"
+    table = {opt for row in _table(with_table[0].read_text(), "| option |") for opt in re.findall(OPTION, row[0])}
     problems += [f"`vae train` has no option {opt}" for opt in sorted(table - known["train"])]
     problems += [f"the training table lacks {opt}" for opt in sorted(known["train"] - table - {"-h", "--help"})]
     assert not problems, "\n".join(problems)
 
 
+def _prose(text: str) -> str:
+    """A page without its fenced blocks: what a reader sees as text, tables and inline code."""
+    return re.sub(r"^```.*?^```$", "", text, flags=re.S | re.M)
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation but hyphens dropped, spaces to hyphens."""
+    text = re.sub(r"!?\[([^]]*)\]\([^)]*\)", r"\1", heading.strip().lower())  # a link's text stays
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    """The anchors of a page's headings; a repeated heading's anchor gets -1, -2, ... as on GitHub."""
+    found: set[str] = set()
+    for heading in re.findall(r"^#{1,6} (.*)$", _prose(page.read_text()), re.M):
+        anchor = base = github_anchor(heading)
+        count = 0
+        while anchor in found:
+            count += 1
+            anchor = f"{base}-{count}"
+        found.add(anchor)
+    return found
+
+
+def links(text: str) -> list[str]:
+    """The targets of a page's links and images outside code: [text](target), ![alt](target)."""
+    prose = re.sub(r"`[^`\n]*`", "", _prose(text))
+    return re.findall(r"\]\(([^)\s]+)\)", prose)
+
+
+def test_links_images_and_anchors_resolve():
+    """Every relative link and image in the README and docs/ names a file, and every #anchor a heading."""
+    problems = []
+    for page in pages():
+        for target in links(page.read_text()):
+            if re.match(r"[a-z][\w+.-]*:", target):  # https:, mailto:: another site's
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = (page.parent / path).resolve() if path else page
+            if not resolved.exists():
+                problems.append(f"{_shown(page)}: {target}: no such file")
+            elif anchor and (resolved.suffix != ".md" or anchor not in anchors(resolved)):
+                problems.append(f"{_shown(page)}: {target}: no heading with that anchor")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_module_map_names_every_module():
+    """docs/development.md's module map has a line for every module of the package."""
+    package = Path(vaecli.__file__).parent
+    text = DEVELOPMENT.read_text()
+    missing = [str(path.relative_to(package)) for path in sorted(package.rglob("*.py"))
+               if path.name != "__init__.py" or path.parent == package]
+    missing = [name for name in missing if f"| `{name}` |" not in text]
+    assert not missing, "add to the module map in docs/development.md: " + ", ".join(missing)
+
+
 def _write_inputs(folder: Path, home: Path, mnist_root: Path) -> None:
-    """The files the examples name and the README does not make: a folder of 'cats'.
+    """The files the examples name and the docs do not make: a folder of 'cats'.
 
     a.png, b.png and drawing.png are the quick start's to write (scripts/export_images.py), as a reader's are."""
     import numpy as np
@@ -335,18 +432,18 @@ def _tools(folder: Path) -> Path:
     return folder
 
 
-def readme_sections(text: str) -> list[tuple[str, list[str]]]:
-    """(heading, commands) of each `## ` section of the README that has commands, in README order."""
+def page_sections(page: Path) -> list[tuple[str, list[str]]]:
+    """(page: heading, commands) of each `## ` section of a page that has commands, in page order."""
     sections = []
-    for chunk in re.split(r"^(?=## )", text, flags=re.M):
-        commands = readme_commands(chunk)
+    for chunk in re.split(r"^(?=## )", page.read_text(), flags=re.M):
+        commands = page_commands(chunk)
         if commands:
-            sections.append((chunk.splitlines()[0], commands))
+            sections.append((f"{_shown(page)}: {chunk.splitlines()[0]}", commands))
     return sections
 
 
 class Lane(NamedTuple):
-    """A folder the README's commands run in, a home of its own, and the environment they see."""
+    """A folder the documented commands run in, a home of its own, and the environment they see."""
 
     work: Path
     home: Path
@@ -390,7 +487,7 @@ def _stderr_excerpt(stderr: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_readme_commands_run(mnist_root, tmp_path):
+def test_documented_commands_run(mnist_root, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     work, home = tmp_path / "start" / "work", tmp_path / "start" / "home"
@@ -405,22 +502,23 @@ def test_readme_commands_run(mnist_root, tmp_path):
     )
     start = Lane(work, home, env)
     missing_tools = {tool for tool, flag in TOOLS.items() if not _works(tool, flag)}
-    text = README.read_text()
-    (heading, first), *later = readme_sections(text)
-    assert [cmd for _, commands in [(heading, first), *later] for cmd in commands] == readme_commands(text)
-    # The quick start first; then each section, in order, in a copy of what the quick start left, two at a
-    # time (most of a command's time is Python and torch starting, which one core does).
+    (heading, first), *later = [section for page in pages() for section in page_sections(page)]
+    assert heading.startswith("README.md: ## Quick start"), heading
+    assert [cmd for _, commands in [(heading, first), *later] for cmd in commands] == all_commands()
+    # The README's quick start first; then each section of each page, in order, in a copy of what the quick
+    # start left, two at a time (most of a command's time is Python and torch starting, which one core does).
     results = [_run_commands(first, start, missing_tools)]
     lanes = [start.copy(tmp_path / f"section-{i}") for i in range(len(later))]
     with ThreadPoolExecutor(max_workers=2) as pool:
         results += pool.map(_run_commands, [commands for _, commands in later], lanes, [missing_tools] * len(lanes))
     headings = [heading, *(name for name, _ in later)]
     failures = [f"{name}\n{failure}" for name, (found, _) in zip(headings, results, strict=True) for failure in found]
-    assert not failures, "README commands that failed (each section runs in order, after the quick start):\n\n" + \
+    assert not failures, "documented commands that failed (each section runs in order, after the quick " \
+                         "start):\n\n" + \
         "\n\n".join(failures)
     not_run = [line for _, missing in results for line in missing]
     if not_run:
-        pytest.skip("README commands not run, for want of a tool:\n" + "\n".join(not_run))
+        pytest.skip("documented commands not run, for want of a tool:\n" + "\n".join(not_run))
 
 
 def test_docs_model_is_the_quick_start_model(cli, mnist_root, tmp_path, monkeypatch):

@@ -16,6 +16,8 @@ import torch
 
 from vaecli.store.checkpoint import load_checkpoint
 
+from tests.helpers.signals import default_signals
+
 # Tiny runs on CPU: three steps an epoch (96 images, 32 a batch), bit-exact there.
 RECIPE = ["--dataset", "digits", "--hidden", "8", "--latent-dim", "4", "--batch-size", "32", "--limit", "96",
           "--device", "cpu", "--no-report"]
@@ -145,7 +147,7 @@ def test_signal_keeps_the_last_epoch_and_resume_finishes_the_same_run(cli, tmp_p
     process = subprocess.Popen(
         [sys.executable, "-c", SLOW_CLI, "train", *COSINE_3, "-o", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
-        env={**os.environ, "VAE_OFFLINE": "1", "NO_COLOR": "1"},
+        env={**os.environ, "VAE_OFFLINE": "1", "NO_COLOR": "1"}, preexec_fn=default_signals,
     )
     try:
         deadline = time.monotonic() + 90

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+from pathlib import Path
 
 import numpy
 import pytest
@@ -103,8 +104,8 @@ def test_regret_is_deterministic_for_a_seed_and_stdin_is_an_image(cli, tiny_mode
     shape = load_checkpoint(tiny_model, torch.device("cpu")).config.model.image_shape
     path = _write_images(tmp_path, shape, 1)[0]
     args = ["score", "-", "-m", tiny_model, "-s", "regret", "--regret-steps", "5", "--format", "jsonl", *CPU]
-    first = cli(*args, input=open(path, "rb").read())
-    second = cli(*args, input=open(path, "rb").read())
+    first = cli(*args, input=Path(path).read_bytes())
+    second = cli(*args, input=Path(path).read_bytes())
     assert first.exit_code == 0, first.stderr
     assert first.stdout == second.stdout
     row = json.loads(first.stdout)

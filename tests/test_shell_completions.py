@@ -17,7 +17,8 @@ SHELLS = ("bash", "zsh", "fish")
 WAIT_S = 10.0  # generous for a loaded CI machine; a working shell answers in well under a second
 BASH_COMPLETION = Path("/usr/share/bash-completion/bash_completion")
 
-# The README's install lines, word for word (keep the two in step), each run by its shell on an empty HOME.
+# The install lines of docs/usage.md (Shell completion), word for word (keep the two in step), each run by its
+# shell on an empty HOME.
 README_BASH = (
     "mkdir -p ~/.local/share/bash-completion/completions && "
     "vae completion bash > ~/.local/share/bash-completion/completions/vae"

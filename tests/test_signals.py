@@ -17,6 +17,8 @@ from PIL import Image
 from vaecli.figures.snapshots import FIRST_EPOCH_POINTS
 from vaecli.store.checkpoint import load_checkpoint, read_metadata
 
+from tests.helpers.signals import default_signals
+
 REPO = Path(__file__).resolve().parent.parent
 
 # The real CLI in a child whose work stalls at one point (touching STALL_MARK first), so that a signal
@@ -70,18 +72,11 @@ MESSAGES = {
 }
 
 
-def _default_signals() -> None:
-    # A test run in the background (or under nohup) hands its children SIGINT (or SIGHUP) ignored;
-    # a user's shell gives a foreground command the defaults.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
-
-
 def _start(script: str, args: list, cwd: Path, **env: str) -> subprocess.Popen:
     environment = {**os.environ, "VAE_OFFLINE": "1", "NO_COLOR": "1", **env,
                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], cwd=cwd, env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_signals)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_signals)
 
 
 def _wait_for(path: Path, process: subprocess.Popen, what: str) -> None:
@@ -110,7 +105,7 @@ def _temporaries(root: Path) -> list[Path]:
 COMMANDS = {
     "eval": ("nll", ["eval", "-k", "4", "--limit", "8"]),
     "score": ("nll", ["score", "--dataset", "digits", "--limit", "8", "-s", "nll", "-k", "4"]),
-    "ood": ("nll", ["ood", "--in", "digits", "--out", "digits", "--limit", "8", "-s", "nll", "-k", "4"]),
+    "ood": ("nll", ["ood", "--known", "digits", "--unusual", "digits", "--limit", "8", "-s", "nll", "-k", "4"]),
     "traverse -o": ("write", ["traverse", "--limit", "8", "--steps", "3", "-o", "traverse.png"]),
 }
 

@@ -136,7 +136,7 @@ def test_info_table_and_json(cli, tiny_model):
 
 
 def test_info_without_model_explains(cli, monkeypatch):
-    monkeypatch.setattr("vaecli.store.checkpoint.PRETRAINED_DIR", Path("/nonexistent"))
+    monkeypatch.setattr("vaecli.store.bundled.PRETRAINED_DIR", Path("/nonexistent"))
     result = cli("info")
     assert result.exit_code == 2
     assert "vae train" in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -164,7 +164,7 @@ def test_every_architecture_fits_any_image_shape(arch, shape):
     config = ModelConfig(arch=arch, channels=shape[0], height=shape[1], width=shape[2], latent_dim=3, hidden=8)
     model = build_model(config)
     x = torch.rand(2, *shape)
-    logits = model(x, torch.Generator().manual_seed(0))[0]  # a hierarchical model returns its layers' KL next
+    logits = model(x, torch.Generator().manual_seed(0)).output
     mu, logvar = model.encode(x)
     assert logits.shape == x.shape and mu.shape == (2, 3) and logvar.shape == (2, 3)
     assert model.decode(mu).shape == x.shape

@@ -76,9 +76,9 @@ def test_a_planted_nan_seen_late_still_names_its_step_and_keeps_the_last_good_ep
     real = vaecli.training.loop.loss_terms
     calls = {"n": 0}
 
-    def planted(model, result, x, noise):
+    def planted(model, result, x):
         calls["n"] += 1
-        recon, kls = real(model, result, x, noise)
+        recon, kls = real(model, result, x)
         return (recon * float("nan") if calls["n"] == 6 else recon), kls
 
     monkeypatch.setattr(vaecli.training.loop, "loss_terms", planted)
@@ -108,6 +108,7 @@ def test_the_optimizer_step_without_its_wrappers_is_the_same_update():
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_vae_train_starts_without_dynamo_sympy_or_matplotlib(tmp_path):
     """`python -X importtime` lists every module a run imported; the report is off, so no matplotlib."""
     env = dict(os.environ, PYTHONPATH=str(REPO), VAE_OFFLINE="1")
@@ -135,3 +136,35 @@ def test_a_cuda_run_allows_tf32_and_records_it(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert load_checkpoint(tmp_path / "run.safetensors").meta["tf32"] is True
     assert "TF32" in cli("info", "run.safetensors").stdout
+
+
+def test_optimizer_step_hooks_fire_and_the_update_is_torchs():
+    import torch
+
+    from vaecli.training.loop import optimizer_step
+
+    def make() -> tuple[torch.nn.Parameter, torch.optim.Optimizer]:
+        weight = torch.nn.Parameter(torch.ones(3))
+        optimizer = torch.optim.AdamW([weight], lr=0.1)
+        weight.grad = torch.tensor([1.0, -2.0, 0.5])
+        return weight, optimizer
+
+    plain_weight, plain = make()
+    optimizer_step(plain)  # no hook: the fast path
+    hooked_weight, hooked = make()
+    seen = []
+    hooked.register_step_post_hook(lambda optimizer, args, kwargs: seen.append("post"))
+    hooked.register_step_pre_hook(lambda optimizer, args, kwargs: seen.append("pre"))
+    optimizer_step(hooked)
+    assert seen == ["pre", "post"]
+    reference_weight, reference = make()
+    reference.step()
+    assert torch.equal(plain_weight, reference_weight) and torch.equal(hooked_weight, reference_weight)
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    handle = register_optimizer_step_post_hook(lambda *args: seen.append("global"))
+    try:
+        optimizer_step(plain)
+    finally:
+        handle.remove()
+    assert seen[-1] == "global"

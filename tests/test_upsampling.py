@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from vaecli.config import ModelConfig, TrainConfig, model_config_from_dict, train_command_line
+from vaecli.config import ModelConfig, TrainConfig, train_command_line
 from vaecli.model.blocks import upsampler
 from vaecli.model.networks import build_model
-from vaecli.store.checkpoint import BUNDLED_MODELS, load_checkpoint, resolve_model
+from vaecli.store.bundled import BUNDLED_MODELS, resolve_model
+from vaecli.store.checkpoint import load_checkpoint
+from vaecli.store.metadata import model_config_from_dict
 
 
 def _interior_spread(how: str) -> float:

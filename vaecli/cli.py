@@ -49,13 +49,19 @@ class VaeGroup(TyperGroup):
 
 
 class VaeCommand(TyperCommand):
-    """A command that notes which paths were given with a trailing slash (`-o NAME/`): named as folders."""
+    """A command that accepts its options' renamed spellings (options.RENAMED) with a warning, and notes which
+    paths were given with a trailing slash (`-o NAME/`): named as folders."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        from vaecli.commands.options import renamed_words
         from vaecli.store.files import note_folder_name
 
+        args, warnings = renamed_words(ctx.info_name or self.name or "", list(args), self._value_counts())
         words = list(args)  # parsing consumes the list
         rest = super().parse_args(ctx, args)
+        if not ctx.params.get("quiet"):
+            for line in warnings:  # after parsing: a command line that does not parse gets its one error line only
+                term.warn(line)
         raw, _, _ = self.make_parser(ctx).parse_args(args=words)  # the values as typed, before conversion
         for name, given in raw.items():
             value = ctx.params.get(name)
@@ -63,6 +69,12 @@ class VaeCommand(TyperCommand):
                 if isinstance(word, str) and word.endswith("/") and isinstance(path, os.PathLike):
                     note_folder_name(path)
         return rest
+
+    def _value_counts(self) -> dict[str, int]:
+        """How many words each option name takes (0 for a flag), for reading a command line before click does."""
+        return {name: 0 if param.is_flag or param.count else param.nargs
+                for param in self.params if param.param_type_name == "option"
+                for name in (*param.opts, *param.secondary_opts)}
 
 
 def _as_lists(given: Any, value: Any) -> tuple[list, list]:
@@ -113,7 +125,8 @@ def _report_unexpected(exc: Exception) -> int:
         term.error(f"{exc.filename}: {describe_os_error(exc)}; check the path")
         return ExitCode.USAGE
     if isinstance(exc, MemoryError):
-        term.error("out of memory; use fewer or smaller images, a smaller model or a smaller --batch-size")
+        term.error("out of memory; use fewer or smaller images, a smaller model, or a smaller --batch-size (train) "
+                   "or --decode-rows (eval, score, ood)")
         return ExitCode.ERROR
     first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
     term.error(f"unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)")

@@ -1,15 +1,18 @@
-"""Model and training settings as dataclasses, stored as JSON in checkpoint metadata."""
+"""Model and training settings as dataclasses, stored as JSON in checkpoint metadata.
+
+store/schema.py reads and writes them: each field is checked by its type; field metadata says what a field
+missing from an older file stands for (`absent`) and which must be present (`required`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from vaecli.errors import CheckpointError, UsageError
+from vaecli.errors import UsageError
 
 FORMAT_VERSION = 1  # bump when the checkpoint layout changes incompatibly
 MAX_LATENT_DIM = 4096
@@ -18,7 +21,6 @@ MAX_HIDDEN = 16384
 MAX_PRIOR_COMPONENTS = 4096
 MAX_SEED = 2**64 - 1  # torch.manual_seed takes 64 bits, read as unsigned ...
 MIN_SEED = -(2**63)  # ... or as signed
-MAX_TEXT = 4096  # a stored string: a dataset folder's path is at most PATH_MAX
 MAX_MIXTURES = 64
 MAX_CONDITIONAL_CLASSES = 1000  # classes a conditional model takes its one-hot label over
 FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32
@@ -27,6 +29,9 @@ MAX_BETA = 1e6  # a KL weight past this leaves only the KL; beyond float32's ran
 # (mixture) on the 256 levels of each 8-bit subpixel (Kingma et al. 2016; Salimans et al. 2017).
 LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
 SCHEDULES = ("constant", "cosine")
+# The per-image scores of `vae score` and `vae ood` (analysis/scores.py computes them), named here so that
+# help and completion list them without importing torch.
+SCORE_NAMES = ("nll", "elbo", "recon", "kl", "complexity", "regret")
 # Arithmetic of the training steps: fp32, or bf16 autocast (fast on GPUs and CPUs with AMX or
 # AVX-512 BF16; weights, optimizer and loss sums stay fp32).
 PRECISIONS = ("fp32", "bf16")
@@ -36,8 +41,6 @@ PRECISIONS = ("fp32", "bf16")
 # better bound per epoch. So the default follows the channels, as --hidden's does.
 UPSAMPLINGS = ("resize", "transpose")
 DEFAULT_UPSAMPLING = {1: "transpose", 3: "resize"}
-# Model fields whose value in files written before the field existed differs from today's default.
-BEFORE_THE_FIELD = {"upsampling": "transpose"}
 # The architectures' names; models.BUILDERS maps each to its builder (a test checks they agree).
 # The names live here, not in models.py, so help and completion list them without importing torch.
 ARCHITECTURES = ("mlp", "cnn", "resnet", "hvae")
@@ -94,7 +97,8 @@ class ModelConfig:
     classes: int = 0  # 0: p(x|z); K: conditional on a one-hot label of K classes, q(z|x,y) and p(x|z,y)
     groups: int = 0  # hvae: stochastic layers, the top one (latent_dim) included; 0 for the other architectures
     group_channels: int = 0  # hvae: channels of each lower layer's latent map
-    upsampling: str = ""  # decoders' doubling, one of UPSAMPLINGS; "": DEFAULT_UPSAMPLING (older files: transpose)
+    # decoders' doubling, one of UPSAMPLINGS; "": DEFAULT_UPSAMPLING; files written before it: transpose
+    upsampling: str = field(default="", metadata={"absent": "transpose"})
 
     def __post_init__(self) -> None:
         # Store the width actually used, so a later change of default cannot change a saved model.
@@ -165,13 +169,15 @@ class ModelConfig:
 
 
 MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
+# Model fields whose value in files written before the field existed differs from today's default.
+BEFORE_THE_FIELD = {f.name: f.metadata["absent"] for f in dataclasses.fields(ModelConfig) if "absent" in f.metadata}
 
 
 @dataclass
 class TrainConfig:
     """The full recipe of a training run; stored with the weights so it can be repeated."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"required": True})
     dataset: str = "mnist"  # mnist, fashion-mnist, kmnist, digits, or an image folder
     epochs: int = 20  # total epochs, counting those of a resumed run
     batch_size: int = 128  # images per optimizer step
@@ -214,7 +220,7 @@ class TrainConfig:
             raise UsageError(f"{TRAIN_FLAGS['ema']} must be 0 (off) or a decay in (0, 1) such as 0.999, "
                              f"not {self.ema}")
         # Each step multiplies a weight by 1 - lr * weight_decay: past 1 it would flip the weights' sign.
-        if not (0 <= self.weight_decay and self.lr * self.weight_decay < 1):
+        if not (self.weight_decay >= 0 and self.lr * self.weight_decay < 1):
             raise UsageError(f"{TRAIN_FLAGS['weight_decay']} must be 0 (off) or a positive number under 1 / lr "
                              f"({1 / self.lr:g}) such as 0.01, not {self.weight_decay}")
 
@@ -265,71 +271,3 @@ def _check_range(what: str, value: int, low: int, high: int, field: str) -> None
     if not low <= value <= high:
         shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:20]}... ({len(str(value))} digits)"
         raise UsageError(f"{what} must be between {low} and {high}, not {shown} ({option})")
-
-
-def to_dict(config: Any) -> dict:
-    return dataclasses.asdict(config)
-
-
-def to_json(config: Any) -> str:
-    return json.dumps(to_dict(config), sort_keys=True)
-
-
-def model_config_from_dict(data: Any) -> ModelConfig:
-    config = _build(ModelConfig, data, "model")
-    _validate_stored(config)
-    return config
-
-
-def train_config_from_dict(data: Any) -> TrainConfig:
-    if not isinstance(data, dict):
-        raise CheckpointError("training config is not a JSON object")
-    data = dict(data)
-    model = model_config_from_dict(data.pop("model", None))
-    config = _build(TrainConfig, data, "train")
-    config.model = model
-    _validate_stored(config)
-    return config
-
-
-def _validate_stored(config: Any) -> None:
-    # A stored config that fails validation is a bad file, not a bad option.
-    try:
-        config.validate()
-    except UsageError as exc:
-        raise CheckpointError(f"stored config is invalid: {exc.message}") from exc
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Rebuild a flat dataclass from JSON, checking every field's type."""
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{where} config is not a JSON object")
-    defaults = cls()
-    values = {name: value for name, value in BEFORE_THE_FIELD.items() if cls is ModelConfig}
-    for f in dataclasses.fields(cls):
-        if f.name == "model" or f.name not in data:
-            continue  # missing fields keep their defaults (or BEFORE_THE_FIELD's): older files stay readable
-        value = data[f.name]
-        default = getattr(defaults, f.name)
-        values[f.name] = _coerce(value, default, f"{where}.{f.name}")
-    return cls(**values)
-
-
-def _coerce(value: Any, default: Any, name: str) -> Any:
-    if value is None and (default is None or name.endswith(".limit")):
-        return None
-    if isinstance(default, bool) or isinstance(value, bool):
-        if isinstance(value, bool) and isinstance(default, bool):
-            return value
-    elif isinstance(default, int) or name.endswith(".limit"):
-        if isinstance(value, int):
-            return value
-    elif isinstance(default, float):
-        # JSON integers are unbounded: one past float's range is a bad value, not an OverflowError.
-        if isinstance(value, float) or (isinstance(value, int) and abs(value) < 2**1023):
-            return float(value)
-    elif isinstance(default, str):
-        # A NUL cannot be in a path or option; os calls on it raise ValueError, not OSError.
-        if isinstance(value, str) and len(value) <= MAX_TEXT and "\0" not in value:
-            return value
-    raise CheckpointError(f"field {name} has a bad value {str(value)[:40]!r}")

@@ -17,7 +17,7 @@ class ExitCode(IntEnum):
 class VaeError(Exception):
     """Base of every error the library raises on purpose."""
 
-    exit_code = ExitCode.ERROR
+    exit_code: int = ExitCode.ERROR  # int: Interrupted carries the code of the signal that stopped it
 
     def __init__(self, message: str):
         super().__init__(message)

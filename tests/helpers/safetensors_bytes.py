@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 
 def split_safetensors(raw: bytes) -> tuple[dict, bytes]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import torch
 
 from vaecli.errors import InputError, UsageError
-from vaecli.model.networks import VAE
+from vaecli.model.interface import VAEModel
 from vaecli.model.objective import output_to_image, sample_output
 from vaecli.model.prior import prefix_stable_normal
 from vaecli.runtime.device import resolve_device
@@ -36,14 +37,15 @@ def make_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def lower_layer_noise(model: VAE, count: int, temperature: float, generator: torch.Generator) -> torch.Tensor | None:
-    """A hierarchical model's draws for its lower layers, scaled by T, whose first k rows do not depend on count;
-    None for a one-layer model."""
-    dims = getattr(model, "lower_dims", 0)
+def lower_layer_noise(model: VAEModel, count: int, temperature: float,
+                      generator: torch.Generator) -> torch.Tensor | None:
+    """Draws for the layers below the top, scaled by T, whose first k rows do not depend on count; None when
+    the model has no lower layer (no draw is made, so a one-layer model's stream is left as it was)."""
+    dims = model.lower_dims
     return temperature * prefix_stable_normal(count, dims, generator) if dims else None
 
 
-def sample_prior(model: VAE, count: int, temperature: float, generator: torch.Generator) -> torch.Tensor:
+def sample_prior(model: VAEModel, count: int, temperature: float, generator: torch.Generator) -> torch.Tensor:
     """z from the model's prior, spread scaled by T (N(0, T^2 I) for the standard one): (count, latent).
 
     The first k rows do not depend on count."""
@@ -54,7 +56,7 @@ def sample_prior(model: VAE, count: int, temperature: float, generator: torch.Ge
     return temperature * prefix_stable_normal(count, model.config.latent_dim, generator)
 
 
-def _device(model: VAE) -> torch.device:
+def _device(model: VAEModel) -> torch.device:
     return next(model.parameters()).device
 
 
@@ -65,7 +67,7 @@ def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_to_pixels(
-    model: VAE, z: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None,
+    model: VAEModel, z: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None,
     lower_noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The mean of p(x|z) for each code as uint8 (N, C, H, W) on the CPU; with a generator, a draw from it.
@@ -75,15 +77,15 @@ def decode_to_pixels(
     device = _device(model)
 
     def decode(start: int, batch: torch.Tensor) -> torch.Tensor:
-        lower = {} if lower_noise is None else {"lower_noise": _on(device, lower_noise, start)}
-        return model.decode(batch.to(device, torch.float32), _on(device, labels, start), **lower)
+        return model.decode(batch.to(device, torch.float32), _on(device, labels, start),
+                            _on(device, lower_noise, start))
 
     return _outputs_to_pixels(model, z.shape[0], lambda start: decode(start, z[start : start + BATCH_SIZE]),
                               generator)
 
 
 def _outputs_to_pixels(
-    model: VAE, count: int, output_at: Callable[[int], torch.Tensor], generator: torch.Generator | None
+    model: VAEModel, count: int, output_at: Callable[[int], torch.Tensor], generator: torch.Generator | None
 ) -> torch.Tensor:
     """uint8 images (count, C, H, W) on the CPU from the decoder outputs of rows start.. start + BATCH_SIZE."""
 
@@ -97,7 +99,7 @@ def _outputs_to_pixels(
 
 
 @torch.no_grad()
-def posterior_layers(model: VAE, images: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+def posterior_layers(model: VAEModel, images: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
     """The posterior mean of every layer for uint8 images (N, C, H, W), float32 on the CPU: [(N, latent)] for a
     one-layer model; a hierarchical one's top vector, then each lower map, top-down, each given those above."""
     device = _device(model)
@@ -108,7 +110,7 @@ def posterior_layers(model: VAE, images: torch.Tensor, labels: torch.Tensor | No
 
 @torch.no_grad()
 def decode_layers_to_pixels(
-    model: VAE, layers: list[torch.Tensor], generator: torch.Generator | None = None,
+    model: VAEModel, layers: list[torch.Tensor], generator: torch.Generator | None = None,
     labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """decode_to_pixels for a value of every layer (posterior_layers' order), a hierarchical model's lower maps
@@ -124,7 +126,7 @@ def decode_layers_to_pixels(
 
 
 def reconstruct_pixels(
-    model: VAE, images: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    model: VAEModel, images: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Each uint8 image decoded from the posterior mean of every layer given it (a one-layer model's z, a
     hierarchical model's top vector and lower maps): uint8 (N, C, H, W) on the CPU, a draw with a generator."""
@@ -132,7 +134,7 @@ def reconstruct_pixels(
 
 
 @torch.no_grad()
-def posterior_means(model: VAE, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+def posterior_means(model: VAEModel, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """The mean of q(z|x) (of q(z|x,y), given labels (N,)) for uint8 images (N, C, H, W): float32 (N, latent)."""
     device = _device(model)
     chunks = [

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import torch
 
     from vaecli.data.datasets import ImageSet
-    from vaecli.model.networks import VAE
+    from vaecli.model.interface import VAEModel
 
 
 @dataclass
@@ -58,7 +58,7 @@ def project_2d(means: Any, labels: Any) -> Projection:
     return Projection(coords, _axis("PC1", shares[0]), _axis("PC2", shares[1]), shares)
 
 
-def own_labels(model: VAE, data: ImageSet) -> torch.Tensor | None:
+def own_labels(model: VAEModel, data: ImageSet) -> torch.Tensor | None:
     """The split's own labels (int64) as a conditional model reads them; None for an unconditional model."""
     import torch
 
@@ -71,7 +71,7 @@ def own_labels(model: VAE, data: ImageSet) -> torch.Tensor | None:
     return data.labels.to(torch.int64)
 
 
-def draw_projection(model: VAE, data: ImageSet, what: str, seed: int) -> tuple[bytes, Projection, Any]:
+def draw_projection(model: VAEModel, data: ImageSet, what: str, seed: int) -> tuple[bytes, Projection, Any]:
     """Encode every image (with its own label, for a conditional model), project the means to 2-D and draw
     the scatter: (PNG bytes, projection, means)."""
     import torch

@@ -9,21 +9,19 @@ from __future__ import annotations
 import io
 import math
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 
 from vaecli.config import ModelConfig
-from vaecli.model.networks import VAE, is_hierarchical
-from vaecli.model.objective import kl_to_standard_normal, log_posterior, loss_terms, reconstruction_nll
+from vaecli.model.interface import VAEModel
+from vaecli.model.objective import loss_terms, reconstruction_nll
 from vaecli.runtime.memory import check_fits, model_bytes
 from vaecli.training.evaluate import default_rows, iw_nll_seeded
 
-SCORE_NAMES = ("nll", "elbo", "recon", "kl", "complexity", "regret")
 ELBO_PARTS = ("elbo", "recon", "kl")
-PNG_CODER = "PNG via Pillow, compress_level 9, whole file"
 PNG_LEVEL = 9
 ELBO_BATCH = 1000  # images per pass for the one-sample -ELBO, as `vae eval` uses
 REGRET_BATCH = 256  # images refitted together; each has its own (mu, logvar), so batching changes nothing
@@ -61,47 +59,36 @@ def _generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 @torch.no_grad()
-def elbo_parts(model: VAE, pixels: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
-    """One-sample -log p(x|z) and KL(q(z|x) || p(z)) per image, and their sum -ELBO (eq. 3): (N,) each.
-
-    The KL is analytic for N(0, I) and a one-sample estimate for a fitted mixture, as in `vae eval`."""
+def elbo_parts(model: VAEModel, pixels: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    """One-sample -log p(x|z) and KL(q(z|x) || p(z)) per image (every layer's, summed), and their sum -ELBO
+    (eq. 3): (N,) each. The KL is exact for N(0, I) and a one-sample estimate for a fitted mixture, as in `vae eval`."""
     generator = _generator(pixels.device, seed)
     recon, kl = [], []
     for x in pixels.split(ELBO_BATCH):
-        if is_hierarchical(model):  # one draw of every layer; the KL is each layer's, summed
-            layer_recon, kls = loss_terms(model, model(x, generator=generator), x, None)
-            recon.append(layer_recon.double().cpu())
-            kl.append(kls.sum(1).double().cpu())
-            continue
-        mu, logvar = model.encode(x)
-        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        z = mu + noise * torch.exp(0.5 * logvar)
-        recon.append(reconstruction_nll(model, model.decode(z), x).double().cpu())
-        if model.prior is None:
-            kl.append(kl_to_standard_normal(mu, logvar).double().cpu())
-        else:
-            kl.append((log_posterior(z, mu, logvar) - model.log_prior(z)).double().cpu())
+        noise = torch.randn((x.shape[0], model.noise_dims), generator=generator, device=x.device, dtype=x.dtype)
+        image_recon, kls = loss_terms(model, model(x, noise=noise), x)
+        recon.append(image_recon.double().cpu())
+        kl.append(kls.sum(1).double().cpu())
     recon_t, kl_t = torch.cat(recon), torch.cat(kl)
     return {"recon": recon_t, "kl": kl_t, "elbo": recon_t + kl_t}
 
 
-def neg_elbo_at(model: VAE, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+def neg_elbo_at(model: VAEModel, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
                 eps: torch.Tensor) -> torch.Tensor:
-    """-ELBO of images x (B, C, H, W) under q = N(mu, exp(logvar)), averaged over noise eps (B, M, L): (B,)."""
+    """-ELBO of images x (B, C, H, W) under q = N(mu, exp(logvar)) of a one-layer model's z, averaged over noise
+    eps (B, M, L): (B,)."""
     batch, draws, latent = eps.shape
     z = mu.unsqueeze(1) + eps * torch.exp(0.5 * logvar).unsqueeze(1)  # (B, M, L)
     output = model.decode(z.reshape(batch * draws, latent))
     # A logistic decoder gives several outputs per subpixel: keep its channel count, not the image's.
     output = output.reshape(batch, draws, *output.shape[1:])
     recon = reconstruction_nll(model, output, x.unsqueeze(1).expand(batch, draws, *x.shape[1:])).mean(1)
-    if model.prior is None:
-        return recon + kl_to_standard_normal(mu, logvar)
-    kl = log_posterior(z, mu.unsqueeze(1), logvar.unsqueeze(1)) - model.log_prior(z)
+    kl, _ = model.top_terms(z, mu.unsqueeze(1), logvar.unsqueeze(1))  # (B, 1) exact, or (B, M) at the draws
     return recon + kl.mean(1)
 
 
 def likelihood_regret(
-    model: VAE,
+    model: VAEModel,
     pixels: torch.Tensor,
     settings: ScoreSettings,
     on_progress: Callable[[int], None] | None = None,
@@ -120,7 +107,8 @@ def likelihood_regret(
     return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
 
 
-def _regret_batch(model: VAE, x: torch.Tensor, settings: ScoreSettings, generator: torch.Generator) -> torch.Tensor:
+def _regret_batch(model: VAEModel, x: torch.Tensor, settings: ScoreSettings,
+                  generator: torch.Generator) -> torch.Tensor:
     with torch.no_grad():
         mu0, logvar0 = model.encode(x)
         # The same draws score every fit, so the comparison is not swamped by Monte Carlo noise.
@@ -145,14 +133,14 @@ def _regret_batch(model: VAE, x: torch.Tensor, settings: ScoreSettings, generato
 
 
 def score_images(
-    model: VAE,
+    model: VAEModel,
     pixels: torch.Tensor,
     names: tuple[str, ...],
     settings: ScoreSettings,
     on_progress: Callable[[int], None] | None = None,
     seconds: dict[str, float] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The requested scores (SCORE_NAMES) of images in [0, 1] (N, C, H, W), each (N,) float64 in nats.
+    """The requested scores (config.SCORE_NAMES) of images in [0, 1] (N, C, H, W), each (N,) float64 in nats.
 
     on_progress is called with images done, once per pass of each costly score; `seconds` receives
     each computation's wall time (complexity's is the PNG coding alone, on top of nll's)."""
@@ -235,7 +223,7 @@ def check_scoring_fits(config: ModelConfig, device: torch.device, names: tuple[s
     count, needed = passes[name]
     if name == "nll":
         what = f"decoding {count:,} rows (images x --iw-samples) per pass"
-        fix = "lower --batch-size" if count == rows else "lower --iw-samples or --batch-size"
+        fix = "lower --decode-rows" if count == rows else "lower --iw-samples or --decode-rows"
     elif name == "elbo":
         what, fix = f"the -ELBO of {count:,} images per pass", "lower --limit, or leave out elbo, recon and kl"
     else:

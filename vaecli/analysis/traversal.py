@@ -20,7 +20,7 @@ from vaecli.training.evaluate import ACTIVE_UNIT_NATS, elbo_summary
 
 if TYPE_CHECKING:
     from vaecli.data.datasets import ImageSet
-    from vaecli.model.networks import VAE
+    from vaecli.model.interface import VAEModel
     from vaecli.store.checkpoint import Checkpoint
 
 PLANE_SPREAD = 2.0  # the PCA plane spans this many standard deviations of the codes each way
@@ -121,7 +121,7 @@ def quantiles(size: int) -> torch.Tensor:
     return torch.special.ndtri(levels)
 
 
-def prior_plane(model: VAE, size: int) -> Plane:
+def prior_plane(model: VAEModel, size: int) -> Plane:
     """A 2-D latent's grid at evenly spaced quantiles of each axis's prior marginal.
 
     For N(0, I) these are N(0, 1)'s quantiles; for a fitted mixture, its marginal CDF along each
@@ -186,7 +186,7 @@ def _grid(x: torch.Tensor, y: torch.Tensor, origin: torch.Tensor, axes: torch.Te
     return Plane(codes.float(), x.tolist(), y.tolist(), xlabel, ylabel, origin, axes)
 
 
-def decode_traversal(model: VAE, bases: torch.Tensor, dims: list[int], values: torch.Tensor,
+def decode_traversal(model: VAEModel, bases: torch.Tensor, dims: list[int], values: torch.Tensor,
                      label: int | None = None) -> torch.Tensor:
     """The decoded sweeps: uint8 (dims, bases, steps, C, H, W); a conditional model decodes every code with `label`."""
     from vaecli.analysis.latent import decode_to_pixels
@@ -211,7 +211,7 @@ def traversal_figure(decoded: torch.Tensor, dims: list[int], kl_per_dim: list[fl
     return traversal_png(tile, row_labels, column_labels, title)
 
 
-def manifold_figure(model: VAE, plane: Plane, title: str, data: ImageSet | None = None,
+def manifold_figure(model: VAEModel, plane: Plane, title: str, data: ImageSet | None = None,
                     codes: torch.Tensor | None = None, label: int | None = None) -> bytes:
     """The plane's decoded grid as a PNG (every code decoded with `label` for a conditional model);
     with `data` and its `codes`, their scatter in the plane beside it."""
@@ -226,7 +226,7 @@ def manifold_figure(model: VAE, plane: Plane, title: str, data: ImageSet | None 
     return manifold_png(tile, plane, title, plane.coordinates(codes).numpy(), data.labels.numpy(), data.class_names)
 
 
-def plane_for(model: VAE, size: int, codes: torch.Tensor | None) -> Plane:
+def plane_for(model: VAEModel, size: int, codes: torch.Tensor | None) -> Plane:
     """The prior's quantile grid for a 2-D latent, else the principal plane of `codes` (needed then)."""
     latent = model.config.latent_dim
     if latent == 1:

@@ -6,10 +6,10 @@ Commands share helpers through this module (and options.py), never by importing 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from vaecli.commands.options import DEFAULT_SCORES, SCORE_NAMES
 from vaecli.errors import UsageError
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 
 def model_path(option: str | None) -> Path:
-    """The checkpoint -m names (see checkpoint.resolve_model), saying on stderr when a default chose it."""
-    from vaecli.store.checkpoint import resolve_model
+    """The checkpoint -m names (see bundled.resolve_model), saying on stderr when a default chose it."""
+    from vaecli.store.bundled import resolve_model
 
     path, note = resolve_model(option)
     if note:
@@ -115,10 +115,10 @@ def parse_scores(given: list[str] | None) -> tuple[str, ...]:
     return tuple(names)
 
 
-def settings(iw_samples: int, regret_steps: int, seed: int, batch_size: int | None):
+def settings(iw_samples: int, regret_steps: int, seed: int, decode_rows: int | None):
     from vaecli.analysis.scores import ScoreSettings
 
-    return ScoreSettings(iw_samples=iw_samples, seed=seed, rows=batch_size, regret_steps=regret_steps)
+    return ScoreSettings(iw_samples=iw_samples, seed=seed, rows=decode_rows, regret_steps=regret_steps)
 
 
 def compute_scores(checkpoint: Checkpoint, uint8: torch.Tensor, names: tuple[str, ...], score_settings,
@@ -279,9 +279,7 @@ def refuse_conditional(checkpoint: Checkpoint, path: str, command: str) -> None:
 
 def has_single_latent(checkpoint: Checkpoint) -> bool:
     """Whether the model has one latent layer: what a fitted prior on z and regret's refit work on."""
-    from vaecli.config import HIERARCHICAL
-
-    return checkpoint.config.model.arch not in HIERARCHICAL
+    return checkpoint.model.layers == 1
 
 
 def refuse_hierarchical(checkpoint: Checkpoint, path: str, what: str) -> None:

@@ -60,7 +60,7 @@ def decode_command(
         raise UsageError("give a .npy file, or pipe one in: vae encode a.png | vae decode")
     from vaecli.analysis.latent import BATCH_SIZE, decode_to_pixels, make_generator, read_codes
     from vaecli.data.images import check_grid
-    from vaecli.store.checkpoint import model_name
+    from vaecli.store.bundled import model_name
     from vaecli.store.files import open_input
 
     checkpoint = open_model(model, device)

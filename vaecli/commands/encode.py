@@ -15,6 +15,7 @@ from vaecli.commands.options import (
     LabelOption,
     ModelOption,
     QuietOption,
+    out_option,
 )
 from vaecli.terminal.console import term
 
@@ -27,8 +28,7 @@ def encode_command(
     ],
     out: Annotated[
         str | None,
-        typer.Option("--out", "-o", help="The .npy file to write (default: stdout; its path is then not printed).",
-                     show_default=False),
+        out_option("the .npy file (default: stdout; its path is then not printed).", show_default=False),
     ] = None,
     invert: InvertOption = Invert.auto,
     label: LabelOption = None,
@@ -50,7 +50,7 @@ def encode_command(
 
     from vaecli.analysis.latent import BATCH_SIZE, codes_to_npy, posterior_means
     from vaecli.data.images import input_notes, read_image_batches
-    from vaecli.store.checkpoint import model_name
+    from vaecli.store.bundled import model_name
     from vaecli.store.files import write_atomic
 
     checkpoint = open_model(model, device)

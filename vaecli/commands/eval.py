@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Annotated, Optional
-
-import typer
+from typing import TYPE_CHECKING, Annotated
 
 from vaecli.commands.common import (
     chosen_class,
@@ -18,18 +16,19 @@ from vaecli.commands.common import (
     progress,
 )
 from vaecli.commands.options import (
-    MAX_BATCH_ROWS,
-    MAX_IW_SAMPLES,
+    BinarizeOption,
     DataRootOption,
+    DecodeRowsOption,
     DeviceOption,
     JsonOption,
     LimitOption,
     ModelDatasetOption,
     ModelOption,
     QuietOption,
-    between,
+    iw_samples_option,
     label_option,
     seed_option,
+    split_option,
 )
 from vaecli.terminal.console import term
 
@@ -45,26 +44,16 @@ def eval_command(
     model: ModelOption = None,
     dataset: ModelDatasetOption = None,
     data_root: DataRootOption = None,
-    split: Annotated[str, typer.Option("--split", help="train or test.")] = "test",
+    split: Annotated[str, split_option("train or test.")] = "test",
     limit: LimitOption = None,
     label: Annotated[
-        Optional[str],
+        str | None,
         label_option("Evaluate only the images of this class: its number or name (a conditional model's "
                      "class, else one of the dataset's labels); --limit then counts that class's images."),
     ] = None,
-    iw_samples: Annotated[
-        int, typer.Option("--iw-samples", "-k", callback=between(1, MAX_IW_SAMPLES),
-                          help="Importance samples K per image (1 gives the ELBO).")
-    ] = 1000,
-    binarize: Annotated[
-        bool, typer.Option("--binarize", help="Binarize the images once with a fixed seed (the literature's protocol).")
-    ] = False,
-    batch_size: Annotated[
-        Optional[int],
-        typer.Option("--batch-size", show_default=False, callback=between(1, MAX_BATCH_ROWS),
-                     help="Images x samples decoded per pass; bounds memory for any K "
-                     "[default: 256 on a CPU, 8192 on a GPU]"),
-    ] = None,
+    iw_samples: Annotated[int, iw_samples_option("Importance samples K per image (1 gives the ELBO).")] = 1000,
+    binarize: BinarizeOption = False,
+    decode_rows: DecodeRowsOption = None,
     seed: Annotated[int, seed_option("Seed of the importance samples.")] = 0,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
@@ -83,7 +72,7 @@ def eval_command(
     from vaecli.data.datasets import fixed_pixels
     from vaecli.runtime.device import describe_machine
     from vaecli.runtime.memory import check_fits, model_bytes
-    from vaecli.store.checkpoint import model_name
+    from vaecli.store.bundled import model_name
     from vaecli.training.evaluate import default_rows, evaluate_split
 
     checkpoint = open_model(model, device)
@@ -91,9 +80,9 @@ def eval_command(
     conditional = label is not None and checkpoint.config.model.classes
     index = chosen_class(checkpoint, label, model_name(checkpoint.path)) if conditional else None
     model_device = next(checkpoint.model.parameters()).device
-    rows = batch_size or default_rows(model_device)
+    rows = decode_rows or default_rows(model_device)
     check_fits(model_bytes(checkpoint.config.model, rows, training=False), model_device,
-               f"decoding {rows:,} rows per pass", "lower --batch-size")
+               f"decoding {rows:,} rows per pass", "lower --decode-rows")
     name = dataset_name(checkpoint.config.dataset, dataset)
     data, class_name = _images(checkpoint, name, split, data_root, limit, label, index)
     pixels = fixed_pixels(data.images, model_device, binarize)
@@ -101,7 +90,7 @@ def eval_command(
     of = "" if class_name is None else f" of class {class_name}"
     term.note(f"evaluating {checkpoint.path} on {len(data)} {name} {split} images{of} with K = {iw_samples}")
     with progress("eval", len(data)) as advance:
-        result = evaluate_split(checkpoint.model, pixels, iw_samples, seed, advance, batch_size,
+        result = evaluate_split(checkpoint.model, pixels, iw_samples, seed, advance, decode_rows,
                                 None if labels is None else labels.to(model_device))
     report = _report(checkpoint, name, split, binarize, result, class_name)
     report["machine"] = describe_machine(model_device)
@@ -138,7 +127,7 @@ def _images(checkpoint: Checkpoint, name: str, split: str, data_root: Path | Non
 def _report(checkpoint: Checkpoint, dataset: str, split: str, binarize: bool, result: Evaluation,
             class_name: str | None = None) -> dict:
     """The evaluation as `vae eval --json` prints it."""
-    from vaecli.store.checkpoint import model_name
+    from vaecli.store.bundled import model_name
 
     numbers = asdict(result)
     return {

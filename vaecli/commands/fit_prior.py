@@ -7,7 +7,7 @@ import json
 import shlex
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +21,8 @@ from vaecli.commands.options import (
     ModelOption,
     QuietOption,
     between,
+    force_option,
+    out_option,
     seed_option,
 )
 from vaecli.config import MAX_PRIOR_COMPONENTS
@@ -38,10 +40,9 @@ MAX_CODE_SAMPLES = 1000  # codes per image; memory is checked besides
 def fit_prior_command(
     model: ModelOption = None,
     out: Annotated[
-        Optional[Path],
-        typer.Option("--out", "-o", dir_okay=False, show_default=False,
-                     help="Checkpoint to write [default: NAME-mixture.safetensors beside the input, "
-                     "or here for a bundled model]"),
+        Path | None,
+        out_option("the checkpoint [default: NAME-mixture.safetensors beside the input, or here for a bundled "
+                   "model]", dir_okay=False, show_default=False),
     ] = None,
     components: Annotated[
         int, typer.Option("--components", "-c", callback=between(1, MAX_PRIOR_COMPONENTS),
@@ -56,8 +57,7 @@ def fit_prior_command(
     data_root: DataRootOption = None,
     seed: Annotated[int, seed_option("Seed of the codes and of the fit.")] = 0,
     force: Annotated[
-        bool, typer.Option("--force", "-f", help="Replace an existing file at --out (by default, fit-prior never "
-                           "overwrites a checkpoint).")
+        bool, force_option("Replace an existing file at --out (by default, fit-prior never overwrites a checkpoint).")
     ] = False,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
@@ -74,7 +74,7 @@ def fit_prior_command(
     Example: vae fit-prior -m vae.safetensors -o vae-mixture.safetensors
     """
     term.quiet = quiet
-    from vaecli.store.checkpoint import model_name
+    from vaecli.store.bundled import model_name
     from vaecli.store.files import check_output_file, claimed
 
     # Adam's state and the RNG come along: `vae train --resume` can go on under the fitted prior.
@@ -132,7 +132,7 @@ def _taken(path: Path) -> str:
 
 def _default_out(source: Path) -> Path:
     """NAME-mixture.safetensors beside the input, or in the working folder for a bundled model."""
-    from vaecli.store.checkpoint import PRETRAINED_DIR
+    from vaecli.store.bundled import PRETRAINED_DIR
 
     folder = Path(".") if source.parent == PRETRAINED_DIR else source.parent
     return folder / f"{source.stem}-mixture{source.suffix}"
@@ -140,7 +140,7 @@ def _default_out(source: Path) -> Path:
 
 def _fitted_meta(checkpoint: Checkpoint, source: str, prior: dict) -> dict:
     """The input's metadata with the fitted prior, and the recipe that now ends with this fit."""
-    from vaecli.config import to_dict
+    from vaecli.store.schema import to_dict
 
     # Every step from scratch: the training so far, then this fit.
     recipe = checkpoint.meta.get("recipe") or [_train_command(checkpoint, Path(source))]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,7 +18,7 @@ HISTORY_COLUMNS = ("epoch", "train", "test", "recon", "KL", "s", "img/s", "")
 
 def info_command(
     checkpoint: Annotated[
-        Optional[str],
+        str | None,
         typer.Argument(help="Checkpoint path or bundled name (default: as for -m).", show_default=False),
     ] = None,
     history: Annotated[

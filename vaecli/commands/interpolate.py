@@ -19,6 +19,9 @@ from vaecli.commands.options import (
     QuietOption,
     SamplePixelsOption,
     ScaleOption,
+    gif_option,
+    out_option,
+    steps_option,
 )
 from vaecli.errors import UsageError
 from vaecli.terminal.console import term
@@ -40,17 +43,14 @@ class Method(str, Enum):
 def interpolate_command(
     first: Annotated[str, typer.Argument(metavar="A", help="First image (PNG/JPEG, or - for stdin).")],
     second: Annotated[str, typer.Argument(metavar="B", help="Second image (PNG/JPEG, or - for stdin).")],
-    steps: Annotated[
-        int, typer.Option("--steps", min=1, max=MAX_STEPS, help="Decoded points strictly between A and B.")
-    ] = 3,
+    steps: Annotated[int, steps_option("Decoded points strictly between A and B.", 1, MAX_STEPS)] = 3,
     method: Annotated[
         Method, typer.Option("--method", help="lerp (straight line) or slerp (great circle, keeps the norm typical).")
     ] = Method.lerp,
     out: Annotated[
         str | None,
-        typer.Option("--out", "-o", help="The strip PNG, or - for its bytes on stdout "
-                     "[default: interpolation.png, or none when only --frames or --gif is given]",
-                     show_default=False),
+        out_option("the strip PNG, or - for its bytes on stdout "
+                   "[default: interpolation.png, or none when only --frames or --gif is given]", show_default=False),
     ] = None,
     frames: Annotated[
         Path | None,
@@ -59,8 +59,7 @@ def interpolate_command(
     ] = None,
     gif: Annotated[
         Path | None,
-        typer.Option("--gif", help="Also write a looping animation of the decoded path A -> B -> A.",
-                     metavar="FILE.gif", show_default=False),
+        gif_option("Also write a looping animation of the decoded path A -> B -> A."),
     ] = None,
     invert: InvertOption = Invert.auto,
     scale: ScaleOption = 1,
@@ -94,7 +93,7 @@ def interpolate_command(
         read_images,
         there_and_back,
     )
-    from vaecli.store.checkpoint import model_name
+    from vaecli.store.bundled import model_name
     from vaecli.store.files import write_atomic
 
     checkpoint = open_model(model, device)

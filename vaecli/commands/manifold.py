@@ -56,7 +56,7 @@ def manifold_command(
     from vaecli.analysis.latent import posterior_means
     from vaecli.analysis.projection import own_labels
     from vaecli.analysis.traversal import manifold_figure, plane_for
-    from vaecli.store.checkpoint import model_name
+    from vaecli.store.bundled import model_name
     from vaecli.store.files import write_atomic
 
     checkpoint = open_model(model, device)

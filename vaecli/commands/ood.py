@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,10 +19,11 @@ from vaecli.commands.common import (
     settings,
 )
 from vaecli.commands.options import (
+    FIGURE_SUFFIX,
     SCORE_NAMES,
-    BatchRowsOption,
     BinarizeOption,
     DataRootOption,
+    DecodeRowsOption,
     DeviceOption,
     IwSamplesOption,
     JsonOption,
@@ -31,7 +32,9 @@ from vaecli.commands.options import (
     RegretStepsOption,
     ScoreSeedOption,
     complete_dataset,
-    complete_score,
+    limit_option,
+    out_option,
+    scores_option,
 )
 from vaecli.errors import UsageError
 from vaecli.terminal.console import term
@@ -46,49 +49,53 @@ SET_HELP = ("A dataset name such as cifar10 or torchvision:NAME (its test split)
 
 
 def ood_command(
-    in_data: Annotated[
-        str, typer.Option("--in", help=f"The images the model should know. {SET_HELP}", autocompletion=complete_dataset)
+    known: Annotated[
+        str, typer.Option("--known", help=f"The images the model should know (its own data). {SET_HELP}",
+                          autocompletion=complete_dataset)
     ],
-    out_data: Annotated[
-        str, typer.Option("--out", help=f"Images to flag as unusual. {SET_HELP}", autocompletion=complete_dataset)
+    unusual: Annotated[
+        str, typer.Option("--unusual", help=f"The images to flag as unusual (the positives). {SET_HELP}",
+                          autocompletion=complete_dataset)
     ],
     model: ModelOption = None,
     scores: Annotated[
-        Optional[list[str]],
-        typer.Option("--score", "-s", show_default=False, metavar="NAMES", help=f"Scores to compare [default: all of "
-                     f"{', '.join(SCORE_NAMES)}; regret only on a one-layer model]", autocompletion=complete_score),
+        list[str] | None,
+        scores_option(f"Scores to compare [default: all of {', '.join(SCORE_NAMES)}; regret only on a one-layer "
+                      "model]"),
     ] = None,
-    limit: Annotated[
-        Optional[int],
-        typer.Option("--limit", min=1, show_default=False, help="Use only the first N images of each set."),
-    ] = None,
+    limit: Annotated[int | None, limit_option("Use only the first N images of each set.")] = None,
     iw_samples: IwSamplesOption = 100,
     regret_steps: RegretStepsOption = 50,
     binarize: BinarizeOption = False,
     roc: Annotated[
-        Optional[Path], typer.Option("--roc", "-o", show_default=False, help="Write the ROC curves to this PNG file."),
+        Path | None, out_option(f"the ROC curves as a PNG file (FILE{FIGURE_SUFFIX}) [default: no figure]",
+                                   show_default=False),
     ] = None,
     json_out: JsonOption = False,
-    batch_size: BatchRowsOption = None,
+    decode_rows: DecodeRowsOption = None,
     data_root: DataRootOption = None,
     seed: ScoreSeedOption = 0,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
 ) -> None:
-    """AUROC, AUPRC and FPR at 95% TPR of each score, the --out images being the positives.
+    """AUROC, AUPRC and FPR at 95% TPR of each score, the --unusual images being the positives.
 
     Each score flags an image when it is high. The table goes to stderr; --json writes it to stdout.
 
     \b
-    Example: vae ood -m fashion-mnist --in fashion-mnist --out mnist --limit 2000 -o roc.png
+    Example: vae ood -m fashion-mnist --known fashion-mnist --unusual mnist --limit 2000 -o roc.png
+
+    The old names work until the next release, with a warning: --in (now --known), --roc (now -o/--out) and
+    --out DATASET (now --unusual). An --out is read the old way when --unusual is absent and its value does
+    not end in .png; --out FILE.png without --unusual is refused as ambiguous.
     """
     term.quiet = quiet
     names = parse_scores(scores or [",".join(SCORE_NAMES)])
     if roc is not None:
         from vaecli.store.files import check_output_file
 
-        check_output_file(roc, "-o")
-    from vaecli.store.checkpoint import model_name
+        check_output_file(roc, "--out")
+    from vaecli.store.bundled import model_name
 
     checkpoint = open_model(model, device)
     refuse_conditional(checkpoint, model_name(checkpoint.path), "ood")
@@ -98,19 +105,21 @@ def ood_command(
     from vaecli.analysis.scores import check_scoring_fits
 
     check_scoring_fits(checkpoint.config.model, next(checkpoint.model.parameters()).device, names, iw_samples,
-                       batch_size, limit)
+                       decode_rows, limit)
     started = time.perf_counter()
-    score_settings = settings(iw_samples, regret_steps, seed, batch_size)
-    specs = {"in": in_data, "out": out_data}
-    images = {role: read_set(checkpoint, spec, f"--{role}", data_root, limit) for role, spec in specs.items()}
+    score_settings = settings(iw_samples, regret_steps, seed, decode_rows)
+    # The report keeps the detection literature's roles, in and out (of distribution), as its JSON always has.
+    specs = {"in": known, "out": unusual}
+    options = {"in": "--known", "out": "--unusual"}
+    images = {role: read_set(checkpoint, spec, options[role], data_root, limit) for role, spec in specs.items()}
     sets, seconds = {}, {}
     for role, spec in specs.items():  # both sets are read before either is scored: errors come first
-        term.note(f"scoring {len(images[role])} {spec} images (--{role}): {', '.join(names)}")
+        term.note(f"scoring {len(images[role])} {spec} images ({options[role]}): {', '.join(names)}")
         sets[role], spent = compute_scores(checkpoint, images[role], names, score_settings, binarize, label=role)
         seconds.update({k: seconds.get(k, 0.0) + v for k, v in spent.items()})
     results = _measure(sets, names)
     report = {
-        "model": model_name(checkpoint.path), "in": in_data, "out": out_data,
+        "model": model_name(checkpoint.path), "in": known, "out": unusual,
         "images_in": len(sets["in"][names[0]]), "images_out": len(sets["out"][names[0]]),
         "iw_samples": iw_samples, "regret_steps": regret_steps, "binarized": binarize, "seed": seed,
         "scores": results, "score_seconds": {k: round(v, 3) for k, v in seconds.items()},
@@ -118,7 +127,7 @@ def ood_command(
     }
     _print_table(report, names)
     if roc is not None:
-        written = _write_roc(roc, sets, results, f"{report['model']}: {in_data} (in) vs {out_data} (out)")
+        written = _write_roc(roc, sets, results, f"{report['model']}: {known} (in) vs {unusual} (out)")
         report["roc"] = str(written)
         if not json_out:
             term.emit(str(written))

@@ -17,6 +17,8 @@ from vaecli.commands.options import (
     ModelOption,
     QuietOption,
     SeedOption,
+    out_option,
+    split_option,
 )
 from vaecli.terminal.console import term
 
@@ -27,9 +29,7 @@ class Split(str, Enum):
 
 
 def project_command(
-    out: Annotated[
-        str, typer.Option("--out", "-o", help="The scatter PNG, or - for its bytes on stdout.")
-    ] = "latent.png",
+    out: Annotated[str, out_option("the scatter PNG, or - for its bytes on stdout.")] = "latent.png",
     points: Annotated[
         Path | None,
         typer.Option("--points", metavar="FILE.csv", dir_okay=False, show_default=False,
@@ -37,7 +37,7 @@ def project_command(
     ] = None,
     dataset: ModelDatasetOption = None,
     data_root: DataRootOption = None,
-    split: Annotated[Split, typer.Option("--split", help="Which split to encode.")] = Split.test,
+    split: Annotated[Split, split_option("Which split to encode.")] = Split.test,
     limit: LimitOption = None,
     model: ModelOption = None,
     device: DeviceOption = "auto",

@@ -18,6 +18,8 @@ from vaecli.commands.options import (
     QuietOption,
     SamplePixelsOption,
     ScaleOption,
+    nrow_option,
+    out_option,
 )
 from vaecli.errors import UsageError
 from vaecli.terminal.console import term
@@ -35,19 +37,15 @@ def reconstruct_command(
     ],
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Folder for recon-NAME.png files (default: the current folder).",
-                     show_default=False),
+        out_option("a folder for recon-NAME.png files (default: the current folder).", show_default=False),
     ] = None,
     compare: Annotated[
         str | None,
         typer.Option("--compare", help="Write one figure of each input beside its reconstruction instead "
                      "(- for PNG bytes on stdout).", show_default=False),
     ] = None,
-    nrow: Annotated[
-        int | None,
-        typer.Option("--nrow", min=1, help="Input/reconstruction pairs per row of --compare (default: a square).",
-                     show_default=False),
-    ] = None,
+    nrow: Annotated[int | None, nrow_option("Input/reconstruction pairs per row of --compare (default: a square).")]
+        = None,
     invert: InvertOption = Invert.auto,
     scale: ScaleOption = 1,
     sample_pixels: SamplePixelsOption = False,
@@ -74,7 +72,7 @@ def reconstruct_command(
     folder = out if out is not None else (Path(".") if compare is None else None)
     from vaecli.analysis.latent import BATCH_SIZE, make_generator, reconstruct_pixels
     from vaecli.data.images import check_grid, input_notes, png_bytes, read_image_batches
-    from vaecli.store.checkpoint import model_name
+    from vaecli.store.bundled import model_name
     from vaecli.store.files import write_atomic
 
     checkpoint = open_model(model, device)

@@ -6,7 +6,7 @@ import math
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -32,6 +32,7 @@ from vaecli.commands.options import (
     SamplePixelsOption,
     ScaleOption,
     between,
+    count_option,
     label_option,
     seed_option,
     within,
@@ -42,8 +43,7 @@ from vaecli.terminal.console import term
 
 def sample_command(
     count: Annotated[
-        int, typer.Option("-n", "--count", callback=between(1, MAX_SAMPLES),
-                          help="How many images to draw (with --label all: per class).")
+        int, count_option("How many images to draw (with --label all: per class).", callback=between(1, MAX_SAMPLES))
     ] = 16,
     temperature: Annotated[
         float,
@@ -60,10 +60,10 @@ def sample_command(
     model: ModelOption = None,
     device: DeviceOption = "auto",
     seed: Annotated[
-        Optional[int], seed_option("Seed of the draws [default: a new one each run, said on stderr]")
+        int | None, seed_option("Seed of the draws [default: a new one each run, said on stderr]")
     ] = None,
     label: Annotated[
-        Optional[str],
+        str | None,
         label_option("The class to draw for a conditional model (vae train --conditional): its number or "
                      "name, or all for a row per class with the same z in each column."),
     ] = None,
@@ -82,7 +82,7 @@ def sample_command(
     check_image_outputs(out, grid, nrow)
     from vaecli.analysis.latent import BATCH_SIZE, decode_to_pixels, lower_layer_noise, make_generator, sample_prior
     from vaecli.data.images import check_grid
-    from vaecli.store.checkpoint import model_name
+    from vaecli.store.bundled import model_name
 
     checkpoint = open_model(model, device)
     chosen = chosen_class(checkpoint, label, model_name(checkpoint.path), allow_all=True)
@@ -138,7 +138,7 @@ def _sample_every_class(checkpoint, count: int, temperature: float, generator, p
         return
     from vaecli.data.images import make_grid
     from vaecli.figures.plots import labelled_tile_png
-    from vaecli.store.checkpoint import model_name
+    from vaecli.store.bundled import model_name
     from vaecli.store.files import write_atomic
 
     if target.nrow is not None:

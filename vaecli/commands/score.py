@@ -6,7 +6,7 @@ import json
 import math
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,9 +19,9 @@ from vaecli.commands.common import (
     settings,
 )
 from vaecli.commands.options import (
-    BatchRowsOption,
     BinarizeOption,
     DataRootOption,
+    DecodeRowsOption,
     DeviceOption,
     Invert,
     InvertOption,
@@ -32,7 +32,8 @@ from vaecli.commands.options import (
     RegretStepsOption,
     ScoreSeedOption,
     ScoresOption,
-    complete_dataset,
+    dataset_option,
+    split_option,
 )
 from vaecli.errors import UsageError, VaeError
 from vaecli.terminal.console import printable, term
@@ -56,16 +57,15 @@ class Units(str, Enum):
 
 def score_command(
     images: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Argument(help="PNG/JPEG files, or - for one image on stdin.", metavar="[IMAGE]...",
                        show_default=False),
     ] = None,
     dataset: Annotated[
-        Optional[str],
-        typer.Option("--dataset", show_default=False, autocompletion=complete_dataset,
-                     help="Score a split of a dataset (a name or an image folder) instead of files."),
+        str | None,
+        dataset_option("Score a split of a dataset (a name or an image folder) instead of files.", show_default=False),
     ] = None,
-    split: Annotated[str, typer.Option("--split", help="train or test, with --dataset.")] = "test",
+    split: Annotated[str, split_option("train or test, with --dataset.")] = "test",
     limit: LimitOption = None,
     data_root: DataRootOption = None,
     scores: ScoresOption = None,
@@ -77,7 +77,7 @@ def score_command(
     sort: Annotated[bool, typer.Option("--sort", help="Order by the first score, most unusual last.")] = False,
     binarize: BinarizeOption = False,
     invert: InvertOption = Invert.auto,
-    batch_size: BatchRowsOption = None,
+    decode_rows: DecodeRowsOption = None,
     seed: ScoreSeedOption = 0,
     model: ModelOption = None,
     device: DeviceOption = "auto",
@@ -94,7 +94,7 @@ def score_command(
         raise UsageError("give image files or --dataset, not both")
     if not images and dataset is None:
         raise UsageError("give image files (- for stdin) or --dataset NAME (see `vae score --help`)")
-    from vaecli.store.checkpoint import model_name
+    from vaecli.store.bundled import model_name
 
     checkpoint = open_model(model, device)
     refuse_conditional(checkpoint, model_name(checkpoint.path), "score")
@@ -103,13 +103,13 @@ def score_command(
     from vaecli.analysis.scores import check_scoring_fits
 
     check_scoring_fits(checkpoint.config.model, next(checkpoint.model.parameters()).device, names, iw_samples,
-                       batch_size, limit if dataset is not None else len(images[:limit] if limit else images))
+                       decode_rows, limit if dataset is not None else len(images[:limit] if limit else images))
     if dataset is not None:
         keys, uint8 = _read_dataset(checkpoint, dataset, split, data_root, limit)
     else:
         keys, uint8 = _read_files(checkpoint, images[:limit] if limit else images, invert.value)
     term.note(f"scoring {len(keys)} images with {checkpoint.path}: {', '.join(names)}")
-    values, _ = compute_scores(checkpoint, uint8, names, settings(iw_samples, regret_steps, seed, batch_size),
+    values, _ = compute_scores(checkpoint, uint8, names, settings(iw_samples, regret_steps, seed, decode_rows),
                                binarize, units.value)
     refuse_missing_scores(write_rows(keys, values, fmt.value, sort), len(keys), fmt.value)
 

@@ -15,6 +15,7 @@ from vaecli.commands.options import (
     ModelOption,
     QuietOption,
     SeedOption,
+    out_option,
 )
 from vaecli.terminal.console import term
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from vaecli.config import ModelConfig
     from vaecli.data.datasets import ImageSet
     from vaecli.figures.html_report import Figure
-    from vaecli.model.networks import VAE
+    from vaecli.model.interface import VAEModel
     from vaecli.store.checkpoint import Checkpoint
 
 RECONSTRUCTIONS = 8  # test images shown beside their reconstructions
@@ -36,9 +37,8 @@ TRAVERSAL_STEPS = 9  # values from -3 to 3 in the page's traversal
 
 
 def tour_command(
-    out: Annotated[
-        Path, typer.Option("--out", "-o", file_okay=False, help="Folder for the four PNGs (created if missing).")
-    ] = Path("tour"),
+    out: Annotated[Path, out_option("a folder for the four PNGs (created if missing).", file_okay=False)]
+        = Path("tour"),
     dataset: ModelDatasetOption = None,
     data_root: DataRootOption = None,
     model: ModelOption = None,
@@ -122,7 +122,7 @@ def _labels_of(checkpoint: Checkpoint, data: ImageSet, rows: torch.Tensor) -> to
     return None if labels is None else labels[rows]
 
 
-def _reconstructions(vae: VAE, shown: torch.Tensor, what: str, labels: torch.Tensor | None) -> bytes:
+def _reconstructions(vae: VAEModel, shown: torch.Tensor, what: str, labels: torch.Tensor | None) -> bytes:
     """The shown images above their decoded posterior means (each with its own label, if the model takes one)."""
     from vaecli.analysis.latent import reconstruct_pixels
     from vaecli.figures.plots import image_rows_png
@@ -134,7 +134,7 @@ def _reconstructions(vae: VAE, shown: torch.Tensor, what: str, labels: torch.Ten
     )
 
 
-def _interpolation(vae: VAE, data: ImageSet, first: int, second: int) -> bytes:
+def _interpolation(vae: VAEModel, data: ImageSet, first: int, second: int) -> bytes:
     """A, recon A, the decoded points on the line between the two posterior means, recon B, B.
 
     A conditional model encodes and decodes them all with A's label (B is of A's class)."""

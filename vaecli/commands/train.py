@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from vaecli.commands.options import (
     Arch,
+    BinarizeOption,
     DataRootOption,
     DatasetOption,
     DeviceOption,
@@ -24,6 +25,8 @@ from vaecli.commands.options import (
     QuietOption,
     Schedule,
     Upsampling,
+    force_option,
+    out_option,
     seed_option,
 )
 from vaecli.errors import Interrupted, UsageError
@@ -44,11 +47,11 @@ def train_command(
                      "[default: mlp 512; cnn 16, RGB 32; resnet 32, RGB 64]"),
     ] = 0,
     channels: Annotated[
-        Optional[int],
+        int | None,
         typer.Option("--channels", help="1 (grey) or 3 (RGB); default: the dataset's.", show_default=False),
     ] = None,
     image_size: Annotated[
-        Optional[int], typer.Option("--image-size", show_default=False,
+        int | None, typer.Option("--image-size", show_default=False,
                                      help="Square side in pixels; default: the dataset's (28 for the MNIST family "
                                      "and folders, 32 CIFAR and SVHN, 96 STL-10, 64 CelebA).")
     ] = None,
@@ -69,23 +72,21 @@ def train_command(
                           help="Channels of each lower layer's latent map (--arch hvae) [default: 8].")
     ] = 0,
     upsampling: Annotated[
-        Optional[Upsampling],
+        Upsampling | None,
         typer.Option("--upsampling", show_default=False,
                      help="How cnn, resnet and hvae decoders double their maps: resize (nearest, then a "
                      "convolution) or transpose (a stride-2 transposed convolution) [default: RGB resize, "
                      "grey transpose]."),
     ] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Total epochs (on --resume: the new total).")] = 20,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per step.")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per optimizer step.")] = 128,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (peak).")] = 2e-3,
     lr_schedule: Annotated[
         Schedule, typer.Option("--lr-schedule", help="constant, or cosine decay to lr/10.")
     ] = Schedule.cosine,
     beta: Annotated[float, typer.Option("--beta", help="Weight of the KL term; 1 = the ELBO.")] = 1.0,
     warmup: Annotated[int, typer.Option("--warmup", help="Epochs of linear KL warm-up from 0 to beta.")] = 0,
-    binarize: Annotated[
-        bool, typer.Option("--binarize", help="Dynamic binarization: fresh Bernoulli pixels every batch.")
-    ] = False,
+    binarize: BinarizeOption = False,
     free_bits: Annotated[
         float, typer.Option("--free-bits", help="Nats of KL per stochastic layer (batch mean) the loss does not "
                             "push below, against collapsed layers (Kingma et al. 2016).")
@@ -107,11 +108,9 @@ def train_command(
         Precision,
         typer.Option("--precision", help="fp32, or bf16 autocast (for GPUs and CPUs with AVX-512 BF16 or AMX)."),
     ] = Precision.fp32,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (after every epoch).")] = Path(
-        "vae.safetensors"
-    ),
+    out: Annotated[Path, out_option("the checkpoint, written after every epoch.")] = Path("vae.safetensors"),
     resume: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--resume",
             help="Continue this checkpoint exactly (writes back to it unless --out). A cosine schedule "
@@ -135,7 +134,7 @@ def train_command(
         bool, typer.Option("--keep-best", help="Also keep the lowest-test-loss epoch in <out stem>-best.safetensors.")
     ] = False,
     force: Annotated[
-        bool, typer.Option("--force", "-f", help="Replace an existing checkpoint at --out that this run did not write.")
+        bool, force_option("Replace an existing checkpoint at --out that this run did not write.")
     ] = False,
     conditional: Annotated[
         bool, typer.Option("--conditional", help="Feed each image's class (one-hot) to the encoder and decoder, so "
@@ -319,17 +318,9 @@ def _shown(source: str) -> str:
 
 def _metadata(config: Any, checkpoint: Any, train_set: Any, test_set: Any, request: _Request) -> Any:
     """What every epoch's checkpoint records besides the weights, the config and the history."""
-    import torch
+    from vaecli.training.loop import new_run_metadata
 
-    from vaecli.config import train_command_line
-    from vaecli.store.metadata import CheckpointMeta, DatasetInfo
-
-    meta = CheckpointMeta(
-        config,
-        dataset_info=DatasetInfo(len(train_set), len(test_set), train_set.class_names),
-        command=train_command_line(config),
-        torch_version=torch.__version__,
-    )
+    meta = new_run_metadata(config, train_set, test_set)
     if checkpoint is not None:
         meta.prior = checkpoint.meta.get("prior")
         meta.recipe = _recipe(checkpoint, config, request)
@@ -480,10 +471,8 @@ def _interrupted(out: Path, before: tuple[int, int] | None, start: int, writes_b
 
     on_disk, saved = start, False
     if stamp(out) not in (None, before):  # this run replaced the file at least once, whole
-        try:
+        with suppress(VaeError):
             on_disk, saved = int(read_metadata(out).get("epochs_done", 0)), True
-        except VaeError:
-            pass
     if not saved and not writes_back:
         return Interrupted(f"interrupted during epoch {start + 1}; nothing new was saved", code)
     return Interrupted(
@@ -513,8 +502,8 @@ def _resumed(resume: Path, epochs: int | None, device: Any) -> Any:
 def _check_memory(config: Any, device: Any) -> None:
     """Refuse, before any data is loaded, a model and batch whose training step cannot fit."""
     from vaecli.runtime.memory import check_fits, estimate
-    from vaecli.store.checkpoint import MAX_CHECKPOINT_BYTES
     from vaecli.store.files import describe_size
+    from vaecli.store.safetensors_file import MAX_CHECKPOINT_BYTES
 
     batch = min(config.batch_size, config.limit or config.batch_size)  # fit() never batches more than it has
     channels, height, width = config.model.image_shape

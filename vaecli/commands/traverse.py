@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,7 +20,11 @@ from vaecli.commands.options import (
     ModelOption,
     QuietOption,
     TestLimitOption,
+    count_option,
+    gif_option,
+    scale_option,
     seed_option,
+    steps_option,
     within,
 )
 from vaecli.errors import UsageError
@@ -39,31 +43,30 @@ FRAME_MS = 150  # each step of the --gif
 
 def traverse_command(
     image: Annotated[
-        Optional[str],
+        str | None,
         typer.Argument(metavar="[IMAGE]", show_default=False,
                        help="Sweep around this image's posterior mean (PNG/JPEG, or - for stdin)."),
     ] = None,
     count: Annotated[
-        Optional[int],
-        typer.Option("--count", "-n", min=1, max=MAX_DRAWS, show_default=False,
-                     help="Without IMAGE: sweep around N draws from the prior, side by side [default: 1]"),
+        int | None,
+        count_option("Without IMAGE: sweep around N draws from the prior, side by side [default: 1]",
+                     min=1, max=MAX_DRAWS, show_default=False),
     ] = None,
     sweep: Annotated[
         tuple[float, float],
         typer.Option("--range", metavar="LOW HIGH", callback=within(-MAX_SWEEP, MAX_SWEEP),
                      help=f"Values the swept coordinate takes, ends included (each within +-{MAX_SWEEP:g})."),
     ] = (-3.0, 3.0),
-    steps: Annotated[int, typer.Option("--steps", min=2, max=MAX_STEPS, help="Values per sweep (columns).")] = 9,
+    steps: Annotated[int, steps_option("Values per sweep (columns).", 2, MAX_STEPS)] = 9,
     active_only: Annotated[
         bool, typer.Option("--active-only", help="Leave out inactive dimensions (test KL <= 0.01 nats).")
     ] = False,
     out: FigureOutOption = "traverse.png",
     gif: Annotated[
-        Optional[Path],
-        typer.Option("--gif", metavar="FILE.gif", dir_okay=False, show_default=False,
-                     help="Also write the sweep as a looping animation, every dimension side by side."),
+        Path | None,
+        gif_option("Also write the sweep as a looping animation, every dimension side by side.", dir_okay=False),
     ] = None,
-    scale: Annotated[int, typer.Option("--scale", min=1, max=64, help="Enlarge the GIF's frames K times.")] = 1,
+    scale: Annotated[int, scale_option("Enlarge the GIF's frames K times.")] = 1,
     invert: InvertOption = Invert.auto,
     label: LabelOption = None,
     dataset: ModelDatasetOption = None,
@@ -98,7 +101,7 @@ def traverse_command(
     from vaecli.store.files import write_atomic
 
     values = sweep_values(sweep[0], sweep[1], steps)
-    from vaecli.store.checkpoint import model_name
+    from vaecli.store.bundled import model_name
 
     checkpoint = open_model(model, device)
     index = chosen_class(checkpoint, label, model_name(checkpoint.path))

@@ -14,6 +14,8 @@ fitted to its codes.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
+from typing import cast
 
 import torch
 from torch import nn
@@ -28,25 +30,9 @@ from vaecli.model.blocks import (
     posterior_offset,
     upsampler,
 )
-from vaecli.model.prior import MixturePrior, standard_normal_log_prob
-
-LOG_2PI = math.log(2 * math.pi)
-
-
-def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z; mu, exp(logvar)) summed over every dimension but the first, in fp32 under autocast too: (B,)."""
-    z, mu, logvar = z.float(), mu.float(), logvar.float()
-    terms = (z - mu).square() * torch.exp(-logvar) + logvar + LOG_2PI
-    return -0.5 * terms.flatten(1).sum(1)
-
-
-def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) summed over every dimension but the first: (B,).
-
-    In fp32 whatever the forward pass ran in: the sum runs over hundreds of dimensions."""
-    mu_q, logvar_q, mu_p, logvar_p = (t.float() for t in (mu_q, logvar_q, mu_p, logvar_p))
-    terms = logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p).square()) * torch.exp(-logvar_p) - 1
-    return 0.5 * terms.flatten(1).sum(1)
+from vaecli.model.gaussian import kl_divergence, log_density
+from vaecli.model.interface import Draw, VAEModel, repeat_rows
+from vaecli.model.prior import MixturePrior
 
 
 class TopDownCell(nn.Module):
@@ -59,8 +45,10 @@ class TopDownCell(nn.Module):
         self.merge = nn.Conv2d(channels, width, 1)
         self.block = ResidualBlock(width)
         # The posterior starts equal to the prior: every layer's KL starts at 0 (NVAE's residual form).
-        nn.init.zeros_(self.posterior[1].weight)
-        nn.init.zeros_(self.posterior[1].bias)
+        posterior_out = self.posterior[1]
+        assert isinstance(posterior_out, nn.Conv2d) and posterior_out.bias is not None
+        nn.init.zeros_(posterior_out.weight)
+        nn.init.zeros_(posterior_out.bias)
 
     def prior_params(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, raw = self.prior(state).chunk(2, dim=1)
@@ -76,7 +64,7 @@ class TopDownCell(nn.Module):
         return self.block(state + self.merge(z))
 
 
-class HVAE(nn.Module):
+class HVAE(VAEModel):
     """config.groups stochastic layers: a top vector of latent_dim, below it maps of group_channels."""
 
     def __init__(self, config: ModelConfig):
@@ -100,11 +88,6 @@ class HVAE(nn.Module):
         # p(z_1): N(0, I), or the mixture `vae fit-prior` fits to the top layer's codes.
         self.prior = MixturePrior(config.prior_components, config.latent_dim) if config.prior_components else None
 
-    @property
-    def noise_dims(self) -> int:
-        """Standard-normal draws one image's pass through q takes: the top vector and every lower map."""
-        return self.config.latent_dim + len(self.cells) * math.prod(self.map_shape)
-
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The bottom-up pass: one feature map per lower layer, the bottom layer's first, then the top's."""
         out, state = [], self.stem(x)
@@ -117,14 +100,27 @@ class HVAE(nn.Module):
         """The top layer's posterior q(z_1|x): mean and log-variance, each (B, latent)."""
         return self.encode_features(self.features(x)[-1])
 
-    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z_1) of the top layer, N(0, I) or a fitted mixture: (...)."""
-        return standard_normal_log_prob(z) if self.prior is None else self.prior.log_prob(z)
+    @property
+    def top_down(self) -> Iterable[TopDownCell]:
+        """The lower layers' cells, the top's first (self.cells, as a type checker cannot see in a ModuleList)."""
+        return cast("Iterable[TopDownCell]", self.cells)
+
+    @property
+    def layers(self) -> int:
+        """Stochastic layers: the top vector and one per lower map (config.groups)."""
+        return 1 + len(self.cells)
 
     @property
     def lower_dims(self) -> int:
-        """Standard-normal draws the lower layers take per image when sampled (decode's lower_noise)."""
-        return self.noise_dims - self.config.latent_dim
+        """Standard-normal draws the lower layers take per image: one per element of each lower map."""
+        return len(self.cells) * math.prod(self.map_shape)
+
+    def draw_noise(self, rows: int, generator: torch.Generator | None, device: torch.device,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Noise for `rows` draws, layer by layer from the top: the order `vae eval`'s numbers were drawn in."""
+        layers = [(self.config.latent_dim,)] + [self.map_shape] * len(self.cells)
+        return torch.cat([torch.randn((rows, *shape), generator=generator, device=device, dtype=dtype).flatten(1)
+                          for shape in layers], dim=1)
 
     def decode(
         self, z: torch.Tensor, labels: torch.Tensor | None = None, lower_noise: torch.Tensor | None = None
@@ -135,43 +131,40 @@ class HVAE(nn.Module):
         draws = None if lower_noise is None else self._split(torch.cat([z, lower_noise.to(z)], dim=1))
         if draws is not None:
             next(draws)  # the top layer's part: z itself
-        for cell in self.cells:
+        for cell in self.top_down:
             mu, logvar = cell.prior_params(state)
             state = cell.absorb(state, mu if draws is None else mu + next(draws) * torch.exp(0.5 * logvar))
         return self.head(state)
 
-    def forward(
-        self, x: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoder output for one draw of every layer from q, and each layer's KL, the top's first: (B, groups)."""
-        batch = x.shape[0]
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, samples: int = 1, decoder: nn.Module | None = None) -> Draw:
+        """`samples` joint draws of every layer from q per image (one bottom-up pass), each layer's KL, the top's
+        first, and log p(z) - log q(z|x) over all layers. The decoder is the model's own: `decoder` is ignored
+        (fast_decoder gives none: the one-layer decoders' sub-pixel rewrite made an hvae's pass 10% slower)."""
+        feats = [repeat_rows(f, samples) for f in self.features(x)]
         if noise is None:
-            noise = torch.randn((batch, self.noise_dims), generator=generator, device=x.device, dtype=x.dtype)
+            noise = torch.randn((feats[0].shape[0], self.noise_dims), generator=generator, device=x.device,
+                                dtype=x.dtype)
         draws = self._split(noise)
-        feats = self.features(x)
         mu, logvar = self.encode_features(feats[-1])
         z = mu + next(draws) * torch.exp(0.5 * logvar)
-        kls = [self._top_kl(z, mu, logvar)]
+        top_kl, log_ratio = self.top_terms(z, mu, logvar)
+        kls = [top_kl]
         state = self.top_decoder(z)
-        for cell, feature in zip(self.cells, reversed(feats), strict=True):
+        for cell, feature in zip(self.top_down, reversed(feats), strict=True):
             prior = cell.prior_params(state)
             mu_q, logvar_q = cell.posterior_params(state, feature, prior)
-            kls.append(gaussian_kl(mu_q, logvar_q, *prior))
-            state = cell.absorb(state, mu_q + next(draws) * torch.exp(0.5 * logvar_q))
-        return self.head(state), torch.stack(kls, dim=1)
-
-    def _top_kl(self, z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """KL(q(z_1|x) || p(z_1)): exact against N(0, I); at the drawn z_1 for a fitted mixture, which stays fixed."""
-        if self.prior is None:
-            return gaussian_kl(mu, logvar, torch.zeros_like(mu), torch.zeros_like(logvar))
-        return gaussian_log_prob(z, mu, logvar) - self.prior.log_prob(z.float())
+            z = mu_q + next(draws) * torch.exp(0.5 * logvar_q)
+            kls.append(kl_divergence(mu_q, logvar_q, *prior, event_dims=3))
+            log_ratio = log_ratio + log_density(z, *prior, event_dims=3) - log_density(z, mu_q, logvar_q, event_dims=3)
+            state = cell.absorb(state, z)
+        return Draw(self.head(state), torch.stack(kls, dim=1), log_ratio, mu[::samples], logvar[::samples])
 
     def encode_features(self, top_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, raw = self.top_encoder(top_features).chunk(2, dim=1)
         return posterior_offset(mu), posterior_logvar(raw)
 
-    def _split(self, noise: torch.Tensor):
+    def _split(self, noise: torch.Tensor) -> Iterator[torch.Tensor]:
         """The noise (B, noise_dims) as the top vector's draws, then each lower map's."""
         top = self.config.latent_dim
         yield noise[:, :top]
@@ -179,39 +172,22 @@ class HVAE(nn.Module):
         for i in range(len(self.cells)):
             yield noise[:, top + i * size : top + (i + 1) * size].reshape(-1, *self.map_shape)
 
-    def log_joint_terms(self, x: torch.Tensor, samples: int, generator: torch.Generator | None = None):
-        """For K draws of every layer from q per image: decoder outputs (B*K, ...), and log p(z) - log q(z|x) (B*K,)."""
-        feats = [f.repeat_interleave(samples, dim=0) for f in self.features(x)]
-        mu, logvar = self.encode_features(feats[-1])
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        z = mu + eps * torch.exp(0.5 * logvar)
-        log_ratio = self.log_prior(z.float()) - gaussian_log_prob(z, mu, logvar)
-        state = self.top_decoder(z)
-        for cell, feature in zip(self.cells, reversed(feats), strict=True):
-            prior = cell.prior_params(state)
-            mu_q, logvar_q = cell.posterior_params(state, feature, prior)
-            eps = torch.randn(mu_q.shape, generator=generator, device=mu_q.device, dtype=mu_q.dtype)
-            z = mu_q + eps * torch.exp(0.5 * logvar_q)
-            log_ratio = log_ratio + gaussian_log_prob(z, *prior) - gaussian_log_prob(z, mu_q, logvar_q)
-            state = cell.absorb(state, z)
-        return self.head(state), log_ratio
-
     def posterior_mean_layers(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Every layer at its posterior mean given x, top-down: the top vector (B, latent), then each lower map."""
         feats = self.features(x)
         layers = [self.encode_features(feats[-1])[0]]
         state = self.top_decoder(layers[0])
-        for cell, feature in zip(self.cells, reversed(feats), strict=True):
+        for cell, feature in zip(self.top_down, reversed(feats), strict=True):
             # Each lower layer's posterior depends on the layers above it, so the walk absorbs as it goes.
             layers.append(cell.posterior_params(state, feature, cell.prior_params(state))[0])
             state = cell.absorb(state, layers[-1])
         return layers
 
-    def decode_layers(self, layers: list[torch.Tensor]) -> torch.Tensor:
+    def decode_layers(self, layers: list[torch.Tensor], labels: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder output for a value of every layer, in posterior_mean_layers' order (the deterministic
         reconstruction for its result)."""
         state = self.top_decoder(layers[0])
-        for cell, z in zip(self.cells, layers[1:], strict=True):
+        for cell, z in zip(self.top_down, layers[1:], strict=True):
             state = cell.absorb(state, z)
         return self.head(state)
 

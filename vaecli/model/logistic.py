@@ -25,7 +25,9 @@ MEAN_OFFSET = 0.5
 LOG_SCALE_OFFSET = math.log(0.25)
 
 
-def split_params(output: torch.Tensor, channels: int, mixtures: int) -> tuple[torch.Tensor | None, ...]:
+def split_params(
+    output: torch.Tensor, channels: int, mixtures: int
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Decoder output (..., P * C, H, W) as (logits or None, means, log-scales), each (..., K, C, H, W)."""
     if mixtures == 1:
         params = output.unflatten(-3, (2, 1, channels))  # mean, log-scale

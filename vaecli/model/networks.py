@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
+from typing import TypeGuard
 
 import torch
 from torch import nn
 
-from vaecli.config import ARCHITECTURES, HIERARCHICAL, ModelConfig, halved_sizes
+from vaecli.config import ModelConfig, halved_sizes
 from vaecli.model.blocks import (
     BoundedLogits,
     ResidualBlock,
@@ -18,10 +19,11 @@ from vaecli.model.blocks import (
     upsampler,
 )
 from vaecli.model.hierarchical import HVAE
-from vaecli.model.prior import MixturePrior, standard_normal_log_prob
+from vaecli.model.interface import Draw, VAEModel, repeat_rows
+from vaecli.model.prior import MixturePrior
 
 
-class VAE(nn.Module):
+class VAE(VAEModel):
     """q(z|x) = N(mu, diag(exp(logvar))), p(z) = N(0, I) or a mixture, p(x|z) given by decoder logits."""
 
     def __init__(self, config: ModelConfig, encoder: nn.Module, decoder: nn.Module):
@@ -32,9 +34,7 @@ class VAE(nn.Module):
         if config.likelihood == "gaussian":
             # One learned log-variance per channel for p(x|z) (a fixed variance would need tuning).
             self.decoder_logvar = gaussian_decoder_logvar(config.channels)
-        self.prior: MixturePrior | None = None
-        if config.prior_components:
-            self.prior = MixturePrior(config.prior_components, config.latent_dim)
+        self.prior = MixturePrior(config.prior_components, config.latent_dim) if config.prior_components else None
 
     def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance, each (B, latent); a conditional model needs the labels (B,)."""
@@ -42,34 +42,32 @@ class VAE(nn.Module):
         mu, raw_logvar = out.chunk(2, dim=1)
         return posterior_offset(mu), posterior_logvar(raw_logvar)
 
-    @property
-    def noise_dims(self) -> int:
-        """Standard-normal draws one image's pass through q takes: the size of z."""
-        return self.config.latent_dim
-
-    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) for codes (..., latent): (...)."""
-        return standard_normal_log_prob(z) if self.prior is None else self.prior.log_prob(z)
-
-    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None,
+               lower_noise: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder output for z: Bernoulli logits or Gaussian means (B, C, H, W); logistic: (B, P * C, H, W)."""
         return run_decoder(self, self.decoder, z, labels)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        generator: torch.Generator | None = None,
-        noise: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Decoder output for one z ~ q(z|x) per image, with the posterior's mean and log-variance."""
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, samples: int = 1, decoder: nn.Module | None = None) -> Draw:
+        """`samples` draws z ~ q(z|x) per image (one encoder pass), decoded, with the KL and log p(z)/q(z|x)."""
         mu, logvar = self.encode(x, labels)
-        z = reparameterize(mu, logvar, generator, noise)
-        return self.decode(z, labels), mu, logvar
+        rows_mu, rows_logvar = repeat_rows(mu, samples), repeat_rows(logvar, samples)
+        z = reparameterize(rows_mu, rows_logvar, generator, noise)
+        output = run_decoder(self, self.decoder if decoder is None else decoder, z, repeat_rows(labels, samples))
+        kl, log_ratio = self.top_terms(z, rows_mu, rows_logvar)
+        return Draw(output, kl.unsqueeze(1), log_ratio, mu, logvar)
 
     def posterior_mean_layers(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Every layer at its posterior mean given x, as HVAE's: here the one z, [(B, latent)]."""
         return [self.encode(x, labels)[0]]
+
+    def decode_layers(self, layers: list[torch.Tensor], labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder output for [z], posterior_mean_layers' form."""
+        return self.decode(layers[0], labels)
+
+    def fast_decoder(self) -> nn.Module | None:
+        """inference_decoder's copy: the transposed convolutions rewritten, which pays for a one-layer decoder."""
+        return inference_decoder(self)
 
     def _one_hot(self, labels: torch.Tensor | None) -> torch.Tensor:
         if labels is None:
@@ -100,7 +98,7 @@ def output_channels(config: ModelConfig) -> int:
     return config.channels * config.output_params
 
 
-def build_mlp(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
+def build_mlp(config: ModelConfig) -> tuple[nn.Sequential, nn.Sequential]:
     """Two hidden layers each way, widths hidden and hidden/2."""
     wide = config.hidden
     narrow = max(wide // 2, 1)
@@ -133,7 +131,7 @@ def conv_stage_sizes(height: int, width: int) -> list[tuple[int, int]]:
     return halved_sizes(height, width, times)
 
 
-def build_cnn(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
+def build_cnn(config: ModelConfig) -> tuple[nn.Sequential, nn.Sequential]:
     """Stride-2 3x3 convolutions (channels doubling per stage), a dense bottleneck, and a mirror."""
     base = config.hidden
     sizes = conv_stage_sizes(config.height, config.width)
@@ -171,7 +169,7 @@ def build_cnn(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
     return encoder, nn.Sequential(*decoder_layers)
 
 
-def build_resnet(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
+def build_resnet(config: ModelConfig) -> tuple[nn.Sequential, nn.Sequential]:
     """Stride-2 convolutions down to about 8 pixels, a residual block after each, and a mirror."""
     base = config.hidden
     sizes = [(config.height, config.width)]
@@ -207,14 +205,12 @@ def build_resnet(config: ModelConfig) -> tuple[nn.Module, nn.Module]:
     return encoder, nn.Sequential(*decoder_layers)
 
 
-# The architecture registry: name -> builder of (encoder, decoder). A new architecture joins with one
-# entry here and its name in config.ARCHITECTURES, which lists the names without importing torch.
-BUILDERS: dict[str, Callable[[ModelConfig], tuple[nn.Module, nn.Module]]] = {
+# One-layer architectures: name -> builder of (encoder, decoder), wrapped by one_layer_model (see MODELS).
+BUILDERS: dict[str, Callable[[ModelConfig], tuple[nn.Sequential, nn.Sequential]]] = {
     "mlp": build_mlp,
     "cnn": build_cnn,
     "resnet": build_resnet,
 }
-assert (*BUILDERS, *HIERARCHICAL) == ARCHITECTURES, "config.ARCHITECTURES must name models.BUILDERS and HVAE"
 
 # Taps of a 3x3, stride-2, padding-1 transposed convolution, per output parity: an even output
 # row reads kernel row 1 at input offset 0; an odd one reads row 2 at offset 0 and row 0 at offset 1.
@@ -250,7 +246,7 @@ class SubPixelConvTranspose(nn.Module):
         return y[..., : 2 * height - 1 + self.output_padding[0], : 2 * width - 1 + self.output_padding[1]]
 
 
-def _is_subpixel_compatible(layer: nn.Module) -> bool:
+def _is_subpixel_compatible(layer: nn.Module) -> TypeGuard[nn.ConvTranspose2d]:
     return (
         isinstance(layer, nn.ConvTranspose2d)
         and layer.kernel_size == (3, 3)
@@ -284,22 +280,28 @@ def place(model: VAE, device: torch.device | str) -> VAE:
     return model
 
 
-def is_hierarchical(model: nn.Module) -> bool:
-    """Whether the model has several stochastic layers (hierarchical.HVAE) rather than one z."""
-    return isinstance(model, HVAE)
-
-
-def build_model(config: ModelConfig) -> VAE:
-    """Build an untrained VAE from its config (validated first): a hierarchical one for --arch hvae."""
+def build_model(config: ModelConfig) -> VAEModel:
+    """Build an untrained model from its config (validated first), by MODELS[config.arch]."""
     config.validate()
-    if config.arch in HIERARCHICAL:
-        return HVAE(config)
+    return MODELS[config.arch](config)
+
+
+def one_layer_model(config: ModelConfig) -> VAE:
+    """A VAE with one latent vector around the architecture's encoder and decoder (BUILDERS)."""
+    encoder: nn.Module  # a Sequential, or a LabelledEncoder around one
     encoder, decoder = BUILDERS[config.arch](config)
     if config.classes:
         encoder, decoder = LabelledEncoder(encoder, config.classes), widen_input(decoder, config.classes)
     if config.likelihood == "bernoulli":
         decoder.append(BoundedLogits())  # no weights: every checkpoint loads as before
     return VAE(config, encoder, decoder)
+
+
+# Every architecture's model: a new one joins with one entry here and its name in config.ARCHITECTURES, which
+# lists the names without importing torch (tests/test_models.py checks they agree).
+MODELS: dict[str, Callable[[ModelConfig], VAEModel]] = {
+    **{name: one_layer_model for name in BUILDERS}, "hvae": HVAE,
+}
 
 
 class LabelledEncoder(nn.Module):

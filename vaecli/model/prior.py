@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-LOG_2PI = math.log(2 * math.pi)
+from vaecli.model.gaussian import LOG_2PI
 
 
 class MixturePrior(nn.Module):
@@ -16,6 +16,11 @@ class MixturePrior(nn.Module):
     The factor U_c (upper triangular, S_c^-1 = U_c U_c^T) whitens: ||(z - m_c) U_c||^2 is the
     Mahalanobis distance, so the density of many codes under every component is one matmul.
     """
+
+    # Registered buffers: declared so a type checker sees tensors, not nn.Module.__getattr__'s union.
+    log_weights: torch.Tensor  # (C,)
+    means: torch.Tensor  # (C, latent)
+    precision_cholesky: torch.Tensor  # (C, latent, latent)
 
     def __init__(self, components: int, latent_dim: int):
         super().__init__()
@@ -81,11 +86,6 @@ def prefix_stable_normal(count: int, width: int, generator: torch.Generator) -> 
     """
     padded = -(-width // 16) * 16
     return torch.randn((count, padded), generator=generator)[:, :width]
-
-
-def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    """log N(z; 0, I) for codes (..., latent): (...)."""
-    return -0.5 * (z.square() + LOG_2PI).sum(-1)
 
 
 def fit_mixture(

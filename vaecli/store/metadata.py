@@ -1,161 +1,215 @@
-"""The checkpoint's metadata as dataclasses: each epoch's record and the whole object, to and from JSON.
+"""The checkpoint's metadata, declared once: each field with its check; store/schema.py reads and writes them.
 
-checkpoint.py validates what a file holds before these read it; the JSON they write keeps the key names
-that `vae info --json`, `vae train --json` and scripts read (README: JSON for scripts).
+The JSON keeps the key names that `vae info --json`, `vae train --json` and scripts read (README: JSON for
+scripts). The configs (config.py) are checked by their fields' types, then validated as `vae train`'s options.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from vaecli import __version__
-from vaecli.config import FORMAT_VERSION, TrainConfig, to_dict, train_config_from_dict
+from vaecli.config import (
+    FORMAT_VERSION,
+    MAX_GROUPS,
+    MAX_LATENT_DIM,
+    MAX_PRIOR_COMPONENTS,
+    MAX_SEED,
+    MIN_SEED,
+    ModelConfig,
+    TrainConfig,
+)
+from vaecli.errors import CheckpointError, UsageError
+from vaecli.store.schema import (
+    FLAG,
+    NUMBER,
+    REST,
+    Check,
+    Derived,
+    Record,
+    Refusal,
+    count,
+    from_dict,
+    is_count,
+    is_number,
+    is_whole,
+    keep_null,
+    list_of,
+    nullable,
+    record,
+    records,
+    stored,
+    text,
+    whole,
+)
 
 FORMAT_NAME = "vaecli-checkpoint"
+# Bounds on what the commands read from the metadata: past them a file is damaged, not big.
+MAX_COUNT = 2**63 - 1
+MAX_EPOCHS_DONE = 10**6
+MAX_TEXT_CHARS = 65_536  # a command line with paths in it; PATH_MAX is 4096
+MAX_RECIPE_STEPS = 10_000
+MAX_CLASSES = 1_000_000
+# vaecli nests 5 levels (meta, history, epoch, test, kl_per_dim). Deeper JSON can parse, then overflow
+# the stack when `vae info --json` or a resumed run writes it back.
+MAX_METADATA_DEPTH = 32
+TEXT = text(MAX_TEXT_CHARS)
+SEED = whole(MIN_SEED, MAX_SEED)
 
 
-def _without_none(data: dict) -> dict:
-    # A field an older file lacks stays absent when the record is written back, not null.
-    return {key: value for key, value in data.items() if value is not None}
+class StoredConfigError(CheckpointError):
+    """A stored config that its fields' types or validation refuse: a damaged file, or one for another vaecli."""
+
+
+def train_config_from_dict(data: Any, name: str = "config") -> TrainConfig:
+    """A stored training config: its fields' types checked, then validated as `vae train` validates options."""
+    return _stored_config(TrainConfig, data, name)
+
+
+def model_config_from_dict(data: Any, name: str = "model") -> ModelConfig:
+    """A stored model config, checked as train_config_from_dict checks a training config."""
+    return _stored_config(ModelConfig, data, name)
+
+
+def _stored_config(cls: type, data: Any, name: str) -> Any:
+    try:
+        config = from_dict(cls, data, name)
+        config.validate()
+    except Refusal as exc:
+        raise StoredConfigError(exc.message) from None
+    except UsageError as exc:  # a stored config that fails validation is a bad file, not a bad option
+        raise StoredConfigError(f"stored config is invalid: {exc.message}") from None
+    return config
 
 
 @dataclass
-class Losses:
+class Losses(Record):
     """Per-image averages over a split, in nats; the test split's also hold the KL per latent dimension."""
 
-    recon: float  # one-sample -log p(x|z)
-    kl: float  # KL(q(z|x) || p(z))
-    loss: float  # recon + beta * kl in training; the -ELBO, recon + kl, on the test split
-    kl_per_dim: list[float] | None = None  # KL to N(0, 1) of each latent dimension
-    active_units: int | None = None  # dimensions whose KL is above evaluate.ACTIVE_UNIT_NATS
-    kl_per_layer: list[float] | None = None  # a hierarchical model's KL of each stochastic layer, the top first
-
-    def to_dict(self) -> dict:
-        return _without_none(
-            {"recon": self.recon, "kl": self.kl, "loss": self.loss,
-             "kl_per_dim": self.kl_per_dim, "active_units": self.active_units, "kl_per_layer": self.kl_per_layer}
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Losses:
-        return cls(data.get("recon"), data.get("kl"), data.get("loss"), data.get("kl_per_dim"),
-                   data.get("active_units"), data.get("kl_per_layer"))
+    recon: float = stored(NUMBER, required=True)  # one-sample -log p(x|z)
+    kl: float = stored(NUMBER, required=True)  # KL(q(z|x) || p(z))
+    loss: float = stored(NUMBER, required=True)  # recon + beta * kl in training; the -ELBO, recon + kl, when tested
+    # KL to N(0, 1) of each latent dimension
+    kl_per_dim: list[float] | None = stored(
+        list_of(is_number, MAX_LATENT_DIM, "is not a list of numbers, one per latent dimension"), None)
+    # dimensions whose KL is above evaluate.ACTIVE_UNIT_NATS
+    active_units: int | None = stored(count(MAX_LATENT_DIM, "is not a count of latent dimensions"), None)
+    # a hierarchical model's KL of each stochastic layer, the top first
+    kl_per_layer: list[float] | None = stored(
+        list_of(is_number, MAX_GROUPS, "is not a list of numbers, one per stochastic layer"), None)
 
 
 @dataclass
-class EpochRecord:
+class EpochRecord(Record):
     """One epoch of training, as the checkpoint's history and `vae train --json` hold it."""
 
-    epoch: int  # counted from 1, over every run of a resumed checkpoint
-    elapsed_s: float | None = None  # wall time of the epoch, testing included
-    images_per_s: float | None = None  # training images per second, testing excluded
-    lr: float | None = None  # the learning rate of the epoch's last step
-    beta: float | None = None  # the KL weight of the epoch's last step
-    train: Losses | None = None  # averaged over the epoch's steps, as the weights changed
-    test: Losses | None = None  # the test split after the epoch (evaluate.elbo_summary)
-    machine: str | None = None  # where the epoch ran (device.describe_machine); absent in older files
+    epoch: int = stored(whole(1, MAX_EPOCHS_DONE), required=True)  # counted from 1, over every run of a resumed file
+    elapsed_s: float | None = stored(NUMBER, None)  # wall time of the epoch, testing included
+    images_per_s: float | None = stored(NUMBER, None)  # training images per second, testing excluded
+    lr: float | None = stored(NUMBER, None)  # the learning rate of the epoch's last step
+    beta: float | None = stored(NUMBER, None)  # the KL weight of the epoch's last step
+    machine: str | None = stored(TEXT, None)  # where the epoch ran (device.describe_machine); absent in older files
+    train: Losses | None = stored(record(Losses), None)  # averaged over the epoch's steps, as the weights changed
+    test: Losses | None = stored(record(Losses), None)  # the test split after the epoch (evaluate.elbo_summary)
 
-    def to_dict(self) -> dict:
-        return _without_none({
-            "epoch": self.epoch, "elapsed_s": self.elapsed_s, "images_per_s": self.images_per_s,
-            "lr": self.lr, "beta": self.beta, "machine": self.machine,
-            "train": None if self.train is None else self.train.to_dict(),
-            "test": None if self.test is None else self.test.to_dict(),
-        })
 
-    @classmethod
-    def from_dict(cls, data: dict) -> EpochRecord:
-        train, test = data.get("train"), data.get("test")
-        return cls(
-            epoch=data.get("epoch"), elapsed_s=data.get("elapsed_s"), images_per_s=data.get("images_per_s"),
-            lr=data.get("lr"), beta=data.get("beta"), machine=data.get("machine"),
-            train=Losses.from_dict(train) if isinstance(train, dict) else None,
-            test=Losses.from_dict(test) if isinstance(test, dict) else None,
-        )
+# DatasetInfo's counts and the format's names are written even when null, as vaecli always wrote them.
+_IMAGE_COUNT = keep_null(count(MAX_COUNT, "is not a whole number of images"))
+_NAME = keep_null(TEXT)
 
 
 @dataclass
-class DatasetInfo:
+class DatasetInfo(Record):
     """The images a model was trained and tested on."""
 
-    n_train: int | None = None
-    n_test: int | None = None
-    class_names: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"n_train": self.n_train, "n_test": self.n_test, "class_names": self.class_names}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> DatasetInfo:
-        return cls(data.get("n_train"), data.get("n_test"), list(data.get("class_names", [])))
+    n_train: int | None = stored(_IMAGE_COUNT, None)
+    n_test: int | None = stored(_IMAGE_COUNT, None)
+    class_names: list[str] = stored(list_of(TEXT.accepts, MAX_CLASSES, "is not a list of names"), factory=list)
 
 
 @dataclass
-class CheckpointMeta:
+class FittedPrior(Record):
+    """`vae fit-prior`'s record (training/prior_fit.PriorFit, its seed and command), as `vae info` reads it."""
+
+    components: int | None = stored(count(MAX_PRIOR_COMPONENTS), None)
+    codes: int | None = stored(count(MAX_COUNT), None)  # the training codes it was fitted to
+    elapsed_s: float | None = stored(NUMBER, None)
+    seconds: float | None = stored(NUMBER, None)  # elapsed_s's name in older files
+    test_images: int | None = stored(count(MAX_COUNT), None)
+    test_kl_standard: float | None = stored(NUMBER, None)
+    test_kl_mixture: float | None = stored(NUMBER, None)
+    seed: int | None = stored(SEED, None)
+    command: str | None = stored(TEXT, None)
+
+
+def _checked_json(cls: type) -> Check:
+    """A nested object checked as record class `cls` and kept as the JSON object it is (every key included)."""
+
+    def read(value: dict, name: str) -> dict:
+        from_dict(cls, value, name)  # refuses a bad field
+        return value
+
+    return nullable(dataclasses.replace(record(cls, read=read), write=None))
+
+
+@dataclass
+class CheckpointMeta(Record):
     """The object stored under the `vaecli` key of a checkpoint's safetensors metadata."""
 
-    config: TrainConfig  # the recipe; arch, latent_dim, image_shape, likelihood, dataset, seed repeat it
-    epochs_done: int | None = None
-    history: list[EpochRecord] | None = None  # absent from files written before any epoch
-    dataset_info: DatasetInfo | None = None
-    command: str | None = None  # the `vae train` command that reproduces the config from scratch
-    torch_version: str | None = None
-    prior: dict | None = None  # `vae fit-prior`'s record, when the prior was fitted
-    recipe: list[str] | None = None  # every command from scratch, once a prior was fitted
-    tf32: bool | None = None  # whether float32 matmuls and convolutions ran in TF32 (CUDA) in training
-    format: str = FORMAT_NAME
-    format_version: int = FORMAT_VERSION
-    vaecli_version: str | None = __version__
+    # The recipe; arch, latent_dim, image_shape, likelihood, dataset, seed repeat it (DERIVED).
+    config: TrainConfig = stored(record(TrainConfig, read=train_config_from_dict), required=True)
+    epochs_done: int | None = stored(count(MAX_EPOCHS_DONE), None)
+    # absent from files written before any epoch
+    history: list[EpochRecord] | None = stored(records(EpochRecord, MAX_EPOCHS_DONE, "is not a list of epochs"), None)
+    dataset_info: DatasetInfo | None = stored(nullable(record(DatasetInfo)), None)
+    command: str | None = stored(TEXT, None)  # the `vae train` command that reproduces the config from scratch
+    torch_version: str | None = stored(TEXT, None)
+    prior: dict | None = stored(_checked_json(FittedPrior), None)  # `vae fit-prior`'s record, once fitted
+    # every command from scratch, once a prior was fitted
+    recipe: list[str] | None = stored(
+        nullable(list_of(TEXT.accepts, MAX_RECIPE_STEPS, f"is not a list of at most {MAX_RECIPE_STEPS} commands")),
+        None)
+    tf32: bool | None = stored(FLAG, None)  # whether float32 matmuls and convolutions ran in TF32 (CUDA) in training
+    format: str | None = stored(_NAME, FORMAT_NAME, absent=None)
+    # checkpoint.py refuses a missing or newer version before the fields are read
+    format_version: int = stored(Check(is_whole, "is not a whole number"), FORMAT_VERSION)
+    vaecli_version: str | None = stored(_NAME, __version__, absent=None)
     # Fields written by other tools (`evaluation`, `full_evaluation`, `bundled_as`): kept as they are.
-    extra: dict = field(default_factory=dict)
+    extra: dict = stored(REST, factory=dict)
 
-    def to_dict(self) -> dict:
-        model = self.config.model
-        return {
-            "format": self.format,
-            "format_version": self.format_version,
-            "vaecli_version": self.vaecli_version,
-            "arch": model.arch,
-            "latent_dim": model.latent_dim,
-            "image_shape": list(model.image_shape),
-            "likelihood": model.likelihood,
-            "dataset": self.config.dataset,
-            "seed": self.config.seed,
-            "config": to_dict(self.config),
-            **_without_none({
-                "epochs_done": self.epochs_done,
-                "history": None if self.history is None else [record.to_dict() for record in self.history],
-                "dataset_info": None if self.dataset_info is None else self.dataset_info.to_dict(),
-                "command": self.command,
-                "torch_version": self.torch_version,
-                "prior": self.prior,
-                "recipe": self.recipe,
-                "tf32": self.tf32,
-            }),
-            **self.extra,
-        }
-
-    @classmethod
-    def from_dict(cls, meta: dict) -> CheckpointMeta:
-        """Read metadata that checkpoint.read_metadata has validated; absent fields stay None."""
-        info = meta.get("dataset_info")
-        known = {f for f in cls.__dataclass_fields__ if f != "extra"} | set(SUMMARY_KEYS)
-        return cls(
-            config=train_config_from_dict(meta.get("config")),
-            epochs_done=meta.get("epochs_done"),
-            history=[EpochRecord.from_dict(record) for record in meta["history"]] if "history" in meta else None,
-            dataset_info=DatasetInfo.from_dict(info) if isinstance(info, dict) else None,
-            command=meta.get("command"),
-            torch_version=meta.get("torch_version"),
-            prior=meta.get("prior"),
-            recipe=meta.get("recipe"),
-            tf32=meta.get("tf32"),
-            format=meta.get("format"),
-            format_version=meta.get("format_version", FORMAT_VERSION),
-            vaecli_version=meta.get("vaecli_version"),
-            extra={key: value for key, value in meta.items() if key not in known},
-        )
+    # Written from the config, for readers that do not parse it; from_dict reads the config instead.
+    DERIVED: ClassVar[dict[str, Derived]] = {
+        "arch": Derived(lambda meta: meta.config.model.arch, TEXT),
+        "latent_dim": Derived(lambda meta: meta.config.model.latent_dim, count(MAX_LATENT_DIM)),
+        "image_shape": Derived(lambda meta: list(meta.config.model.image_shape),
+                               list_of(lambda size: is_count(size, MAX_COUNT), 4, "is not a list of sizes")),
+        "likelihood": Derived(lambda meta: meta.config.model.likelihood, TEXT),
+        "dataset": Derived(lambda meta: meta.config.dataset, TEXT),
+        "seed": Derived(lambda meta: meta.config.seed, SEED),
+    }
 
 
-# Written from the config, for readers that do not parse it; from_dict reads the config instead.
-SUMMARY_KEYS = ("arch", "latent_dim", "image_shape", "likelihood", "dataset", "seed")
+def read_meta(meta: dict) -> CheckpointMeta:
+    """A checkpoint's metadata object, read and checked: what a command would trip over is refused.
+
+    Raises Refusal naming a damaged field, StoredConfigError for a config this vaecli cannot use."""
+    if nesting_depth(meta, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+        raise Refusal(f"nested more than {MAX_METADATA_DEPTH} levels deep")
+    typed = CheckpointMeta.from_dict(meta)
+    # A resumed run goes on from len(history): a count that disagrees would skip or repeat epochs.
+    if typed.history is not None and typed.epochs_done is not None and len(typed.history) != typed.epochs_done:
+        raise Refusal(f"history holds {len(typed.history)} epochs, epochs_done says {typed.epochs_done}")
+    return typed
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deeply JSON containers nest in value (stopping past `limit`), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= limit:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest

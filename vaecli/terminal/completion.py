@@ -16,7 +16,7 @@ FILE_NAMES = {"bash": "vae.bash", "zsh": "_vae", "fish": "vae.fish"}
 # Parameters (by their Python name) whose values are paths of one kind, whatever their type says:
 # "checkpoints" offers *.safetensors files and folders, "dirs" folders only.
 PATH_KINDS = {"model": "checkpoints", "checkpoint": "checkpoints", "dataset": "dirs", "data_root": "dirs",
-              "in_data": "dirs", "out_data": "dirs"}
+              "known": "dirs", "unusual": "dirs"}
 # Words a scripted shell can only be told, since the CLI checks these values in code (config.py
 # refuses channels other than 1 or 3) rather than declaring them as choices.
 FIXED_CHANNELS = ("1", "3")
@@ -87,7 +87,7 @@ def describe_cli(cli: Any) -> tuple[list[OptionSpec], list[CommandSpec]]:
 def _known_words() -> dict[str, tuple[str, ...]]:
     """Values that plain str/int parameters accept, taken from the modules that check them."""
     from vaecli.data.datasets import SPLITS
-    from vaecli.store.checkpoint import BUNDLED_MODELS
+    from vaecli.store.bundled import BUNDLED_MODELS
 
     return {"model": BUNDLED_MODELS, "checkpoint": BUNDLED_MODELS, "split": SPLITS, "channels": FIXED_CHANNELS}
 

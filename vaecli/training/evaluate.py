@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
-from vaecli.model.networks import VAE, inference_decoder, is_hierarchical, reparameterize
-from vaecli.model.objective import kl_per_dimension, kl_to_prior, log_weights, loss_terms, reconstruction_nll
+from vaecli.model.gaussian import kl_per_dimension
+from vaecli.model.interface import VAEModel
+from vaecli.model.objective import log_weights, loss_terms
 from vaecli.store.metadata import Losses
 
 EVAL_SEED = 2024  # test-loss noise is drawn from its own fixed stream, apart from training's
@@ -43,7 +44,7 @@ class Evaluation:
 
 @torch.no_grad()
 def elbo_summary(
-    model: VAE, pixels: torch.Tensor, seed: int = EVAL_SEED, labels: torch.Tensor | None = None
+    model: VAEModel, pixels: torch.Tensor, seed: int = EVAL_SEED, labels: torch.Tensor | None = None
 ) -> Losses:
     """One-sample negative ELBO averaged over images, with its parts and the active units.
 
@@ -51,39 +52,28 @@ def elbo_summary(
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=pixels.device).manual_seed(seed)
-    layers = model.config.groups or 1
-    sums = torch.zeros(1 + layers, dtype=torch.float64, device=pixels.device)  # recon, then each layer's KL
+    sums = torch.zeros(1 + model.layers, dtype=torch.float64, device=pixels.device)  # recon, then each layer's KL
     kl_dims = torch.zeros(model.config.latent_dim, dtype=torch.float64, device=pixels.device)
     for start in range(0, pixels.shape[0], EVAL_BATCH):
         x, y = pixels[start : start + EVAL_BATCH], batch_of(labels, start, EVAL_BATCH)
-        mu, logvar = model.encode(x, y)
         noise = torch.randn((x.shape[0], model.noise_dims), generator=generator, device=x.device, dtype=x.dtype)
-        recon, kls = _one_sample_terms(model, x, y, noise, (mu, logvar))
+        draw = model(x, noise=noise, labels=y)
+        recon, kls = loss_terms(model, draw, x)
         # Per dimension (of the top layer), the KL to N(0, 1) picks the active units whatever the prior;
         # the total is the KL to the model's own prior (one-sample, like recon, for a mixture).
         sums += torch.cat([recon.sum().view(1), kls.sum(0)]).double()
-        kl_dims += kl_per_dimension(mu, logvar).sum(0).double()
+        kl_dims += kl_per_dimension(draw.mu, draw.logvar).sum(0).double()
     model.train(was_training)
     n = max(pixels.shape[0], 1)
     recon, *per_layer = (float(v) / n for v in sums)
     kl_dims = (kl_dims / n).tolist()
     return Losses(recon=recon, kl=sum(per_layer), loss=recon + sum(per_layer), kl_per_dim=kl_dims,
                   active_units=sum(k > ACTIVE_UNIT_NATS for k in kl_dims),
-                  kl_per_layer=per_layer if is_hierarchical(model) else None)
-
-
-def _one_sample_terms(model: VAE, x: torch.Tensor, labels: torch.Tensor | None, noise: torch.Tensor,
-                      posterior: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """-log p(x|z) (B,) and each layer's KL (B, layers) for one draw of z from q made with `noise`."""
-    if is_hierarchical(model):
-        return loss_terms(model, model(x, noise=noise), x, noise)
-    mu, logvar = posterior
-    recon = reconstruction_nll(model, model.decode(reparameterize(mu, logvar, noise=noise), labels), x)
-    return recon, kl_to_prior(model, mu, logvar, noise).unsqueeze(1)
+                  kl_per_layer=per_layer if model.layers > 1 else None)
 
 
 def iw_nll(
-    model: VAE,
+    model: VAEModel,
     pixels: torch.Tensor,
     samples: int,
     generator: torch.Generator,
@@ -102,8 +92,7 @@ def iw_nll(
     out = torch.empty(pixels.shape[0], dtype=torch.float64)
     was_training = model.training
     model.eval()
-    # The sub-pixel rewrite pays for a one-layer decoder; measured on an hvae, it made a pass 10% slower.
-    decoder = None if is_hierarchical(model) else inference_decoder(model)
+    decoder = model.fast_decoder()
     with torch.inference_mode():
         for start in range(0, pixels.shape[0], images_per_pass):
             x, y = pixels[start : start + images_per_pass], batch_of(labels, start, images_per_pass)
@@ -131,7 +120,7 @@ def bits_per_dim(nats, dims: int):
 
 
 def iw_nll_seeded(
-    model: VAE,
+    model: VAEModel,
     pixels: torch.Tensor,
     samples: int,
     seed: int,
@@ -145,7 +134,7 @@ def iw_nll_seeded(
 
 
 def evaluate_split(
-    model: VAE,
+    model: VAEModel,
     pixels: torch.Tensor,
     samples: int,
     seed: int,

@@ -7,20 +7,21 @@ import functools
 import inspect
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from vaecli.config import TrainConfig
+from vaecli.config import TrainConfig, train_command_line
 from vaecli.data.datasets import ImageSet, eval_pixels, to_pixels
 from vaecli.errors import TrainingError
-from vaecli.model.networks import VAE, build_model, place
+from vaecli.model.interface import VAEModel
+from vaecli.model.networks import build_model, place
 from vaecli.model.objective import loss_terms, with_free_bits
 from vaecli.runtime.device import describe_machine
 from vaecli.store.checkpoint import Checkpoint, restore_generator, save_checkpoint
-from vaecli.store.metadata import CheckpointMeta, EpochRecord, Losses
+from vaecli.store.metadata import CheckpointMeta, DatasetInfo, EpochRecord, Losses
 from vaecli.training.distributed import SINGLE_PROCESS, World, barrier, shard, sum_across
 from vaecli.training.evaluate import elbo_summary
 from vaecli.training.optimizer_state import optimizer_tensors, restore_optimizer
@@ -42,11 +43,11 @@ class Progress:
 class TrainingRun:
     """Everything that changes as training goes on; saved in every checkpoint."""
 
-    model: VAE
+    model: VAEModel
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     history: list[EpochRecord] = field(default_factory=list)
-    average: VAE | None = None  # with --ema: the moving average of the weights, tested and saved
+    average: VAEModel | None = None  # with --ema: the moving average of the weights, tested and saved
     # False when a resumed run moved to another kind of device: its random stream was seeded afresh.
     same_random_stream: bool = True
 
@@ -55,7 +56,7 @@ class TrainingRun:
         return len(self.history)
 
     @property
-    def saved_model(self) -> VAE:
+    def saved_model(self) -> VAEModel:
         """The weights each epoch is tested with and users get: the average under --ema, else the model."""
         return self.model if self.average is None else self.average
 
@@ -78,7 +79,7 @@ class Hooks:
     progress_every_s: float = 0.2
     # Called with the model and the epochs done (a fraction within the first), on rank 0 only: after
     # every epoch, and before the first epoch's steps at these fractions of it.
-    on_snapshot: Callable[[VAE, float], None] | None = None
+    on_snapshot: Callable[[VAEModel, float], None] | None = None
     first_epoch_snapshots: tuple[float, ...] = ()
 
 
@@ -167,6 +168,16 @@ def start_run(config: TrainConfig, device: torch.device, resume: Checkpoint | No
     return run
 
 
+def new_run_metadata(config: TrainConfig, train_set: ImageSet, test_set: ImageSet) -> CheckpointMeta:
+    """What a fresh run's checkpoints record besides the weights and the history: the data and the command."""
+    return CheckpointMeta(
+        config,
+        dataset_info=DatasetInfo(len(train_set), len(test_set), train_set.class_names),
+        command=train_command_line(config),
+        torch_version=torch.__version__,
+    )
+
+
 def allow_tf32(device: torch.device) -> None:
     """On CUDA, float32 matmuls and convolutions may run in TF32 (10-bit mantissa, fp32 range): the
     tensor cores' speed for a loss summed in fp32 anyway. The checkpoint records it (_runs_tf32)."""
@@ -175,7 +186,7 @@ def allow_tf32(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def make_optimizer(model: VAE, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(model: VAEModel, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     # One fused kernel per weight: on the CPU a step of the default CNN's Adam takes 0.6 ms
     # instead of 1.6 ms, about 6% of a training step.
     fused = device.type in ("cpu", "cuda")
@@ -204,19 +215,33 @@ def skip_dynamo_import() -> None:
     for method in vars(torch.optim.Optimizer).values():
         code = getattr(method, "__code__", None)
         plain = getattr(method, "__wrapped__", None)
-        if code is not None and plain is not None and code.co_filename.endswith("_compile.py"):
-            if getattr(plain, "__dynamo_disable", None) is None:
-                plain.__dynamo_disable = plain
+        if (code is not None and plain is not None and code.co_filename.endswith("_compile.py")
+                and getattr(plain, "__dynamo_disable", None) is None):
+            plain.__dynamo_disable = plain
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
-    """optimizer.step() as torch runs it eagerly, without its wrappers' import of torch._dynamo.
+    """optimizer.step(), without its wrappers' import of torch._dynamo (a second of start-up) when nothing
+    needs them: with a step hook registered (on this optimizer or globally), torch's own step runs the hooks.
 
-    The wrappers add profiler hooks (vaecli registers none) and a no-grad block with a graph
-    break that matters only under tracing; the update itself is the same function."""
+    The wrappers add profiler hooks and a no-grad block with a graph break that matters only under tracing;
+    the update itself is the same function."""
+    if _has_step_hooks(optimizer):
+        optimizer.step()
+        return
     step = _plain_step(type(optimizer))
     with torch.no_grad():
         step(optimizer)
+
+
+def _has_step_hooks(optimizer: torch.optim.Optimizer) -> bool:
+    from torch.optim import optimizer as torch_optimizer
+
+    # If torch renames these, getattr finds nothing there and the hooks still fire: torch's step is taken.
+    found = [getattr(optimizer, "_optimizer_step_pre_hooks", None), getattr(optimizer, "_optimizer_step_post_hooks",
+             None), getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
+             getattr(torch_optimizer, "_global_optimizer_post_hooks", None)]
+    return any(hooks is None or len(hooks) > 0 for hooks in found)
 
 
 @functools.cache
@@ -365,7 +390,7 @@ def _step(
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
         result = loop.net(x, noise=noise, labels=y)
     # The loss is summed over 784 pixels per image: in fp32 whatever the forward pass ran in.
-    recon, kls = loss_terms(model, result, x, noise)
+    recon, kls = loss_terms(model, result, x)
     kl = kls.sum(1)
     total = (recon + beta * kl).sum()
     pushed = total if config.free_bits <= 0 else (recon + beta * with_free_bits(kls, config.free_bits)).sum()
@@ -381,7 +406,7 @@ def _step(
     return recon, kl, total
 
 
-def update_average(average: VAE, model: VAE, decay: float, step: int) -> None:
+def update_average(average: VAEModel, model: VAEModel, decay: float, step: int) -> None:
     """Polyak averaging: move the average toward the new weights. The decay ramps up as (1 + step) /
     (10 + step), so the random initial weights fade within the first steps whatever the decay."""
     rate = 1.0 - min(decay, (1 + step) / (10 + step))
@@ -396,7 +421,7 @@ def model_labels(config: TrainConfig, images: ImageSet, device: torch.device) ->
     return images.labels.to(device, torch.int64) if config.model.classes else None
 
 
-def _check_weights(model: VAE, config: TrainConfig, epoch: int, steps_per_epoch: int) -> None:
+def _check_weights(model: VAEModel, config: TrainConfig, epoch: int, steps_per_epoch: int) -> None:
     if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
         raise TrainingError(
             f"the weights became NaN or Inf at epoch {epoch + 1}, step {steps_per_epoch}; "
@@ -446,7 +471,7 @@ def _is_best(history: list[EpochRecord]) -> bool:
     return bool(losses) and losses[-1] <= min(losses)
 
 
-def _data_parallel(model: VAE, device: torch.device) -> torch.nn.Module:
+def _data_parallel(model: VAEModel, device: torch.device) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from vaecli.config import MAX_SEED
-from vaecli.model.networks import VAE, reparameterize
+from vaecli.model.interface import VAEModel
+from vaecli.model.networks import reparameterize
 from vaecli.model.prior import FIT_ROWS, fit_mixture
 
 CODE_BATCH = 1000  # images encoded per pass
@@ -36,7 +37,7 @@ def fit_bytes(codes: int, latent: int, components: int) -> int:
 
 @torch.no_grad()
 def posterior_samples(
-    model: VAE, pixels: torch.Tensor, samples: int, binarize: bool, generator: torch.Generator
+    model: VAEModel, pixels: torch.Tensor, samples: int, binarize: bool, generator: torch.Generator
 ) -> torch.Tensor:
     """`samples` draws z ~ q(z|x) per image, each pass over freshly binarized images if asked: (N * samples, latent)."""
     device = pixels.device
@@ -53,10 +54,8 @@ def posterior_samples(
 
 
 @torch.no_grad()
-def mean_kl(model: VAE, pixels: torch.Tensor, samples: int, generator: torch.Generator) -> float:
+def mean_kl(model: VAEModel, pixels: torch.Tensor, samples: int, generator: torch.Generator) -> float:
     """Monte Carlo KL(q(z|x) || p(z)) averaged over images, under the model's current prior."""
-    from vaecli.model.objective import kl_to_prior
-
     # Against N(0, I) the KL is exact, so further passes would only repeat the first.
     passes = samples if model.prior is not None else 1
     total = 0.0
@@ -64,12 +63,12 @@ def mean_kl(model: VAE, pixels: torch.Tensor, samples: int, generator: torch.Gen
         for start in range(0, pixels.shape[0], CODE_BATCH):
             mu, logvar = model.encode(pixels[start : start + CODE_BATCH])
             noise = torch.randn(mu.shape, generator=generator, device=pixels.device)
-            total += float(kl_to_prior(model, mu, logvar, noise).double().sum())
+            total += float(model.top_terms(reparameterize(mu, logvar, noise=noise), mu, logvar)[0].double().sum())
     return total / (passes * max(pixels.shape[0], 1))
 
 
 def fit_prior(
-    model: VAE,
+    model: VAEModel,
     train_pixels: torch.Tensor,
     test_pixels: torch.Tensor,
     components: int,
