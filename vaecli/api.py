@@ -22,16 +22,13 @@ import numpy as np
 import torch
 
 from vaecli.analysis.latent import (
-    BATCH_SIZE,
     decode_to_pixels,
-    lower_layer_noise,
-    make_generator,
     posterior_means,
     reconstruct_pixels,
-    sample_prior,
+    sample_batches,
 )
 from vaecli.analysis.scores import ScoreSettings, score_images
-from vaecli.config import MAX_SEED, MODEL_FIELDS, SCORE_NAMES, ModelConfig, TrainConfig
+from vaecli.config import MODEL_FIELDS, SCORE_NAMES, ModelConfig, TrainConfig
 from vaecli.data.images import image_to_tensor, should_invert
 from vaecli.errors import UsageError
 from vaecli.runtime.device import resolve_device
@@ -85,18 +82,8 @@ class Model:
                output: Output = "numpy") -> Any:
         """n images decoded from z drawn from the prior: the pixels `vae sample -n N --seed S` writes."""
         _check_count(n, "n")
-        index = self._label_index(label)
-        generator = make_generator(seed)
-        # As the command: a hierarchical model's lower layers draw from the next seed's stream.
-        lower_generator = make_generator((seed + 1) % (MAX_SEED + 1))
-        model = self.network
-        batches = []
-        for start in range(0, n, BATCH_SIZE):
-            size = min(BATCH_SIZE, n - start)
-            batches.append(decode_to_pixels(model, sample_prior(model, size, temperature, generator), None,
-                                            _labels(index, size),
-                                            lower_layer_noise(model, size, temperature, lower_generator)))
-        return _as_output(torch.cat(batches) if batches else self._empty(), output)
+        batches = list(sample_batches(self.network, n, temperature, seed, self._label_index(label)))
+        return _as_output(torch.cat(batches), output)
 
     def encode(self, images: Images, *, label: Label = None, invert: str = "no") -> np.ndarray:
         """Posterior means of q(z|x), float32 (N, latent): what `vae encode` writes for the same pixels."""
@@ -174,9 +161,6 @@ class Model:
         if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < self.config.classes:
             return label
         raise UsageError(f"unknown class {label!r}: use 0 to {self.config.classes - 1} or one of {self.class_names}")
-
-    def _empty(self) -> torch.Tensor:
-        return torch.empty((0, *self.config.image_shape), dtype=torch.uint8)
 
 
 def load(model: str | Path = "mnist", *, device: str = "cpu") -> Model:

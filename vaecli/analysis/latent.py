@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
 
+from vaecli.config import MAX_SEED
 from vaecli.errors import InputError, UsageError
 from vaecli.model.interface import VAEModel
 from vaecli.model.objective import output_to_image, sample_output
@@ -54,6 +55,21 @@ def sample_prior(model: VAEModel, count: int, temperature: float, generator: tor
     if model.prior is not None:
         return model.prior.sample(count, temperature, generator)
     return temperature * prefix_stable_normal(count, model.config.latent_dim, generator)
+
+
+def sample_batches(model: VAEModel, count: int, temperature: float, seed: int, label: int | None = None,
+                   sample_pixels: bool = False) -> Iterator[torch.Tensor]:
+    """`vae sample`'s images, uint8 (N, C, H, W) a batch at a time: z from the prior drawn with `seed`, a
+    hierarchical model's lower layers from the next seed's stream (so the top codes stay the seed's), and the
+    mean of p(x|z), or a draw from it after z's. The rows are those of one draw (prefix-stable)."""
+    generator = make_generator(seed)
+    pixel_draws = generator if sample_pixels else None
+    lower_generator = make_generator((seed + 1) % (MAX_SEED + 1))
+    for start in range(0, count, BATCH_SIZE):
+        size = min(BATCH_SIZE, count - start)
+        labels = None if label is None else torch.full((size,), label, dtype=torch.long)
+        yield decode_to_pixels(model, sample_prior(model, size, temperature, generator), pixel_draws, labels,
+                               lower_layer_noise(model, size, temperature, lower_generator))
 
 
 def _device(model: VAEModel) -> torch.device:

@@ -80,7 +80,7 @@ def sample_command(
     """
     term.quiet = quiet
     check_image_outputs(out, grid, nrow)
-    from vaecli.analysis.latent import BATCH_SIZE, decode_to_pixels, lower_layer_noise, make_generator, sample_prior
+    from vaecli.analysis.latent import make_generator, sample_batches
     from vaecli.data.images import check_grid
     from vaecli.store.bundled import model_name
 
@@ -100,15 +100,7 @@ def sample_command(
         _sample_every_class(checkpoint, count, temperature, generator, pixel_draws,
                             _Target(out, grid, nrow, scale, force))
         return
-    # A hierarchical model's lower layers draw from their own stream, so the top codes stay those of --seed.
-    lower_generator = make_generator((seed + 1) % (MAX_SEED + 1))
-    vae = checkpoint.model
-    # Drawn and decoded a batch at a time: the rows are the same as in one draw (prefix-stable).
-    batches = (
-        decode_to_pixels(vae, sample_prior(vae, size, temperature, generator), pixel_draws,
-                         label_tensor(chosen, size), lower_layer_noise(vae, size, temperature, lower_generator))
-        for size in batch_sizes(count, BATCH_SIZE)
-    )
+    batches = sample_batches(checkpoint.model, count, temperature, seed, chosen, sample_pixels)
     write_images(batches, count, out, grid, nrow, scale, force, "sample")
 
 
@@ -171,8 +163,3 @@ def _check_memory(config: ModelConfig, count: int, classes: int, target: _Target
         needed = grid_png_bytes(config, count, target.nrow, target.scale)
     lower = "lower -n" + (" or --scale" if one_grid and target.scale > 1 else "")
     check_fits(needed, None, f"holding {images:,} images at once{' in one grid' if one_grid else ''}", lower)
-
-
-def batch_sizes(count: int, batch: int) -> list[int]:
-    """Sizes of the batches that make up `count` items."""
-    return [min(batch, count - start) for start in range(0, count, batch)]
