@@ -13,6 +13,7 @@ No network: the photographs ship inside scikit-image.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -47,6 +48,8 @@ def write(folder: Path, size: int, per_photo: int, seed: int) -> int:
     import numpy as np
     from skimage import data
 
+    from vaecli.store.files import write_atomic
+
     rng = np.random.default_rng(seed)
     written = 0
     for name in PHOTOS:
@@ -55,7 +58,9 @@ def write(folder: Path, size: int, per_photo: int, seed: int) -> int:
         photo = getattr(data, name)()
         photo = photo[0] if isinstance(photo, tuple) else photo
         for i, crop in enumerate(crops(photo, size, per_photo, rng)):
-            crop.save(target / f"{name}-{i:04d}.png")
+            buffer = io.BytesIO()
+            crop.save(buffer, format="PNG")
+            write_atomic(target / f"{name}-{i:04d}.png", buffer.getvalue())  # vaecli's one path for files
             written += 1
     return written
 
@@ -74,7 +79,18 @@ def main() -> int:
     except ImportError:
         print("error: this script needs scikit-image: pip install scikit-image", file=sys.stderr)
         return 2
-    print(f"{write(args.folder, args.size, args.per_photo, args.seed)} crops in {args.folder}", file=sys.stderr)
+    from vaecli.errors import VaeError
+
+    try:
+        written = write(args.folder, args.size, args.per_photo, args.seed)
+    except VaeError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write under {args.folder}: {exc.strerror or exc}; name a writable folder",
+              file=sys.stderr)
+        return 2
+    print(f"{written} crops in {args.folder}", file=sys.stderr)
     return 0
 
 
