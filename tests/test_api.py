@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import vaecli
-from vaecli.errors import UsageError
+from vaecli.errors import SettingError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -101,9 +101,9 @@ def test_a_conditional_model_takes_a_label_by_number_or_name(tiny_conditional):
     assert model.class_names[:3] == ["0", "1", "2"]
     assert np.array_equal(model.sample(2, seed=0, label=3), model.sample(2, seed=0, label="3"))
     assert not np.array_equal(model.sample(2, seed=0, label=3), model.sample(2, seed=0, label=8))
-    with pytest.raises(UsageError, match="conditional"):
+    with pytest.raises(SettingError, match="conditional"):
         model.sample(2)
-    with pytest.raises(UsageError, match="unconditional"):
+    with pytest.raises(SettingError, match="unconditional"):
         model.score(model.sample(1, seed=0, label=1))
 
 
@@ -113,12 +113,21 @@ def test_a_conditional_model_takes_a_label_by_number_or_name(tiny_conditional):
 ])
 def test_bad_images_are_one_clear_error(tiny_model, bad, message):
     model = vaecli.load(tiny_model)
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(SettingError, match=message):
         model.encode(bad)
-    with pytest.raises(UsageError, match="unknown score"):
+    with pytest.raises(SettingError, match="unknown score"):
         model.score(model.sample(1), ("bogus",))
-    with pytest.raises(UsageError, match="label"):
+    with pytest.raises(SettingError, match="label"):
         model.sample(1, label=2)
+
+
+def test_a_bad_setting_from_python_names_the_keyword_not_a_flag():
+    model = vaecli.load("mnist")
+    with pytest.raises(SettingError, match="`temperature` must be a finite number") as caught:
+        model.sample(2, temperature=-1)
+    assert "--" not in caught.value.message
+    with pytest.raises(SettingError, match="`n` must be a whole number"):
+        model.sample(0)
 
 
 def test_train_gives_what_vae_train_gives(cli, mnist_root, tmp_path):
@@ -135,9 +144,9 @@ def test_train_gives_what_vae_train_gives(cli, mnist_root, tmp_path):
                                          strict=True):
         assert torch.equal(mine, theirs), name
     assert model.checkpoint.meta["command"] == reference.checkpoint.meta["command"]
-    with pytest.raises(UsageError, match="exists"):
+    with pytest.raises(SettingError, match="exists"):
         vaecli.train(tmp_path / "api.safetensors", data_root=mnist_root, limit=64, epochs=1)
-    with pytest.raises(UsageError, match="unknown setting"):
+    with pytest.raises(SettingError, match="unknown setting"):
         vaecli.train(tmp_path / "other.safetensors", data_root=mnist_root, epoch=1)
 
 

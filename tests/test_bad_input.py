@@ -147,12 +147,14 @@ def make_bad_checkpoint(fault: str, good: Path, path: Path) -> None:
 
 
 def forbid_building(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Absurd sizes must be refused from the metadata, before any model exists."""
+    """Absurd sizes must be refused from the metadata, before any model exists (whoever builds it)."""
+    from vaecli.model.networks import MODELS
 
     def build_model(config):
         raise AssertionError(f"build_model called for {config}")
 
-    monkeypatch.setattr("vaecli.model.networks.build_model", build_model)
+    for arch in list(MODELS):
+        monkeypatch.setitem(MODELS, arch, build_model)
 
 
 def bad_checkpoint(fault: str) -> Callable[[Setup], None]:

@@ -11,7 +11,7 @@ import torch
 import vaecli.data.torchvision_sets as tv
 from vaecli.data.cache import cache_path
 from vaecli.data.datasets import load_dataset, native_shape
-from vaecli.errors import DataError, UsageError
+from vaecli.errors import DataError, SettingError
 
 from tests.helpers.cli_checks import one_error_line
 from tests.helpers.fabricate import (
@@ -163,7 +163,7 @@ def test_offline_and_missing_is_one_line_naming_data_root(tmp_path):
         with pytest.raises(DataError) as caught:
             load_dataset(name, "train", data_root=tmp_path / "empty", shape=(3, 32, 32))
         message = str(caught.value)
-        assert "VAE_OFFLINE=1" in message and "--data-root" in message and "\n" not in message, message
+        assert "VAE_OFFLINE=1" in message and "`data_root=DIR`" in message and "\n" not in message, message
     assert not (tmp_path / "empty").exists()
 
 
@@ -172,7 +172,7 @@ def test_memory_is_checked_before_the_class_reads_its_files(tmp_path, monkeypatc
 
     monkeypatch.setattr(data, "MAX_DATASET_BYTES", 10_000)
     monkeypatch.setattr(tv, "open_split", lambda *a: pytest.fail("opened before the size check"))
-    with pytest.raises(UsageError, match="--limit 3"):
+    with pytest.raises(SettingError, match="`limit=3`"):
         load_dataset("cifar10", "train", data_root=tmp_path, shape=(3, 32, 32))
 
 
@@ -228,6 +228,6 @@ def test_a_failed_download_is_one_line_and_leaves_no_empty_folders(tmp_path, mon
     with pytest.raises(DataError) as error:
         load_dataset(dataset, "train", data_root=root, shape=native_shape(dataset))
     message = str(error.value)
-    assert "could not be downloaded (Error downloading: no route to host)" in message and "--data-root" in message
+    assert "could not be downloaded (Error downloading: no route to host)" in message and "`data_root=DIR`" in message
     assert not (tmp_path / "data").exists()  # every folder the attempt made is gone
     assert class_name in message or dataset in message

@@ -184,9 +184,9 @@ def test_metadata_every_reader_can_format_loads(cli, tiny_model, tmp_path, case)
 
 def test_seed_past_64_bits_is_refused_in_one_line(cli, tmp_path):
     from vaecli.config import TrainConfig
-    from vaecli.errors import UsageError
+    from vaecli.errors import SettingError
 
-    with pytest.raises(UsageError, match="--seed"):
+    with pytest.raises(SettingError, match="`seed`"):
         TrainConfig(seed=2**70).validate()
     out = tmp_path / "s.safetensors"
     result = cli("train", "--dataset", "digits", "--seed", str(2**70), "--epochs", "1", "-o", out)

@@ -21,7 +21,8 @@ import vaecli.data.datasets as data
 import vaecli.data.images as images
 from vaecli.data.datasets import conform, dataset_for_model, list_image_files, load_dataset, read_idx, same_dataset
 from vaecli.data.images import IMAGE_SUFFIXES
-from vaecli.errors import DataError, UsageError
+from vaecli.errors import DataError, SettingError, UsageError
+from vaecli.terminal.console import as_flags
 
 from tests.helpers.cli_checks import one_error_line
 
@@ -107,26 +108,26 @@ def test_stored_folder_inside_the_working_folder_is_used_with_a_note(tmp_path):
     for stored in ("pets", str(tmp_path / "pets"), "pets/cats/..", "./pets"):
         name, note = dataset_for_model(stored, None)
         assert name == stored
-        assert "inside the working folder" in note and "--dataset" in note and "\n" not in note
+        assert "inside the working folder" in note and "`dataset`" in note and "\n" not in note
 
 
 @pytest.mark.parametrize("stored", ["/usr", "../elsewhere", "pets/../../etc", "link", "/a\nb" * 2000, "x\0y/.."])
 def test_stored_folder_outside_the_working_folder_is_refused(tmp_path, stored):
     (tmp_path / "pets").mkdir()
     (tmp_path / "link").symlink_to("/usr")  # inside by name, outside once resolved
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(SettingError) as caught:
         dataset_for_model(stored, None)
     message = caught.value.message
     assert "\n" not in message and len(message) < 600, message
     # A folder that is there is named as outside; one that is nowhere, as not a folder here.
     there = "\0" not in stored and os.path.isdir(os.path.expanduser(stored))
-    assert ("outside the working folder" if there else "nor a folder here") in message and "--dataset" in message
+    assert ("outside the working folder" if there else "nor a folder here") in message and "`dataset" in message
     if stored == "/usr":
-        assert "--dataset /usr to read it" in message
+        assert "`dataset=/usr` to read it" in message
 
 
 def test_stored_name_that_is_nothing_here_is_refused(tmp_path):
-    with pytest.raises(UsageError, match="neither a built-in dataset nor a folder here"):
+    with pytest.raises(SettingError, match="neither a built-in dataset nor a folder here"):
         dataset_for_model("cifar-11", None)  # cifar10 is built in since issue 18
 
 
@@ -242,7 +243,7 @@ def test_limit_decodes_only_the_images_it_keeps(cli, tmp_path, monkeypatch):
             path.write_text("not an image")  # train images past the first five
     decoded = []
     real_load = images.load_image
-    monkeypatch.setattr(images, "load_image", lambda path, shape: decoded.append(path) or real_load(path, shape))
+    monkeypatch.setattr(data, "load_image", lambda path, shape: decoded.append(path) or real_load(path, shape))
 
     kept = load_dataset(str(root), "train", shape=(1, 8, 8), limit=5)
     assert len(kept) == 5 and len(decoded) == 5
@@ -250,8 +251,17 @@ def test_limit_decodes_only_the_images_it_keeps(cli, tmp_path, monkeypatch):
     assert cli(*TRAIN, "--dataset", root, "--image-size", "8", "--limit", "5").exit_code == 0
     everything = cli(*TRAIN, "--dataset", root, "--image-size", "8", "-o", "all.safetensors")
     assert everything.exit_code == 2 and "b/00.png: not a readable image" in one_error_line(everything)
-    with pytest.raises(UsageError, match="--limit must be 1 or more"):
+    with pytest.raises(SettingError, match="`limit` must be 1 or more"):
         load_dataset(str(root), "train", limit=0)
+
+
+def test_a_python_caller_is_told_the_setting_and_the_terminal_the_flag():
+    # load_dataset's keyword is `limit`; only the command line calls it --limit (and raises UsageError).
+    with pytest.raises(SettingError) as caught:
+        load_dataset("digits", "train", limit=0)
+    assert not isinstance(caught.value, UsageError)
+    assert caught.value.message == "`limit` must be 1 or more, not 0"
+    assert as_flags(caught.value.message) == "--limit must be 1 or more, not 0"
 
 
 # --- 4. sizes are checked before memory is committed ---------------------------------------------------
@@ -275,11 +285,11 @@ def test_oversized_folder_split_is_refused_before_decoding(cli, tmp_path, monkey
     def never(path, shape):
         raise AssertionError("decoded an image before the size check")
 
-    monkeypatch.setattr(images, "load_image", never)
-    with pytest.raises(UsageError) as caught:
+    monkeypatch.setattr(data, "load_image", never)
+    with pytest.raises(SettingError) as caught:
         load_dataset(str(root), "train", shape=(1, 16, 16))
     # 27 train images of 256 bytes; 1,000 bytes hold 3 of them, or 27 of 6x6.
-    assert "--limit 3" in caught.value.message and "--image-size 6" in caught.value.message
+    assert "`limit=3`" in caught.value.message and "`image_size=6`" in caught.value.message
     result = cli(*TRAIN, "--dataset", root, "--image-size", "16")
     assert result.exit_code == 2 and "--limit 3" in one_error_line(result)
 

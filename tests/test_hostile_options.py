@@ -13,9 +13,10 @@ import torch
 
 import vaecli.analysis.scores
 from vaecli.config import ModelConfig, TrainConfig
+from vaecli.errors import SettingError, UsageError
 from vaecli.model.networks import build_model
 from vaecli.store.checkpoint import build_metadata, save_checkpoint
-from vaecli.terminal.console import printable
+from vaecli.terminal.console import as_flags, printable
 
 from tests.helpers.cli_checks import one_error_line
 from tests.helpers.images import digit
@@ -269,3 +270,18 @@ def test_score_counts_only_the_images_without_a_finite_score_and_sorts_them_last
     rows = [_strict_json(text) for text in result.stdout.splitlines()]
     assert [row["path"] for row in rows][2:] == ["c.png", "b.png"]  # infinite, then no number at all
     assert rows[2]["nll"] is None and isinstance(rows[0]["nll"], float)
+
+
+@pytest.mark.parametrize(("settings", "said", "shown"), [
+    ({"lr": 0.0}, "learning rate must be in (0, 10), not 0.0 (`lr`)",
+     "learning rate must be in (0, 10), not 0.0 (--lr)"),
+    ({"model": ModelConfig(height=2)}, "image height must be between 4 and 1024, not 2 (`height`)",
+     "image height must be between 4 and 1024, not 2 (--image-size)"),
+    ({"model": ModelConfig(arch="hvae", classes=10)}, "`conditional` is not available with `arch=hvae`; use mlp, "
+     "cnn or resnet", "--conditional is not available with --arch hvae; use mlp, cnn or resnet"),
+])
+def test_a_config_refused_from_python_names_the_keyword_and_the_terminal_the_flag(settings, said, shown):
+    with pytest.raises(SettingError) as caught:
+        TrainConfig(**settings).validate()
+    assert not isinstance(caught.value, UsageError)  # the command line's own error, never the library's
+    assert caught.value.message == said and as_flags(said) == shown

@@ -13,6 +13,10 @@ import typer.testing
 
 from vaecli.store.bundled import BUNDLED_MODELS, resolve_model
 from vaecli.store.checkpoint import read_metadata
+from vaecli.store.metadata import CheckpointMeta
+from vaecli.store.summary import summary_rows
+
+from tests.helpers.safetensors_bytes import edit_metadata
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -111,8 +115,6 @@ def test_bundled_metadata_holds_no_path_of_the_machine_it_was_made_on(cli, name)
 
 
 def test_odd_evaluation_records_are_left_out(cli, tiny_model, tmp_path):
-    from tests.helpers.safetensors_bytes import edit_metadata
-
     def plant(meta):
         meta["evaluation"] = {"nll": "80.98", "command": "vae eval"}
         meta["full_evaluation"] = [1, 2]
@@ -126,3 +128,21 @@ def test_odd_evaluation_records_are_left_out(cli, tiny_model, tmp_path):
 def _row(text: str, key: str) -> str:
     """The value of the first summary row named `key`."""
     return next(line[len(key):].strip() for line in text.splitlines() if line.startswith(key + " "))
+
+
+def test_rows_name_settings_and_info_shows_the_flags(cli, tiny_model, tmp_path):
+    path = tmp_path / "ema.safetensors"
+    path.write_bytes(edit_metadata(tiny_model.read_bytes(), lambda meta: meta["config"].update(ema=0.999)))
+    rows = dict(summary_rows(str(path), CheckpointMeta.from_dict(read_metadata(path))))
+    assert rows["weights"].endswith("decay 0.999 (`ema`); `resume` goes on from the weights as trained")
+    shown = cli("info", path).stdout
+    assert "decay 0.999 (--ema); --resume goes on from the weights as trained" in shown and "`" not in shown
+    assert "0, 1, 2, 3, 4, 5, 6, 7, 8, 9 (--label)" in cli("info", "mnist-conditional").stdout
+
+
+def test_info_reads_the_header_without_importing_torch():
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom vaecli.cli import app\n"
+            "r = CliRunner().invoke(app, ['info', 'mnist'])\nassert r.exit_code == 0, r.output\n"
+            "print(' '.join(m for m in ('torch', 'safetensors', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from vaecli.analysis.latent import fractions, interpolate
 from vaecli.data.images import CAPTION_PX, GRID_PADDING
-from vaecli.errors import UsageError
+from vaecli.errors import SettingError
 
 
 def shape(path, kind):
@@ -102,8 +102,10 @@ def test_paths_lie_strictly_between_the_ends():
     assert torch.allclose(slerp[1], torch.tensor([0.5, 0.5]).sqrt())
     assert torch.allclose(interpolate(a, 2 * a, 1, "slerp"), torch.tensor([[1.5, 0.0]]))  # parallel
     assert torch.isfinite(interpolate(a, -a, 2, "slerp")).all()  # opposite: falls back to lerp
-    with pytest.raises(UsageError):
+    with pytest.raises(SettingError, match="`steps` must be 1 or more"):
         interpolate(a, b, 0, "lerp")
+    with pytest.raises(SettingError, match="`method=nearest`"):
+        interpolate(a, b, 1, "nearest")
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vaecli.config import ModelConfig
-from vaecli.errors import CheckpointError, UsageError
+from vaecli.errors import CheckpointError, SettingError
 from vaecli.model import logistic
 from vaecli.model.objective import reconstruction_nll
 from vaecli.store.metadata import model_config_from_dict
@@ -115,9 +115,9 @@ def test_configs_without_mixtures_load_with_one():
 
 
 def test_mixtures_are_checked():
-    with pytest.raises(UsageError, match="--mixtures applies only to --likelihood logistic"):
+    with pytest.raises(SettingError, match="`mixtures` applies only to `likelihood=logistic`"):
         ModelConfig(likelihood="bernoulli", mixtures=2).validate()
-    with pytest.raises(UsageError, match="--mixtures"):
+    with pytest.raises(SettingError, match="`mixtures`"):
         ModelConfig(likelihood="logistic", mixtures=0).validate()
     with pytest.raises(CheckpointError):
         model_config_from_dict({"likelihood": "logistic", "mixtures": 10**6})

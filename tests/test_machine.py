@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaecli.runtime.device import cpu_name, describe_machine
+from vaecli.errors import DeviceError
+from vaecli.runtime.device import cpu_name, describe_machine, resolve_device
 from vaecli.store.metadata import EpochRecord
 from vaecli.store.summary import _machines_line, compute_line
 
@@ -79,3 +80,12 @@ def test_export_names_the_machine_only_of_epochs_that_lack_one():
     assert [record["machine"] for record in history] == ["cpu: A, 2 threads"] * 2 + ["cpu: B, 1 thread"]
     with pytest.raises(SystemExit, match="as vae records it"):
         _export_script().fill_unrecorded_machine(history, "my laptop")
+
+
+def test_an_unknown_device_names_the_setting_and_the_cli_the_flag(cli):
+    with pytest.raises(DeviceError) as caught:
+        resolve_device("tpu")
+    assert caught.value.message == "`device=tpu`: unknown device; choose one of auto, cpu, cuda, mps"
+    result = cli("sample", "-m", "mnist", "-n", "1", "--device", "tpu", "-o", "x.png")
+    assert result.exit_code == 2
+    assert result.stderr == "error: --device tpu: unknown device; choose one of auto, cpu, cuda, mps\n"

@@ -86,3 +86,20 @@ def test_bad_input_is_one_line_and_exit_2(cli, tiny_model, tmp_path, args, messa
     assert result.exit_code == 2
     assert message in one_error_line(result)
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        # As the library wrote it before settings were named in backticks, and as it writes it now.
+        ("--dataset torchvision:X: no such class", "--unusual torchvision:X: no such class"),
+        ("`dataset=torchvision:X`: no such class; or use `dataset=digits`",
+         "--unusual torchvision:X: no such class; or use --unusual digits"),
+        ("`dataset` names no dataset", "--unusual names no dataset"),
+        ("`data_root=/x`: not a folder", "`data_root=/x`: not a folder"),  # another setting: left to the terminal
+    ],
+)
+def test_a_library_error_about_the_dataset_names_the_option_typed(message, shown):
+    from vaecli.commands.ood import named_as
+
+    assert named_as(message, "--unusual") == shown

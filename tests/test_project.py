@@ -122,4 +122,4 @@ def test_bad_outputs_and_inputs_fail_in_one_line(cli, tiny_model, tmp_path):
 
     result = cli("project", "-m", tiny_model, "--dataset", "digits", "--limit", "1", "--device", "cpu")
     assert result.exit_code == 2
-    assert "PCA needs at least 2 images" in result.stderr
+    assert "PCA needs at least 2 images, got 1; raise --limit" in result.stderr

@@ -232,16 +232,16 @@ def test_a_checkpoint_replaced_by_another_program_between_epochs_is_kept(cli, tm
 def test_snapshots_are_written_once_with_every_frame(cli, tmp_path, monkeypatch):
     """Once, at the end: rewriting the GIF after every frame cost time growing with the square of the epochs.
     (A FIFO at the GIF's path, a file vaecli names itself, is refused before training: test_own_files.)"""
-    import vaecli.store.files
+    import vaecli.commands.train
 
-    real, writes = vaecli.store.files.write_atomic, []
+    real, writes = vaecli.commands.train.write_atomic, []
 
     def counting(path, payload, **kwargs):
         if str(path).endswith("-evolution.gif"):
             writes.append(path)
         return real(path, payload, **kwargs)
 
-    monkeypatch.setattr(vaecli.store.files, "write_atomic", counting)
+    monkeypatch.setattr(vaecli.commands.train, "write_atomic", counting)  # as the command looks it up
     result = cli("train", *RECIPE, *SIX_STEPS, "--epochs", "3", "-q", "--snapshots", "-o", "run.safetensors")
     assert result.exit_code == 0, result.stderr
     assert len(writes) == 1

@@ -1,9 +1,12 @@
-"""`vae train` as a user sees it on a terminal: a real pty (tmux), its screen read while the run goes on."""
+"""The terminal: `vae train` as a user sees it (a real pty, tmux, its screen read while the run goes on), and each
+invocation's own Terminal, which nothing keeps between calls."""
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
+import pkgutil
 import re
 import shlex
 import shutil
@@ -29,11 +32,12 @@ def test_the_bar_estimates_from_this_epoch_and_the_last():
     from rich.console import Console
     from rich.progress import Progress as Bar
 
+    from vaecli.terminal.console import Terminal
     from vaecli.terminal.progress import TrainingDisplay
     from vaecli.training.loop import Progress
 
     bar = Bar(console=Console(file=io.StringIO()))
-    display = TrainingDisplay(bar, epochs=3, first_epoch=1, images=600)
+    display = TrainingDisplay(Terminal(), bar, epochs=3, first_epoch=1, images=600)
 
     def shown() -> tuple:
         fields = bar.tasks[0].fields
@@ -50,6 +54,30 @@ def test_the_bar_estimates_from_this_epoch_and_the_last():
     assert shown()[3] == "0:00:03"  # both epochs pooled: 300 images left at 900 images in 7 s
     display.on_progress(Progress(2, 3, 599, 600, 350.0, 2.0))
     assert shown()[3] == "0:00:01"  # rounded up while a batch remains
+
+
+def test_a_quiet_call_leaves_the_next_calls_in_the_same_process_their_notes(cli, tiny_model):
+    quiet = cli("sample", "-m", tiny_model, "-n", "1", "-o", "a", "--device", "cpu", "-q")
+    # `vae info` has no -q of its own to set: a -q kept from the call before would silence its note.
+    info = cli("info")
+    loud = cli("sample", "-m", tiny_model, "-n", "1", "-o", "b", "--device", "cpu")
+    assert quiet.exit_code == info.exit_code == loud.exit_code == 0, quiet.stderr + info.stderr + loud.stderr
+    assert quiet.stderr == ""
+    assert info.stderr == "no -m given and no ./vae.safetensors: using the bundled MNIST model\n"
+    seed = re.fullmatch(r"seed (\d+) \(pass --seed (\d+) to draw the same images again\)\n", loud.stderr)
+    assert seed is not None and seed[1] == seed[2], loud.stderr
+
+
+def test_no_module_keeps_a_terminal_at_module_level():
+    # A Terminal held by a module would carry one call's -q or --debug into the next call in the same process.
+    import vaecli
+    from vaecli.terminal.console import Terminal
+
+    held = []
+    for module in pkgutil.walk_packages(vaecli.__path__, "vaecli."):
+        names = vars(importlib.import_module(module.name))
+        held += [f"{module.name}.{name}" for name, value in names.items() if isinstance(value, Terminal)]
+    assert held == []
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ See help(vaecli.Model), help(vaecli.load), help(vaecli.train) and docs/api.md.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -25,8 +26,6 @@ _LAZY = {"Model": "vaecli.api", "load": "vaecli.api", "train": "vaecli.api",
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'vaecli' has no attribute {name!r}")
 

@@ -2,7 +2,7 @@
 
     import vaecli
     m = vaecli.load("mnist")
-    images = m.sample(16, seed=0)            # uint8 (16, 1, 28, 28), the pixels `vae sample --seed 0` writes
+    images = m.sample(16, seed=0)            # uint8 (16, 1, 28, 28), the pixels `vae sample` writes with seed 0
     codes = m.encode(images)                 # float32 (16, latent): posterior means, as `vae encode`
     again = m.decode(codes)                  # uint8, as `vae decode`
     nats = m.log_likelihood(images)          # log p(x) per image, as `vae score -s nll` (negated)
@@ -16,32 +16,36 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeGuard, Union, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard, cast
 
 import numpy as np
 import torch
+from PIL import Image
 
 from vaecli.analysis.latent import (
     decode_to_pixels,
+    label_tensor,
     posterior_means,
     reconstruct_pixels,
     sample_batches,
 )
 from vaecli.analysis.scores import ScoreSettings, score_images
-from vaecli.config import MODEL_FIELDS, SCORE_NAMES, ModelConfig, TrainConfig
+from vaecli.config import SCORE_NAMES, ModelConfig
+from vaecli.data.datasets import load_dataset
 from vaecli.data.images import image_to_tensor, should_invert
-from vaecli.errors import UsageError
+from vaecli.errors import SettingError
 from vaecli.runtime.device import resolve_device
 from vaecli.store.bundled import resolve_model
 from vaecli.store.checkpoint import Checkpoint, load_checkpoint
+from vaecli.store.files import check_output_file
+from vaecli.training.loop import Hooks, Outputs, fit, new_run_metadata, start_run
+from vaecli.training.settings import train_config
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from vaecli.model.interface import VAEModel
     from vaecli.store.metadata import EpochRecord
 
-Images = Union[np.ndarray, torch.Tensor, "Image.Image", Sequence["Image.Image"]]
+Images = np.ndarray | torch.Tensor | Image.Image | Sequence[Image.Image]
 Output = Literal["numpy", "tensor", "pil"]
 Label = int | str | None
 
@@ -80,7 +84,7 @@ class Model:
 
     def sample(self, n: int, *, seed: int = 0, temperature: float = 1.0, label: Label = None,
                output: Output = "numpy") -> Any:
-        """n images decoded from z drawn from the prior: the pixels `vae sample -n N --seed S` writes."""
+        """n images decoded from z drawn from the prior: the pixels `vae sample` writes for the same n and seed."""
         _check_count(n, "n")
         batches = list(sample_batches(self.network, n, temperature, seed, self._label_index(label)))
         return _as_output(torch.cat(batches), output)
@@ -88,27 +92,28 @@ class Model:
     def encode(self, images: Images, *, label: Label = None, invert: str = "no") -> np.ndarray:
         """Posterior means of q(z|x), float32 (N, latent): what `vae encode` writes for the same pixels."""
         pixels = self._pixels(images, invert)
-        return posterior_means(self.network, pixels, _labels(self._label_index(label), len(pixels))).numpy()
+        return posterior_means(self.network, pixels, label_tensor(self._label_index(label), len(pixels))).numpy()
 
     def decode(self, codes: np.ndarray | torch.Tensor, *, label: Label = None, output: Output = "numpy") -> Any:
         """Images for codes (N, latent), the mean of p(x|z) (lower layers at their prior means): `vae decode`."""
         z = torch.as_tensor(np.asarray(codes, dtype=np.float32) if not torch.is_tensor(codes) else codes).float()
         if z.ndim != 2 or z.shape[1] != self.config.latent_dim:
-            raise UsageError(f"codes must be (N, {self.config.latent_dim}) for this model, not {tuple(z.shape)}")
-        return _as_output(decode_to_pixels(self.network, z, None, _labels(self._label_index(label), len(z))), output)
+            raise SettingError(f"`codes` must be (N, {self.config.latent_dim}) for this model, not {tuple(z.shape)}")
+        labels = label_tensor(self._label_index(label), len(z))
+        return _as_output(decode_to_pixels(self.network, z, None, labels), output)
 
     def reconstruct(self, images: Images, *, label: Label = None, invert: str = "no",
                     output: Output | None = None) -> Any:
         """Each image decoded from the posterior mean of every layer given it: `vae reconstruct`.
         The output takes the input's kind (array, tensor or PIL) unless `output` names one."""
         pixels = self._pixels(images, invert)
-        labels = _labels(self._label_index(label), len(pixels))
+        labels = label_tensor(self._label_index(label), len(pixels))
         return _as_output(reconstruct_pixels(self.network, pixels, None, labels), output or _kind_of(images))
 
     def log_likelihood(self, images: Images, *, iw_samples: int = 100, seed: int = 0,
                        invert: str = "no") -> np.ndarray:
         """log p(x) per image in nats, float64 (N,): the importance-weighted bound with K = iw_samples
-        (Burda et al. 2016), minus `vae score -s nll -k K --seed S`'s value."""
+        (Burda et al. 2016), minus the nll that `vae score` gives for the same K and seed."""
         return -self.score(images, ("nll",), iw_samples=iw_samples, seed=seed, invert=invert)["nll"]
 
     def score(self, images: Images, scores: Sequence[str] = ("complexity", "nll"), *, iw_samples: int = 100,
@@ -117,11 +122,11 @@ class Model:
         `vae score`'s values for the same settings."""
         unknown = [name for name in scores if name not in SCORE_NAMES]
         if unknown:
-            raise UsageError(f"unknown score {unknown[0]!r}; choose from {', '.join(SCORE_NAMES)}")
+            raise SettingError(f"unknown score {unknown[0]!r} in `scores`; choose from {', '.join(SCORE_NAMES)}")
         if self.config.classes:
-            raise UsageError("scores need p(x) of an unconditional model; this one is conditional on the class")
+            raise SettingError("scores need p(x) of an unconditional model; this one is conditional on the class")
         if "regret" in scores and self.network.layers > 1:
-            raise UsageError("the regret score refits a one-layer model's z; this model has several layers")
+            raise SettingError("the regret score refits a one-layer model's z; this model has several layers")
         _check_count(iw_samples, "iw_samples")
         device = next(self.network.parameters()).device
         pixels = self._pixels(images, invert).to(device).float().div_(255.0)
@@ -138,11 +143,11 @@ class Model:
         else:
             pixels = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
             if pixels.dtype != torch.uint8:
-                raise UsageError(f"images must be uint8 (0 to 255), not {pixels.dtype}; PIL images are converted")
+                raise SettingError(f"`images` must be uint8 (0 to 255), not {pixels.dtype}; PIL images are converted")
             if pixels.ndim == 3 and tuple(pixels.shape) == shape:
                 pixels = pixels.unsqueeze(0)
             if pixels.ndim != 4 or tuple(pixels.shape[1:]) != shape:
-                raise UsageError(f"images must be (N, {', '.join(map(str, shape))}) for this model, "
+                raise SettingError(f"`images` must be (N, {', '.join(map(str, shape))}) for this model, "
                                  f"not {tuple(pixels.shape)}; PIL images are resized")
         if invert != "no" and len(pixels):
             pixels = torch.stack([255 - p if should_invert(p, invert) else p for p in pixels])
@@ -152,15 +157,16 @@ class Model:
         """A class number or name as the model's label index; None for an unconditional model."""
         if not self.config.classes:
             if label is not None:
-                raise UsageError("this model was trained without --conditional; it takes no label")
+                raise SettingError("this model was trained without `conditional`; it takes no `label`")
             return None
         if label is None:
-            raise UsageError(f"this model is conditional on the class: pass label= one of {self.class_names}")
+            raise SettingError(f"this model is conditional on the class: pass `label`, one of {self.class_names}")
         if isinstance(label, str) and label in self.class_names:
             return self.class_names.index(label)
         if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < self.config.classes:
             return label
-        raise UsageError(f"unknown class {label!r}: use 0 to {self.config.classes - 1} or one of {self.class_names}")
+        raise SettingError(f"unknown class `label={label!r}`: use 0 to {self.config.classes - 1} or one of "
+                           f"{self.class_names}")
 
 
 def load(model: str | Path = "mnist", *, device: str = "cpu") -> Model:
@@ -172,25 +178,19 @@ def load(model: str | Path = "mnist", *, device: str = "cpu") -> Model:
 def train(out: str | Path, *, dataset: str = "mnist", data_root: str | Path | None = None, device: str = "auto",
           conditional: bool = False, force: bool = False, on_epoch: Callable[[EpochRecord], None] | None = None,
           **settings: Any) -> Model:
-    """Train a model as `vae train` does and return it; `settings` are its options' fields (arch, latent_dim,
-    epochs, batch_size, lr, likelihood, image_size, ...; see TrainConfig and ModelConfig). The checkpoint at `out`
-    is written after every epoch; a file already there is refused unless force=True."""
-    from vaecli.data.datasets import check_dataset_name, load_dataset
-    from vaecli.store.files import check_output_file
-    from vaecli.training.loop import Hooks, Outputs, fit, new_run_metadata, start_run
-
-    check_dataset_name(dataset)
+    """Train a model as `vae train` does and return it; `settings` are TrainConfig's and ModelConfig's fields
+    (arch, latent_dim, epochs, batch_size, lr, likelihood, ...) and `image_size`. The checkpoint at `out` is
+    written after every epoch; a file already there is refused unless `force=True`."""
     root = None if data_root is None else Path(data_root)
-    config = _train_config(dataset, root, settings)
-    config.validate()
+    config = train_config(dataset, root, **settings)
     out = Path(out)
-    check_output_file(out, "out")
+    check_output_file(out, "`out`")
     if out.exists() and not force:
-        raise UsageError(f"{out} exists; pass force=True to replace it, or another out")
+        raise SettingError(f"{out} exists; pass `force=True` to replace it, or give another `out`")
     torch_device = resolve_device(device)
     shape = config.model.image_shape
-    train_set = load_dataset(dataset, "train", data_root=root, shape=shape, limit=config.limit)
-    test_set = load_dataset(dataset, "test", data_root=root, shape=shape, limit=config.limit)
+    train_set = load_dataset(config.dataset, "train", data_root=root, shape=shape, limit=config.limit)
+    test_set = load_dataset(config.dataset, "test", data_root=root, shape=shape, limit=config.limit)
     if conditional:
         config.model.classes = len(train_set.class_names)
         config.validate()
@@ -200,33 +200,13 @@ def train(out: str | Path, *, dataset: str = "mnist", data_root: str | Path | No
     return load(out, device=str(torch_device))
 
 
-def _train_config(dataset: str, data_root: Path | None, settings: dict[str, Any]) -> TrainConfig:
-    """TrainConfig from keyword settings, the model's fields and the run's apart, the image shape the dataset's."""
-    from vaecli.data.datasets import native_shape
-
-    train_fields = set(TrainConfig.__dataclass_fields__) - {"model", "dataset"}
-    unknown = sorted(set(settings) - MODEL_FIELDS - train_fields - {"image_size"})
-    if unknown:
-        raise UsageError(f"unknown setting {unknown[0]!r}; see vaecli.TrainConfig and vaecli.ModelConfig")
-    native = native_shape(dataset, data_root) or (settings.get("channels", 1), 28, 28)
-    side = settings.pop("image_size", None)
-    model: dict[str, Any] = {"channels": native[0], "height": side or native[1], "width": side or native[2]}
-    model.update({name: value for name, value in settings.items() if name in MODEL_FIELDS})
-    run = {name: value for name, value in settings.items() if name in train_fields}
-    return TrainConfig(model=ModelConfig(**model), dataset=dataset, **run)
-
-
-def _labels(index: int | None, count: int) -> torch.Tensor | None:
-    return None if index is None else torch.full((count,), index, dtype=torch.long)
-
-
 def _check_count(value: int, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UsageError(f"{name} must be a whole number, 1 or more, not {value!r}")
+        raise SettingError(f"`{name}` must be a whole number, 1 or more, not {value!r}")
 
 
 def _is_pil(value: object) -> TypeGuard[Image.Image]:
-    return type(value).__module__.startswith("PIL.")
+    return isinstance(value, Image.Image)
 
 
 def _kind_of(images: Images) -> Output:
@@ -243,9 +223,7 @@ def _as_output(pixels: torch.Tensor, output: Output) -> Any:
     if output == "numpy":
         return pixels.numpy()
     if output == "pil":
-        from PIL import Image
-
         arrays = pixels.numpy()
         return [Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)) for a in arrays]
-    raise UsageError(f"output must be numpy, tensor or pil, not {output!r}")
+    raise SettingError(f"`output` must be numpy, tensor or pil, not {output!r}")
 

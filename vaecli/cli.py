@@ -1,29 +1,102 @@
-"""The `vae` typer app: registers the commands and turns every error into one line and an exit code."""
+"""The `vae` typer app: names the commands, loads only the one that runs, and turns every error into one line
+and an exit code."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
+from typer.models import CommandInfo
 
 from vaecli import __version__
 from vaecli.errors import ExitCode, Interrupted, OutputError, ReaderGone, VaeError
 from vaecli.runtime import signals
-from vaecli.terminal.console import debug_from_env, term
+from vaecli.terminal.console import Terminal, debug_from_env
+
+# One line each for `vae --help` (click would cut the docstrings' first sentences with "..."), in help order.
+SUMMARIES = {
+    "train": "Train a VAE; a checkpoint after every epoch.",
+    "info": "Show what a checkpoint holds.",
+    "completion": "Print the completion script for bash, zsh or fish.",
+    "sample": "Decode draws from the prior into images.",
+    "reconstruct": "Encode images and decode them again.",
+    "interpolate": "Decode the path between two images' codes.",
+    "encode": "Images to their posterior means (.npy).",
+    "decode": "Codes (.npy) back to images.",
+    "eval": "-log p(x) and the negative ELBO of a split.",
+    "score": "Per-image likelihood and unusualness scores.",
+    "ood": "How well each score tells two image sets apart.",
+    "fit-prior": "Fit a Gaussian-mixture prior to the training codes.",
+    "project": "Scatter of the latent space, coloured by class.",
+    "tour": "Latent map, reconstructions, interpolation and samples.",
+    "traverse": "Sweep one latent coordinate at a time, by KL.",
+    "manifold": "Decode a grid over a plane of the latent space.",
+}
+
+
+def _command_function(name: str) -> Callable[..., Any]:
+    """The function behind `vae NAME`: vaecli.commands.<name>.<name>_command, with fit-prior as fit_prior."""
+    stem = name.replace("-", "_")
+    return getattr(importlib.import_module(f"vaecli.commands.{stem}"), f"{stem}_command")
+
+
+class LazyCommands(MutableMapping):
+    """The commands by name, each module imported when its command is first asked for: `vae --help` and
+    `vae info` do not pay for the other fifteen commands' imports."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._loaded:
+            if name not in SUMMARIES:
+                raise KeyError(name)
+            info = CommandInfo(name, cls=VaeCommand, callback=_command_function(name), short_help=SUMMARIES[name])
+            self._loaded[name] = typer.main.get_command_from_info(
+                info, pretty_exceptions_short=True, rich_markup_mode=None)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*SUMMARIES, *self._loaded]))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys([*SUMMARIES, *self._loaded]))
+
+    def __contains__(self, name: object) -> bool:
+        return name in SUMMARIES or name in self._loaded
 
 
 class VaeGroup(TyperGroup):
     """Runs click in non-standalone mode so that errors are reported here, in one place."""
 
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.commands = LazyCommands()
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        # From the table, so that help imports no command module.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, SUMMARIES.get(name, "")) for name in self.list_commands(ctx)])
+
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
-        # Each invocation starts fresh: an in-process caller (tests, scripts) must not inherit an
-        # earlier call's -q or --debug from the one terminal that every command writes through.
-        term.reset()
+        # Each invocation has its own terminal for its errors; --debug (the root callback) sets it through obj.
+        term = Terminal()
         from vaecli.store.files import forget_folder_names
 
         forget_folder_names()
@@ -32,8 +105,9 @@ class VaeGroup(TyperGroup):
             code = run_safely(
                 lambda: super(VaeGroup, self).main(
                     args=args, prog_name=prog_name or "vae", complete_var=complete_var,
-                    standalone_mode=False, **extra,
-                )
+                    standalone_mode=False, obj=term, **extra,
+                ),
+                term,
             )
         distributed = sys.modules.get("vaecli.training.distributed")  # loaded only by a command that may join a group
         if distributed is not None and distributed.launched_by_torchrun():
@@ -61,7 +135,7 @@ class VaeCommand(TyperCommand):
         rest = super().parse_args(ctx, args)
         if not ctx.params.get("quiet"):
             for line in warnings:  # after parsing: a command line that does not parse gets its one error line only
-                term.warn(line)
+                Terminal().warn(line)
         raw, _, _ = self.make_parser(ctx).parse_args(args=words)  # the values as typed, before conversion
         for name, given in raw.items():
             value = ctx.params.get(name)
@@ -83,7 +157,7 @@ def _as_lists(given: Any, value: Any) -> tuple[list, list]:
     return [given], [value]
 
 
-def run_safely(invoke: Any) -> int:
+def run_safely(invoke: Any, term: Terminal) -> int:
     """Call the CLI and map what it raises to an exit code and at most one line on stderr."""
     if sys.stdout is None:  # started with `>&-`: refuse before any work, not after it
         term.error("stdout is closed; give the command somewhere to write (`> /dev/null` discards it)")
@@ -110,12 +184,12 @@ def run_safely(invoke: Any) -> int:
         term.error(signals.message(exc))
         return signals.exit_code(exc)
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
-        return _report_unexpected(exc)
+        return _report_unexpected(exc, term)
 
 
-def _report_unexpected(exc: Exception) -> int:
+def _report_unexpected(exc: Exception, term: Terminal) -> int:
     if _is_click_error(exc):
-        return _report_click_error(exc)
+        return _report_click_error(exc, term)
     if term.debug:
         traceback.print_exc()
     if isinstance(exc, OSError) and exc.filename is not None:
@@ -138,7 +212,7 @@ def _is_click_error(exc: Exception) -> bool:
     return hasattr(exc, "format_message") and hasattr(exc, "exit_code") and hasattr(exc, "show")
 
 
-def _report_click_error(exc: Any) -> int:
+def _report_click_error(exc: Any, term: Terminal) -> int:
     if type(exc).__name__ == "NoArgsIsHelpError":
         exc.show()  # `vae` alone prints the help
         return ExitCode.USAGE
@@ -169,12 +243,13 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        term.emit(f"vaecli {__version__}")
+        Terminal().emit(f"vaecli {__version__}")
         raise typer.Exit()
 
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks for errors (or set VAE_DEBUG=1).")
     ] = False,
@@ -187,65 +262,8 @@ def root(
 
     Data goes to stdout (paths, PNG bytes, JSON); messages and progress go to stderr.
     """
-    term.debug = debug or debug_from_env()
-
-
-# One line each for `vae --help`: click would cut the docstrings' first sentences with "...".
-SUMMARIES = {
-    "train": "Train a VAE; a checkpoint after every epoch.",
-    "info": "Show what a checkpoint holds.",
-    "completion": "Print the completion script for bash, zsh or fish.",
-    "sample": "Decode draws from the prior into images.",
-    "reconstruct": "Encode images and decode them again.",
-    "interpolate": "Decode the path between two images' codes.",
-    "encode": "Images to their posterior means (.npy).",
-    "decode": "Codes (.npy) back to images.",
-    "eval": "-log p(x) and the negative ELBO of a split.",
-    "score": "Per-image likelihood and unusualness scores.",
-    "ood": "How well each score tells two image sets apart.",
-    "fit-prior": "Fit a Gaussian-mixture prior to the training codes.",
-    "project": "Scatter of the latent space, coloured by class.",
-    "tour": "Latent map, reconstructions, interpolation and samples.",
-    "traverse": "Sweep one latent coordinate at a time, by KL.",
-    "manifold": "Decode a grid over a plane of the latent space.",
-}
-
-
-def _register() -> None:
-    # Command modules import only typer and the standard library at module level.
-    from vaecli.commands import (
-        completion,
-        decode,
-        encode,
-        fit_prior,
-        info,
-        interpolate,
-        manifold,
-        ood,
-        project,
-        reconstruct,
-        sample,
-        score,
-        tour,
-        train,
-        traverse,
-    )
-    from vaecli.commands import eval as eval_cmd
-
-    commands = {
-        "train": train.train_command, "info": info.info_command, "completion": completion.completion_command,
-        "sample": sample.sample_command, "reconstruct": reconstruct.reconstruct_command,
-        "interpolate": interpolate.interpolate_command, "encode": encode.encode_command,
-        "decode": decode.decode_command, "eval": eval_cmd.eval_command, "fit-prior": fit_prior.fit_prior_command,
-        "project": project.project_command, "tour": tour.tour_command,
-        "score": score.score_command, "ood": ood.ood_command,
-        "traverse": traverse.traverse_command, "manifold": manifold.manifold_command,
-    }
-    for name, function in commands.items():
-        app.command(name, short_help=SUMMARIES[name], cls=VaeCommand)(function)
-
-
-_register()
+    if isinstance(ctx.obj, Terminal):  # absent when a test builds the click group itself
+        ctx.obj.debug = debug or debug_from_env()
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from vaecli.errors import UsageError
+from vaecli.errors import SettingError
 
 FORMAT_VERSION = 1  # bump when the checkpoint layout changes incompatibly
 MAX_LATENT_DIM = 4096
@@ -38,19 +38,22 @@ PRECISIONS = ("fp32", "bf16")
 # How a convolutional decoder doubles its maps (blocks.upsampler): a nearest resize and a convolution, or a
 # 3x3 stride-2 transposed convolution. Measured (benchmarks/README.md): on RGB photographs the transpose left
 # a lattice and a worse bound per epoch; on grey digits it shows no lattice, trains 1.9x faster and reaches a
-# better bound per epoch. So the default follows the channels, as --hidden's does.
+# better bound per epoch. So the default follows the channels, as `hidden`'s does.
 UPSAMPLINGS = ("resize", "transpose")
 DEFAULT_UPSAMPLING = {1: "transpose", 3: "resize"}
 # The architectures' names; models.BUILDERS maps each to its builder (a test checks they agree).
 # The names live here, not in models.py, so help and completion list them without importing torch.
 ARCHITECTURES = ("mlp", "cnn", "resnet", "hvae")
+# What `device` accepts (runtime/device.py resolves it): here so that help and completion list it without torch.
+# cuda also takes an index, cuda:N.
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 # Architectures with several stochastic layers (hierarchical.py); the others have one latent vector.
 HIERARCHICAL = ("hvae",)
 DEFAULT_GROUPS, DEFAULT_GROUP_CHANNELS = 3, 8  # an hvae's stochastic layers, and channels per lower layer
 MAX_GROUPS = 64
-# Config field -> the `vae train` flag that sets it: for the recorded command line, the options a resumed
-# run may not change, and the messages of validation. The recorded command gives the first ones always,
-# in this order, then those in OMITTED_AT_DEFAULT that differ from their default.
+# Config field -> the `vae train` flag that sets it: for the recorded command line and the options a resumed
+# run may not change. The recorded command gives the first ones always, in this order, then those in
+# OMITTED_AT_DEFAULT that differ from their default.
 TRAIN_FLAGS = {
     "arch": "--arch", "dataset": "--dataset", "latent_dim": "--latent-dim", "hidden": "--hidden",
     "channels": "--channels", "height": "--image-size", "width": "--image-size", "likelihood": "--likelihood",
@@ -62,22 +65,36 @@ TRAIN_FLAGS = {
     "ema": "--ema", "weight_decay": "--weight-decay",
     "prior_components": "--components",  # set by `vae fit-prior`, never by `vae train`
 }
+# Setting -> the flag that gives it on the command line: the one table between the library and the CLI.
+# Library messages name a setting as `name` or `name=value` (the Python API's keyword and value); the
+# terminal shows it as the flag, `--name value` (terminal.console.as_flags). A name not listed stays as written.
+SETTING_FLAGS = {
+    **TRAIN_FLAGS, "classes": "--conditional", "conditional": "--conditional", "image_size": "--image-size",
+    "components": "--components", "model": "-m", "out": "-o", "n": "-n", "force": "--force",
+    "resume": "--resume", "device": "--device", "data_root": "--data-root", "split": "--split",
+    "temperature": "--temperature", "label": "--label", "steps": "--steps", "method": "--method",
+    "range": "--range", "units": "--units", "points": "--points", "invert": "--invert", "scale": "--scale",
+    "nrow": "--nrow", "grid": "--grid", "iw_samples": "--iw-samples", "decode_rows": "--decode-rows",
+    "scores": "--score", "regret_steps": "--regret-steps", "known": "--known", "unusual": "--unusual",
+    "report": "--report", "snapshots": "--snapshots", "compile": "--compile", "keep_best": "--keep-best",
+    "frames": "--frames", "size": "--size", "sample_pixels": "--sample-pixels",
+}
 OMITTED_AT_DEFAULT = {"mixtures": 1, "binarize": False, "limit": None, "precision": "fp32",
                       "classes": 0, "groups": 0, "group_channels": 0, "free_bits": 0.0, "grad_clip": 0.0, "ema": 0.0,
                       "weight_decay": 0.0}
-# Fields the command line sets with a bare flag although they hold a number: --conditional takes the
+# Fields the command line sets with a bare flag although they hold a number: `conditional` takes the
 # number of classes from the dataset.
 FLAG_ONLY = ("classes",)
-# Fields the command line does not give: width repeats height's --image-size; the prior comes from fit-prior.
+# Fields the command line does not give: width repeats height's `image_size`; the prior comes from fit-prior.
 NOT_IN_COMMAND = ("width", "prior_components")
-# Width used when --hidden is 0: mlp's first hidden layer, or the first convolution's channels.
+# Width used when `hidden` is 0: mlp's first hidden layer, or the first convolution's channels.
 DEFAULT_HIDDEN = {"mlp": 512, "cnn": 16, "resnet": 32, "hvae": 32}
 # RGB images carry three times the information per pixel: the convolutions start twice as wide.
 DEFAULT_HIDDEN_RGB = {"mlp": 512, "cnn": 32, "resnet": 64, "hvae": 64}
 
 
 def default_hidden(arch: str, channels: int) -> int:
-    """The width --hidden 0 stands for, by architecture and channels."""
+    """The width `hidden=0` stands for, by architecture and channels."""
     return (DEFAULT_HIDDEN_RGB if channels == 3 else DEFAULT_HIDDEN).get(arch, 0)
 
 
@@ -128,31 +145,31 @@ class ModelConfig:
     def validate(self) -> None:
         """Refuse impossible or absurd sizes before anything is allocated."""
         if self.arch not in ARCHITECTURES:
-            raise UsageError(
+            raise SettingError(
                 f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}"
             )
         _check_range("latent dimension", self.latent_dim, 1, MAX_LATENT_DIM, "latent_dim")
         if self.channels not in (1, 3):
-            raise UsageError(f"channels must be 1 or 3, not {self.channels} ({TRAIN_FLAGS['channels']})")
+            raise SettingError(f"channels must be 1 or 3, not {self.channels} (`channels`)")
         _check_range("image height", self.height, 4, MAX_IMAGE_SIDE, "height")
         _check_range("image width", self.width, 4, MAX_IMAGE_SIDE, "width")
         _check_range("hidden width", self.hidden, 0, MAX_HIDDEN, "hidden")
         _check_range("prior components", self.prior_components, 0, MAX_PRIOR_COMPONENTS, "prior_components")
         if self.likelihood not in LIKELIHOODS:
-            raise UsageError(
+            raise SettingError(
                 f"unknown likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}"
             )
         _check_range("mixtures", self.mixtures, 1, MAX_MIXTURES, "mixtures")
         if self.mixtures != 1 and self.likelihood != "logistic":
-            raise UsageError(f"{TRAIN_FLAGS['mixtures']} applies only to --likelihood logistic")
+            raise SettingError("`mixtures` applies only to `likelihood=logistic`")
         if self.upsampling not in UPSAMPLINGS:
-            raise UsageError(f"unknown upsampling {self.upsampling!r}; choose one of {', '.join(UPSAMPLINGS)} "
-                             f"({TRAIN_FLAGS['upsampling']})")
+            raise SettingError(f"unknown upsampling {self.upsampling!r}; choose one of {', '.join(UPSAMPLINGS)} "
+                               "(`upsampling`)")
         self._validate_layers()
         if self.classes == 1 or not 0 <= self.classes <= MAX_CONDITIONAL_CLASSES:
-            raise UsageError(
+            raise SettingError(
                 f"a conditional model needs 2 to {MAX_CONDITIONAL_CLASSES} classes, not {self.classes} "
-                f"({TRAIN_FLAGS['classes']})"
+                "(`conditional`)"
             )
 
 
@@ -160,12 +177,12 @@ class ModelConfig:
         if self.arch not in HIERARCHICAL:
             for name in ("groups", "group_channels"):
                 if getattr(self, name):
-                    raise UsageError(f"{TRAIN_FLAGS[name]} applies only to --arch {' or '.join(HIERARCHICAL)}")
+                    raise SettingError(f"`{name}` applies only to `arch={' or '.join(HIERARCHICAL)}`")
             return
         _check_range("stochastic layers", self.groups, 2, MAX_GROUPS, "groups")
         _check_range("channels per layer", self.group_channels, 1, 512, "group_channels")
         if self.classes:
-            raise UsageError(f"--conditional is not available with --arch {self.arch}; use mlp, cnn or resnet")
+            raise SettingError(f"`conditional` is not available with `arch={self.arch}`; use mlp, cnn or resnet")
 
 
 MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
@@ -200,29 +217,27 @@ class TrainConfig:
         _check_range("batch size", self.batch_size, 1, 1_000_000, "batch_size")
         # The steps compute in float32: a rate below its smallest normal number would round to nothing.
         if not (FLOAT32_TINY <= self.lr < 10):
-            raise UsageError(f"learning rate must be in (0, 10), not {self.lr} ({TRAIN_FLAGS['lr']})")
+            raise SettingError(f"learning rate must be in (0, 10), not {self.lr} (`lr`)")
         if not 0 <= self.beta <= MAX_BETA:
-            raise UsageError(f"beta must be a finite number from 0 to {MAX_BETA:g}, not {self.beta} "
-                             f"({TRAIN_FLAGS['beta']})")
+            raise SettingError(f"beta must be a finite number from 0 to {MAX_BETA:g}, not {self.beta} (`beta`)")
         if self.lr_schedule not in SCHEDULES:
-            raise UsageError(f"unknown {TRAIN_FLAGS['lr_schedule']} {self.lr_schedule!r}; use {' or '.join(SCHEDULES)}")
+            raise SettingError(f"unknown `lr_schedule` {self.lr_schedule!r}; use {' or '.join(SCHEDULES)}")
         _check_range("warm-up epochs", self.warmup, 0, 100_000, "warmup")
         _check_range("seed", self.seed, MIN_SEED, MAX_SEED, "seed")
         if self.precision not in PRECISIONS:
-            raise UsageError(f"unknown {TRAIN_FLAGS['precision']} {self.precision!r}; use {' or '.join(PRECISIONS)}")
+            raise SettingError(f"unknown `precision` {self.precision!r}; use {' or '.join(PRECISIONS)}")
         if self.limit is not None:
             _check_range("limit", self.limit, 1, 10**9, "limit")
         for name in ("free_bits", "grad_clip"):
             value = getattr(self, name)
             if not 0 <= value < 1e6:
-                raise UsageError(f"{TRAIN_FLAGS[name]} must be a finite number, 0 or more, not {value}")
+                raise SettingError(f"`{name}` must be a finite number, 0 or more, not {value}")
         if not 0 <= self.ema < 1:
-            raise UsageError(f"{TRAIN_FLAGS['ema']} must be 0 (off) or a decay in (0, 1) such as 0.999, "
-                             f"not {self.ema}")
+            raise SettingError(f"`ema` must be 0 (off) or a decay in (0, 1) such as 0.999, not {self.ema}")
         # Each step multiplies a weight by 1 - lr * weight_decay: past 1 it would flip the weights' sign.
         if not (self.weight_decay >= 0 and self.lr * self.weight_decay < 1):
-            raise UsageError(f"{TRAIN_FLAGS['weight_decay']} must be 0 (off) or a positive number under 1 / lr "
-                             f"({1 / self.lr:g}) such as 0.01, not {self.weight_decay}")
+            raise SettingError(f"`weight_decay` must be 0 (off) or a positive number under 1 / lr "
+                               f"({1 / self.lr:g}) such as 0.01, not {self.weight_decay}")
 
 
 def halved_sizes(height: int, width: int, times: int) -> list[tuple[int, int]]:
@@ -260,14 +275,13 @@ def config_field(config: TrainConfig, name: str) -> Any:
 
 
 def resume_fixed_flags() -> list[str]:
-    """The `vae train` flags a resumed run may not change: the checkpoint fixes them (--dataset: see train)."""
+    """The `vae train` flags a resumed run may not change: the checkpoint fixes them (the dataset: see train)."""
     fixed = [flag for name, flag in TRAIN_FLAGS.items() if name not in ("epochs", "dataset", "prior_components")]
     return list(dict.fromkeys(fixed))
 
 
 def _check_range(what: str, value: int, low: int, high: int, field: str) -> None:
-    """Refuse a value outside [low, high], naming the flag that sets the config field."""
-    option = TRAIN_FLAGS[field]
+    """Refuse a value outside [low, high], naming the config field as a setting."""
     if not low <= value <= high:
         shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:20]}... ({len(str(value))} digits)"
-        raise UsageError(f"{what} must be between {low} and {high}, not {shown} ({option})")
+        raise SettingError(f"{what} must be between {low} and {high}, not {shown} (`{field}`)")

@@ -24,13 +24,17 @@ class VaeError(Exception):
         self.message = message
 
 
-class UsageError(VaeError):
-    """An option value that cannot work."""
+class SettingError(VaeError):
+    """A setting (an argument, a file, a value) that cannot work; messages name it as `name` or `name=value`."""
 
     exit_code = ExitCode.USAGE
 
 
-class InputError(UsageError):
+class UsageError(SettingError):
+    """A command line that cannot work: raised by the command layer only."""
+
+
+class InputError(SettingError):
     """A file or folder given by the user that cannot be read or used."""
 
 
@@ -42,7 +46,7 @@ class DataError(InputError):
     """A dataset that cannot be found, downloaded or decoded."""
 
 
-class OutputError(UsageError):
+class OutputError(SettingError):
     """An output (a file, or stdout) that cannot be written."""
 
 
@@ -52,7 +56,7 @@ class ReaderGone(VaeError):
     exit_code = ExitCode.BROKEN_PIPE
 
 
-class DeviceError(UsageError):
+class DeviceError(SettingError):
     """A requested device that this machine does not have."""
 
 

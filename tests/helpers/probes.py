@@ -25,18 +25,24 @@ def forbid_real_work(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def model_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record the device of every model built from here on: `meta` allocates nothing, any other does."""
+    """Record the device of every model built from here on: `meta` allocates nothing, any other does.
+
+    The registry's builders are wrapped, so every build_model is seen, whichever module imported it."""
     import torch
 
-    import vaecli.model.networks
+    from vaecli.model.networks import MODELS
 
-    real, devices = vaecli.model.networks.build_model, []
+    devices: list[str] = []
 
-    def build_and_record(config):
-        devices.append(torch.empty(0).device.type)  # the default device, where the model's weights would live
-        return real(config)
+    def recording(build):
+        def build_and_record(config):
+            devices.append(torch.empty(0).device.type)  # the default device, where the model's weights would live
+            return build(config)
 
-    monkeypatch.setattr(vaecli.model.networks, "build_model", build_and_record)
+        return build_and_record
+
+    for arch, build in list(MODELS.items()):
+        monkeypatch.setitem(MODELS, arch, recording(build))
     return devices
 
 

@@ -9,6 +9,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
 from vaecli.errors import VaeError
 
 TARGET_TPR = 0.95
@@ -37,8 +39,6 @@ def _labelled(scores_in: Sequence[float], scores_out: Sequence[float], name: str
 
 def detection_metrics(scores_in: Sequence[float], scores_out: Sequence[float], name: str = "") -> Detection:
     """AUROC, AUPRC and FPR at 95% TPR of the rule "flag an image when its score is high"."""
-    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
-
     labels, values = _labelled(scores_in, scores_out, name)
     fpr, tpr, _ = roc_curve(labels, values)
     # The first point of the curve that flags at least 95% of the out-of-distribution images.
@@ -54,8 +54,6 @@ def detection_metrics(scores_in: Sequence[float], scores_out: Sequence[float], n
 
 def roc_points(scores_in: Sequence[float], scores_out: Sequence[float], name: str = "") -> tuple[list, list]:
     """The ROC curve as (false-positive rates, true-positive rates)."""
-    from sklearn.metrics import roc_curve
-
     labels, values = _labelled(scores_in, scores_out, name)
     fpr, tpr, _ = roc_curve(labels, values)
     return fpr.tolist(), tpr.tolist()

@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import torch
+from numpy.lib import format as npy
 
 from vaecli.config import MAX_SEED
-from vaecli.errors import InputError, UsageError
+from vaecli.errors import InputError, SettingError
 from vaecli.model.interface import VAEModel
 from vaecli.model.objective import output_to_image, sample_output
 from vaecli.model.prior import prefix_stable_normal
 from vaecli.runtime.device import resolve_device
+from vaecli.runtime.memory import check_fits, model_bytes
 from vaecli.store.checkpoint import Checkpoint, load_checkpoint
 from vaecli.store.files import read_exactly
 
-BATCH_SIZE = 256  # images per forward pass: bounds memory for large -n or long .npy files
+BATCH_SIZE = 256  # images per forward pass: bounds memory for a large `n` or long .npy files
 INTERPOLATION_METHODS = ("lerp", "slerp")
 
 
 def load_model(path: Path, device_name: str, training_state: bool = False) -> Checkpoint:
-    """Load a checkpoint on --device, refused when a batch of its images would not fit in memory."""
-    from vaecli.runtime.memory import check_fits, model_bytes
-
+    """Load a checkpoint on `device`, refused when a batch of its images would not fit in memory."""
     checkpoint = load_checkpoint(path, resolve_device(device_name), training_state=training_state)
     # The weights are bounded by the file's size, but not what a batch of its images needs.
     check_fits(model_bytes(checkpoint.config.model, BATCH_SIZE, training=False), _device(checkpoint.model),
@@ -51,7 +53,7 @@ def sample_prior(model: VAEModel, count: int, temperature: float, generator: tor
 
     The first k rows do not depend on count."""
     if not (temperature >= 0 and math.isfinite(temperature)):
-        raise UsageError(f"--temperature must be a finite number >= 0, not {temperature}")
+        raise SettingError(f"`temperature` must be a finite number >= 0, not {temperature}")
     if model.prior is not None:
         return model.prior.sample(count, temperature, generator)
     return temperature * prefix_stable_normal(count, model.config.latent_dim, generator)
@@ -67,9 +69,13 @@ def sample_batches(model: VAEModel, count: int, temperature: float, seed: int, l
     lower_generator = make_generator((seed + 1) % (MAX_SEED + 1))
     for start in range(0, count, BATCH_SIZE):
         size = min(BATCH_SIZE, count - start)
-        labels = None if label is None else torch.full((size,), label, dtype=torch.long)
-        yield decode_to_pixels(model, sample_prior(model, size, temperature, generator), pixel_draws, labels,
-                               lower_layer_noise(model, size, temperature, lower_generator))
+        yield decode_to_pixels(model, sample_prior(model, size, temperature, generator), pixel_draws,
+                               label_tensor(label, size), lower_layer_noise(model, size, temperature, lower_generator))
+
+
+def label_tensor(index: int | None, count: int) -> torch.Tensor | None:
+    """`count` copies of one class index, as a conditional model reads labels (int64); None for an unconditional one."""
+    return None if index is None else torch.full((count,), index, dtype=torch.int64)
 
 
 def _device(model: VAEModel) -> torch.device:
@@ -167,7 +173,7 @@ def _on(device: torch.device, labels: torch.Tensor | None, start: int) -> torch.
 def fractions(steps: int) -> torch.Tensor:
     """`steps` points evenly spaced strictly between 0 and 1: i / (steps + 1)."""
     if steps < 1:
-        raise UsageError(f"--steps must be 1 or more, not {steps}")
+        raise SettingError(f"`steps` must be 1 or more, not {steps}")
     return torch.arange(1, steps + 1, dtype=torch.float32) / (steps + 1)
 
 
@@ -200,7 +206,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int, method: str = "lerp") -> torch.Tensor:
     """`steps` codes evenly spaced strictly between a and b (latent,), by lerp or slerp."""
     if method not in INTERPOLATION_METHODS:
-        raise UsageError(f"--method {method}: choose one of {', '.join(INTERPOLATION_METHODS)}")
+        raise SettingError(f"`method={method}`: choose one of {', '.join(INTERPOLATION_METHODS)}")
     t = fractions(steps)
     return lerp(a, b, t) if method == "lerp" else slerp(a, b, t)
 
@@ -226,7 +232,8 @@ NPY_HINT = "give a .npy file written by `vae encode`"
 
 def read_codes(handle: BinaryIO, latent_dim: int, name: str) -> torch.Tensor:
     """Every (N, latent) float array of a .npy stream (arrays written one after another are all read)."""
-    arrays, total = [], 0
+    arrays: list[torch.Tensor] = []
+    total = 0
     while True:
         magic = read_exactly(handle, len(NPY_MAGIC), name)
         if not magic and arrays:
@@ -238,8 +245,6 @@ def read_codes(handle: BinaryIO, latent_dim: int, name: str) -> torch.Tensor:
 
 
 def _read_one_array(handle: BinaryIO, magic: bytes, latent_dim: int, name: str, budget: int) -> torch.Tensor:
-    import numpy as np
-
     shape, fortran, dtype = _read_npy_header(handle, magic, name)
     if dtype.hasobject:
         raise InputError(f"{name}: not a readable .npy array (it holds Python objects); {NPY_HINT}")
@@ -269,10 +274,6 @@ def _read_one_array(handle: BinaryIO, magic: bytes, latent_dim: int, name: str, 
 
 def _read_npy_header(handle: BinaryIO, magic: bytes, name: str) -> tuple[tuple[int, ...], bool, Any]:
     """(shape, Fortran order, dtype) from a .npy header whose first bytes (`magic`) are already read."""
-    import io
-
-    from numpy.lib import format as npy
-
     if not magic:
         raise InputError(f"{name}: empty; {NPY_HINT}")
     if magic.startswith(b"PK"):
@@ -297,10 +298,6 @@ def _read_npy_header(handle: BinaryIO, magic: bytes, name: str) -> tuple[tuple[i
 
 def codes_to_npy(z: torch.Tensor) -> bytes:
     """A float32 (N, latent) array as .npy file bytes."""
-    import io
-
-    import numpy as np
-
     buffer = io.BytesIO()
     np.save(buffer, z.detach().cpu().numpy().astype(np.float32), allow_pickle=False)
     return buffer.getvalue()

@@ -6,13 +6,16 @@ import csv
 import io
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from vaecli.errors import DataError, UsageError
+import numpy as np
+import torch
+
+from vaecli.analysis.latent import posterior_means
+from vaecli.errors import DataError, SettingError
+from vaecli.figures.plots import latent_scatter_png
 
 if TYPE_CHECKING:
-    import torch
-
     from vaecli.data.datasets import ImageSet
     from vaecli.model.interface import VAEModel
 
@@ -21,20 +24,18 @@ if TYPE_CHECKING:
 class Projection:
     """Two coordinates per image and what they mean."""
 
-    coords: Any  # float64 (N, 2)
+    coords: np.ndarray  # float64 (N, 2)
     xlabel: str
     ylabel: str
     explained: tuple[float, float]  # share of the means' total variance along x and y
     class_rows: bool = False  # y is the class index (a 1-D latent), not a latent direction
 
 
-def project_2d(means: Any, labels: Any) -> Projection:
+def project_2d(means: np.ndarray, labels: np.ndarray) -> Projection:
     """PCA to 2-D when the latent has more than two dimensions; the latent itself otherwise.
 
     A 1-D latent is drawn against the class index, one row per class.
     """
-    import numpy as np
-
     means = np.asarray(means, dtype=np.float64)
     count, latent = means.shape
     if latent == 1:
@@ -46,7 +47,8 @@ def project_2d(means: Any, labels: Any) -> Projection:
         shares = _shares(means.var(axis=0), means)
         return Projection(means.copy(), _axis("z1", shares[0]), _axis("z2", shares[1]), shares)
     if count < 2:
-        raise UsageError(f"PCA needs at least 2 images, got {count}; raise --limit")
+        raise SettingError(f"PCA needs at least 2 images, got {count}; raise `limit`")
+    # scikit-learn loads here, not at the top: `vae eval`, `vae traverse` and `vae manifold` need only own_labels.
     from sklearn.decomposition import PCA
 
     pca = PCA(n_components=2, svd_solver="full")
@@ -60,25 +62,18 @@ def project_2d(means: Any, labels: Any) -> Projection:
 
 def own_labels(model: VAEModel, data: ImageSet) -> torch.Tensor | None:
     """The split's own labels (int64) as a conditional model reads them; None for an unconditional model."""
-    import torch
-
     classes = model.config.classes
     if not classes:
         return None
     if len(data) and int(data.labels.max()) >= classes:
         raise DataError(f"these images have labels up to {int(data.labels.max())}, but the model is conditional "
-                        f"on {classes} classes (0 to {classes - 1}); give the --dataset it was trained on")
+                        f"on {classes} classes (0 to {classes - 1}); give the `dataset` it was trained on")
     return data.labels.to(torch.int64)
 
 
-def draw_projection(model: VAEModel, data: ImageSet, what: str, seed: int) -> tuple[bytes, Projection, Any]:
+def draw_projection(model: VAEModel, data: ImageSet, what: str, seed: int) -> tuple[bytes, Projection, np.ndarray]:
     """Encode every image (with its own label, for a conditional model), project the means to 2-D and draw
     the scatter: (PNG bytes, projection, means)."""
-    import torch
-
-    from vaecli.analysis.latent import posterior_means
-    from vaecli.figures.plots import latent_scatter_png
-
     means = posterior_means(model, data.images, own_labels(model, data)).numpy()
     projection = project_2d(means, data.labels.numpy())
     # A seeded drawing order, so no class sits on top of all the others.
@@ -101,7 +96,7 @@ def describe_projection(projection: Projection, count: int, what: str) -> str:
     return f"encoded {count} {what} images; {how}"
 
 
-def _shares(variances: Any, means: Any) -> tuple[float, float]:
+def _shares(variances: np.ndarray, means: np.ndarray) -> tuple[float, float]:
     total = float(means.var(axis=0).sum())
     if not total > 0:
         return (0.0, 0.0)
@@ -116,7 +111,8 @@ def class_name(class_names: list[str], label: int) -> str:
     return class_names[label] if 0 <= label < len(class_names) else str(label)
 
 
-def points_csv(projection: Projection, means: Any, labels: Any, class_names: list[str]) -> bytes:
+def points_csv(projection: Projection, means: np.ndarray, labels: np.ndarray | torch.Tensor,
+               class_names: list[str]) -> bytes:
     """One row per image: index, label, class, x, y, mu_1..mu_d, under a header row."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

@@ -13,8 +13,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from PIL import Image
 
+from vaecli.analysis.latent import to_uint8
 from vaecli.config import ModelConfig
 from vaecli.model.interface import VAEModel
 from vaecli.model.objective import loss_terms, reconstruction_nll
@@ -41,9 +44,6 @@ class ScoreSettings:
 
 def png_code_nats(images: torch.Tensor) -> torch.Tensor:
     """Length of each uint8 (N, C, H, W) image as a PNG file (Pillow, compress_level 9), in nats: (N,)."""
-    import numpy as np
-    from PIL import Image
-
     lengths = []
     for pixels in images.cpu().numpy():
         array = np.ascontiguousarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
@@ -154,8 +154,6 @@ def score_images(
                 scores["nll"] = iw_nll_seeded(model, pixels, settings.iw_samples, settings.seed, on_progress,
                                               settings.rows)
         if "complexity" in names:
-            from vaecli.analysis.latent import to_uint8
-
             with timer("complexity"):  # the code length of the exact 8-bit image the model was given
                 scores["complexity"] = scores["nll"] - png_code_nats(to_uint8(pixels))
         if any(name in names for name in ELBO_PARTS):
@@ -214,7 +212,7 @@ def scoring_passes(config: ModelConfig, names: tuple[str, ...], rows: int, sampl
 
 def check_scoring_fits(config: ModelConfig, device: torch.device, names: tuple[str, ...], samples: int,
                        rows: int | None, images: int | None) -> None:
-    """Refuse, before any image is read, scores whose largest pass cannot fit, naming the option to lower."""
+    """Refuse, before any image is read, scores whose largest pass cannot fit, naming the setting to lower."""
     rows = rows or default_rows(device)
     passes = scoring_passes(config, names, rows, samples, images)
     if not passes:
@@ -222,10 +220,10 @@ def check_scoring_fits(config: ModelConfig, device: torch.device, names: tuple[s
     name = max(passes, key=lambda key: passes[key][1])
     count, needed = passes[name]
     if name == "nll":
-        what = f"decoding {count:,} rows (images x --iw-samples) per pass"
-        fix = "lower --decode-rows" if count == rows else "lower --iw-samples or --decode-rows"
+        what = f"decoding {count:,} rows (images x `iw_samples`) per pass"
+        fix = "lower `decode_rows`" if count == rows else "lower `iw_samples` or `decode_rows`"
     elif name == "elbo":
-        what, fix = f"the -ELBO of {count:,} images per pass", "lower --limit, or leave out elbo, recon and kl"
+        what, fix = f"the -ELBO of {count:,} images per pass", "lower `limit`, or leave out elbo, recon and kl"
     else:
-        what, fix = f"refitting {count:,} images per pass for regret", "lower --limit, or leave out regret"
+        what, fix = f"refitting {count:,} images per pass for regret", "lower `limit`, or leave out regret"
     check_fits(needed, device, what, fix)

@@ -10,17 +10,25 @@ two principal axes through their mean.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
-from vaecli.errors import UsageError
+from vaecli.analysis.latent import decode_to_pixels, label_tensor
+from vaecli.analysis.projection import own_labels
+from vaecli.data.datasets import eval_pixels
+from vaecli.data.images import GRID_PAD_VALUE, make_grid, there_and_back
+from vaecli.errors import SettingError
+from vaecli.figures.plots import manifold_png, traversal_png
 from vaecli.training.evaluate import ACTIVE_UNIT_NATS, elbo_summary
 
 if TYPE_CHECKING:
     from vaecli.data.datasets import ImageSet
     from vaecli.model.interface import VAEModel
+    from vaecli.model.prior import MixturePrior
     from vaecli.store.checkpoint import Checkpoint
 
 PLANE_SPREAD = 2.0  # the PCA plane spans this many standard deviations of the codes each way
@@ -30,14 +38,13 @@ QUANTILE_BISECTIONS = 60  # halvings of the bracket when inverting a mixture's m
 def split_kl_per_dim(checkpoint: Checkpoint, data: ImageSet) -> list[float]:
     """Average KL(q(z_d|x) || N(0, 1)) of each latent dimension over `data`, as the model is tested on it
     (a conditional model encodes each image with its own label)."""
-    from vaecli.analysis.projection import own_labels
-    from vaecli.data.datasets import eval_pixels
-
     model = checkpoint.model
     device = next(model.parameters()).device
     labels = own_labels(model, data)
     pixels = eval_pixels(checkpoint.config, data, device)
-    return list(elbo_summary(model, pixels, labels=None if labels is None else labels.to(device)).kl_per_dim)
+    kl_per_dim = elbo_summary(model, pixels, labels=None if labels is None else labels.to(device)).kl_per_dim
+    assert kl_per_dim is not None  # elbo_summary always measures it
+    return list(kl_per_dim)
 
 
 def kl_order(kl_per_dim: list[float], active_only: bool = False) -> list[int]:
@@ -51,9 +58,9 @@ def kl_order(kl_per_dim: list[float], active_only: bool = False) -> list[int]:
 def sweep_values(low: float, high: float, steps: int) -> torch.Tensor:
     """`steps` values evenly spaced from low to high, both ends included."""
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise UsageError(f"--range {low:g} {high:g}: give two finite numbers, the lower first")
+        raise SettingError(f"`range={low:g} {high:g}`: give two finite numbers, the lower first")
     if steps < 2:
-        raise UsageError(f"--steps must be 2 or more, not {steps}")
+        raise SettingError(f"`steps` must be 2 or more, not {steps}")
     return torch.linspace(low, high, steps)
 
 
@@ -68,8 +75,6 @@ def sweep_codes(bases: torch.Tensor, dims: list[int], values: torch.Tensor) -> t
 def traversal_cells(decoded: torch.Tensor) -> torch.Tensor:
     """Decoded (dims, bases, steps, C, H, W) as grid cells, a row per dimension: each base's sweep side by
     side, a blank (padding-grey) cell between two bases."""
-    from vaecli.data.images import GRID_PAD_VALUE
-
     dims, bases, steps = decoded.shape[:3]
     blank = torch.full((dims, 1, *decoded.shape[3:]), GRID_PAD_VALUE, dtype=decoded.dtype)
     rows = []
@@ -81,8 +86,6 @@ def traversal_cells(decoded: torch.Tensor) -> torch.Tensor:
 def traversal_frames(decoded: torch.Tensor) -> torch.Tensor:
     """Decoded (dims, bases, steps, C, H, W) as GIF frames: frame s tiles every (base, dimension) at step s,
     a row per base, then back again so the loop has no jump."""
-    from vaecli.data.images import make_grid, there_and_back
-
     dims, bases, steps = decoded.shape[:3]
     frames = [
         torch.from_numpy(make_grid(decoded[:, :, s].transpose(0, 1).reshape(-1, *decoded.shape[3:]), nrow=dims))
@@ -93,8 +96,6 @@ def traversal_frames(decoded: torch.Tensor) -> torch.Tensor:
 
 def traversal_captions(values: torch.Tensor) -> list[str]:
     """Each of traversal_frames' frames' caption: the value every swept coordinate has in it."""
-    from vaecli.data.images import there_and_back
-
     return there_and_back([f"swept coordinate = {value:g}" for value in values.tolist()])
 
 
@@ -128,7 +129,7 @@ def prior_plane(model: VAEModel, size: int) -> Plane:
     axis is inverted numerically, so each column and row again holds an equal share of the prior.
     """
     if model.config.latent_dim != 2:
-        raise UsageError(f"the prior plane needs a 2-D latent, not {model.config.latent_dim}-D")
+        raise SettingError(f"the prior plane needs a 2-D latent, not {model.config.latent_dim}-D")
     levels = (torch.arange(size, dtype=torch.float64) + 0.5) / size
     if model.prior is None:
         x = y = quantiles(size)
@@ -140,7 +141,7 @@ def prior_plane(model: VAEModel, size: int) -> Plane:
                  label.format(1), label.format(2))
 
 
-def _mixture_quantiles(prior: Any, axis: int, levels: torch.Tensor) -> torch.Tensor:
+def _mixture_quantiles(prior: MixturePrior, axis: int, levels: torch.Tensor) -> torch.Tensor:
     """The mixture's marginal quantiles along one axis, by bisection on its CDF sum_c w_c Phi((z - m_c) / s_c)."""
     weights = prior.log_weights.double().cpu().softmax(0)
     means = prior.means.double().cpu()[:, axis]
@@ -159,13 +160,11 @@ def _mixture_quantiles(prior: Any, axis: int, levels: torch.Tensor) -> torch.Ten
 
 def pca_plane(codes: torch.Tensor, size: int) -> Plane:
     """The plane of the codes' first two principal axes through their mean, PLANE_SPREAD deviations each way."""
-    import warnings
-
-    import numpy as np
+    # scikit-learn loads here, not at the top: `vae traverse` imports this module and never needs it.
     from sklearn.decomposition import PCA
 
     if len(codes) < 3:
-        raise UsageError(f"the principal plane needs at least 3 test images, got {len(codes)}; raise --limit")
+        raise SettingError(f"the principal plane needs at least 3 test images, got {len(codes)}; raise `limit`")
     pca = PCA(n_components=2, svd_solver="full")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-equal codes: 0 / 0 in the variance shares
@@ -189,19 +188,14 @@ def _grid(x: torch.Tensor, y: torch.Tensor, origin: torch.Tensor, axes: torch.Te
 def decode_traversal(model: VAEModel, bases: torch.Tensor, dims: list[int], values: torch.Tensor,
                      label: int | None = None) -> torch.Tensor:
     """The decoded sweeps: uint8 (dims, bases, steps, C, H, W); a conditional model decodes every code with `label`."""
-    from vaecli.analysis.latent import decode_to_pixels
-
     codes = sweep_codes(bases, dims, values).reshape(-1, bases.shape[-1])
-    pixels = decode_to_pixels(model, codes, labels=same_label(label, len(codes)))
+    pixels = decode_to_pixels(model, codes, labels=label_tensor(label, len(codes)))
     return pixels.reshape(len(dims), len(bases), len(values), *pixels.shape[1:])
 
 
 def traversal_figure(decoded: torch.Tensor, dims: list[int], kl_per_dim: list[float], values: torch.Tensor,
                      title: str) -> bytes:
     """The sweeps as one labelled PNG: a row per dimension (its number and KL), a column per value."""
-    from vaecli.data.images import make_grid
-    from vaecli.figures.plots import traversal_png
-
     bases, steps = decoded.shape[1:3]
     columns = bases * steps + bases - 1
     tile = make_grid(traversal_cells(decoded), nrow=columns)
@@ -215,11 +209,7 @@ def manifold_figure(model: VAEModel, plane: Plane, title: str, data: ImageSet | 
                     codes: torch.Tensor | None = None, label: int | None = None) -> bytes:
     """The plane's decoded grid as a PNG (every code decoded with `label` for a conditional model);
     with `data` and its `codes`, their scatter in the plane beside it."""
-    from vaecli.analysis.latent import decode_to_pixels
-    from vaecli.data.images import make_grid
-    from vaecli.figures.plots import manifold_png
-
-    pixels = decode_to_pixels(model, plane.codes, labels=same_label(label, len(plane.codes)))
+    pixels = decode_to_pixels(model, plane.codes, labels=label_tensor(label, len(plane.codes)))
     tile = make_grid(pixels, nrow=len(plane.x))
     if data is None or codes is None:
         return manifold_png(tile, plane, title)
@@ -230,14 +220,9 @@ def plane_for(model: VAEModel, size: int, codes: torch.Tensor | None) -> Plane:
     """The prior's quantile grid for a 2-D latent, else the principal plane of `codes` (needed then)."""
     latent = model.config.latent_dim
     if latent == 1:
-        raise UsageError("the latent is 1-D: there is no plane to lay a grid over; use `vae traverse`")
+        raise SettingError("the latent is 1-D: there is no plane to lay a grid over; use `vae traverse`")
     if latent == 2:
         return prior_plane(model, size)
     if codes is None:
-        raise UsageError(f"a {latent}-D latent's plane comes from test codes; none were given")
+        raise SettingError(f"a {latent}-D latent's plane comes from test codes; none were given")
     return pca_plane(codes, size)
-
-
-def same_label(label: int | None, count: int) -> torch.Tensor | None:
-    """`count` copies of one class index as a conditional model reads labels; None for an unconditional model."""
-    return None if label is None else torch.full((count,), label, dtype=torch.int64)

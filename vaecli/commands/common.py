@@ -1,6 +1,7 @@
 """Glue that several commands share: opening the model, naming the dataset, checking and writing outputs.
 
-Commands share helpers through this module (and options.py), never by importing each other.
+Commands share helpers through this module (and options.py), never by importing each other. A helper that
+prints takes the command's Terminal as its first argument.
 """
 
 from __future__ import annotations
@@ -12,34 +13,35 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vaecli.commands.options import DEFAULT_SCORES, SCORE_NAMES
-from vaecli.errors import UsageError
-from vaecli.terminal.console import term
+from vaecli.errors import DataError, UsageError, VaeError
+from vaecli.store.bundled import resolve_model
+from vaecli.store.files import check_output_file, check_output_folder, kind_of, write_atomic
+from vaecli.terminal.console import Terminal, check_binary_stdout
 
 if TYPE_CHECKING:
     import torch
 
+    from vaecli.analysis.scores import ScoreSettings
     from vaecli.data.datasets import ImageSet
     from vaecli.store.checkpoint import Checkpoint
 
 
-def model_path(option: str | None) -> Path:
+def model_path(term: Terminal, option: str | None) -> Path:
     """The checkpoint -m names (see bundled.resolve_model), saying on stderr when a default chose it."""
-    from vaecli.store.bundled import resolve_model
-
     path, note = resolve_model(option)
     if note:
         term.note(note)
     return path
 
 
-def open_model(option: str | None, device: str, training_state: bool = False) -> Checkpoint:
+def open_model(term: Terminal, option: str | None, device: str, training_state: bool = False) -> Checkpoint:
     """Every command's prologue: resolve -m, say which model a default chose, and load it on --device."""
     from vaecli.analysis.latent import load_model
 
-    return load_model(model_path(option), device, training_state)
+    return load_model(model_path(term, option), device, training_state)
 
 
-def dataset_name(stored: str, named: str | None) -> str:
+def dataset_name(term: Terminal, stored: str, named: str | None) -> str:
     """--dataset, else the dataset the model was trained on (see data.dataset_for_model), with its note."""
     from vaecli.data.datasets import dataset_for_model
 
@@ -58,18 +60,14 @@ def dataset_label(name: str) -> str:
 
 def check_output(target: str, option: str) -> None:
     """The pre-flight check of one output, before any model or data is loaded: - is stdout, else a file."""
-    from vaecli.store.files import check_output_file
-
     if target == "-":
-        term.check_binary_stdout()
+        check_binary_stdout()
     else:
         check_output_file(target, option)  # the text as given: `-o name/` names a folder
 
 
-def check_image_outputs(out: str, grid: Path | None, nrow: int | None) -> None:
+def check_image_outputs(term: Terminal, out: str, grid: Path | None, nrow: int | None) -> None:
     """Refuse conflicting or unwritable -o/--grid before any model is loaded (sample, decode)."""
-    from vaecli.store.files import check_output_file, check_output_folder
-
     if out == "-":
         if grid is not None:
             raise UsageError("-o - already writes the grid to stdout; drop --grid or give -o a folder")
@@ -83,14 +81,13 @@ def check_image_outputs(out: str, grid: Path | None, nrow: int | None) -> None:
 
 
 def write_images(
-    batches: Iterable[torch.Tensor], count: int, out: str, grid: Path | None, nrow: int | None, scale: int,
-    force: bool, prefix: str,
+    term: Terminal, batches: Iterable[torch.Tensor], count: int, out: str, grid: Path | None, nrow: int | None,
+    scale: int, force: bool, prefix: str,
 ) -> None:
     """Write uint8 (N, C, H, W) batches: numbered PNGs as they come, one --grid file, or grid bytes on stdout."""
     import torch
 
     from vaecli.data.images import make_grid, png_bytes, write_numbered
-    from vaecli.store.files import write_atomic
 
     if out == "-" or grid is not None:
         figure = png_bytes(make_grid(torch.cat(list(batches)), nrow), scale)
@@ -115,14 +112,15 @@ def parse_scores(given: list[str] | None) -> tuple[str, ...]:
     return tuple(names)
 
 
-def settings(iw_samples: int, regret_steps: int, seed: int, decode_rows: int | None):
+def settings(iw_samples: int, regret_steps: int, seed: int, decode_rows: int | None) -> ScoreSettings:
     from vaecli.analysis.scores import ScoreSettings
 
     return ScoreSettings(iw_samples=iw_samples, seed=seed, rows=decode_rows, regret_steps=regret_steps)
 
 
-def compute_scores(checkpoint: Checkpoint, uint8: torch.Tensor, names: tuple[str, ...], score_settings,
-                   binarize: bool, units: str = "nats", label: str = "score") -> tuple[dict, dict]:
+def compute_scores(term: Terminal, checkpoint: Checkpoint, uint8: torch.Tensor, names: tuple[str, ...],
+                   score_settings: ScoreSettings, binarize: bool, units: str = "nats",
+                   label: str = "score") -> tuple[dict, dict]:
     """The scores of uint8 images as the model sees them (binarized once if asked), and seconds per score."""
     import math
 
@@ -132,7 +130,7 @@ def compute_scores(checkpoint: Checkpoint, uint8: torch.Tensor, names: tuple[str
 
     pixels = fixed_pixels(uint8, next(checkpoint.model.parameters()).device, binarize)
     seconds: dict[str, float] = {}
-    with progress(label, progress_total(len(pixels), names)) as advance:
+    with progress(term, label, progress_total(len(pixels), names)) as advance:
         values = score_images(checkpoint.model, pixels, names, score_settings, advance, seconds)
     if units == "bpd":
         dims = math.prod(pixels.shape[1:])
@@ -141,8 +139,8 @@ def compute_scores(checkpoint: Checkpoint, uint8: torch.Tensor, names: tuple[str
 
 
 @contextmanager
-def progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
-    """A live bar on a terminal, advanced by images done; nothing otherwise."""
+def progress(term: Terminal, label: str, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A live bar on `term`'s stderr when it is a terminal, advanced by images done; nothing otherwise."""
     if not term.live_progress or total == 0:
         yield None
         return
@@ -158,13 +156,12 @@ def progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
 FALLBACK_DATASET = "digits"  # bundled with scikit-learn: works offline
 
 
-def test_split(checkpoint: Checkpoint, named: str | None, data_root: Path | None,
+def test_split(term: Terminal, checkpoint: Checkpoint, named: str | None, data_root: Path | None,
                limit: int | None = None) -> tuple[str, ImageSet]:
     """--dataset's test split, else the model's own when it is found here, else MNIST's, else the offline digits."""
     from vaecli.data.datasets import TORCHVISION_DATASETS, load_dataset
-    from vaecli.errors import DataError
 
-    name = dataset_name(checkpoint.config.dataset, named)
+    name = dataset_name(term, checkpoint.config.dataset, named)
     shape = checkpoint.config.model.image_shape
     try:
         return name, load_dataset(name, "test", data_root=data_root, shape=shape, limit=limit)
@@ -189,7 +186,8 @@ def class_names(checkpoint: Checkpoint) -> list[str]:
     return names if len(names) == classes else [str(i) for i in range(classes)]
 
 
-def chosen_class(checkpoint: Checkpoint, given: str | None, path: str, allow_all: bool = False) -> int | str | None:
+def chosen_class(term: Terminal, checkpoint: Checkpoint, given: str | None, path: str,
+                 allow_all: bool = False) -> int | str | None:
     """--label as a class index (or ALL_CLASSES), checked against the model; None for an unconditional model.
 
     A conditional model needs a label: none given is an error, as is a label for a model that takes none."""
@@ -204,14 +202,14 @@ def chosen_class(checkpoint: Checkpoint, given: str | None, path: str, allow_all
         raise UsageError(f"{path} is conditional on the class: give --label, one of {class_choices(names, allow_all)}")
     if allow_all and given == ALL_CLASSES:
         return ALL_CLASSES
-    index = class_index(given, names)
+    index = class_index(term, given, names)
     if index is None:
         raise UsageError(f"--label {_short(given)}: not a class of {path}; "
                          f"choose one of {class_choices(names, allow_all)}")
     return index
 
 
-def class_index(given: str, names: list[str]) -> int | None:
+def class_index(term: Terminal, given: str, names: list[str]) -> int | None:
     """A class by its name (exactly, then ignoring case) or its number; None when there is no such class.
 
     A name wins over a number: when `given` names one class and numbers another, a note says which was taken."""
@@ -238,13 +236,6 @@ def _class_number(given: str, classes: int) -> int | None:
         return None
     number = int(text)
     return number if number < classes else None
-
-
-def label_tensor(index: int | None, count: int) -> torch.Tensor | None:
-    """`count` copies of one class index, as the model reads labels; None for an unconditional model."""
-    import torch
-
-    return None if index is None else torch.full((count,), index, dtype=torch.int64)
 
 
 SHOWN_CLASSES = 8  # names listed in a refusal: a folder may have thousands, a name hundreds of characters
@@ -294,9 +285,7 @@ def refuse_hierarchical(checkpoint: Checkpoint, path: str, what: str) -> None:
 def keep_earlier_work(path: Path, option: str, ways: str) -> None:
     """Refuse to replace a file this command did not write (unless --force): a trained model is never lost
     unasked. `ways` says how to go on; devices and pipes are written through, so they pass."""
-    from vaecli.errors import VaeError
     from vaecli.store.checkpoint import read_metadata
-    from vaecli.store.files import kind_of
     from vaecli.store.metadata import CheckpointMeta
 
     if kind_of(path, option) != "file":

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from vaecli.errors import UsageError
-from vaecli.terminal.console import term
+from vaecli.terminal.console import Terminal
 
 
 def complete_shell(incomplete: str) -> list[str]:
@@ -28,4 +28,4 @@ def completion_command(
     if shell not in SHELLS:
         raise UsageError(f"unknown shell {shell!r}; choose one of {', '.join(SHELLS)}")
     # The scripts describe the whole CLI: its root command, reached from this command's context.
-    term.emit(script(shell, ctx.find_root().command).rstrip("\n"))
+    Terminal().emit(script(shell, ctx.find_root().command).rstrip("\n"))

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vaecli.commands.common import check_image_outputs, chosen_class, label_tensor, open_model, write_images
+from vaecli.commands.common import check_image_outputs, chosen_class, open_model, write_images
 from vaecli.commands.options import (
     DeviceOption,
     ForceOption,
@@ -23,7 +23,9 @@ from vaecli.commands.options import (
     ScaleOption,
 )
 from vaecli.errors import UsageError
-from vaecli.terminal.console import term
+from vaecli.store.bundled import model_name
+from vaecli.store.files import open_input
+from vaecli.terminal.console import Terminal
 
 
 def decode_command(
@@ -54,17 +56,15 @@ def decode_command(
     \b
     Example: vae encode a.png b.png | vae decode -o out/
     """
-    term.quiet = quiet
-    check_image_outputs(out, grid, nrow)
+    term = Terminal(quiet=quiet)
+    check_image_outputs(term, out, grid, nrow)
     if codes is None and sys.stdin.isatty():
         raise UsageError("give a .npy file, or pipe one in: vae encode a.png | vae decode")
-    from vaecli.analysis.latent import BATCH_SIZE, decode_to_pixels, make_generator, read_codes
+    from vaecli.analysis.latent import BATCH_SIZE, decode_to_pixels, label_tensor, make_generator, read_codes
     from vaecli.data.images import check_grid
-    from vaecli.store.bundled import model_name
-    from vaecli.store.files import open_input
 
-    checkpoint = open_model(model, device)
-    index = chosen_class(checkpoint, label, model_name(checkpoint.path))
+    checkpoint = open_model(term, model, device)
+    index = chosen_class(term, checkpoint, label, model_name(checkpoint.path))
     handle, name = open_input(codes or "-", "a .npy file written by `vae encode`")
     with handle if name != "stdin" else contextlib.nullcontext():
         z = read_codes(handle, checkpoint.config.model.latent_dim, name)
@@ -74,4 +74,4 @@ def decode_command(
     batches = (
         decode_to_pixels(checkpoint.model, rows, draws, label_tensor(index, len(rows))) for rows in z.split(BATCH_SIZE)
     )
-    write_images(batches, len(z), out, grid, nrow, scale, force, "decoded")
+    write_images(term, batches, len(z), out, grid, nrow, scale, force, "decoded")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vaecli.commands.common import check_output, chosen_class, label_tensor, open_model
+from vaecli.commands.common import check_output, chosen_class, open_model
 from vaecli.commands.options import (
     DeviceOption,
     Invert,
@@ -17,7 +17,9 @@ from vaecli.commands.options import (
     QuietOption,
     out_option,
 )
-from vaecli.terminal.console import term
+from vaecli.store.bundled import model_name
+from vaecli.store.files import write_atomic
+from vaecli.terminal.console import Terminal
 
 
 def encode_command(
@@ -43,18 +45,16 @@ def encode_command(
     \b
     Example: vae encode a.png b.png -o codes.npy
     """
-    term.quiet = quiet
+    term = Terminal(quiet=quiet)
     target = out if out is not None else "-"
     check_output(target, "-o")
     import torch
 
-    from vaecli.analysis.latent import BATCH_SIZE, codes_to_npy, posterior_means
+    from vaecli.analysis.latent import BATCH_SIZE, codes_to_npy, label_tensor, posterior_means
     from vaecli.data.images import input_notes, read_image_batches
-    from vaecli.store.bundled import model_name
-    from vaecli.store.files import write_atomic
 
-    checkpoint = open_model(model, device)
-    index = chosen_class(checkpoint, label, model_name(checkpoint.path))
+    checkpoint = open_model(term, model, device)
+    index = chosen_class(term, checkpoint, label, model_name(checkpoint.path))
     shape = checkpoint.config.model.image_shape
     means, resized, inverted = [], 0, 0
     for batch in read_image_batches(images, shape, invert.value, BATCH_SIZE):

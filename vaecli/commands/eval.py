@@ -30,7 +30,10 @@ from vaecli.commands.options import (
     seed_option,
     split_option,
 )
-from vaecli.terminal.console import term
+from vaecli.config import describe_prior
+from vaecli.errors import DataError, UsageError
+from vaecli.store.bundled import model_name
+from vaecli.terminal.console import Terminal
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -67,29 +70,28 @@ def eval_command(
     \b
     Example: vae eval -m mnist --binarize --iw-samples 1000 --json
     """
-    term.quiet = quiet
+    term = Terminal(quiet=quiet)
     from vaecli.analysis.projection import own_labels
     from vaecli.data.datasets import fixed_pixels
     from vaecli.runtime.device import describe_machine
     from vaecli.runtime.memory import check_fits, model_bytes
-    from vaecli.store.bundled import model_name
     from vaecli.training.evaluate import default_rows, evaluate_split
 
-    checkpoint = open_model(model, device)
+    checkpoint = open_model(term, model, device)
     # A conditional model's --label is checked against its classes now; else against the dataset's, once read.
     conditional = label is not None and checkpoint.config.model.classes
-    index = chosen_class(checkpoint, label, model_name(checkpoint.path)) if conditional else None
+    index = chosen_class(term, checkpoint, label, model_name(checkpoint.path)) if conditional else None
     model_device = next(checkpoint.model.parameters()).device
     rows = decode_rows or default_rows(model_device)
     check_fits(model_bytes(checkpoint.config.model, rows, training=False), model_device,
                f"decoding {rows:,} rows per pass", "lower --decode-rows")
-    name = dataset_name(checkpoint.config.dataset, dataset)
-    data, class_name = _images(checkpoint, name, split, data_root, limit, label, index)
+    name = dataset_name(term, checkpoint.config.dataset, dataset)
+    data, class_name = _images(term, checkpoint, name, split, data_root, limit, label, index)
     pixels = fixed_pixels(data.images, model_device, binarize)
     labels = own_labels(checkpoint.model, data)
     of = "" if class_name is None else f" of class {class_name}"
     term.note(f"evaluating {checkpoint.path} on {len(data)} {name} {split} images{of} with K = {iw_samples}")
-    with progress("eval", len(data)) as advance:
+    with progress(term, "eval", len(data)) as advance:
         result = evaluate_split(checkpoint.model, pixels, iw_samples, seed, advance, decode_rows,
                                 None if labels is None else labels.to(model_device))
     report = _report(checkpoint, name, split, binarize, result, class_name)
@@ -97,23 +99,22 @@ def eval_command(
     if json_out:
         term.emit(json.dumps(report))
     else:
-        _print_report(report, checkpoint.config.model.prior_components, result.seconds)
+        _print_report(term, report, checkpoint.config.model.prior_components, result.seconds)
 
 
-def _images(checkpoint: Checkpoint, name: str, split: str, data_root: Path | None, limit: int | None,
+def _images(term: Terminal, checkpoint: Checkpoint, name: str, split: str, data_root: Path | None, limit: int | None,
             label: str | None, index: int | None) -> tuple[ImageSet, str | None]:
     """The split's images (with --label, only that class's, the first --limit of them) and the class's name."""
     from dataclasses import replace
 
     from vaecli.data.datasets import load_dataset
-    from vaecli.errors import DataError, UsageError
 
     shape = checkpoint.config.model.image_shape
     if label is None:
         return load_dataset(name, split, data_root=data_root, shape=shape, limit=limit), None
     data = load_dataset(name, split, data_root=data_root, shape=shape)
     if index is None:  # an unconditional model: a class of the dataset
-        index = class_index(label, data.class_names)
+        index = class_index(term, label, data.class_names)
         if index is None:
             raise UsageError(f"--label {label[:40]!r}: not a class of {name}; "
                              f"choose one of {class_choices(data.class_names)}")
@@ -127,8 +128,6 @@ def _images(checkpoint: Checkpoint, name: str, split: str, data_root: Path | Non
 def _report(checkpoint: Checkpoint, dataset: str, split: str, binarize: bool, result: Evaluation,
             class_name: str | None = None) -> dict:
     """The evaluation as `vae eval --json` prints it."""
-    from vaecli.store.bundled import model_name
-
     numbers = asdict(result)
     return {
         "model": model_name(checkpoint.path),
@@ -147,10 +146,8 @@ def _report(checkpoint: Checkpoint, dataset: str, split: str, binarize: bool, re
     }
 
 
-def _print_report(report: dict, prior_components: int, seconds: float) -> None:
+def _print_report(term: Terminal, report: dict, prior_components: int, seconds: float) -> None:
     """The report as aligned lines for a reader."""
-    from vaecli.config import describe_prior
-
     elbo, binarized = report["neg_elbo"], ", binarized once, seed 0" if report["binarized"] else ""
     of = "" if report["label"] is None else f", class {report['label']}"
     nll = "-log p(x|y)     " if report["conditional"] else "-log p(x)       "

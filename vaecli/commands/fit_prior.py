@@ -25,9 +25,11 @@ from vaecli.commands.options import (
     out_option,
     seed_option,
 )
-from vaecli.config import MAX_PRIOR_COMPONENTS
+from vaecli.config import MAX_PRIOR_COMPONENTS, train_command_line
 from vaecli.errors import UsageError
-from vaecli.terminal.console import term
+from vaecli.store.bundled import PRETRAINED_DIR, model_name
+from vaecli.store.files import check_output_file, claimed
+from vaecli.terminal.console import Terminal
 
 if TYPE_CHECKING:
     from vaecli.data.datasets import ImageSet
@@ -73,32 +75,29 @@ def fit_prior_command(
     \b
     Example: vae fit-prior -m vae.safetensors -o vae-mixture.safetensors
     """
-    term.quiet = quiet
-    from vaecli.store.bundled import model_name
-    from vaecli.store.files import check_output_file, claimed
-
+    term = Terminal(quiet=quiet)
     # Adam's state and the RNG come along: `vae train --resume` can go on under the fitted prior.
-    checkpoint = open_model(model, device, training_state=True)
+    checkpoint = open_model(term, model, device, training_state=True)
     source = model_name(checkpoint.path)
     refuse_conditional(checkpoint, source, "fit-prior")
     out = out if out is not None else _default_out(checkpoint.path)
     check_output_file(out, "--out")
     if not force:
         keep_earlier_work(out, "--out", "write elsewhere with -o NEW.safetensors, or replace it with --force")
-    splits = _splits(checkpoint, dataset, data_root, limit, components, samples)
+    splits = _splits(term, checkpoint, dataset, data_root, limit, components, samples)
     command = ["vae", "fit-prior", "-m", source, "-o", str(out), "--components", str(components),
                "--samples", str(samples), "--seed", str(seed)] + (["--limit", str(limit)] if limit is not None else [])
     # The file as found now is what may be replaced: one that another run writes during the fit is kept.
     with claimed(out, _taken):
-        meta = _fit_and_save(checkpoint, source, splits, out, (components, samples, seed), shlex.join(command))
+        meta = _fit_and_save(term, checkpoint, source, splits, out, (components, samples, seed), shlex.join(command))
     if json_out:
         term.emit(json.dumps({"model": source, "checkpoint": str(out), **meta["prior"]}))
     else:
         term.emit(str(out))
 
 
-def _fit_and_save(checkpoint: Checkpoint, source: str, splits: tuple[ImageSet, ImageSet], out: Path,
-                  settings: tuple[int, int, int], command: str) -> dict:
+def _fit_and_save(term: Terminal, checkpoint: Checkpoint, source: str, splits: tuple[ImageSet, ImageSet],
+                  out: Path, settings: tuple[int, int, int], command: str) -> dict:
     """Fit the mixture to the training codes and write the checkpoint; returns its metadata."""
     from vaecli.data.datasets import eval_pixels, to_pixels
     from vaecli.store.checkpoint import save_checkpoint
@@ -132,8 +131,6 @@ def _taken(path: Path) -> str:
 
 def _default_out(source: Path) -> Path:
     """NAME-mixture.safetensors beside the input, or in the working folder for a bundled model."""
-    from vaecli.store.bundled import PRETRAINED_DIR
-
     folder = Path(".") if source.parent == PRETRAINED_DIR else source.parent
     return folder / f"{source.stem}-mixture{source.suffix}"
 
@@ -152,7 +149,7 @@ def _fitted_meta(checkpoint: Checkpoint, source: str, prior: dict) -> dict:
     }
 
 
-def _splits(checkpoint: Checkpoint, dataset: str | None, data_root: Path | None, limit: int | None,
+def _splits(term: Terminal, checkpoint: Checkpoint, dataset: str | None, data_root: Path | None, limit: int | None,
             components: int, samples: int) -> tuple[ImageSet, ImageSet]:
     """The training and test splits to fit on, refused when the fit could not run or not fit in memory."""
     from vaecli.data.datasets import load_dataset
@@ -160,7 +157,7 @@ def _splits(checkpoint: Checkpoint, dataset: str | None, data_root: Path | None,
     from vaecli.training.prior_fit import fit_bytes
 
     config = checkpoint.config
-    name = dataset_name(config.dataset, dataset)
+    name = dataset_name(term, config.dataset, dataset)
     count = limit if limit is not None else config.limit
     shape = config.model.image_shape
     train_set = load_dataset(name, "train", data_root=data_root, shape=shape, limit=count)
@@ -177,8 +174,6 @@ def _splits(checkpoint: Checkpoint, dataset: str | None, data_root: Path | None,
 
 def _train_command(checkpoint: Checkpoint, path: Path) -> str:
     """The `vae train` command that made this checkpoint, stopped at the epochs it has."""
-    from vaecli.config import train_command_line
-
     config = copy.deepcopy(checkpoint.config)
     config.epochs = checkpoint.epochs_done or config.epochs
     return f"{train_command_line(config)} -o {shlex.quote(str(path))}"

@@ -11,7 +11,7 @@ import typer
 from vaecli.commands.common import model_path
 from vaecli.commands.options import JsonOption
 from vaecli.store.summary import duration, is_number, number, summary_rows
-from vaecli.terminal.console import printable, term
+from vaecli.terminal.console import Terminal, as_flags, printable
 
 HISTORY_COLUMNS = ("epoch", "train", "test", "recon", "KL", "s", "img/s", "")
 
@@ -30,9 +30,10 @@ def info_command(
 
     Example: vae info vae.safetensors --json | jq .history[-1].test
     """
-    from vaecli.store.checkpoint import read_metadata
+    from vaecli.store.metadata import read_metadata  # the header alone, without torch
 
-    path = model_path(checkpoint)
+    term = Terminal()
+    path = model_path(term, checkpoint)
     meta = read_metadata(path)
     if json_out:
         term.emit(json.dumps(meta, indent=2, sort_keys=True))  # the file's own object, every key as it is
@@ -40,7 +41,7 @@ def info_command(
     from vaecli.store.metadata import CheckpointMeta
 
     typed = CheckpointMeta.from_dict(meta)
-    rows = summary_rows(str(path), typed)
+    rows = [(name, as_flags(value)) for name, value in summary_rows(str(path), typed)]  # settings as flags
     title, table = _history_table(typed.history or [], every=history)
     # Off a terminal every value is written whole; on one, long values wrap at its width.
     text = _rich_text(rows, title, table) if sys.stdout.isatty() else _plain_text(rows, title, table)

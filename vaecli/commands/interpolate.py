@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from vaecli.commands.common import check_output, chosen_class, label_tensor, open_model
+from vaecli.commands.common import check_output, chosen_class, open_model
 from vaecli.commands.options import (
     DeviceOption,
     Invert,
@@ -24,7 +24,9 @@ from vaecli.commands.options import (
     steps_option,
 )
 from vaecli.errors import UsageError
-from vaecli.terminal.console import term
+from vaecli.store.bundled import model_name
+from vaecli.store.files import check_output_file, check_output_folder, highest_number, write_atomic
+from vaecli.terminal.console import Terminal
 
 if TYPE_CHECKING:
     import torch
@@ -79,11 +81,17 @@ def interpolate_command(
     \b
     Example: vae interpolate a.png b.png --steps 5 --method slerp -o strip.png
     """
-    term.quiet = quiet
+    term = Terminal(quiet=quiet)
     strip = _check_outputs(out, frames, gif)
     import torch
 
-    from vaecli.analysis.latent import decode_layers_to_pixels, interpolate_layers, make_generator, posterior_layers
+    from vaecli.analysis.latent import (
+        decode_layers_to_pixels,
+        interpolate_layers,
+        label_tensor,
+        make_generator,
+        posterior_layers,
+    )
     from vaecli.data.images import (
         check_grid,
         gif_bytes,
@@ -93,11 +101,9 @@ def interpolate_command(
         read_images,
         there_and_back,
     )
-    from vaecli.store.bundled import model_name
-    from vaecli.store.files import write_atomic
 
-    checkpoint = open_model(model, device)
-    index = chosen_class(checkpoint, label, model_name(checkpoint.path))
+    checkpoint = open_model(term, model, device)
+    index = chosen_class(term, checkpoint, label, model_name(checkpoint.path))
     if strip is not None:  # one row of steps + 4 panels: its size is known before any work
         check_grid(steps + 4, checkpoint.config.model.image_shape, steps + 4, scale, f"--steps {steps}")
     inputs = read_images([first, second], checkpoint.config.model.image_shape, invert.value)
@@ -118,7 +124,7 @@ def interpolate_command(
         else:
             term.emit(str(write_atomic(Path(strip), figure)))
     if frames is not None:
-        _write_frames(panels, frames, scale)
+        _write_frames(term, panels, frames, scale)
     if gif is not None:
         loop = torch.cat([decoded, decoded[1:-1].flip(0)])  # A -> B -> back toward A
         durations = [STEP_FRAME_MS] * len(loop)
@@ -129,8 +135,6 @@ def interpolate_command(
 
 def _check_outputs(out: str | None, frames: Path | None, gif: Path | None) -> str | None:
     """Refuse unwritable or conflicting outputs before the model is loaded; returns the strip's target."""
-    from vaecli.store.files import check_output_file, check_output_folder
-
     if out == "-" and (frames is not None or gif is not None):
         raise UsageError("-o - writes PNG bytes to stdout, so paths for --frames/--gif cannot go there")
     strip = out if out is not None else (None if frames or gif else str(DEFAULT_STRIP))
@@ -143,9 +147,8 @@ def _check_outputs(out: str | None, frames: Path | None, gif: Path | None) -> st
     return strip
 
 
-def _write_frames(panels: torch.Tensor, folder: Path, scale: int) -> None:
+def _write_frames(term: Terminal, panels: torch.Tensor, folder: Path, scale: int) -> None:
     from vaecli.data.images import write_numbered
-    from vaecli.store.files import highest_number
 
     # Frames of one run form a set: number from 1, and say when an earlier, longer run left more.
     for path in write_numbered([panels], len(panels), folder, "frame", force=True, scale=scale):

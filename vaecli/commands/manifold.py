@@ -19,7 +19,9 @@ from vaecli.commands.options import (
     QuietOption,
     TestLimitOption,
 )
-from vaecli.terminal.console import term
+from vaecli.store.bundled import model_name
+from vaecli.store.files import write_atomic
+from vaecli.terminal.console import Terminal
 
 if TYPE_CHECKING:
     from vaecli.config import ModelConfig
@@ -51,23 +53,21 @@ def manifold_command(
     \b
     Example: vae manifold -m digits2d.safetensors --size 15 --with-codes -o manifold.png
     """
-    term.quiet = quiet
+    term = Terminal(quiet=quiet)
     check_output(out, "-o")
     from vaecli.analysis.latent import posterior_means
     from vaecli.analysis.projection import own_labels
     from vaecli.analysis.traversal import manifold_figure, plane_for
-    from vaecli.store.bundled import model_name
-    from vaecli.store.files import write_atomic
 
-    checkpoint = open_model(model, device)
-    index = chosen_class(checkpoint, label, model_name(checkpoint.path))
+    checkpoint = open_model(term, model, device)
+    index = chosen_class(term, checkpoint, label, model_name(checkpoint.path))
     latent = checkpoint.config.model.latent_dim
     data = codes = None
     if latent == 1:
         plane_for(checkpoint.model, size, None)  # refuses a 1-D latent before any data is read
     _check_memory(checkpoint.config.model, size, with_codes)
     if latent > 2 or with_codes:
-        name, data = test_split(checkpoint, dataset, data_root, limit)
+        name, data = test_split(term, checkpoint, dataset, data_root, limit)
         codes = posterior_means(checkpoint.model, data.images, own_labels(checkpoint.model, data))
         what = f"{len(data):,} {dataset_label(name)} test images"
     plane = plane_for(checkpoint.model, size, codes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -36,8 +37,10 @@ from vaecli.commands.options import (
     out_option,
     scores_option,
 )
-from vaecli.errors import UsageError
-from vaecli.terminal.console import term
+from vaecli.errors import SettingError, UsageError
+from vaecli.store.bundled import model_name
+from vaecli.store.files import check_output_file, write_atomic
+from vaecli.terminal.console import Terminal
 
 if TYPE_CHECKING:
     import torch
@@ -89,17 +92,13 @@ def ood_command(
     --out DATASET (now --unusual). An --out is read the old way when --unusual is absent and its value does
     not end in .png; --out FILE.png without --unusual is refused as ambiguous.
     """
-    term.quiet = quiet
+    term = Terminal(quiet=quiet)
     names = parse_scores(scores or [",".join(SCORE_NAMES)])
     if roc is not None:
-        from vaecli.store.files import check_output_file
-
         check_output_file(roc, "--out")
-    from vaecli.store.bundled import model_name
-
-    checkpoint = open_model(model, device)
+    checkpoint = open_model(term, model, device)
     refuse_conditional(checkpoint, model_name(checkpoint.path), "ood")
-    names = _supported_defaults(checkpoint, names) if scores is None else names
+    names = _supported_defaults(term, checkpoint, names) if scores is None else names
     if "regret" in names:
         refuse_hierarchical(checkpoint, model_name(checkpoint.path), "--score regret")
     from vaecli.analysis.scores import check_scoring_fits
@@ -115,7 +114,8 @@ def ood_command(
     sets, seconds = {}, {}
     for role, spec in specs.items():  # both sets are read before either is scored: errors come first
         term.note(f"scoring {len(images[role])} {spec} images ({options[role]}): {', '.join(names)}")
-        sets[role], spent = compute_scores(checkpoint, images[role], names, score_settings, binarize, label=role)
+        sets[role], spent = compute_scores(term, checkpoint, images[role], names, score_settings, binarize,
+                                           label=role)
         seconds.update({k: seconds.get(k, 0.0) + v for k, v in spent.items()})
     results = _measure(sets, names)
     report = {
@@ -125,7 +125,7 @@ def ood_command(
         "scores": results, "score_seconds": {k: round(v, 3) for k, v in seconds.items()},
         "elapsed_s": round(time.perf_counter() - started, 3),
     }
-    _print_table(report, names)
+    _print_table(term, report, names)
     if roc is not None:
         written = _write_roc(roc, sets, results, f"{report['model']}: {known} (in) vs {unusual} (out)")
         report["roc"] = str(written)
@@ -135,7 +135,7 @@ def ood_command(
         term.emit(json.dumps(report))
 
 
-def _supported_defaults(checkpoint: Checkpoint, names: tuple[str, ...]) -> tuple[str, ...]:
+def _supported_defaults(term: Terminal, checkpoint: Checkpoint, names: tuple[str, ...]) -> tuple[str, ...]:
     """The default scores the model supports: regret refits a single latent, which a hierarchical model lacks."""
     if has_single_latent(checkpoint) or "regret" not in names:
         return names
@@ -159,10 +159,11 @@ def read_set(checkpoint: Checkpoint, spec: str, option: str, data_root: Path | N
     if is_builtin(spec):  # a name, torchvision:NAME included, as --dataset takes it elsewhere
         try:
             return load_dataset(spec, "test", data_root=data_root, shape=shape, limit=limit).images
-        except UsageError as exc:  # name the option the user typed, not --dataset
-            if not exc.message.startswith("--dataset "):
+        except SettingError as exc:  # name the option the user typed, not --dataset
+            renamed = named_as(exc.message, option)
+            if renamed == exc.message:
                 raise
-            raise type(exc)(option + exc.message[len("--dataset"):]) from None
+            raise type(exc)(renamed) from None
     folder = Path(spec).expanduser()
     if not folder.is_dir():
         raise UsageError(f"{option} {spec}: not a dataset name or a folder; use one of "
@@ -172,6 +173,18 @@ def read_set(checkpoint: Checkpoint, spec: str, option: str, data_root: Path | N
         raise UsageError(f"{option} {spec}: no PNG or JPEG images found; check the folder")
     check_dataset_size(len(files), shape, f"{option} {spec}")
     return torch.stack([load_image(path, shape) for path in files])
+
+
+# The library's `dataset` setting, as `dataset` or `dataset=VALUE` (which the terminal would show as --dataset).
+_DATASET_SETTING = re.compile(r"`dataset(?:=([^`]*))?`")
+
+
+def named_as(message: str, option: str) -> str:
+    """A message about the `dataset` setting that names `option` instead (--known or --unusual), since that is
+    what the user typed; library messages still written with a leading --dataset are renamed too."""
+    if message.startswith("--dataset "):
+        return option + message[len("--dataset"):]
+    return _DATASET_SETTING.sub(lambda match: option if match[1] is None else f"{option} {match[1]}", message)
 
 
 def _measure(sets: dict[str, dict[str, list[float]]], names: tuple[str, ...]) -> dict[str, dict]:
@@ -192,7 +205,7 @@ TABLE_COLUMNS = (("score", 12), ("AUROC", 8), ("AUPRC", 8), ("FPR@95", 8), ("mea
 PLAIN_MEAN_LIMIT = 1e6
 
 
-def _print_table(report: dict, names: tuple[str, ...]) -> None:
+def _print_table(term: Terminal, report: dict, names: tuple[str, ...]) -> None:
     term.note(f"{report['images_in']} {report['in']} (in) vs {report['images_out']} {report['out']} (out, "
               f"the positive class); a high score flags an image")
     for line in table_lines(report, names):
@@ -226,7 +239,6 @@ def _mean_text(value: float) -> str:
 def _write_roc(path: Path, sets: dict, results: dict, title: str) -> Path:
     from vaecli.analysis.detection import roc_points
     from vaecli.figures.plots import roc_curves_png
-    from vaecli.store.files import write_atomic
 
     curves = {name: (*roc_points(sets["in"][name], sets["out"][name], name), results[name]["auroc"])
               for name in results}

@@ -13,6 +13,7 @@ import typer
 
 from vaecli.config import (
     ARCHITECTURES,
+    DEVICE_CHOICES,
     LIKELIHOODS,
     MAX_SEED,
     MIN_SEED,
@@ -22,7 +23,6 @@ from vaecli.config import (
     UPSAMPLINGS,
 )
 from vaecli.errors import UsageError
-from vaecli.runtime.device import DEVICE_CHOICES
 from vaecli.store.bundled import BUNDLED_MODELS
 
 Arch = Enum("Arch", {name: name for name in ARCHITECTURES}, type=str)  # follows the registry

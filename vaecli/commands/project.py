@@ -20,7 +20,8 @@ from vaecli.commands.options import (
     out_option,
     split_option,
 )
-from vaecli.terminal.console import term
+from vaecli.store.files import write_atomic
+from vaecli.terminal.console import Terminal
 
 
 class Split(str, Enum):
@@ -51,16 +52,15 @@ def project_command(
     \b
     Example: vae project -m mnist-cnn.safetensors --limit 2000 -o latent.png --points latent.csv
     """
-    term.quiet = quiet
+    term = Terminal(quiet=quiet)
     check_output(out, "--out")
     if points is not None:
         check_output(str(points), "--points")
     from vaecli.analysis.projection import describe_projection, draw_projection, points_csv
     from vaecli.data.datasets import load_dataset
-    from vaecli.store.files import write_atomic
 
-    checkpoint = open_model(model, device)
-    name = dataset_name(checkpoint.config.dataset, dataset)
+    checkpoint = open_model(term, model, device)
+    name = dataset_name(term, checkpoint.config.dataset, dataset)
     data = load_dataset(name, split.value, data_root=data_root,
                         shape=checkpoint.config.model.image_shape, limit=limit)
     what = f"{dataset_label(name)} {split.value}"

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from vaecli.commands.common import check_output, chosen_class, label_tensor, open_model
+from vaecli.commands.common import check_output, chosen_class, open_model
 from vaecli.commands.options import (
     DeviceOption,
     Invert,
@@ -22,7 +22,9 @@ from vaecli.commands.options import (
     out_option,
 )
 from vaecli.errors import UsageError
-from vaecli.terminal.console import term
+from vaecli.store.bundled import model_name
+from vaecli.store.files import check_output_folder, write_atomic
+from vaecli.terminal.console import Terminal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,18 +67,16 @@ def reconstruct_command(
     \b
     Example: vae reconstruct digit.png --compare compare.png
     """
-    term.quiet = quiet
+    term = Terminal(quiet=quiet)
     if str(out) == "-":
         raise UsageError("-o takes a folder; for PNG bytes on stdout use --compare -")
     _check_outputs(out, compare)
     folder = out if out is not None else (Path(".") if compare is None else None)
-    from vaecli.analysis.latent import BATCH_SIZE, make_generator, reconstruct_pixels
+    from vaecli.analysis.latent import BATCH_SIZE, label_tensor, make_generator, reconstruct_pixels
     from vaecli.data.images import check_grid, input_notes, png_bytes, read_image_batches
-    from vaecli.store.bundled import model_name
-    from vaecli.store.files import write_atomic
 
-    checkpoint = open_model(model, device)
-    index = chosen_class(checkpoint, label, model_name(checkpoint.path))
+    checkpoint = open_model(term, model, device)
+    index = chosen_class(term, checkpoint, label, model_name(checkpoint.path))
     shape = checkpoint.config.model.image_shape
     if compare is not None:  # pairs side by side: the figure's size is known before any work
         check_grid(len(images), (shape[0], shape[1], 2 * shape[2] + 2), nrow, scale, f"{len(images)} images")
@@ -107,8 +107,6 @@ def reconstruct_command(
 
 def _check_outputs(out: Path | None, compare: str | None) -> None:
     """Refuse unwritable or conflicting outputs before the model is loaded."""
-    from vaecli.store.files import check_output_folder
-
     if compare == "-" and out is not None:
         raise UsageError("--compare - writes PNG bytes to stdout, so paths for -o cannot go there; drop -o")
     if compare is not None:

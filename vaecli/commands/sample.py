@@ -6,7 +6,7 @@ import math
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,7 +15,6 @@ from vaecli.commands.common import (
     check_image_outputs,
     chosen_class,
     class_names,
-    label_tensor,
     open_model,
     write_images,
 )
@@ -38,7 +37,14 @@ from vaecli.commands.options import (
     within,
 )
 from vaecli.config import MAX_SEED, ModelConfig
-from vaecli.terminal.console import term
+from vaecli.store.bundled import model_name
+from vaecli.store.files import write_atomic
+from vaecli.terminal.console import Terminal
+
+if TYPE_CHECKING:
+    import torch
+
+    from vaecli.store.checkpoint import Checkpoint
 
 
 def sample_command(
@@ -78,14 +84,13 @@ def sample_command(
     Example: vae sample -n 16 --grid samples.png
     Example: vae sample -m mnist-conditional --label all -n 8 --grid digits.png
     """
-    term.quiet = quiet
-    check_image_outputs(out, grid, nrow)
+    term = Terminal(quiet=quiet)
+    check_image_outputs(term, out, grid, nrow)
     from vaecli.analysis.latent import make_generator, sample_batches
     from vaecli.data.images import check_grid
-    from vaecli.store.bundled import model_name
 
-    checkpoint = open_model(model, device)
-    chosen = chosen_class(checkpoint, label, model_name(checkpoint.path), allow_all=True)
+    checkpoint = open_model(term, model, device)
+    chosen = chosen_class(term, checkpoint, label, model_name(checkpoint.path), allow_all=True)
     rows = len(class_names(checkpoint)) if chosen == ALL_CLASSES else 1
     if out == "-" or grid is not None:  # one grid: its size is known before anything is decoded
         check_grid(count * rows, checkpoint.config.model.image_shape, nrow, scale, f"-n {count}")
@@ -97,11 +102,11 @@ def sample_command(
     generator = make_generator(seed)
     pixel_draws = generator if sample_pixels else None
     if chosen == ALL_CLASSES:
-        _sample_every_class(checkpoint, count, temperature, generator, pixel_draws,
+        _sample_every_class(term, checkpoint, count, temperature, generator, pixel_draws,
                             _Target(out, grid, nrow, scale, force))
         return
     batches = sample_batches(checkpoint.model, count, temperature, seed, chosen, sample_pixels)
-    write_images(batches, count, out, grid, nrow, scale, force, "sample")
+    write_images(term, batches, count, out, grid, nrow, scale, force, "sample")
 
 
 @dataclass
@@ -115,23 +120,22 @@ class _Target:
     force: bool
 
 
-def _sample_every_class(checkpoint, count: int, temperature: float, generator, pixel_draws, target: _Target) -> None:
+def _sample_every_class(term: Terminal, checkpoint: Checkpoint, count: int, temperature: float,
+                        generator: torch.Generator, pixel_draws: torch.Generator | None, target: _Target) -> None:
     """--label all: the same `count` codes decoded under every class, a row per class, labelled in a grid."""
     import torch
 
-    from vaecli.analysis.latent import decode_to_pixels, sample_prior
+    from vaecli.analysis.latent import decode_to_pixels, label_tensor, sample_prior
 
     names = class_names(checkpoint)
     z = sample_prior(checkpoint.model, count, temperature, generator)
     images = [decode_to_pixels(checkpoint.model, z, pixel_draws, label_tensor(index, count))
               for index in range(len(names))]
     if target.out != "-" and target.grid is None:
-        write_images(images, count * len(names), target.out, None, None, target.scale, target.force, "sample")
+        write_images(term, images, count * len(names), target.out, None, None, target.scale, target.force, "sample")
         return
     from vaecli.data.images import make_grid
     from vaecli.figures.plots import labelled_tile_png
-    from vaecli.store.bundled import model_name
-    from vaecli.store.files import write_atomic
 
     if target.nrow is not None:
         term.warn("--nrow does not apply to --label all, whose grid has a row per class; ignoring it")

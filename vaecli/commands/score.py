@@ -36,7 +36,8 @@ from vaecli.commands.options import (
     split_option,
 )
 from vaecli.errors import UsageError, VaeError
-from vaecli.terminal.console import printable, term
+from vaecli.store.bundled import model_name
+from vaecli.terminal.console import Terminal, printable
 
 if TYPE_CHECKING:
     import torch
@@ -88,15 +89,13 @@ def score_command(
     \b
     Example: vae score photos/*.png --sort | tail -5
     """
-    term.quiet = quiet
+    term = Terminal(quiet=quiet)
     names = parse_scores(scores)
     if images and dataset is not None:
         raise UsageError("give image files or --dataset, not both")
     if not images and dataset is None:
         raise UsageError("give image files (- for stdin) or --dataset NAME (see `vae score --help`)")
-    from vaecli.store.bundled import model_name
-
-    checkpoint = open_model(model, device)
+    checkpoint = open_model(term, model, device)
     refuse_conditional(checkpoint, model_name(checkpoint.path), "score")
     if "regret" in names:
         refuse_hierarchical(checkpoint, model_name(checkpoint.path), "--score regret")
@@ -107,11 +106,11 @@ def score_command(
     if dataset is not None:
         keys, uint8 = _read_dataset(checkpoint, dataset, split, data_root, limit)
     else:
-        keys, uint8 = _read_files(checkpoint, images[:limit] if limit else images, invert.value)
+        keys, uint8 = _read_files(term, checkpoint, images[:limit] if limit else images, invert.value)
     term.note(f"scoring {len(keys)} images with {checkpoint.path}: {', '.join(names)}")
-    values, _ = compute_scores(checkpoint, uint8, names, settings(iw_samples, regret_steps, seed, decode_rows),
+    values, _ = compute_scores(term, checkpoint, uint8, names, settings(iw_samples, regret_steps, seed, decode_rows),
                                binarize, units.value)
-    refuse_missing_scores(write_rows(keys, values, fmt.value, sort), len(keys), fmt.value)
+    refuse_missing_scores(write_rows(term, keys, values, fmt.value, sort), len(keys), fmt.value)
 
 
 def _read_dataset(checkpoint: Checkpoint, dataset: str, split: str, data_root: Path | None,
@@ -123,7 +122,8 @@ def _read_dataset(checkpoint: Checkpoint, dataset: str, split: str, data_root: P
     return keys, data.images
 
 
-def _read_files(checkpoint: Checkpoint, sources: list[str], invert: str) -> tuple[list[dict], torch.Tensor]:
+def _read_files(term: Terminal, checkpoint: Checkpoint, sources: list[str],
+                invert: str) -> tuple[list[dict], torch.Tensor]:
     import torch
 
     from vaecli.analysis.latent import BATCH_SIZE
@@ -144,7 +144,7 @@ def _read_files(checkpoint: Checkpoint, sources: list[str], invert: str) -> tupl
 NO_SCORE = {"tsv": "n/a", "csv": "", "jsonl": "null"}
 
 
-def write_rows(keys: list[dict], values: dict[str, list[float]], fmt: str, sort: bool) -> int:
+def write_rows(term: Terminal, keys: list[dict], values: dict[str, list[float]], fmt: str, sort: bool) -> int:
     """One line per image on stdout, as each format wants it; --sort puts the first score's largest last.
 
     Returns how many images have a score that is not finite (written as NO_SCORE says)."""

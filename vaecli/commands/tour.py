@@ -9,6 +9,7 @@ import typer
 
 from vaecli.commands.common import check_output, dataset_label, open_model, test_split
 from vaecli.commands.options import (
+    KL_IMAGES,
     DataRootOption,
     DeviceOption,
     ModelDatasetOption,
@@ -17,7 +18,9 @@ from vaecli.commands.options import (
     SeedOption,
     out_option,
 )
-from vaecli.terminal.console import term
+from vaecli.store.files import check_output_folder, write_atomic
+from vaecli.store.summary import summary_rows
+from vaecli.terminal.console import Terminal, as_flags
 
 if TYPE_CHECKING:
     import torch
@@ -61,9 +64,7 @@ def tour_command(
     \b
     Example: vae tour -m mnist-cnn.safetensors -o tour/
     """
-    term.quiet = quiet
-    from vaecli.store.files import check_output_folder
-
+    term = Terminal(quiet=quiet)
     check_output_folder(out, "--out")  # fail before the work when the folder cannot be made; made at the first PNG
     if html:
         check_output(str(out / HTML_PAGE), "--html")
@@ -71,28 +72,28 @@ def tour_command(
 
     from vaecli.analysis.projection import describe_projection, draw_projection
 
-    checkpoint = open_model(model, device)
+    checkpoint = open_model(term, model, device)
     _check_memory(checkpoint.config.model, html)
-    name, data = test_split(checkpoint, dataset, data_root)
+    name, data = test_split(term, checkpoint, dataset, data_root)
     what = f"{dataset_label(name)} test"
     png, projection, means = draw_projection(checkpoint.model, data, what, seed)
     term.note(describe_projection(projection, len(data), what))
     figures = {"latent.png": png}
-    _save(out / "latent.png", png)
+    _save(term, out / "latent.png", png)
     generator = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(data), generator=generator)
     shown = pick[:RECONSTRUCTIONS]
     figures["reconstructions.png"] = _reconstructions(checkpoint.model, data.images[shown], what,
                                                       _labels_of(checkpoint, data, shown))
-    _save(out / "reconstructions.png", figures["reconstructions.png"])
+    _save(term, out / "reconstructions.png", figures["reconstructions.png"])
     ends = _same_class(data, pick) if checkpoint.config.model.classes else _two_classes(data, pick)
     figures["interpolation.png"] = _interpolation(checkpoint.model, data, *ends)
-    _save(out / "interpolation.png", figures["interpolation.png"])
+    _save(term, out / "interpolation.png", figures["interpolation.png"])
     figures["samples.png"] = _samples(checkpoint, generator)
-    _save(out / "samples.png", figures["samples.png"])
+    _save(term, out / "samples.png", figures["samples.png"])
     if html:
         extra = _latent_figures(checkpoint, data, what, torch.from_numpy(means), int(pick[0]))
-        _save(out / HTML_PAGE, _page(checkpoint, figures, extra))
+        _save(term, out / HTML_PAGE, _page(checkpoint, figures, extra))
 
 
 def _check_memory(config: ModelConfig, html: bool) -> None:
@@ -107,9 +108,7 @@ def _check_memory(config: ModelConfig, html: bool) -> None:
                    f"--html's traversal of {config.latent_dim} latent dimensions", "drop --html")
 
 
-def _save(path: Path, png: bytes) -> None:
-    from vaecli.store.files import write_atomic
-
+def _save(term: Terminal, path: Path, png: bytes) -> None:
     write_atomic(path, png)
     term.emit(str(path))
 
@@ -140,17 +139,16 @@ def _interpolation(vae: VAEModel, data: ImageSet, first: int, second: int) -> by
     A conditional model encodes and decodes them all with A's label (B is of A's class)."""
     import torch
 
-    from vaecli.analysis.latent import decode_layers_to_pixels, interpolate_layers, posterior_layers
+    from vaecli.analysis.latent import decode_layers_to_pixels, interpolate_layers, label_tensor, posterior_layers
     from vaecli.analysis.projection import class_name
-    from vaecli.analysis.traversal import same_label
     from vaecli.figures.plots import image_rows_png
 
     conditional = bool(vae.config.classes)
     label = int(data.labels[first]) if conditional else None
     ends = data.images[[first, second]]
     # recon A, points, recon B; a hierarchical model's lower maps move with the top code, as in `vae interpolate`
-    path = interpolate_layers(posterior_layers(vae, ends, same_label(label, 2)), INTERPOLATION_STEPS)
-    decoded = decode_layers_to_pixels(vae, path, labels=same_label(label, INTERPOLATION_STEPS + 2))
+    path = interpolate_layers(posterior_layers(vae, ends, label_tensor(label, 2)), INTERPOLATION_STEPS)
+    decoded = decode_layers_to_pixels(vae, path, labels=label_tensor(label, INTERPOLATION_STEPS + 2))
     panels = torch.cat([ends[:1], decoded, ends[1:]])
     titles = ["A", "recon A", *(f"t = {i}/{INTERPOLATION_STEPS + 1}" for i in range(1, INTERPOLATION_STEPS + 1)),
               "recon B", "B"]
@@ -217,7 +215,6 @@ def _latent_figures(checkpoint: Checkpoint, data: ImageSet, what: str, means: to
         split_kl_per_dim,
         traversal_figure,
     )
-    from vaecli.commands.options import KL_IMAGES
     from vaecli.figures.html_report import Figure
 
     vae, latent = checkpoint.model, checkpoint.config.model.latent_dim
@@ -261,7 +258,6 @@ def _page(checkpoint: Checkpoint, tour: dict[str, bytes], extra: list[Figure]) -
     from vaecli.figures.html_report import Figure, page
     from vaecli.figures.plots import loss_curves_png
     from vaecli.store.metadata import CheckpointMeta
-    from vaecli.store.summary import summary_rows
 
     captions = {
         "latent.png": ("The latent space", "Posterior means of the test images, reduced to 2-D, coloured by class."),
@@ -275,6 +271,7 @@ def _page(checkpoint: Checkpoint, tour: dict[str, bytes], extra: list[Figure]) -
     if history:
         figures.append(Figure("Training", "Reconstruction, KL and total loss per epoch, train and test.",
                               loss_curves_png(history, title=f"{checkpoint.path.name}: loss per epoch")))
-    facts = summary_rows(str(checkpoint.path), CheckpointMeta.from_dict(checkpoint.meta))
+    facts = [(name, as_flags(value)) for name, value in
+             summary_rows(str(checkpoint.path), CheckpointMeta.from_dict(checkpoint.meta))]
     intro = "What this variational autoencoder learned, drawn by vae tour --html."
     return page(f"vae tour: {checkpoint.path.name}", intro, facts, figures)

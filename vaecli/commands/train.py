@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shlex
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from vaecli.commands.common import keep_earlier_work
 from vaecli.commands.options import (
     Arch,
     BinarizeOption,
@@ -29,9 +31,31 @@ from vaecli.commands.options import (
     out_option,
     seed_option,
 )
-from vaecli.errors import Interrupted, UsageError
+from vaecli.config import ModelConfig, TrainConfig, resume_fixed_flags, train_command_line
+from vaecli.errors import Interrupted, UsageError, VaeError
 from vaecli.runtime import signals
-from vaecli.terminal.console import term
+from vaecli.store.files import (
+    Stamp,
+    check_output_file,
+    check_own_file,
+    claimed,
+    describe_size,
+    kind_of,
+    stamp,
+    write_atomic,
+)
+from vaecli.store.summary import duration
+from vaecli.terminal.console import Terminal
+
+if TYPE_CHECKING:
+    import torch
+
+    from vaecli.data.datasets import ImageSet
+    from vaecli.figures.snapshots import Evolution
+    from vaecli.store.checkpoint import Checkpoint
+    from vaecli.store.metadata import CheckpointMeta, EpochRecord
+    from vaecli.training.distributed import World
+    from vaecli.training.loop import Hooks, TrainingRun
 
 
 def train_command(
@@ -153,27 +177,18 @@ def train_command(
     \b
     Example: vae train --arch cnn --dataset mnist --epochs 20 -o mnist-cnn.safetensors
     """
-    term.quiet = quiet
-    from vaecli.config import ModelConfig, TrainConfig, resume_fixed_flags
-    from vaecli.data.datasets import check_dataset_name, native_shape
+    term = Terminal(quiet=quiet)
+    from vaecli.training.settings import train_config
 
     if resume is None:
-        check_dataset_name(dataset)
-        native = native_shape(dataset, data_root) or (3 if channels == 3 else 1, 28, 28)
-        side = image_size
-        shape = (channels or native[0], side or native[1], side or native[2])
-        config = TrainConfig(
-            model=ModelConfig(
-                arch=arch.value, latent_dim=latent_dim, hidden=hidden, channels=shape[0],
-                height=shape[1], width=shape[2], likelihood=likelihood.value, mixtures=mixtures,
-                groups=groups, group_channels=group_channels, upsampling=upsampling.value if upsampling else "",
-            ),
-            dataset=_stored_dataset(dataset), epochs=epochs, batch_size=batch_size, lr=lr,
-            lr_schedule=lr_schedule.value, beta=beta, warmup=warmup, binarize=binarize, seed=seed, limit=limit,
-            precision=precision.value, free_bits=free_bits, grad_clip=grad_clip, ema=ema,
-            weight_decay=weight_decay,
+        config = train_config(
+            dataset, data_root, image_size=image_size, channels=channels, arch=arch.value, latent_dim=latent_dim,
+            hidden=hidden, likelihood=likelihood.value, mixtures=mixtures, groups=groups,
+            group_channels=group_channels, upsampling=upsampling.value if upsampling else "", epochs=epochs,
+            batch_size=batch_size, lr=lr, lr_schedule=lr_schedule.value, beta=beta, warmup=warmup,
+            binarize=binarize, seed=seed, limit=limit, precision=precision.value, free_bits=free_bits,
+            grad_clip=grad_clip, ema=ema, weight_decay=weight_decay,
         )
-        config.validate()
     else:
         # Each flag's parameter is named after it: --latent-dim is latent_dim.
         changed = [flag for flag in resume_fixed_flags() if _given(ctx, flag[2:].replace("-", "_"))]
@@ -182,7 +197,6 @@ def train_command(
             raise UsageError(f"{changed[0]} cannot change when resuming; the checkpoint fixes it (only --epochs may)")
     target = out if (_given(ctx, "out") or resume is None) else resume
     from vaecli.figures.report import evolution_path, report_after_training
-    from vaecli.store.files import check_output_file, kind_of
 
     check_output_file(target, "--out")
     best = target.with_name(f"{target.stem}-best{target.suffix}")
@@ -204,14 +218,14 @@ def train_command(
     # From here to its last save, the run replaces only what it found or wrote itself.
     with _claimed([(target, "--out")] + ([(best, "--keep-best")] if keep_best else [])), \
             report_after_training(target, report, not no_report, lambda p: term.note(f"report: {p}"), term.warn):
-        _train(request)
+        _train(term, request)
 
 
 @dataclass
 class _Request:
     """One training run as the options ask for it."""
 
-    config: Any  # the TrainConfig of a new run; None when resuming, where the checkpoint holds it
+    config: TrainConfig | None  # a new run's; None when resuming, where the checkpoint holds it
     resume: Path | None
     epochs: int | None  # a resumed run's new total, when given
     out: Path
@@ -230,22 +244,22 @@ def _given(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name != "DEFAULT"
 
 
-def _train(request: _Request) -> None:
+def _train(term: Terminal, request: _Request) -> None:
     from vaecli.data.datasets import load_dataset
-    from vaecli.store.files import check_output_file
     from vaecli.training.distributed import join
     from vaecli.training.loop import start_run
 
     world, device = join(request.device)
     if not world.is_main:
         term.quiet, request.json_lines = True, False  # under torchrun rank 0 alone reports
-    checkpoint = None if request.resume is None else _resumed(request.resume, request.epochs, device)
+    checkpoint = None if request.resume is None else _resumed(term, request.resume, request.epochs, device)
     config = request.config if checkpoint is None else checkpoint.config
+    assert config is not None, "a new run's request holds its config"
     out = request.out
     check_output_file(out, "--out")
     if request.evolution is not None:
         check_output_file(request.evolution, "--snapshots")
-    source = config.dataset if checkpoint is None else _resumed_dataset(config.dataset, request.named_dataset)
+    source = config.dataset if checkpoint is None else _resumed_dataset(term, config.dataset, request.named_dataset)
     shape = config.model.image_shape
     _check_memory(config, device)
     train_set = load_dataset(source, "train", data_root=request.data_root, shape=shape, limit=config.limit)
@@ -265,12 +279,12 @@ def _train(request: _Request) -> None:
         + (f", resuming after epoch {run.epochs_done}" if checkpoint else "")
     )
     meta = _metadata(config, checkpoint, train_set, test_set, request)
-    _fit(request, run, (train_set, test_set), meta, world, checkpoint.epochs_done if checkpoint else 0)
+    _fit(term, request, run, (train_set, test_set), meta, world, checkpoint.epochs_done if checkpoint else 0)
     if world.is_main and not request.json_lines:
         term.emit(str(out))
 
 
-def _classes_of(source: str, train_set: Any) -> int:
+def _classes_of(source: str, train_set: ImageSet) -> int:
     classes = len(train_set.class_names)
     if classes < 2:
         raise UsageError(f"--conditional needs images of two or more classes, and {_shown(source)} has "
@@ -278,7 +292,7 @@ def _classes_of(source: str, train_set: Any) -> int:
     return classes
 
 
-def _check_classes(config: Any, source: str, train_set: Any, test_set: Any) -> None:
+def _check_classes(config: TrainConfig, source: str, train_set: ImageSet, test_set: ImageSet) -> None:
     """A conditional model needs labelled images of its classes in both splits."""
     classes = config.model.classes
     if not classes:
@@ -293,7 +307,7 @@ def _check_classes(config: Any, source: str, train_set: Any, test_set: Any) -> N
     _check_every_class_trained(config, source, train_set)
 
 
-def _check_every_class_trained(config: Any, source: str, train_set: Any) -> None:
+def _check_every_class_trained(config: TrainConfig, source: str, train_set: ImageSet) -> None:
     """A class with no training image would get an untrained embedding; --limit may cut classes out knowingly."""
     import torch
 
@@ -316,7 +330,8 @@ def _shown(source: str) -> str:
     return source if len(source) <= 80 else source[:77] + "..."
 
 
-def _metadata(config: Any, checkpoint: Any, train_set: Any, test_set: Any, request: _Request) -> Any:
+def _metadata(config: TrainConfig, checkpoint: Checkpoint | None, train_set: ImageSet, test_set: ImageSet,
+              request: _Request) -> CheckpointMeta:
     """What every epoch's checkpoint records besides the weights, the config and the history."""
     from vaecli.training.loop import new_run_metadata
 
@@ -327,11 +342,9 @@ def _metadata(config: Any, checkpoint: Any, train_set: Any, test_set: Any, reque
     return meta
 
 
-def _recipe(checkpoint: Any, config: Any, request: _Request) -> list[str] | None:
+def _recipe(checkpoint: Checkpoint, config: TrainConfig, request: _Request) -> list[str] | None:
     """Every command from scratch, once a fitted prior or another total of epochs (the learning rate's
     schedule depends on it) is in this run's past: one `vae train` command no longer reproduces it."""
-    from vaecli.config import train_command_line
-
     recipe = checkpoint.meta.get("recipe")
     planned = checkpoint.meta["config"]["epochs"]  # the file's total: checkpoint.config holds the new one
     if not recipe and config.epochs == planned:
@@ -343,9 +356,9 @@ def _recipe(checkpoint: Any, config: Any, request: _Request) -> list[str] | None
     return steps if steps[-1] == step else [*steps, step]  # a run resumed again at the same total adds nothing
 
 
-def _fit(request: _Request, run: Any, splits: tuple[Any, Any], meta: Any, world: Any, start: int) -> None:
+def _fit(term: Terminal, request: _Request, run: TrainingRun, splits: tuple[ImageSet, ImageSet],
+         meta: CheckpointMeta, world: World, start: int) -> None:
     """Train with the live display, turning Ctrl-C or SIGTERM into a message on what the file holds."""
-    from vaecli.store.files import stamp
     from vaecli.terminal.progress import training_display
     from vaecli.training.distributed import leave
     from vaecli.training.loop import Hooks, Outputs, fit
@@ -353,13 +366,13 @@ def _fit(request: _Request, run: Any, splits: tuple[Any, Any], meta: Any, world:
     config, out = meta.config, request.out
     best = out.with_name(f"{out.stem}-best{out.suffix}") if request.keep_best else None
     before = stamp(out)
-    with training_display(config.epochs, run.epochs_done, len(splits[0])) as display:
+    with training_display(term, config.epochs, run.epochs_done, len(splits[0])) as display:
         recent: list[float] = []  # this run's last epoch times: a resumed run may be on another machine
 
-        def on_epoch(record: Any) -> None:
+        def on_epoch(record: EpochRecord) -> None:
             if request.json_lines:
                 term.emit(json.dumps(_epoch_json(record, config.model)))
-            recent[:] = [*recent[-4:], record.elapsed_s]
+            recent[:] = [*recent[-4:], record.elapsed_s or 0.0]
             left = (config.epochs - record.epoch) * sum(recent) / len(recent)
             display.epoch_line(_epoch_line(record, config.epochs, config.model, left))
 
@@ -369,14 +382,14 @@ def _fit(request: _Request, run: Any, splits: tuple[Any, Any], meta: Any, world:
             fit(config, run, *splits, Outputs(out, meta, best), hooks=hooks, world=world,
                 compile_model=request.compile_model)
         except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (see vaecli.runtime.signals)
-            _write_snapshots(request.evolution, evolution)  # the frames taken are kept too
+            _write_snapshots(term, request.evolution, evolution)  # the frames taken are kept too
             raise _interrupted(out, before, start, out == request.resume, signals.exit_code(exc)) from None
         finally:
             leave(world)
-    _write_snapshots(request.evolution, evolution)
+    _write_snapshots(term, request.evolution, evolution)
 
 
-def _take_snapshots(hooks: Any, config: Any, test_set: Any) -> Any:
+def _take_snapshots(hooks: Hooks, config: TrainConfig, test_set: ImageSet) -> Evolution:
     """Frames of the same samples and test reconstructions, kept in memory: the GIF is written once, at the
     end (rewriting it after every frame cost time growing with the square of the epochs)."""
     from vaecli.figures.snapshots import FIRST_EPOCH_POINTS, Evolution
@@ -387,12 +400,9 @@ def _take_snapshots(hooks: Any, config: Any, test_set: Any) -> Any:
     return evolution
 
 
-def _write_snapshots(path: Path | None, evolution: Any) -> None:
+def _write_snapshots(term: Terminal, path: Path | None, evolution: Evolution | None) -> None:
     """The GIF of the frames this run took (a resumed run starts a new one); a failure is a warning,
     since the checkpoint is what matters."""
-    from vaecli.errors import VaeError
-    from vaecli.store.files import write_atomic
-
     if path is None or evolution is None or not evolution.frames:  # other ranks under torchrun take none
         return
     try:
@@ -406,7 +416,6 @@ def _write_snapshots(path: Path | None, evolution: Any) -> None:
 def _check_own_files(target: Path, report: Path | None, keep_best: bool, snapshots: bool, reporting: bool) -> None:
     """The files a run names itself beside its checkpoint must be free for regular files, before any work."""
     from vaecli.figures.report import evolution_path, report_paths
-    from vaecli.store.files import check_own_file
 
     paths = [target.with_name(f"{target.stem}-best{target.suffix}")] if keep_best else []
     paths += [evolution_path(target, report)] if snapshots else []
@@ -415,20 +424,11 @@ def _check_own_files(target: Path, report: Path | None, keep_best: bool, snapsho
         check_own_file(path)
 
 
-def _stored_dataset(dataset: str) -> str:
-    """What the checkpoint records: a built-in name, or the folder's absolute path, found from anywhere."""
-    from vaecli.data.datasets import is_builtin
-
-    return dataset if is_builtin(dataset) else str(Path(dataset).expanduser().resolve())
-
-
 def _claimed(outputs: list[tuple[Path, str]]) -> ExitStack:
     """Claim each output (see files.claimed): another run that writes one meanwhile stops this run, not its work."""
-    from vaecli.store.files import claimed
-
     stack = ExitStack()
     for path, option in outputs:
-        stack.enter_context(claimed(path, lambda written, option=option: _taken(written, option)))
+        stack.enter_context(claimed(path, functools.partial(_taken, option=option)))
     return stack
 
 
@@ -437,7 +437,6 @@ def _taken(path: Path, option: str) -> str:
     import datetime
     import os
 
-    from vaecli.errors import VaeError
     from vaecli.store.checkpoint import read_metadata
     from vaecli.store.metadata import CheckpointMeta
 
@@ -454,20 +453,16 @@ def _taken(path: Path, option: str) -> str:
 
 def _keep_earlier_work(path: Path, resume: Path | None, option: str) -> None:
     """Refuse to replace a checkpoint this run did not write (the one it resumes is its own)."""
-    from vaecli.commands.common import keep_earlier_work
-
     if resume is not None and path.resolve() == resume.resolve():
         return
     keep_earlier_work(path, option, f"go on training it with --resume {shlex.quote(str(path))}, write elsewhere "
                       "with -o NEW.safetensors, or replace it with --force")
 
 
-def _interrupted(out: Path, before: tuple[int, int] | None, start: int, writes_back: bool,
+def _interrupted(out: Path, before: Stamp | None, start: int, writes_back: bool,
                  code: int) -> Interrupted:
     """What a signal leaves: the epochs in the file on disk, which a signal during a save did not replace."""
-    from vaecli.errors import VaeError
     from vaecli.store.checkpoint import read_metadata
-    from vaecli.store.files import stamp
 
     on_disk, saved = start, False
     if stamp(out) not in (None, before):  # this run replaced the file at least once, whole
@@ -482,7 +477,7 @@ def _interrupted(out: Path, before: tuple[int, int] | None, start: int, writes_b
     )
 
 
-def _resumed(resume: Path, epochs: int | None, device: Any) -> Any:
+def _resumed(term: Terminal, resume: Path, epochs: int | None, device: torch.device) -> Checkpoint:
     """The checkpoint to go on from, with its new total of epochs."""
     from vaecli.store.checkpoint import load_checkpoint
 
@@ -499,10 +494,9 @@ def _resumed(resume: Path, epochs: int | None, device: Any) -> Any:
     return checkpoint
 
 
-def _check_memory(config: Any, device: Any) -> None:
+def _check_memory(config: TrainConfig, device: torch.device) -> None:
     """Refuse, before any data is loaded, a model and batch whose training step cannot fit."""
     from vaecli.runtime.memory import check_fits, estimate
-    from vaecli.store.files import describe_size
     from vaecli.store.safetensors_file import MAX_CHECKPOINT_BYTES
 
     batch = min(config.batch_size, config.limit or config.batch_size)  # fit() never batches more than it has
@@ -522,7 +516,7 @@ def _check_memory(config: Any, device: Any) -> None:
         )
 
 
-def _resumed_dataset(stored: str, named: str | None) -> str:
+def _resumed_dataset(term: Terminal, stored: str, named: str | None) -> str:
     """The dataset a resumed run reads: the checkpoint's, and a folder only where the user names it."""
     from vaecli.data.datasets import dataset_for_model, same_dataset
 
@@ -537,11 +531,10 @@ def _resumed_dataset(stored: str, named: str | None) -> str:
     return source
 
 
-def _epoch_line(record: Any, epochs: int, model: Any, left_s: float) -> str:
+def _epoch_line(record: EpochRecord, epochs: int, model: ModelConfig, left_s: float) -> str:
     """The epoch's losses and speed; while epochs remain, the time they should take at the last epochs' pace."""
-    from vaecli.store.summary import duration
-
     train, test = record.train, record.test
+    assert train is not None and test is not None, "fit reports each epoch with both, on the rank that reports"
     bits = _bits_per_dim(test.loss, model)
     return (
         f"epoch {record.epoch:>3}/{epochs}  train {train.loss:.2f}  "
@@ -552,7 +545,7 @@ def _epoch_line(record: Any, epochs: int, model: Any, left_s: float) -> str:
     )
 
 
-def _epoch_json(record: Any, model: Any) -> dict:
+def _epoch_json(record: EpochRecord, model: ModelConfig) -> dict:
     """The epoch's record for --json; a discrete likelihood's test -ELBO also in bits per dimension."""
     data = record.to_dict()
     bits = _bits_per_dim(record.test.loss, model) if record.test is not None else None
@@ -561,7 +554,7 @@ def _epoch_json(record: Any, model: Any) -> dict:
     return data
 
 
-def _bits_per_dim(nats: float, model: Any) -> float | None:
+def _bits_per_dim(nats: float, model: ModelConfig) -> float | None:
     """nats per image / (C H W ln 2), for the logistic likelihood only: the others are not discrete on 8 bits."""
     from vaecli.training.evaluate import bits_per_dim
 

@@ -28,7 +28,9 @@ from vaecli.commands.options import (
     within,
 )
 from vaecli.errors import UsageError
-from vaecli.terminal.console import term
+from vaecli.store.bundled import model_name
+from vaecli.store.files import check_output_file, write_atomic
+from vaecli.terminal.console import Terminal
 
 if TYPE_CHECKING:
     import torch
@@ -87,7 +89,7 @@ def traverse_command(
     \b
     Example: vae traverse digit.png --steps 7 --active-only -o traverse.png --gif traverse.gif
     """
-    term.quiet = quiet
+    term = Terminal(quiet=quiet)
     _check_outputs(out, gif, image, count)
     from vaecli.analysis.traversal import (
         decode_traversal,
@@ -98,16 +100,14 @@ def traverse_command(
         traversal_frames,
     )
     from vaecli.data.images import gif_bytes
-    from vaecli.store.files import write_atomic
 
     values = sweep_values(sweep[0], sweep[1], steps)
-    from vaecli.store.bundled import model_name
-
-    checkpoint = open_model(model, device)
-    index = chosen_class(checkpoint, label, model_name(checkpoint.path))
+    checkpoint = open_model(term, model, device)
+    index = chosen_class(term, checkpoint, label, model_name(checkpoint.path))
     _check_memory(checkpoint, count or 1, steps, gif, scale)
-    bases, base_text = _bases(checkpoint, image, count or 1, invert, seed, index)  # a bad IMAGE fails before the KL
-    kl, what = _test_kl(checkpoint, dataset, data_root, limit)
+    # A bad IMAGE fails before the KL.
+    bases, base_text = _bases(term, checkpoint, image, count or 1, invert, seed, index)
+    kl, what = _test_kl(term, checkpoint, dataset, data_root, limit)
     dims = kl_order(kl, active_only)
     if not dims:
         raise UsageError(f"no latent dimension is active on {what}; drop --active-only to see them all")
@@ -127,8 +127,6 @@ def traverse_command(
 
 def _check_outputs(out: str, gif: Path | None, image: str | None, count: int | None) -> None:
     """Refuse conflicting or unwritable outputs and inputs before the model is loaded."""
-    from vaecli.store.files import check_output_file
-
     if image is not None and count is not None:
         raise UsageError("give IMAGE or -n N, not both: -n draws codes from the prior instead of encoding IMAGE")
     if out == "-" and gif is not None:
@@ -156,13 +154,13 @@ def _check_memory(checkpoint: Checkpoint, bases: int, steps: int, gif: Path | No
                "lower " + (" or ".join(lower) if len(lower) < 3 else f"{lower[0]}, {lower[1]} or {lower[2]}"))
 
 
-def _test_kl(checkpoint: Checkpoint, dataset: str | None, data_root: Path | None,
+def _test_kl(term: Terminal, checkpoint: Checkpoint, dataset: str | None, data_root: Path | None,
              limit: int) -> tuple[list[float], str]:
     """Each dimension's average KL on the test split, and what the images were, for titles and notes."""
     from vaecli.analysis.traversal import split_kl_per_dim
     from vaecli.training.evaluate import ACTIVE_UNIT_NATS
 
-    name, data = test_split(checkpoint, dataset, data_root, limit)
+    name, data = test_split(term, checkpoint, dataset, data_root, limit)
     kl = split_kl_per_dim(checkpoint, data)
     what = f"{len(data):,} {dataset_label(name)} test images"
     active = sum(value > ACTIVE_UNIT_NATS for value in kl)
@@ -170,12 +168,11 @@ def _test_kl(checkpoint: Checkpoint, dataset: str | None, data_root: Path | None
     return kl, what
 
 
-def _bases(checkpoint: Checkpoint, image: str | None, count: int, invert: Invert,
+def _bases(term: Terminal, checkpoint: Checkpoint, image: str | None, count: int, invert: Invert,
            seed: int, index: int | None) -> tuple[torch.Tensor, str]:
     """The codes swept around: IMAGE's posterior mean (given class `index`, for a conditional model), or
     `count` seeded draws from the prior."""
-    from vaecli.analysis.latent import make_generator, posterior_means, sample_prior
-    from vaecli.analysis.traversal import same_label
+    from vaecli.analysis.latent import label_tensor, make_generator, posterior_means, sample_prior
     from vaecli.data.images import read_images
 
     if image is None:
@@ -185,5 +182,5 @@ def _bases(checkpoint: Checkpoint, image: str | None, count: int, invert: Invert
     for line in inputs.notes(invert.value):
         term.note(line)
     name = "stdin" if image == "-" else Path(image).name
-    means = posterior_means(checkpoint.model, inputs.pixels, same_label(index, len(inputs.pixels)))
+    means = posterior_means(checkpoint.model, inputs.pixels, label_tensor(index, len(inputs.pixels)))
     return means, f"Around the posterior mean of {name}"

@@ -10,6 +10,7 @@ whose safetensors header describes exactly the tensors expected, within its size
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -18,12 +19,13 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any
+
+import numpy as np
+import torch
 
 from vaecli.data.torchvision_sets import Decoded, Source, labels_fit
-
-if TYPE_CHECKING:
-    import torch
+from vaecli.runtime import signals
 
 CACHE_FORMAT = "vaecli-dataset-cache/2"  # bump when the cached tensors or the key would change meaning
 MAX_HEADER_BYTES = 4 << 20  # ours is under 1 KiB plus the class names (ImageNet's 1,000: about 30 KiB)
@@ -115,8 +117,6 @@ def _private(fd: int) -> bool:
 
 def _write_private(folder: int, name: str, parts: Iterable[bytes | memoryview]) -> None:
     """Write a new private (0600) file and rename it to `name`; the temporary never outlives a failure."""
-    from vaecli.runtime import signals
-
     temporary = f".{name[:40]}.{secrets.token_hex(8)}.tmp"
     fd = None
     try:
@@ -137,7 +137,7 @@ def _write_private(folder: int, name: str, parts: Iterable[bytes | memoryview]) 
 
 
 @contextmanager
-def _open_private(folder: int, name: str, limit: int) -> Iterator[tuple[BinaryIO, int] | None]:
+def _open_private(folder: int, name: str, limit: int) -> Iterator[tuple[io.FileIO, int] | None]:
     """(handle, size) of a regular file of at most `limit` bytes at `name`, else None (a link or a FIFO too)."""
     try:
         # O_NONBLOCK: a FIFO opens at once instead of waiting for a writer, and is then refused.
@@ -150,14 +150,14 @@ def _open_private(folder: int, name: str, limit: int) -> Iterator[tuple[BinaryIO
         yield (handle, status.st_size) if stat.S_ISREG(status.st_mode) and status.st_size <= limit else None
 
 
-def _read_exact(handle: BinaryIO, count: int) -> bytes:
+def _read_exact(handle: io.FileIO, count: int) -> bytes:
     data = handle.read(count)
     if data is None or len(data) != count:
         raise EOFError("the file ended early")
     return data
 
 
-def _read_into(handle: BinaryIO, offset: int, view: memoryview) -> None:
+def _read_into(handle: io.FileIO, offset: int, view: memoryview) -> None:
     handle.seek(offset)
     done = 0
     while done < len(view):
@@ -294,7 +294,7 @@ def _split_parts(decoded: Decoded, meta: dict[str, str]) -> list[bytes | memoryv
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # safetensors aligns the data that follows to 8 bytes
     labels = decoded.labels.numpy().astype("<i8").tobytes()
-    return [len(text).to_bytes(8, "little"), text, memoryview(images.numpy()).cast("B"), labels]
+    return [len(text).to_bytes(8, "little"), text, images.numpy().data.cast("B"), labels]
 
 
 def read_split(source: Source, split: str, root: Path, shape: tuple[int, int, int],
@@ -314,7 +314,7 @@ def read_split(source: Source, split: str, root: Path, shape: tuple[int, int, in
         return None
 
 
-def _read_split_file(handle: BinaryIO, size: int, key: str, shape: tuple[int, int, int],
+def _read_split_file(handle: io.FileIO, size: int, key: str, shape: tuple[int, int, int],
                      wanted: int | None, fits: Callable[[int], bool]) -> Decoded | None:
     header, start = _header(handle, size)
     count = _layout(header, start, size, shape)
@@ -331,7 +331,7 @@ def _read_split_file(handle: BinaryIO, size: int, key: str, shape: tuple[int, in
     return Decoded(images, labels, names) if labels_fit(labels, len(names)) else None
 
 
-def _header(handle: BinaryIO, size: int) -> tuple[dict, int]:
+def _header(handle: io.FileIO, size: int) -> tuple[dict, int]:
     """The header's JSON and where the data starts; its length is checked before it is read."""
     length = int.from_bytes(_read_exact(handle, 8), "little")
     if not 2 <= length <= min(MAX_HEADER_BYTES, size - 8):
@@ -372,17 +372,14 @@ def _metadata(header: dict, key: str) -> tuple[bool, list[str]] | None:
     return meta["complete"] == "1", names
 
 
-def _payload(handle: BinaryIO, start: int, count: int, served: int,
+def _payload(handle: io.FileIO, start: int, count: int, served: int,
              shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `served` images and labels, read straight into their tensors."""
-    import numpy as np
-    import torch
-
     images = torch.empty((served, *shape), dtype=torch.uint8)
     labels = np.empty(served, dtype="<i8")
     if served:
-        _read_into(handle, start, memoryview(images.numpy()).cast("B"))
-        _read_into(handle, start + count * math.prod(shape), memoryview(labels).cast("B"))
+        _read_into(handle, start, images.numpy().data.cast("B"))
+        _read_into(handle, start + count * math.prod(shape), labels.data.cast("B"))
     return images, torch.from_numpy(labels.astype(np.int64, copy=False))
 
 
@@ -404,7 +401,7 @@ def read_note(source: Source, root: Path) -> tuple[int, int, int] | None:
             return None
         if not all(type(n) is int and 0 < n <= 1 << 20 for n in shape):
             return None
-        return tuple(shape)  # type: ignore[return-value]
+        return tuple(shape)
     except Exception:  # noqa: BLE001 - no note yet, or a damaged one: look again
         return None
 

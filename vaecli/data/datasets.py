@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import io
 import math
 import os
 import shlex
@@ -13,20 +14,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
-from vaecli.data.images import IMAGE_SUFFIXES
+import torch
+import torch.nn.functional as F
+
+from vaecli.data import cache as dataset_cache
+from vaecli.data import torchvision_sets as tv
+from vaecli.data.images import IMAGE_SUFFIXES, load_image
 from vaecli.data.torchvision_sets import NAMED as COLOUR_DATASETS
 from vaecli.data.torchvision_sets import PREFIX, check_online, download, is_torchvision_name
-from vaecli.errors import DataError, InputError, UsageError, first_line
-from vaecli.store.files import describe_os_error
+from vaecli.errors import DataError, InputError, SettingError, first_line
+from vaecli.runtime import memory
+from vaecli.store.files import describe_os_error, describe_size
 
 if TYPE_CHECKING:
-    import torch
-
     from vaecli.config import TrainConfig
 
-# Name on the command line -> torchvision's folder (and class) name.
+# The dataset's name -> torchvision's folder (and class) name.
 TORCHVISION_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
 DATASET_NAMES = (*TORCHVISION_DATASETS, "digits", *COLOUR_DATASETS)  # plus torchvision:NAME, see is_builtin
 CLASS_NAMES = {
@@ -86,9 +91,6 @@ def native_shape(dataset: str, data_root: Path | None = None) -> tuple[int, int,
     torchvision:NAME is opened (downloaded if need be) to see its first image, once per download.
     """
     if is_torchvision_name(dataset):
-        from vaecli.data import cache as dataset_cache
-        from vaecli.data import torchvision_sets as tv
-
         source, root = tv.resolve(dataset), data_root or default_data_root()
         if source.shape is not None:
             return source.shape
@@ -103,9 +105,7 @@ def native_shape(dataset: str, data_root: Path | None = None) -> tuple[int, int,
 def check_dataset_name(dataset: str) -> None:
     """Accept a built-in name or an existing folder; otherwise list what is valid."""
     if dataset.startswith(PREFIX):
-        from vaecli.data.torchvision_sets import resolve
-
-        resolve(dataset)  # one line for an unknown or unsuitable class
+        tv.resolve(dataset)  # one line for an unknown or unsuitable class
         return
     if dataset in DATASET_NAMES:
         return
@@ -114,12 +114,12 @@ def check_dataset_name(dataset: str) -> None:
         exists = is_folder or Path(dataset).expanduser().exists()
     except (OSError, RuntimeError) as exc:  # too long a path, an unknown ~user, a locked parent
         reason = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
-        raise InputError(f"--dataset {_shown(dataset)}: cannot read ({reason}); check the path") from None
+        raise InputError(f"`dataset={_shown(dataset)}`: cannot read ({reason}); check the path") from None
     if is_folder:
         return
     if exists:
-        raise InputError(f"--dataset {dataset}: is a file; give a folder of images")
-    raise UsageError(
+        raise InputError(f"`dataset={dataset}`: is a file; give a folder of images")
+    raise SettingError(
         f"unknown dataset {_shown(dataset)}: use one of {', '.join(DATASET_NAMES)}, "
         f"{PREFIX}NAME, or the path of a folder of images"
     )
@@ -138,16 +138,16 @@ def dataset_for_model(stored: str, given: str | None) -> tuple[str, str | None]:
     shown = _shown(stored)
     inside = _inside_working_folder(stored)
     if inside is not None and os.path.isdir(inside):
-        return stored, f"using the model's training folder {shown} (inside the working folder); --dataset picks another"
+        return stored, f"using the model's training folder {shown} (inside the working folder); `dataset` picks another"
     if inside is not None or not os.path.isdir(os.path.expanduser(stored)):
-        raise UsageError(
+        raise SettingError(
             f"the model was trained on {shown} (so its metadata says), which is neither a built-in dataset "
-            f"nor a folder here; pass --dataset with that folder, or with images like it"
+            f"nor a folder here; pass `dataset` with that folder, or with images like it"
         )
     named = shlex.quote(stored) if len(stored) <= SHOWN_CHARS else "FOLDER"
-    raise UsageError(
+    raise SettingError(
         f"the model was trained on the folder {shown}, outside the working folder; "
-        f"name it with --dataset {named} to read it, or pass another --dataset"
+        f"name it with `dataset={named}` to read it, or pass another `dataset`"
     )
 
 
@@ -189,9 +189,9 @@ def load_dataset(
 ) -> ImageSet:
     """Load one split of a dataset, conformed to `shape` (C, H, W) and cut to `limit` images."""
     if split not in SPLITS:
-        raise UsageError(f"unknown split {split!r}; use train or test")
+        raise SettingError(f"unknown split {split!r}; use train or test")
     if limit is not None and limit < 1:
-        raise UsageError(f"--limit must be 1 or more, not {limit}")
+        raise SettingError(f"`limit` must be 1 or more, not {limit}")
     check_dataset_name(dataset)
     if dataset in TORCHVISION_DATASETS:
         root = data_root or default_data_root()
@@ -211,9 +211,6 @@ def _load_colour(
     dataset: str, split: str, root: Path, shape: tuple[int, int, int], limit: int | None
 ) -> ImageSet:
     """A torchvision class's split: from the cache when its files are unchanged, else decoded and cached."""
-    from vaecli.data import cache as dataset_cache
-    from vaecli.data import torchvision_sets as tv
-
     source = tv.resolve(dataset)
     hit = dataset_cache.read_split(source, split, root, shape, limit, lambda count: _fits(count, shape),
                                    MAX_DATASET_BYTES)
@@ -244,8 +241,6 @@ def to_pixels(batch: torch.Tensor) -> torch.Tensor:
 
 def binarize_fixed(pixels: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """One fixed Bernoulli draw of every pixel: the same binarized set on every run."""
-    import torch
-
     generator = torch.Generator().manual_seed(seed)
     return torch.bernoulli(pixels.cpu(), generator=generator).to(pixels.device)
 
@@ -268,16 +263,14 @@ def _fits(count: int, shape: tuple[int, int, int]) -> bool:
     """Whether `count` images of shape fit the budget now (a cached split that does not is a miss)."""
     try:
         check_dataset_size(count, shape, "the cached split")
-    except UsageError:
+    except SettingError:
         return False
     return True
 
 
 def dataset_budget() -> int:
     """Bytes one split may take: MAX_DATASET_BYTES, or half the memory available now if less."""
-    from vaecli.runtime.memory import available_bytes
-
-    return min(MAX_DATASET_BYTES, available_bytes() // 2)
+    return min(MAX_DATASET_BYTES, memory.available_bytes() // 2)
 
 
 def check_dataset_size(count: int, shape: tuple[int, int, int], what: str, raw_item: int = 0) -> None:
@@ -285,8 +278,6 @@ def check_dataset_size(count: int, shape: tuple[int, int, int], what: str, raw_i
 
     raw_item: bytes per image as stored, when they are read whole before being resized.
     """
-    from vaecli.store.files import describe_size
-
     channels, height, width = shape
     per_image = max(channels * height * width, raw_item)
     budget = dataset_budget()
@@ -294,10 +285,10 @@ def check_dataset_size(count: int, shape: tuple[int, int, int], what: str, raw_i
         return
     fits = budget // per_image
     side = math.isqrt(budget // (count * channels))
-    hints = [f"--limit {fits}"] if fits >= 1 else []
+    hints = [f"`limit={fits}`"] if fits >= 1 else []
     if side >= 1 and count * raw_item <= budget:
-        hints.append(f"train at --image-size {side}")
-    raise UsageError(
+        hints.append(f"train at `image_size={side}`")
+    raise SettingError(
         f"{what}: {count:,} images of {channels}x{height}x{width} need {describe_size(count * per_image)}, "
         f"more than the {describe_size(budget)} this machine can spare (half its free memory, at most "
         f"{describe_size(MAX_DATASET_BYTES)}); {' or '.join(hints) or 'free some memory'}"
@@ -306,8 +297,6 @@ def check_dataset_size(count: int, shape: tuple[int, int, int], what: str, raw_i
 
 def conform(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     """Convert uint8 (N, C, H, W) to the given channels and size (bilinear, antialiased)."""
-    import torch
-
     if tuple(images.shape[1:]) == tuple(shape):
         return images.contiguous()
     count, channels_in, height_in, width_in = images.shape
@@ -322,9 +311,6 @@ def conform(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
 
 
 def _conform_chunk(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    import torch
-    import torch.nn.functional as F
-
     channels, height, width = shape
     if images.shape[1] != channels:
         if channels == 3:
@@ -352,7 +338,7 @@ def _load_torchvision(
         _download(dataset, root)
     image_path, label_path = _find_idx(folder, image_stem), _find_idx(folder, label_stem)
     if image_path is None or label_path is None:
-        raise DataError(f"{folder}: dataset files missing after download; check --data-root")
+        raise DataError(f"{folder}: dataset files missing after download; check `data_root`")
     image_dims = _check_idx_pair(image_path, label_path)
     count = image_dims[0] if limit is None else min(image_dims[0], limit)
     check_dataset_size(count, shape, f"{dataset} {split}", raw_item=math.prod(image_dims[1:]))
@@ -391,7 +377,7 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 
 @contextmanager
-def _open_idx(path: Path) -> Iterator[BinaryIO]:
+def _open_idx(path: Path) -> Iterator[io.BufferedIOBase]:
     """The file (gunzipped when it ends in .gz), with read failures as one-line DataErrors."""
     try:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
@@ -409,7 +395,7 @@ def idx_dims(path: Path) -> tuple[int, ...]:
         return _idx_header(handle, path)
 
 
-def _idx_header(handle: BinaryIO, path: Path) -> tuple[int, ...]:
+def _idx_header(handle: io.BufferedIOBase, path: Path) -> tuple[int, ...]:
     magic = handle.read(4)
     if len(magic) != 4 or magic[:2] != b"\0\0" or magic[2] != 0x08:
         raise DataError(f"{path}: not an IDX file of unsigned bytes; download it again")
@@ -445,10 +431,8 @@ def _check_declared_size(path: Path, dims: tuple[int, ...], header: int) -> None
 
 def read_idx(path: Path | None, count: int | None = None) -> torch.Tensor:
     """Parse an IDX file (optionally gzipped) into a uint8 tensor, reading `count` items at most."""
-    import torch
-
     if path is None:
-        raise DataError("dataset file missing after download; check --data-root")
+        raise DataError("dataset file missing after download; check `data_root`")
     with _open_idx(path) as handle:
         dims = _idx_header(handle, path)
         n = dims[0] if count is None else min(dims[0], count)
@@ -463,7 +447,7 @@ def read_idx(path: Path | None, count: int | None = None) -> torch.Tensor:
     return torch.frombuffer(payload, dtype=torch.uint8).view(n, *dims[1:])
 
 
-def _check_end(handle: BinaryIO, path: Path) -> None:
+def _check_end(handle: io.BufferedIOBase, path: Path) -> None:
     """Refuse data past what the header declares; reading to the end makes gzip check its CRC."""
     extra = 0
     while extra <= IDX_CHUNK * 64 and (chunk := handle.read(IDX_CHUNK)):
@@ -472,7 +456,7 @@ def _check_end(handle: BinaryIO, path: Path) -> None:
         raise DataError(f"{path}: holds more data than its header declares; the file is damaged, download it again")
 
 
-def _read_bounded(handle: BinaryIO, size: int) -> bytearray:
+def _read_bounded(handle: io.BufferedIOBase, size: int) -> bytearray:
     # Grows with what is really there: a gzip header claiming terabytes allocates only its real bytes.
     # Not files.read_exactly: that one turns gzip's errors (OSErrors) into "cannot read", and its bytes
     # are read-only, which torch.frombuffer warns about.
@@ -487,16 +471,12 @@ def _read_bounded(handle: BinaryIO, size: int) -> bytearray:
 
 def _download(dataset: str, root: Path) -> None:
     folder = TORCHVISION_DATASETS[dataset]
-    where = (f"pass --data-root DIR (or set VAE_DATA_ROOT) to a folder holding {folder}/raw/*.gz, "
-             "or use --dataset digits, which needs no download")
+    where = (f"pass `data_root=DIR` (or set VAE_DATA_ROOT) to a folder holding {folder}/raw/*.gz, "
+             "or use `dataset=digits`, which needs no download")
     check_online(folder, root, where)
 
     def fetch() -> None:
-        import torchvision.datasets as tvd
-
-        from vaecli.data.torchvision_sets import safe_class
-
-        cls = safe_class(getattr(tvd, folder))  # never its legacy processed/*.pt files
+        cls = tv.safe_class(getattr(tv.torchvision_datasets(), folder))  # never its legacy processed/*.pt files
         cls(str(root), train=True, download=True)
         cls(str(root), train=False, download=True)
 
@@ -504,8 +484,7 @@ def _download(dataset: str, root: Path) -> None:
 
 
 def _load_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    import torch
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # optional and heavy (seconds): only the digits dataset needs it
 
     bunch = load_digits()
     images = torch.from_numpy(bunch.images).float().mul(255.0 / 16.0).round().to(torch.uint8)
@@ -540,7 +519,7 @@ def _scan_folder(folder: str, root: Path, pending: list[str], found: list[str]) 
                     if len(found) > MAX_FOLDER_IMAGES:
                         raise DataError(
                             f"{root}: more than {MAX_FOLDER_IMAGES:,} images; "
-                            "pass --dataset a smaller folder (a sub-folder, or a copy with fewer images)"
+                            "pass `dataset` a smaller folder (a sub-folder, or a copy with fewer images)"
                         )
     except OSError as exc:
         where = folder[len(os.fspath(root)):].lstrip(os.sep)
@@ -548,7 +527,7 @@ def _scan_folder(folder: str, root: Path, pending: list[str], found: list[str]) 
             where = "..." + where[-SHOWN_CHARS:]
         place = f"cannot read its sub-folder {where}" if where else "cannot read this folder"
         raise DataError(
-            f"{root}: {place} ({describe_os_error(exc)}); fix it, or pass --dataset another folder"
+            f"{root}: {place} ({describe_os_error(exc)}); fix it, or pass `dataset` another folder"
         ) from None
 
 
@@ -566,15 +545,11 @@ def load_folder(
     root: Path, split: str, shape: tuple[int, int, int], limit: int | None = None
 ) -> ImageSet:
     """Decode the first `limit` images of a split under root; the first sub-folder's name is the label."""
-    import torch
-
-    from vaecli.data.images import load_image  # Pillow only when a folder is used
-
     files = list_image_files(root)
     if not files:
         raise InputError(f"{root}: no PNG or JPEG images found; check the folder")
     # Class names come from the whole folder, both splits: train and test then number the labels alike,
-    # a class whose images all fall in one split still counts, and --limit never renumbers them.
+    # a class whose images all fall in one split still counts, and `limit` never renumbers them.
     label_of = [_label_of(f.relative_to(root)) for f in files]
     class_names = sorted(set(label_of))
     index = {name: i for i, name in enumerate(class_names)}

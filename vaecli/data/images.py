@@ -9,13 +9,17 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TypeAlias
 
-from vaecli.errors import InputError, UsageError, first_line
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
 
-if TYPE_CHECKING:
-    import torch
-    from PIL import Image
+from vaecli.errors import InputError, SettingError, first_line
+from vaecli.store.files import ensure_folder, numbered_names, read_input, write_atomic
+
+# Pixels as the writers take them: uint8 arrays or tensors, (C, H, W) for one image, (N, C, H, W) for several.
+Pixels: TypeAlias = np.ndarray | torch.Tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -25,10 +29,6 @@ MAX_IMAGE_BYTES = 64 << 20  # a PNG or JPEG this tool reads is far smaller; /dev
 
 def open_image(source: str | Path) -> Image.Image:
     """Decode a PNG/JPEG file, `-` (stdin), FIFO or device fully, with one-line errors for bad input."""
-    from PIL import Image
-
-    from vaecli.store.files import read_input
-
     data, name = read_input(source, MAX_IMAGE_BYTES, "a PNG or JPEG file")
     if not data:
         hint = "pipe an image into `-`, e.g. `< digit.png`" if name == "stdin" else "give a PNG or JPEG image"
@@ -69,11 +69,7 @@ def conform_image(image: Image.Image, source: str | Path, shape: tuple[int, int,
 
 def to_mode(image: Image.Image, channels: int) -> Image.Image:
     """Convert any Pillow mode (16-bit, palette, alpha, CMYK...) to 8-bit grey or RGB."""
-    from PIL import Image
-
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        import numpy as np
-
         array = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I") and array.max() > 255 else 255.0
         image = Image.fromarray((array.clip(0, top) * (255.0 / top)).round().astype("uint8"))
@@ -88,10 +84,6 @@ def to_mode(image: Image.Image, channels: int) -> Image.Image:
 
 def image_to_tensor(image: Image.Image, channels: int, height: int, width: int) -> torch.Tensor:
     """A uint8 tensor (C, H, W) in the given channels and size."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
     image = to_mode(image, channels)
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR)
@@ -128,7 +120,7 @@ def input_notes(count: int, resized: int, inverted: int, shape: tuple[int, ...],
     if inverted and invert == "auto":
         lines.append(
             f"inverted {inverted} of {count} input(s) with a light border, since the "
-            "model expects light strokes on a dark background (--invert no keeps them)"
+            "model expects light strokes on a dark background (`invert=no` keeps them)"
         )
     return lines
 
@@ -141,11 +133,11 @@ def border_is_light(pixels: torch.Tensor) -> bool:
 
 
 def should_invert(pixels: torch.Tensor, mode: str) -> bool:
-    """The --invert decision: auto inverts a black-on-white drawing for light-on-dark grey models.
+    """The `invert` decision: auto inverts a black-on-white drawing for light-on-dark grey models.
 
     A colour image is a photo or a picture, not a pen drawing: auto leaves it (and its bright sky) alone."""
     if mode not in INVERT_MODES:
-        raise UsageError(f"--invert {mode}: choose one of {', '.join(INVERT_MODES)}")
+        raise SettingError(f"`invert={mode}`: choose one of {', '.join(INVERT_MODES)}")
     if mode == "auto":
         return pixels.shape[0] == 1 and border_is_light(pixels)
     return mode == "yes"
@@ -153,8 +145,6 @@ def should_invert(pixels: torch.Tensor, mode: str) -> bool:
 
 def read_images(sources: list[str], shape: tuple[int, int, int], invert: str) -> InputImages:
     """Open every file (`-` is stdin, at most once) and conform it to shape (C, H, W)."""
-    import torch
-
     check_stdin_once(sources)
     channels, height, width = shape
     tensors, names, resized, inverted = [], [], 0, 0
@@ -181,26 +171,23 @@ def read_image_batches(
 
 def check_stdin_once(sources: list[str]) -> None:
     if sum(1 for source in sources if source == "-") > 1:
-        raise UsageError("`-` (stdin) can be given only once; it holds one image")
+        raise SettingError("`-` (stdin) can be given only once; it holds one image")
 
 
 # --- Output: PNG and GIF files, grids, nearest-neighbour enlargement ---
 
-GRID_PADDING = 2  # pixels between grid cells, before --scale
+GRID_PADDING = 2  # pixels between grid cells, before `scale`
 GRID_PAD_VALUE = 128  # mid grey separates both light and dark cells
 MAX_OUTPUT_PIXELS = 100_000_000  # refuse a grid or scale that would make an absurd image
 
 
-def to_pil(pixels: Any, scale: int = 1) -> Image.Image:
+def to_pil(pixels: Pixels, scale: int = 1) -> Image.Image:
     """A uint8 (C, H, W) array or tensor as an 8-bit grey or RGB image, enlarged `scale` times."""
-    import numpy as np
-    from PIL import Image
-
     array = np.asarray(pixels, dtype=np.uint8)
     channels, height, width = array.shape
     if height * width * scale * scale > MAX_OUTPUT_PIXELS:
-        raise UsageError(
-            f"a {width * scale}x{height * scale} image is too large to write; lower --scale or --nrow"
+        raise SettingError(
+            f"a {width * scale}x{height * scale} image is too large to write; lower `scale` or `nrow`"
         )
     if scale > 1:
         array = array.repeat(scale, axis=1).repeat(scale, axis=2)
@@ -209,7 +196,7 @@ def to_pil(pixels: Any, scale: int = 1) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)), mode="RGB")
 
 
-def png_bytes(pixels: Any, scale: int = 1) -> bytes:
+def png_bytes(pixels: Pixels, scale: int = 1) -> bytes:
     """PNG file bytes of a uint8 (C, H, W) image; the same pixels always give the same bytes."""
     buffer = io.BytesIO()
     to_pil(pixels, scale).save(buffer, format="PNG", optimize=False)
@@ -224,7 +211,7 @@ def grid_size(count: int, nrow: int | None, height: int, width: int, padding: in
 
 
 def check_grid(count: int, shape: tuple[int, int, int], nrow: int | None, scale: int, what: str) -> None:
-    """Refuse, before any work, a grid of `count` images larger than MAX_OUTPUT_PIXELS after --scale."""
+    """Refuse, before any work, a grid of `count` images larger than MAX_OUTPUT_PIXELS after `scale`."""
     _, height, width = shape
     grid_h, grid_w = grid_size(count, nrow, height, width)
     if grid_h * grid_w * scale * scale <= MAX_OUTPUT_PIXELS:
@@ -232,24 +219,22 @@ def check_grid(count: int, shape: tuple[int, int, int], nrow: int | None, scale:
     fits = 1
     while fits < count and math.prod(grid_size(fits * 2, nrow, height, width)) * scale * scale <= MAX_OUTPUT_PIXELS:
         fits *= 2
-    raise UsageError(
+    raise SettingError(
         f"{what}: a grid of {grid_w * scale}x{grid_h * scale} pixels is too large to write "
-        f"(at most {MAX_OUTPUT_PIXELS:,}); {fits} images fit, or write one PNG per image with -o DIR"
+        f"(at most {MAX_OUTPUT_PIXELS:,}); {fits} images fit, or write one PNG per image with `out=DIR`"
     )
 
 
-def make_grid(images: Any, nrow: int | None = None, padding: int = GRID_PADDING) -> Any:
+def make_grid(images: Pixels, nrow: int | None = None, padding: int = GRID_PADDING) -> np.ndarray:
     """Tile uint8 (N, C, H, W) images row by row, `nrow` per row (default: a square), into (C, H', W')."""
-    import numpy as np
-
     array = np.asarray(images, dtype=np.uint8)
     count, channels, height, width = array.shape
     if count == 0:
-        raise UsageError("no images to put in a grid")
+        raise SettingError("no images to put in a grid")
     columns = min(nrow or math.ceil(math.sqrt(count)), count)
     grid_h, grid_w = grid_size(count, nrow, height, width, padding)
     if grid_h * grid_w > MAX_OUTPUT_PIXELS:
-        raise UsageError(f"a {grid_w}x{grid_h} grid is too large to write; lower -n or change --nrow")
+        raise SettingError(f"a {grid_w}x{grid_h} grid is too large to write; lower `n` or change `nrow`")
     grid = np.full((channels, grid_h, grid_w), GRID_PAD_VALUE, dtype=np.uint8)
     for index in range(count):
         top, left = (index // columns) * (height + padding), (index % columns) * (width + padding)
@@ -258,14 +243,12 @@ def make_grid(images: Any, nrow: int | None = None, padding: int = GRID_PADDING)
 
 
 def write_numbered(
-    batches: Iterable[Any], count: int, folder: Path, prefix: str, force: bool = False, scale: int = 1
+    batches: Iterable[Pixels], count: int, folder: Path, prefix: str, force: bool = False, scale: int = 1
 ) -> Iterator[Path]:
     """Write `count` uint8 (C, H, W) images, given in batches, as numbered PNGs; yields each path once written.
 
     Images are written as they come, so a long run holds one batch in memory, not every image.
     """
-    from vaecli.store.files import ensure_folder, numbered_names, write_atomic
-
     names = numbered_names(ensure_folder(folder), prefix, count, force)
     for batch in batches:
         for pixels in batch:
@@ -276,10 +259,10 @@ CAPTION_PX = 12  # a caption strip's height: one line of Pillow's default font
 CAPTION_MARGIN = 2  # pixels of white left and right of a caption's text
 
 
-def gif_bytes(frames: Any, durations_ms: list[int], scale: int = 1, captions: list[str] | None = None) -> bytes:
+def gif_bytes(frames: Pixels, durations_ms: list[int], scale: int = 1, captions: list[str] | None = None) -> bytes:
     """An endlessly looping GIF of uint8 (N, C, H, W) frames, each shown for its duration.
 
-    With `captions`, each frame (after --scale) sits under a white strip with its line of text."""
+    With `captions`, each frame (after `scale`) sits under a white strip with its line of text."""
     pictures = [to_pil(frame, scale) for frame in frames]
     if captions is not None:
         pictures = captioned(pictures, captions)
@@ -294,8 +277,6 @@ def gif_bytes(frames: Any, durations_ms: list[int], scale: int = 1, captions: li
 def captioned(pictures: list[Image.Image], captions: list[str]) -> list[Image.Image]:
     """Each picture under a white strip with its caption; all widened alike (centred on white) to fit the
     longest caption, since a GIF's frames share one size and a 28-pixel image is narrower than most text."""
-    from PIL import Image, ImageDraw
-
     draw = ImageDraw.Draw(Image.new("L", (1, 1)))
     text_width = max(math.ceil(draw.textlength(caption)) for caption in captions) + 2 * CAPTION_MARGIN
     width = max(text_width, max(picture.width for picture in pictures))

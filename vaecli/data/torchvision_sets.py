@@ -1,7 +1,7 @@
 """Colour datasets through torchvision's own classes, decoded once and cached (see dataset_cache).
 
 data.load_dataset drives this module: resolve a name, try the cache, else open the split (downloading
-as torchvision does), decode it and write the cache. torchvision is imported only inside functions.
+as torchvision does), decode it and write the cache. torchvision is imported on first use (torchvision_datasets).
 """
 
 from __future__ import annotations
@@ -13,20 +13,26 @@ import pickle
 import re
 import stat
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
 
-from vaecli.errors import DataError, InputError, UsageError, first_line
+import numpy as np
+import torch
+from PIL import Image
+
+from vaecli.data.images import image_to_tensor
+from vaecli.errors import DataError, InputError, SettingError, first_line
+
+if TYPE_CHECKING:
+    from torchvision.datasets import VisionDataset
 
 T = TypeVar("T")
 
-if TYPE_CHECKING:
-    import torch
-
-PREFIX = "torchvision:"  # --dataset torchvision:NAME names any class in torchvision.datasets
+PREFIX = "torchvision:"  # `dataset=torchvision:NAME` names any class in torchvision.datasets
 SHOWN_CHARS = 200  # a file name from a data folder is shown this long at most
 # Where torchvision's item-by-item classes keep their files' paths, in the order tried.
 PATH_LISTS = ("_image_files", "samples", "imgs", "_samples", "_images", "image_files", "filename")
@@ -53,7 +59,7 @@ class Source:
 
 
 # The named datasets: split sizes are torchvision's; CelebA is cut to its centre 148x148, as in the
-# VAE literature since Larsen et al. (2016), then resized (64x64 unless --image-size says otherwise).
+# VAE literature since Larsen et al. (2016), then resized (64x64 unless `image_size` says otherwise).
 NAMED = {
     "cifar10": Source("cifar10", "CIFAR10", (3, 32, 32), {"train": 50_000, "test": 10_000},
                       ("cifar-10-batches-py",), "NHWC"),
@@ -75,6 +81,13 @@ class Decoded(NamedTuple):
     class_names: list[str]
 
 
+def torchvision_datasets() -> ModuleType:
+    """torchvision.datasets, imported on first use: it takes seconds, which MNIST's files and digits never need."""
+    import torchvision.datasets  # optional and heavy: only the colour datasets and downloads use it
+
+    return torchvision.datasets
+
+
 def is_torchvision_name(dataset: str) -> bool:
     """True for a named colour dataset or torchvision:NAME (not checked against torchvision here)."""
     return dataset in NAMED or dataset.startswith(PREFIX)
@@ -84,14 +97,13 @@ def resolve(dataset: str) -> Source:
     """The Source for a name; torchvision:NAME must be an image dataset vaecli can construct."""
     if dataset in NAMED:
         return NAMED[dataset]
-    import torchvision.datasets as tvd
-
+    tvd = torchvision_datasets()
     wanted = dataset[len(PREFIX):]
     classes = {name.lower(): name for name in dir(tvd) if isinstance(getattr(tvd, name), type)}
     class_name = classes.get(wanted.lower())
     if class_name is None or not issubclass(getattr(tvd, class_name), tvd.VisionDataset):
-        raise UsageError(
-            f"--dataset {dataset[:200]}: torchvision.datasets has no dataset class {wanted[:100]!r} "
+        raise SettingError(
+            f"`dataset={dataset[:200]}`: torchvision.datasets has no dataset class {wanted[:100]!r} "
             f"(names as in torchvision, e.g. torchvision:Flowers102); or use one of {', '.join(NAMED)}"
         )
     _split_argument(getattr(tvd, class_name), dataset)
@@ -107,6 +119,7 @@ def _folder_guesses(cls: type) -> tuple[str, ...]:
 
 def _split_argument(cls: type, dataset: str) -> str:
     """`train` or `split`: how the class picks a split; anything else it needs makes it unsuitable."""
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):
@@ -118,8 +131,8 @@ def _split_argument(cls: type, dataset: str) -> str:
     if "root" not in params or not flag or needed:
         lacks = (f"needs {', '.join(needed)}" if needed and flag and "root" in params
                  else "does not take a root folder and a train flag or split")
-        raise UsageError(
-            f"--dataset {dataset[:200]}: torchvision's {cls.__name__} {lacks}, so vaecli cannot read it; "
+        raise SettingError(
+            f"`dataset={dataset[:200]}`: torchvision's {cls.__name__} {lacks}, so vaecli cannot read it; "
             f"use an image dataset whose constructor takes root and train or split"
         )
     return flag
@@ -133,11 +146,9 @@ def labels_fit(labels: torch.Tensor, classes: int) -> bool:
 # --- Opening a split: found under the root, else downloaded as torchvision does --------------------
 
 
-def open_split(source: Source, split: str, root: Path) -> Any:
-    """The torchvision dataset object of one split; offline or failing, one line naming --data-root."""
-    import torchvision.datasets as tvd
-
-    cls = safe_class(getattr(tvd, source.class_name))
+def open_split(source: Source, split: str, root: Path) -> VisionDataset:
+    """The torchvision dataset object of one split; offline or failing, one line naming `data_root`."""
+    cls = safe_class(getattr(torchvision_datasets(), source.class_name))
     flag = _split_argument(cls, source.name)
     params = inspect.signature(cls).parameters
     kwargs: dict[str, Any] = {"train": split == "train"} if flag == "train" else {"split": split}
@@ -145,11 +156,11 @@ def open_split(source: Source, split: str, root: Path) -> Any:
         kwargs["target_type"] = []  # CelebA: images only; its attributes are not labels
     try:
         return _construct(cls, root, kwargs, params, download=False)
-    except UsageError:
+    except SettingError:  # ours (a split the class lacks, a refused batch): not a missing dataset
         raise
     except Exception:  # noqa: BLE001 - torchvision says "not found or corrupted" in several ways
         pass
-    where = (f"pass --data-root DIR (or set VAE_DATA_ROOT) to a folder holding "
+    where = (f"pass `data_root=DIR` (or set VAE_DATA_ROOT) to a folder holding "
              f"{', '.join(p.format(split=split) for p in source.paths[:1]) or source.class_name}")
     check_online(source.name, root, where)
     if "download" not in params:
@@ -181,7 +192,8 @@ def download(fetch: Callable[[], T], name: str, root: Path, folders: list[Path],
         raise DataError(f"{name} is not in {root} and could not be downloaded ({first_line(exc)}): {where}") from None
 
 
-def _construct(cls: type, root: Path, kwargs: dict, params: Any, download: bool) -> Any:
+def _construct(cls: type, root: Path, kwargs: dict, params: Mapping[str, inspect.Parameter],
+               download: bool) -> VisionDataset:
     extra = {"download": download} if "download" in params else {}
     try:
         return cls(str(root), **kwargs, **extra)
@@ -191,7 +203,7 @@ def _construct(cls: type, root: Path, kwargs: dict, params: Any, download: bool)
             if f"'{near}'" in str(exc):
                 return cls(str(root), **{**kwargs, "split": near}, **extra)
         if "split" in str(exc) or "train" in str(exc):
-            raise UsageError(f"--dataset torchvision:{cls.__name__}: {first_line(exc)}") from None
+            raise SettingError(f"`dataset=torchvision:{cls.__name__}`: {first_line(exc)}") from None
         raise
 
 
@@ -210,8 +222,7 @@ def first_image_shape(source: Source, root: Path) -> tuple[int, int, int]:
 
 def safe_class(cls: type) -> type:
     """cls, or a subclass of it (same name, same folders) that unpickles nothing a data folder holds."""
-    import torchvision.datasets as tvd
-
+    tvd = torchvision_datasets()
     if issubclass(cls, tvd.MNIST):
         # torchvision loads processed/*.pt with torch's unpickler whenever such files exist, ahead of the
         # raw IDX files: never take that path. Its folders come from the class name, which stays the same.
@@ -223,22 +234,19 @@ def safe_class(cls: type) -> type:
     return cls
 
 
-def _no_legacy_files(self: Any) -> bool:
+def _no_legacy_files(self: VisionDataset) -> bool:
     return False
 
 
-def _refuse(self: Any) -> Any:
+def _refuse(self: VisionDataset) -> NoReturn:
     raise DataError(f"{type(self).__name__}: vaecli reads only the raw files, never processed/*.pt; "
-                    "remove the processed folder under --data-root")
+                    "remove the processed folder under `data_root`")
 
 
-def _cifar_init(self: Any, root: str | Path, train: bool = True, transform: Callable | None = None,
+def _cifar_init(self: VisionDataset, root: str | Path, train: bool = True, transform: Callable | None = None,
                 target_transform: Callable | None = None, download: bool = False) -> None:
     """CIFAR10's and CIFAR100's constructor, with their batches read by read_pickled_arrays."""
-    import numpy as np
-    from torchvision.datasets import VisionDataset
-
-    VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
+    torchvision_datasets().VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
     self.train = train
     if download:
         self.download()
@@ -253,11 +261,9 @@ def _cifar_init(self: Any, root: str | Path, train: bool = True, transform: Call
     self._load_meta()
 
 
-def _cifar_meta(self: Any) -> None:
-    from torchvision.datasets import cifar
-
+def _cifar_meta(self: VisionDataset) -> None:
     path = Path(self.root, self.base_folder, self.meta["filename"])
-    if not cifar.check_integrity(str(path), self.meta["md5"]):
+    if not torchvision_datasets().cifar.check_integrity(str(path), self.meta["md5"]):
         raise RuntimeError("Dataset metadata file not found or corrupted. You can use download=True to download it")
     self.classes = [str(name) for name in read_pickled_arrays(path)[self.meta["key"]]]
     self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
@@ -292,8 +298,6 @@ class _ArraysOnly(pickle.Unpickler):
     """An unpickler that builds only numpy arrays, dtypes and plain Python data."""
 
     def find_class(self, module: str, name: str) -> Any:
-        import numpy as np
-
         core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core, which files still name
         allowed = {"ndarray": np.ndarray, "dtype": np.dtype, "_reconstruct": core.multiarray._reconstruct}
         if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray") and name in allowed:
@@ -311,19 +315,17 @@ def raw_item_bytes(source: Source) -> int:
     return math.prod(source.shape) if source.layout and source.shape else 0
 
 
-def decode(dataset: Any, source: Source, shape: tuple[int, int, int], count: int) -> Decoded:
+def decode(dataset: VisionDataset, source: Source, shape: tuple[int, int, int], count: int) -> Decoded:
     """The first `count` images of a constructed split, with labels and class names.
 
     A class holding one uint8 array gives it at its native size (data.conform resizes it);
     any other is decoded item by item into `shape`, cropped first when the source says so.
     """
-    import torch
-
     if source.layout:
         array = torch.as_tensor(dataset.data[:count])
         images = array.permute(0, 3, 1, 2) if source.layout == "NHWC" else array
-        targets = getattr(dataset, "targets", None)
-        labels = torch.as_tensor(getattr(dataset, "labels", targets)[:count], dtype=torch.long)
+        targets = dataset.labels if hasattr(dataset, "labels") else dataset.targets
+        labels = torch.as_tensor(targets[:count], dtype=torch.long)
     else:
         images, labels = _decode_items(dataset, source, shape, count)
     names = getattr(dataset, "classes", None)
@@ -333,16 +335,13 @@ def decode(dataset: Any, source: Source, shape: tuple[int, int, int], count: int
     if not labels_fit(labels, len(names)):
         raise DataError(
             f"{source.name}: holds label {int(labels.min()) if int(labels.min()) < 0 else int(labels.max())}, "
-            f"but has {len(names)} classes; delete its files under --data-root and download it again"
+            f"but has {len(names)} classes; delete its files under `data_root` and download it again"
         )
     return Decoded(images.to(torch.uint8).contiguous(), labels, list(names))
 
 
-def _decode_items(dataset: Any, source: Source, shape: tuple[int, int, int], count: int) -> tuple:
-    import torch
-
-    from vaecli.data.images import image_to_tensor
-
+def _decode_items(dataset: VisionDataset, source: Source, shape: tuple[int, int, int],
+                  count: int) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.empty((count, *shape), dtype=torch.uint8)
     labels = torch.zeros(count, dtype=torch.long)
     for i in range(count):
@@ -350,21 +349,19 @@ def _decode_items(dataset: Any, source: Source, shape: tuple[int, int, int], cou
             item = dataset[i]
             images[i] = image_to_tensor(_image_of(item, source, shape), *shape)
         target = item[1] if isinstance(item, tuple) and len(item) > 1 else None
-        if isinstance(target, int) or (hasattr(target, "ndim") and target.ndim == 0):
+        if target is not None and (isinstance(target, int) or getattr(target, "ndim", None) == 0):
             labels[i] = int(target)
     return images, labels
 
 
 @contextmanager
-def _decoding(dataset: Any, source: Source, index: int) -> Iterator[None]:
+def _decoding(dataset: VisionDataset, source: Source, index: int) -> Iterator[None]:
     """Reading item `index`: a file that is not a readable image, or too large a one, is one line naming it."""
-    from PIL import Image
-
     path = _item_path(dataset, index)
     where = _shown(path) if path else f"{source.name}: image {index}"
     if path and not _regular(path):
         raise DataError(f"{where}: not a regular file (a FIFO, a device or a folder?); remove it from the "
-                        f"dataset's folder under --data-root, or download {source.name} again")
+                        f"dataset's folder under `data_root`, or download {source.name} again")
     try:
         with warnings.catch_warnings():
             # Pillow's decompression-bomb warning is the error it warns of, as for image folders (images.py).
@@ -378,7 +375,7 @@ def _decoding(dataset: Any, source: Source, index: int) -> Iterator[None]:
                         f"or download {source.name} again") from None
 
 
-def _item_path(dataset: Any, index: int) -> str | None:
+def _item_path(dataset: VisionDataset, index: int) -> str | None:
     """The file of item `index`, from the list where torchvision's class keeps its files; None if unknown."""
     for attribute in PATH_LISTS:
         try:
@@ -395,7 +392,7 @@ def _item_path(dataset: Any, index: int) -> str | None:
     return None
 
 
-def _celeba_folder(dataset: Any) -> str:
+def _celeba_folder(dataset: VisionDataset) -> str:
     root, base = getattr(dataset, "root", None), getattr(dataset, "base_folder", None)
     return os.path.join(root, base, "img_align_celeba") if isinstance(root, str) and isinstance(base, str) else ""
 
@@ -412,14 +409,12 @@ def _shown(path: str) -> str:
     return path if path.isprintable() and len(path) <= SHOWN_CHARS else repr(path[-SHOWN_CHARS:])
 
 
-def _image_of(item: Any, source: Source, shape: tuple[int, int, int] | None = None) -> Any:
+def _image_of(item: Any, source: Source, shape: tuple[int, int, int] | None = None) -> Image.Image:
     """The PIL image of a dataset item, centre-cropped when the source says so; JPEGs decoded small."""
-    from PIL import Image
-
     image = item[0] if isinstance(item, tuple) else item
     if not isinstance(image, Image.Image):
         raise InputError(
-            f"--dataset {source.name}: its items are {type(image).__name__}, not images; "
+            f"`dataset={source.name}`: its items are {type(image).__name__}, not images; "
             "use an image dataset"
         )
     if shape is None:

@@ -1,4 +1,8 @@
-"""Matplotlib figures as PNG bytes (Agg canvas, no pyplot): latent scatter, image panels, report."""
+"""Matplotlib figures as PNG bytes (Agg canvas, no pyplot): latent scatter, image panels, report.
+
+matplotlib itself loads when a figure is first drawn, not with this module: memory estimates and `vae sample`
+read its sizes (DPI, labelled_tile_inches, manifold_inches) without drawing anything.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,21 @@ import io
 import math
 import textwrap
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+from numpy.typing import ArrayLike
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from matplotlib.axes import Axes
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    from vaecli.analysis.traversal import Plane
 
 # Okabe and Ito (2008), "Color Universal Design", black moved last so it does not dominate,
 # then four of Paul Tol's colour-blind-safe "muted" colours to reach 12 distinct classes.
@@ -40,6 +55,7 @@ def class_style(index: int) -> tuple[str, str]:
 
 def new_figure(width: float, height: float) -> Figure:
     """A figure on an Agg canvas, outside pyplot's global state."""
+    # Lazy: drawing is the first use of matplotlib (see the module's docstring).
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -55,8 +71,8 @@ def figure_png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _default_style() -> Any:
-    # Ignores the user's matplotlibrc, so a figure looks (and hashes) the same everywhere.
+def _default_style() -> AbstractContextManager[None]:
+    # Ignores the user's matplotlibrc, so a figure looks (and hashes) the same everywhere. Lazy: see new_figure.
     import matplotlib.style
 
     return matplotlib.style.context("default")
@@ -68,12 +84,12 @@ TITLE_MARGIN = 0.03  # of the figure's width, kept free on each side of a fitted
 TITLE_LINE_HEIGHT = 1.2  # a title line's height, in font sizes (matplotlib's default line spacing)
 
 
-def fit_title(figure: Figure, title: str, fontsize: float = TITLE_FONT, ax: Any = None) -> None:
+def fit_title(figure: Figure, title: str, fontsize: float = TITLE_FONT, ax: Axes | None = None) -> None:
     """Set the figure's title (or `ax`'s, for an axes as wide as the figure), wrapped at spaces until every
     line fits the figure's width.
 
     The figure grows by the height of the lines the wrapping added, so the drawing below keeps its size."""
-    renderer = figure.canvas.get_renderer()
+    renderer = cast("FigureCanvasAgg", figure.canvas).get_renderer()  # new_figure's canvas
     room = figure.bbox.width * (1 - 2 * TITLE_MARGIN)
     paragraphs = title.split("\n")
     width = max(len(line) for line in paragraphs)
@@ -92,13 +108,13 @@ def fit_title(figure: Figure, title: str, fontsize: float = TITLE_FONT, ax: Any 
 
 
 def latent_scatter_png(
-    coords: Any,
-    labels: Any,
+    coords: ArrayLike,
+    labels: ArrayLike,
     class_names: Sequence[str],
     xlabel: str,
     ylabel: str,
     title: str,
-    order: Any = None,
+    order: ArrayLike | None = None,
     class_rows: bool = False,
 ) -> bytes:
     """Scatter (N, 2) points coloured by label with a legend of class names.
@@ -106,8 +122,6 @@ def latent_scatter_png(
     `order` is the drawing order (a permutation), so no class hides under another;
     `class_rows` puts the class names on the y axis (a 1-D latent drawn one row per class).
     """
-    import numpy as np
-
     coords = np.asarray(coords, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     order = np.arange(len(labels)) if order is None else np.asarray(order)
@@ -142,17 +156,15 @@ def latent_scatter_png(
         return figure_png(figure)
 
 
-def _legend_handle(index: int, name: str) -> Any:
-    from matplotlib.lines import Line2D
+def _legend_handle(index: int, name: str) -> Line2D:
+    from matplotlib.lines import Line2D  # lazy: see new_figure
 
     colour, marker = class_style(index)
     return Line2D([], [], linestyle="none", marker=marker, markersize=7, color=colour, label=name)
 
 
-def _show_image(ax: Any, pixels: Any) -> None:
+def _show_image(ax: Axes, pixels: ArrayLike) -> None:
     """Draw one uint8 (C, H, W) image without axes."""
-    import numpy as np
-
     array = np.asarray(pixels, dtype=np.uint8)
     if array.shape[0] == 1:
         ax.imshow(array[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
@@ -165,18 +177,19 @@ def _show_image(ax: Any, pixels: Any) -> None:
 
 
 def image_rows_png(
-    rows: Sequence[Any],
+    rows: Sequence[ArrayLike],
     row_titles: Sequence[str] = (),
     column_titles: Sequence[str] = (),
     title: str = "",
     cell_inches: float = 1.0,
 ) -> bytes:
     """A table of images: `rows` is a list of uint8 (N, C, H, W) arrays of equal N."""
-    columns = max(len(row) for row in rows)
+    arrays = [np.asarray(row) for row in rows]
+    columns = max(len(row) for row in arrays)
     with _default_style():
-        figure = new_figure(cell_inches * columns + 0.6, cell_inches * len(rows) + 0.5)
-        axes = figure.subplots(len(rows), columns, squeeze=False)
-        for r, row in enumerate(rows):
+        figure = new_figure(cell_inches * columns + 0.6, cell_inches * len(arrays) + 0.5)
+        axes = figure.subplots(len(arrays), columns, squeeze=False)
+        for r, row in enumerate(arrays):
             for c in range(columns):
                 ax = axes[r][c]
                 if c < len(row):
@@ -192,10 +205,8 @@ def image_rows_png(
         return figure_png(figure)
 
 
-def tile(images: Any, columns: int, padding: int = 2, pad_value: int = 128) -> Any:
+def tile(images: ArrayLike, columns: int, padding: int = 2, pad_value: int = 128) -> np.ndarray:
     """uint8 (N, C, H, W) images tiled row by row into one (C, H', W') array."""
-    import numpy as np
-
     images = np.asarray(images, dtype=np.uint8)
     count, channels, height, width = images.shape
     columns = max(1, min(columns, count))
@@ -210,7 +221,7 @@ def tile(images: Any, columns: int, padding: int = 2, pad_value: int = 128) -> A
     return grid
 
 
-def image_grid_png(images: Any, columns: int, title: str = "") -> bytes:
+def image_grid_png(images: ArrayLike, columns: int, title: str = "") -> bytes:
     """One figure holding a tiled grid of uint8 (N, C, H, W) images."""
     grid = tile(images, columns)
     height, width = grid.shape[1:]
@@ -297,10 +308,9 @@ CELL_INCHES = 0.55  # how large one decoded image is drawn in the traversal and 
 TICKS_PER_AXIS = 7  # at most this many labelled columns or rows in a manifold
 
 
-def _draw_tile(ax: Any, tile: Any, rows: int, columns: int, x_labels: Sequence[str], y_labels: Sequence[str]) -> None:
+def _draw_tile(ax: Axes, tile: ArrayLike, rows: int, columns: int, x_labels: Sequence[str],
+               y_labels: Sequence[str]) -> None:
     """A uint8 (C, H, W) tile of rows x columns cells, each labelled cell centre a tick."""
-    import numpy as np
-
     _show_image(ax, tile)
     height, width = np.asarray(tile).shape[1:]
     cell_h, cell_w = (height + 2) / rows, (width + 2) / columns  # images.GRID_PADDING between cells
@@ -311,19 +321,19 @@ def _draw_tile(ax: Any, tile: Any, rows: int, columns: int, x_labels: Sequence[s
     ax.tick_params(length=0)
 
 
-def traversal_png(tile: Any, row_labels: Sequence[str], column_labels: Sequence[str], title: str) -> bytes:
+def traversal_png(tile: ArrayLike, row_labels: Sequence[str], column_labels: Sequence[str], title: str) -> bytes:
     """A traversal tile (C, H, W) with a label per row (its dimension and KL) and per column (its value)."""
     return labelled_tile_png(tile, row_labels, column_labels, title, "value of the swept coordinate")
 
 
-def labelled_tile_png(tile: Any, row_labels: Sequence[str], column_labels: Sequence[str], title: str,
+def labelled_tile_png(tile: ArrayLike, row_labels: Sequence[str], column_labels: Sequence[str], title: str,
                       xlabel: str = "", scale: int = 1) -> bytes:
     """A tile (C, H, W) of len(row_labels) x len(column_labels) cells, rows and columns labelled, titled."""
     with _default_style():
         return figure_png(labelled_tile_figure(tile, row_labels, column_labels, title, xlabel, scale))
 
 
-def labelled_tile_figure(tile: Any, row_labels: Sequence[str], column_labels: Sequence[str], title: str,
+def labelled_tile_figure(tile: ArrayLike, row_labels: Sequence[str], column_labels: Sequence[str], title: str,
                          xlabel: str = "", scale: int = 1) -> Figure:
     """labelled_tile_png's figure, before encoding (its title's extent can be measured)."""
     rows, columns = len(row_labels), len(column_labels)
@@ -356,11 +366,9 @@ def _sparse(values: Sequence[float]) -> list[str]:
     return [f"{v:.3g}" if i in shown else "" for i, v in enumerate(values)]
 
 
-def manifold_png(tile: Any, plane: Any, title: str, codes: Any = None, labels: Any = None,
-                 class_names: Sequence[str] = ()) -> bytes:
+def manifold_png(tile: ArrayLike, plane: Plane, title: str, codes: ArrayLike | None = None,
+                 labels: ArrayLike | None = None, class_names: Sequence[str] = ()) -> bytes:
     """The decoded grid of a traversal.Plane, with its test codes' scatter beside it when `codes` is given."""
-    import numpy as np
-
     with _default_style():
         figure = new_figure(*manifold_inches(len(plane.x), codes is not None))
         axes = figure.subplots(1, 2 if codes is not None else 1, squeeze=False)[0]
@@ -385,8 +393,8 @@ def manifold_png(tile: Any, plane: Any, title: str, codes: Any = None, labels: A
         return figure_png(figure)
 
 
-def _extent(plane: Any) -> Any:
-    from matplotlib.patches import Rectangle
+def _extent(plane: Plane) -> Rectangle:
+    from matplotlib.patches import Rectangle  # lazy: see new_figure
 
     x0, x1, y0, y1 = min(plane.x), max(plane.x), min(plane.y), max(plane.y)
     return Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=PALETTE[7], linewidth=1.0, linestyle="--")

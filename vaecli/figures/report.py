@@ -8,7 +8,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vaecli.errors import Interrupted, VaeError
-from vaecli.store.files import check_output_folder, stamp
+from vaecli.figures.plots import kl_bars_png, loss_curves_png
+from vaecli.store.checkpoint import read_metadata
+from vaecli.store.files import check_output_folder, stamp, write_atomic
+from vaecli.store.metadata import EpochRecord
+from vaecli.training.evaluate import ACTIVE_UNIT_NATS
 
 
 def report_paths(checkpoint: Path, folder: Path | None = None) -> tuple[Path, Path]:
@@ -19,18 +23,13 @@ def report_paths(checkpoint: Path, folder: Path | None = None) -> tuple[Path, Pa
 
 
 def evolution_path(checkpoint: Path, folder: Path | None = None) -> Path:
-    """<stem>-evolution.gif (`vae train --snapshots`), where the report goes."""
+    """<stem>-evolution.gif (training's `snapshots`), where the report goes."""
     checkpoint = Path(checkpoint)
     return (checkpoint.parent if folder is None else Path(folder)) / f"{checkpoint.stem}-evolution.gif"
 
 
 def write_report(history: list[dict], checkpoint: Path, folder: Path | None = None) -> list[Path]:
     """Write the loss curves and, when the last epoch has them, the per-dimension KL bars."""
-    from vaecli.figures.plots import kl_bars_png, loss_curves_png
-    from vaecli.store.files import write_atomic
-    from vaecli.store.metadata import EpochRecord
-    from vaecli.training.evaluate import ACTIVE_UNIT_NATS  # loads torch, which training has loaded anyway
-
     if not history:
         return []
     losses, kl = report_paths(checkpoint, folder)
@@ -68,7 +67,7 @@ def report_after_training(
         yield
         return
     if folder is not None:
-        check_output_folder(folder, "--report")  # made when the first figure is written
+        check_output_folder(folder, "`report`")  # made when the first figure is written
     before = stamp(checkpoint)
     try:
         yield
@@ -82,8 +81,6 @@ def report_after_training(
 def _write_from(
     checkpoint: Path, folder: Path | None, on_written: Callable[[Path], None], on_failure: Callable[[str], None]
 ) -> None:
-    from vaecli.store.checkpoint import read_metadata
-
     try:
         history = read_metadata(Path(checkpoint)).get("history") or []
         for path in write_report(history, checkpoint, folder):

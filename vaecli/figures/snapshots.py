@@ -1,13 +1,17 @@
-"""Training in motion (`vae train --snapshots`): the same latent points and test images, decoded as
+"""Training in motion (under `snapshots`): the same latent points and test images, decoded as
 training goes on, one captioned frame each time, as an animated GIF."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 from vaecli.analysis.latent import decode_to_pixels, reconstruct_pixels
+from vaecli.data.images import gif_bytes, make_grid
+from vaecli.model.interface import VAEModel
 
 SAMPLES = 16  # fixed draws from N(0, I): two rows of the frame
 RECONSTRUCTIONS = 8  # fixed test images: a row of originals above a row of their reconstructions
@@ -27,7 +31,7 @@ class Evolution:
     # A conditional model's: the samples' labels cycle through the classes; the test images keep theirs.
     code_labels: torch.Tensor | None = None
     original_labels: torch.Tensor | None = None
-    frames: list = field(default_factory=list)  # uint8 (C, H, W) arrays, caption included
+    frames: list[np.ndarray] = field(default_factory=list)  # uint8 (C, H, W) arrays, caption included
     epochs: list[float] = field(default_factory=list)
 
     @classmethod
@@ -38,11 +42,13 @@ class Evolution:
         codes = torch.randn((SAMPLES, latent_dim), generator=generator)
         if not classes:
             return cls(codes, test_images[:RECONSTRUCTIONS].cpu())
+        if test_labels is None:
+            raise ValueError("a conditional model's snapshots need the test images' labels")
         return cls(codes, test_images[:RECONSTRUCTIONS].cpu(), torch.arange(SAMPLES) % classes,
                    test_labels[:RECONSTRUCTIONS].cpu().long())
 
     @torch.no_grad()
-    def take(self, model: torch.nn.Module, epoch: float) -> None:
+    def take(self, model: VAEModel, epoch: float) -> None:
         """A frame of the model as it is now (decoded in eval mode, its training mode restored)."""
         was_training = model.training
         model.eval()
@@ -55,19 +61,12 @@ class Evolution:
 
     def gif(self, scale: int = 2) -> bytes:
         """The frames so far, looping, the last one held longer."""
-        from vaecli.data.images import gif_bytes
-
         durations = [FRAME_MS] * (len(self.frames) - 1) + [LAST_FRAME_MS]
-        return gif_bytes(self.frames, durations, scale)
+        return gif_bytes(np.stack(self.frames), durations, scale)
 
 
-def _captioned(tiles: torch.Tensor, caption: str):
+def _captioned(tiles: torch.Tensor, caption: str) -> np.ndarray:
     """The tiles in a grid of COLUMNS, under a white strip with the caption."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    from vaecli.data.images import make_grid
-
     grid = make_grid(tiles, nrow=COLUMNS)
     channels, height, width = grid.shape
     strip = Image.new("L", (width, CAPTION_PX), 255)

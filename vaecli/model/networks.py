@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
-from typing import TypeGuard
+from typing import TypeGuard, TypeVar
 
 import torch
 from torch import nn
@@ -259,8 +260,6 @@ def _is_subpixel_compatible(layer: nn.Module) -> TypeGuard[nn.ConvTranspose2d]:
 
 def inference_decoder(model: VAE) -> nn.Module:
     """A frozen copy of the decoder computing the same function faster (transposed convolutions rewritten)."""
-    import copy
-
     decoder = copy.deepcopy(model.decoder)
     for module in list(decoder.modules()):
         for child_name, child in list(module.named_children()):
@@ -272,7 +271,10 @@ def inference_decoder(model: VAE) -> nn.Module:
     return decoder
 
 
-def place(model: VAE, device: torch.device | str) -> VAE:
+Placed = TypeVar("Placed", bound=nn.Module)
+
+
+def place(model: Placed, device: torch.device | str) -> Placed:
     """Move a model to its device; on the CPU, channels-last weights run oneDNN's convolutions faster."""
     model = model.to(device)
     if torch.device(device).type == "cpu":

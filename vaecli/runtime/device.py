@@ -1,21 +1,17 @@
-"""Resolve `--device auto|cpu|cuda[:N]|mps` to a torch.device that really exists."""
+"""Resolve the `device` setting (auto, cpu, cuda[:N], mps) to a torch.device that really exists."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import platform
 
+import torch
+
+from vaecli.config import DEVICE_CHOICES
 from vaecli.errors import DeviceError
-
-if TYPE_CHECKING:
-    import torch
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(name: str) -> torch.device:
     """Pick cuda, then mps, then cpu for `auto`; refuse devices this machine lacks."""
-    import torch
-
     name = name.strip().lower()
     if name == "auto":
         if torch.cuda.is_available():
@@ -28,36 +24,32 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise DeviceError(
-                f"--device {name}: no CUDA GPU is available here; use --device cpu or --device auto"
+                f"`device={name}`: no CUDA GPU is available here; use `device=cpu` or `device=auto`"
             )
         device = torch.device(name)
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(
-                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                f"`device={name}`: this machine has {torch.cuda.device_count()} CUDA device(s); "
                 "pick an index below that"
             )
         return device
     if name == "mps":
         if not _mps_available():
             raise DeviceError(
-                "--device mps: Apple's MPS backend is not available here; "
-                "use --device cpu or --device auto"
+                "`device=mps`: Apple's MPS backend is not available here; "
+                "use `device=cpu` or `device=auto`"
             )
         return torch.device("mps")
-    raise DeviceError(f"--device {name}: unknown device; choose one of {', '.join(DEVICE_CHOICES)}")
+    raise DeviceError(f"`device={name}`: unknown device; choose one of {', '.join(DEVICE_CHOICES)}")
 
 
 def _mps_available() -> bool:
-    import torch
-
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())
 
 
 def describe_machine(device: torch.device, processes: int = 1) -> str:
     """Where a run happened, as its records keep it: 'cpu: AMD EPYC, 2 threads', '4 x cuda: NVIDIA H200'."""
-    import torch
-
     if device.type == "cuda":
         where = f"cuda: {torch.cuda.get_device_name(device)}"
     elif device.type == "cpu":
@@ -69,8 +61,6 @@ def describe_machine(device: torch.device, processes: int = 1) -> str:
 
 def cpu_name() -> str:
     """The processor's model name where the OS tells it (Linux), else its architecture."""
-    import platform
-
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
             for line in info:

@@ -7,13 +7,17 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vaecli.errors import UsageError
+import torch
+
+from vaecli.data.images import GRID_PADDING, grid_size
+from vaecli.errors import SettingError
+from vaecli.figures.plots import DPI, labelled_tile_inches, manifold_inches
+from vaecli.model.networks import build_model
 from vaecli.store.files import describe_size
 
 if TYPE_CHECKING:
-    import torch
-
     from vaecli.config import ModelConfig
+    from vaecli.model.interface import VAEModel
 
 # Fraction of the free memory a run may plan to use: the estimates leave out allocator slack,
 # the framework's own buffers and whatever else the machine runs.
@@ -36,8 +40,8 @@ CODE_COPIES = 4
 FIGURE_BYTES_PER_PIXEL = 90
 TILE_BYTES_PER_PIXEL = 70
 # A GIF's bytes per subpixel of its frames: PIL keeps every enlarged frame (scale^2 each) while it encodes,
-# beside the frames as tensors. Measured at most 2.7 (grey) and 6.5 (RGB) per enlarged pixel at --scale 4,
-# 6.7 and 14.2 at --scale 1: bounded by channels x (3 scale^2 + 8).
+# beside the frames as tensors. Measured at most 2.7 (grey) and 6.5 (RGB) per enlarged pixel at `scale=4`,
+# 6.7 and 14.2 at `scale=1`: bounded by channels x (3 scale^2 + 8).
 GIF_BYTES_PER_SCALED_SUBPIXEL = 3
 GIF_BYTES_PER_SUBPIXEL = 8
 # The largest fixed figure of `vae tour` (the samples' 6 x 6.4 in grid, the rows of 9.6 x 2.5 in) and
@@ -50,8 +54,6 @@ MEMINFO = "/proc/meminfo"  # Linux's view of free memory (reclaimable cache coun
 def available_bytes(device: torch.device | None = None) -> int:
     """Memory free for a new allocation: the GPU's free memory, else the system's available RAM."""
     if device is not None and device.type == "cuda":
-        import torch
-
         return int(torch.cuda.mem_get_info(device)[0])
     try:
         with open(MEMINFO) as handle:
@@ -67,11 +69,11 @@ def available_bytes(device: torch.device | None = None) -> int:
 
 
 def check_fits(needed: int, device: torch.device | None, what: str, fix: str) -> None:
-    """Refuse a run whose estimated memory exceeds what is free, naming the option that fixes it."""
+    """Refuse a run whose estimated memory exceeds what is free; `fix` says what to change."""
     free = int(available_bytes(device) * USABLE_FRACTION)
     if needed > free:
         where = "the GPU" if device is not None and device.type == "cuda" else "this machine"
-        raise UsageError(
+        raise SettingError(
             f"{what} needs about {describe_size(needed)}, more than {where} has free "
             f"({describe_size(free)} usable); {fix}"
         )
@@ -96,10 +98,6 @@ def estimate(config: ModelConfig, batch: int, training: bool) -> Estimate:
     Small models get a safe bound on activations at once; larger ones run on the meta device, which
     computes shapes without allocating anything (but costs a second or more the first time).
     """
-    import torch
-
-    from vaecli.model.networks import build_model
-
     with torch.device("meta"):
         model = build_model(config)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -121,10 +119,8 @@ def likelihood_bytes(config: ModelConfig, rows: int, training: bool) -> int:
     return 4 * rows * components * (with_grad if training else without) * math.prod(config.image_shape)
 
 
-def _activation_bytes(model: torch.nn.Module, config: ModelConfig, batch: int) -> int:
+def _activation_bytes(model: VAEModel, config: ModelConfig, batch: int) -> int:
     """The bytes of every layer's output in one forward pass of a meta-device model."""
-    import torch
-
     activations = 0
 
     def count(module: torch.nn.Module, inputs: object, output: object) -> None:
@@ -146,23 +142,17 @@ def _activation_bytes(model: torch.nn.Module, config: ModelConfig, batch: int) -
 
 def figure_bytes(inches: tuple[float, float], tile_pixels: int) -> int:
     """Peak bytes of drawing a figure of (width, height) inches that shows a tile of `tile_pixels` pixels."""
-    from vaecli.figures.plots import DPI
-
     width, height = inches
     return int(FIGURE_BYTES_PER_PIXEL * width * height * DPI * DPI + TILE_BYTES_PER_PIXEL * tile_pixels)
 
 
 def tile_pixels(config: ModelConfig, rows: int, columns: int) -> int:
     """Pixels of a tile of rows x columns decoded images, with the grid's padding."""
-    from vaecli.data.images import GRID_PADDING
-
     return rows * (config.height + GRID_PADDING) * columns * (config.width + GRID_PADDING)
 
 
 def traversal_bytes(config: ModelConfig, rows: int, bases: int, steps: int, gif_scale: int | None) -> int:
     """`vae traverse`: the swept codes, the decoded images, then the figure and (with gif_scale) the GIF."""
-    from vaecli.figures.plots import labelled_tile_inches
-
     images = rows * bases * steps
     decoded = images * math.prod(config.image_shape)
     codes = images * config.latent_dim * 4
@@ -182,8 +172,6 @@ def gif_frames_bytes(config: ModelConfig, frames: int, frame_pixels: int, scale:
 
 def manifold_bytes(config: ModelConfig, size: int, with_codes: bool) -> int:
     """`vae manifold`: a size x size grid of codes, their decoded images and the figure showing them."""
-    from vaecli.figures.plots import manifold_inches
-
     images = size * size
     decoded = images * math.prod(config.image_shape)
     figure = figure_bytes(manifold_inches(size, with_codes), tile_pixels(config, size, size))
@@ -201,8 +189,6 @@ def tour_bytes(config: ModelConfig, html_steps: int, html_size: int) -> int:
 
 def grid_png_bytes(config: ModelConfig, count: int, nrow: int | None, scale: int) -> int:
     """images.png_bytes of a grid of `count` images enlarged `scale` times, the images held twice before it."""
-    from vaecli.data.images import grid_size
-
     height, width = grid_size(count, nrow, config.height, config.width)
     subpixels = height * width * config.channels
     # The enlarged copies (two repeats, a contiguous transpose), PIL's image at 4 bytes a pixel, the PNG.

@@ -1,7 +1,8 @@
-"""The models shipped with vaecli, and which checkpoint -m (or its absence) names."""
+"""The models shipped with vaecli, and which checkpoint the `model` setting (or its absence) names."""
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -9,19 +10,19 @@ from vaecli.errors import CheckpointError
 from vaecli.store.files import kind_of
 
 PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"  # vaecli/pretrained
-# Names that -m accepts instead of a path.
+# Names that `model` accepts instead of a path.
 BUNDLED_MODELS = ("mnist", "mnist-resnet", "fashion-mnist", "fashion-mnist-binarized", "mnist-conditional")
 DEFAULT_MODEL_FILE = "vae.safetensors"
 
 
 def model_name(path: Path) -> str:
-    """How to name a model to the user: a bundled model by its -m name, any other by its path."""
+    """How to name a model to the user: a bundled model by its name, any other by its path."""
     path = Path(path)
     return path.stem if path.parent == PRETRAINED_DIR and path.stem in BUNDLED_MODELS else str(path)
 
 
 def resolve_model(option: str | None) -> tuple[Path, str | None]:
-    """The checkpoint to use: -m, else $VAE_MODEL, else ./vae.safetensors, else bundled MNIST.
+    """The checkpoint to use: `model`, else $VAE_MODEL, else ./vae.safetensors, else bundled MNIST.
 
     Returns the path and, when a fallback was taken silently, a note for stderr.
     """
@@ -37,9 +38,9 @@ def resolve_model(option: str | None) -> tuple[Path, str | None]:
             return Path(DEFAULT_MODEL_FILE), None
         bundled = PRETRAINED_DIR / "mnist.safetensors"
         if bundled.exists():
-            return bundled, "no -m given and no ./vae.safetensors: using the bundled MNIST model"
+            return bundled, "no `model` given and no ./vae.safetensors: using the bundled MNIST model"
         raise CheckpointError(
-            f"no model: ./{DEFAULT_MODEL_FILE} does not exist; train one with `vae train` or pass -m PATH"
+            f"no model: ./{DEFAULT_MODEL_FILE} does not exist; train one with `vae train` or pass `model=PATH`"
         )
     if option in BUNDLED_MODELS and not Path(option).exists():
         bundled = PRETRAINED_DIR / f"{option}.safetensors"
@@ -51,9 +52,7 @@ def resolve_model(option: str | None) -> tuple[Path, str | None]:
 
 
 def _suggest_bundled(option: str) -> None:
-    """Refuse a bare name that is no file but close to a bundled model's (`-m minst`), naming that model."""
-    import difflib
-
+    """Refuse a bare name that is no file but close to a bundled model's (`model=minst`), naming that model."""
     if os.sep in option or (os.altsep and os.altsep in option) or kind_of(Path(option)) != "missing":
         return
     name = option[: -len(".safetensors")] if option.endswith(".safetensors") else option

@@ -1,29 +1,38 @@
 """Checkpoints: the model, its training state and metadata in one safetensors file; atomic saves, checked loads.
 
-safetensors_file.py reads the file's framing, metadata.py declares the metadata, bundled.py names the shipped models.
+safetensors_file.py reads the file's framing, metadata.py declares the metadata and reads it without torch
+(read_metadata, for `vae info`), bundled.py names the shipped models.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from vaecli.config import FORMAT_VERSION, TrainConfig
+import numpy
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
+
+from vaecli.config import TrainConfig
 from vaecli.errors import CheckpointError
+from vaecli.model.interface import VAEModel
+from vaecli.model.networks import build_model, place
+from vaecli.model.prior import mixture_problem
+from vaecli.runtime.memory import check_fits
 from vaecli.store.files import write_atomic
-from vaecli.store.metadata import CheckpointMeta, StoredConfigError, read_meta, train_config_from_dict
+from vaecli.store.metadata import METADATA_KEY, CheckpointMeta, config_of, vaecli_metadata
+
+# Read without torch in metadata.py; named here too, where loaders, scripts and tests have always found them.
+from vaecli.store.metadata import read_header as read_header
+from vaecli.store.metadata import read_metadata as read_metadata
 from vaecli.store.safetensors_file import extent, not_checkpoint, read_file
-from vaecli.store.schema import Refusal
+from vaecli.training.optimizer_state import check_optimizer_state
 
-if TYPE_CHECKING:
-    import torch
-
-    from vaecli.model.interface import VAEModel
-
-METADATA_KEY = "vaecli"
 # Loading holds the tensor data twice (the bytes read, then safetensors' tensors made from them), and on
 # the CPU the model's weights once more (place() makes a channels-last copy). Measured with ru_maxrss and
 # tracemalloc around load_checkpoint: 2.12x the tensor bytes for an mlp, whose weights are not copied,
@@ -31,7 +40,7 @@ METADATA_KEY = "vaecli"
 LOAD_COPIES = 2.2
 MODEL_PREFIX = "model."
 OPTIMIZER_PREFIX = "optimizer."
-# With --ema, model.* holds the averaged weights users run, and these the weights as trained (for --resume).
+# Under `ema`, model.* holds the averaged weights users run, and these the weights as trained (for `resume`).
 TRAINING_PREFIX = "training."
 RNG_KEY = "rng.train"
 CUDA_RNG_BYTES = 16  # a CUDA generator's state: its seed and offset
@@ -47,7 +56,7 @@ class Checkpoint:
     path: Path
     optimizer_state: dict[str, torch.Tensor] = field(default_factory=dict)
     rng_state: torch.Tensor | None = None
-    training_weights: dict[str, torch.Tensor] = field(default_factory=dict)  # with --ema: the raw weights
+    training_weights: dict[str, torch.Tensor] = field(default_factory=dict)  # under `ema`: the raw weights
 
     @property
     def epochs_done(self) -> int:
@@ -71,8 +80,6 @@ def save_checkpoint(
     """Write the checkpoint to a temporary file beside `path`, then rename it into place.
 
     `own`: a path vaecli chose (the -best copy), written only as a regular file (see files.write_atomic)."""
-    from safetensors.torch import save
-
     tensors = {MODEL_PREFIX + k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for key, value in (training_weights or {}).items():
         tensors[TRAINING_PREFIX + key] = value.detach().cpu().contiguous()
@@ -84,19 +91,12 @@ def save_checkpoint(
     write_atomic(path, payload, own=own)
 
 
-def read_header(path: Path) -> tuple[dict, dict]:
-    """Parse and check the safetensors header: (tensor table, vaecli metadata), no weights allocated.
-
-    A regular file's weights are not read; a pipe or device is read to its end, to check that it is whole.
-    """
-    header, meta, _ = _read_checkpoint(Path(path), weights=False)
-    return header, meta
-
-
-def _read_checkpoint(path: Path, weights: bool) -> tuple[dict, dict, bytes | None]:
-    """(tensor table, metadata, and with `weights` the file's bytes), all from one pass over the file."""
-    check_cost = functools.partial(_check_loading_cost, path) if weights else None
-    return read_file(path, weights, functools.partial(_vaecli_metadata, path), check_cost)
+def _read_checkpoint(path: Path) -> tuple[dict, dict, bytes]:
+    """(tensor table, metadata, the file's bytes), all from one pass over the file."""
+    header, meta, data = read_file(path, True, functools.partial(vaecli_metadata, path),
+                                   functools.partial(_check_loading_cost, path))
+    assert data is not None  # read_file keeps the bytes when asked for the weights
+    return header, meta, data
 
 
 def _check_loading_cost(path: Path, header: dict, tensor_bytes: int) -> None:
@@ -104,68 +104,11 @@ def _check_loading_cost(path: Path, header: dict, tensor_bytes: int) -> None:
 
     The model's copy is counted from the file's own model tensors: a config that declares more is
     refused later, on the meta device, as not matching its weights."""
-    from vaecli.runtime.memory import check_fits
-
     model_bytes = sum(stop - begin for begin, stop, name in
                       (extent(path, name, entry) for name, entry in header.items()) if name.startswith(MODEL_PREFIX))
     needed = int(LOAD_COPIES * tensor_bytes) + model_bytes
     check_fits(needed, None, f"{path}: loading this checkpoint",
                "free some memory or load it on a machine with more")
-
-
-def _vaecli_metadata(path: Path, metadata: Any) -> dict:
-    """The object under the `vaecli` key of the safetensors metadata, parsed and checked field by field."""
-    if not isinstance(metadata, dict) or METADATA_KEY not in metadata:
-        raise CheckpointError(
-            f"{path}: a safetensors file but not a vaecli checkpoint; use one written by `vae train`"
-        )
-    if not all(isinstance(value, str) for value in metadata.values()):
-        # safetensors itself refuses such a file when the weights are loaded.
-        raise CheckpointError(not_checkpoint(path, "its safetensors metadata holds a value that is not text"))
-    try:
-        meta = json.loads(metadata[METADATA_KEY])
-    except (ValueError, RecursionError):
-        raise CheckpointError(
-            f"{path}: its vaecli metadata is not valid JSON; the file is damaged, retrain or re-copy it"
-        ) from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path}: its vaecli metadata is not a JSON object; the file is damaged")
-    # The version first: a newer format's fields may differ, and refusing them would hide the reason.
-    version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise CheckpointError(f"{path}: its metadata has no format version; the file is damaged")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: written by a newer vaecli (format {version}, this one reads up to "
-            f"{FORMAT_VERSION}); upgrade vaecli (`git pull && pip install .` in its clone)"
-        )
-    try:
-        read_meta(meta)  # what a command would trip over later (vae info, the report, resume, fit-prior)
-    except StoredConfigError as exc:
-        raise CheckpointError(_bad_config(path, exc)) from None
-    except Refusal as exc:
-        raise CheckpointError(
-            f"{path}: its metadata is damaged ({exc.message}); retrain it or use another checkpoint"
-        ) from None
-    return meta
-
-
-def read_metadata(path: Path) -> dict:
-    """The vaecli metadata of a checkpoint, with its fields and configs checked."""
-    _, meta = read_header(path)
-    return meta
-
-
-def config_of(path: Path, meta: dict) -> TrainConfig:
-    """The training config of metadata that read_header checked."""
-    try:
-        return train_config_from_dict(meta.get("config"))
-    except StoredConfigError as exc:
-        raise CheckpointError(_bad_config(path, exc)) from None
-
-
-def _bad_config(path: Path, exc: StoredConfigError) -> str:
-    return f"{path}: {exc.message}; the file is damaged or not for this vaecli"
 
 
 # --- weights and training state ------------------------------------------------------------------------
@@ -175,13 +118,10 @@ def load_checkpoint(
     path: Path, device: torch.device | str = "cpu", training_state: bool = False
 ) -> Checkpoint:
     """Rebuild the exact model from the file alone; with training_state, also optimizer and RNG."""
-    from vaecli.model.networks import place
-    from vaecli.training.optimizer_state import check_optimizer_state
-
     path = Path(path)
     # One read: a writer replacing the file meanwhile cannot give us the metadata of one checkpoint with
     # the weights of another, and a pipe can be read only once. The header is checked before the weights.
-    header, meta, data = _read_checkpoint(path, weights=True)
+    header, meta, data = _read_checkpoint(path)
     config = config_of(path, meta)
     model, tensors = _load_weights(path, config, header, data)
     checkpoint = Checkpoint(model=model, config=config, meta=meta, path=path)
@@ -198,9 +138,7 @@ def load_checkpoint(
 
 
 def _training_weights(path: Path, model: VAEModel, tensors: dict) -> dict:
-    """The weights as trained, beside the averaged ones of an --ema run: each must fit the model and be finite."""
-    import numpy
-
+    """The weights as trained, beside the averaged ones of an `ema` run: each must fit the model and be finite."""
     shapes = {name: value.shape for name, value in model.state_dict().items()}
     weights = {k[len(TRAINING_PREFIX):]: v for k, v in tensors.items() if k.startswith(TRAINING_PREFIX)}
     for name, value in weights.items():
@@ -215,14 +153,6 @@ def _training_weights(path: Path, model: VAEModel, tensors: dict) -> dict:
 
 def _load_weights(path: Path, config: TrainConfig, header: dict, data: bytes) -> tuple[VAEModel, dict]:
     """The model with the file's weights, checked finite (and its prior a density); all the file's tensors."""
-    import numpy
-    import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    from vaecli.model.networks import build_model
-    from vaecli.model.prior import mixture_problem
-
     # Built on the meta device (nothing allocated) and checked against the header first: weights
     # that all lie in the file bound the model by the file's size, so crafted metadata cannot
     # make us allocate terabytes. The file's tensors then become the weights (assign=True).
@@ -258,8 +188,6 @@ def _load_weights(path: Path, config: TrainConfig, header: dict, data: bytes) ->
 
 def _check_rng_state(path: Path, state: torch.Tensor | None) -> None:
     """The RNG state is bytes; one as long as a CPU generator's must be a valid one (others: on resuming)."""
-    import torch
-
     if state is None:
         return
     ok = state.dtype == torch.uint8 and state.dim() == 1 and state.numel() > 0
@@ -276,11 +204,9 @@ def restore_generator(generator: torch.Generator, checkpoint: Checkpoint) -> boo
     """Give `generator` the checkpoint's RNG state and return True. A state saved on another kind of device
     (CPU and CUDA generators differ) cannot go on there: the generator is seeded from it, repeatably, and False
     returned."""
-    import hashlib
-
-    import torch
-
     state, path = checkpoint.rng_state, checkpoint.path
+    if state is None:  # nothing saved: the stream starts afresh
+        return False
     size, expected = state.numel(), generator.get_state().numel()
     if size != expected:
         # A CPU generator keeps a Mersenne Twister (5056 bytes), a CUDA one a seed and an offset (16).

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
-from vaecli.errors import InputError, OutputError, UsageError
+from vaecli.errors import InputError, OutputError
 from vaecli.runtime import signals
 
 MAX_NAME_BYTES = 255  # NAME_MAX of Linux, macOS and Windows file systems
@@ -75,7 +75,7 @@ def describe_os_error(exc: OSError) -> str:
 def check_output_file(path: str | Path, option: str = "") -> None:
     """Refuse an output file that cannot be written, before any work is done.
 
-    A name ending in / names a folder (`-o out/`): refused unless the folder is there.
+    A name ending in / names a folder (`out/`): refused unless the folder is there.
     """
     trailing = _named_as_folder(path)
     path = Path(path)
@@ -83,11 +83,11 @@ def check_output_file(path: str | Path, option: str = "") -> None:
     check_name_lengths(path, option)
     kind = kind_of(path, option)
     if kind == "folder":
-        raise UsageError(f"{name}: is a folder; give a file name inside it")
+        raise OutputError(f"{name}: is a folder; give a file name inside it")
     if trailing:
-        raise UsageError(f"{name}/: ends in /, as a folder's name does; give a file name (no / at the end)")
+        raise OutputError(f"{name}/: ends in /, as a folder's name does; give a file name (no / at the end)")
     if kind in ("block", "socket", "loop"):
-        raise UsageError(f"{name}: is a {_KIND_WORDS[kind]}, not a file; give a file name")
+        raise OutputError(f"{name}: is a {_KIND_WORDS[kind]}, not a file; give a file name")
     if kind in ("device", "fifo"):
         return  # written through, never replaced
     _check_can_make(path.parent, name, option)
@@ -103,7 +103,7 @@ def check_output_folder(folder: Path, option: str = "") -> None:
     check_name_lengths(folder, option)
     kind = kind_of(folder, option)
     if kind not in ("missing", "folder"):
-        raise UsageError(f"{name}: exists and is not a folder; choose another output folder")
+        raise OutputError(f"{name}: exists and is not a folder; choose another output folder")
     _check_can_make(folder, name, option)
 
 
@@ -114,9 +114,9 @@ def _check_can_make(folder: Path, name: str, option: str) -> None:
     while kind_of(folder, option) == "missing" and folder != folder.parent:
         folder = folder.parent
     if kind_of(folder, option) != "folder":
-        raise UsageError(f"{name}: {folder} is not a folder; choose another path")
+        raise OutputError(f"{name}: {folder} is not a folder; choose another path")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"{name}: cannot write in {folder} (permission denied); choose another path")
+        raise OutputError(f"{name}: cannot write in {folder} (permission denied); choose another path")
 
 
 # Paths that the command line gave with a trailing slash (cli.VaeCommand notes them): pathlib drops it.
@@ -142,7 +142,7 @@ def _named_as_folder(path: str | Path) -> bool:
 def check_name_lengths(path: Path, option: str = "") -> None:
     """Refuse a path with a name over the file systems' limit, before anything is made."""
     if any(len(os.fsencode(part)) > MAX_NAME_BYTES for part in Path(path).parts):
-        raise UsageError(
+        raise OutputError(
             f"{_name(path, option)}: a name in this path is over {MAX_NAME_BYTES} bytes; choose a shorter one"
         )
 
@@ -301,7 +301,7 @@ def claimed(path: Path, taken: Callable[[Path], str]) -> Iterator[None]:
 def _replace(tmp: str, target: Path, path: Path, written: Stamp) -> None:
     claim = _CLAIMS.get(os.path.realpath(target))
     now = None if claim is None else stamp(target)
-    if now is not None and now != claim.seen:  # a file that was removed meanwhile holds nothing to lose
+    if claim is not None and now is not None and now != claim.seen:  # one removed meanwhile holds nothing to lose
         raise OutputError(claim.taken(path))
     os.replace(tmp, target)
     if claim is not None:
@@ -351,7 +351,15 @@ def _list(folder: Path) -> list[str]:
 # --- Input: regular files, stdin, FIFOs and devices, read with a size bound ----------------------------
 
 
-def open_input(source: str | Path, what: str) -> tuple[BinaryIO, str]:
+class Input(Protocol):
+    """An open input as open_input gives it: a file, stdin's buffer or a FIFO's reader, read and closed."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+def open_input(source: str | Path, what: str) -> tuple[Input, str]:
     """Open a file, `-` (stdin), a FIFO or a device for reading: (binary handle, name for messages).
 
     A FIFO that no program writes to is given PIPE_WRITER_WAIT_S, then refused, instead of blocking forever.
@@ -426,7 +434,7 @@ class _PipeReader:
         self.close()
 
 
-def read_exactly(handle: BinaryIO, count: int, name: str) -> bytes:
+def read_exactly(handle: Input, count: int, name: str) -> bytes:
     """`count` bytes from handle, in chunks (nothing is allocated for data that is not there)."""
     chunks, left = [], count
     try:

@@ -1,13 +1,17 @@
 """The checkpoint's metadata, declared once: each field with its check; store/schema.py reads and writes them.
 
-The JSON keeps the key names that `vae info --json`, `vae train --json` and scripts read (README: JSON for
+The JSON keeps the key names that the JSON of `vae info` and `vae train`, and scripts, read (README: JSON for
 scripts). The configs (config.py) are checked by their fields' types, then validated as `vae train`'s options.
+read_metadata reads it from a checkpoint's header without torch, so that `vae info` starts fast.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from vaecli import __version__
@@ -21,7 +25,8 @@ from vaecli.config import (
     ModelConfig,
     TrainConfig,
 )
-from vaecli.errors import CheckpointError, UsageError
+from vaecli.errors import CheckpointError, SettingError
+from vaecli.store.safetensors_file import not_checkpoint, read_file
 from vaecli.store.schema import (
     FLAG,
     NUMBER,
@@ -53,7 +58,7 @@ MAX_TEXT_CHARS = 65_536  # a command line with paths in it; PATH_MAX is 4096
 MAX_RECIPE_STEPS = 10_000
 MAX_CLASSES = 1_000_000
 # vaecli nests 5 levels (meta, history, epoch, test, kl_per_dim). Deeper JSON can parse, then overflow
-# the stack when `vae info --json` or a resumed run writes it back.
+# the stack when `vae info`'s JSON or a resumed run writes it back.
 MAX_METADATA_DEPTH = 32
 TEXT = text(MAX_TEXT_CHARS)
 SEED = whole(MIN_SEED, MAX_SEED)
@@ -79,7 +84,7 @@ def _stored_config(cls: type, data: Any, name: str) -> Any:
         config.validate()
     except Refusal as exc:
         raise StoredConfigError(exc.message) from None
-    except UsageError as exc:  # a stored config that fails validation is a bad file, not a bad option
+    except SettingError as exc:  # a stored config that fails validation is a bad file, not a bad setting
         raise StoredConfigError(f"stored config is invalid: {exc.message}") from None
     return config
 
@@ -103,7 +108,7 @@ class Losses(Record):
 
 @dataclass
 class EpochRecord(Record):
-    """One epoch of training, as the checkpoint's history and `vae train --json` hold it."""
+    """One epoch of training, as the checkpoint's history and `vae train`'s JSON hold it."""
 
     epoch: int = stored(whole(1, MAX_EPOCHS_DONE), required=True)  # counted from 1, over every run of a resumed file
     elapsed_s: float | None = stored(NUMBER, None)  # wall time of the epoch, testing included
@@ -213,3 +218,72 @@ def nesting_depth(value: Any, limit: int) -> int:
         children = node.values() if isinstance(node, dict) else node
         stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
     return deepest
+
+
+# --- Reading it from a checkpoint: the header alone, no tensor data and no torch -----------------------------
+
+METADATA_KEY = "vaecli"  # the safetensors metadata key that holds the object above, as JSON
+
+
+def read_header(path: Path) -> tuple[dict, dict]:
+    """Parse and check the safetensors header: (tensor table, vaecli metadata), no weights allocated.
+
+    A regular file's weights are not read; a pipe or device is read to its end, to check that it is whole.
+    """
+    header, meta, _ = read_file(Path(path), False, functools.partial(vaecli_metadata, Path(path)))
+    return header, meta
+
+
+def read_metadata(path: Path) -> dict:
+    """The vaecli metadata of a checkpoint, with its fields and configs checked."""
+    _, meta = read_header(path)
+    return meta
+
+
+def vaecli_metadata(path: Path, metadata: Any) -> dict:
+    """The object under the `vaecli` key of the safetensors metadata, parsed and checked field by field."""
+    if not isinstance(metadata, dict) or METADATA_KEY not in metadata:
+        raise CheckpointError(
+            f"{path}: a safetensors file but not a vaecli checkpoint; use one written by `vae train`"
+        )
+    if not all(isinstance(value, str) for value in metadata.values()):
+        # safetensors itself refuses such a file when the weights are loaded.
+        raise CheckpointError(not_checkpoint(path, "its safetensors metadata holds a value that is not text"))
+    try:
+        meta = json.loads(metadata[METADATA_KEY])
+    except (ValueError, RecursionError):
+        raise CheckpointError(
+            f"{path}: its vaecli metadata is not valid JSON; the file is damaged, retrain or re-copy it"
+        ) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its vaecli metadata is not a JSON object; the file is damaged")
+    # The version first: a newer format's fields may differ, and refusing them would hide the reason.
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: its metadata has no format version; the file is damaged")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: written by a newer vaecli (format {version}, this one reads up to "
+            f"{FORMAT_VERSION}); upgrade vaecli (`git pull && pip install .` in its clone)"
+        )
+    try:
+        read_meta(meta)  # what a command would trip over later (vae info, the report, resume, fit-prior)
+    except StoredConfigError as exc:
+        raise CheckpointError(_bad_config(path, exc)) from None
+    except Refusal as exc:
+        raise CheckpointError(
+            f"{path}: its metadata is damaged ({exc.message}); retrain it or use another checkpoint"
+        ) from None
+    return meta
+
+
+def config_of(path: Path, meta: dict) -> TrainConfig:
+    """The training config of metadata that read_header checked."""
+    try:
+        return train_config_from_dict(meta.get("config"))
+    except StoredConfigError as exc:
+        raise CheckpointError(_bad_config(path, exc)) from None
+
+
+def _bad_config(path: Path, exc: StoredConfigError) -> str:
+    return f"{path}: {exc.message}; the file is damaged or not for this vaecli"

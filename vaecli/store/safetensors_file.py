@@ -12,10 +12,10 @@ import stat
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from vaecli.errors import CheckpointError
-from vaecli.store.files import READ_CHUNK, describe_size, kind_of, open_input, read_exactly
+from vaecli.store.files import READ_CHUNK, Input, describe_size, kind_of, open_input, read_exactly
 
 MAX_HEADER_BYTES = 8_000_000  # a vaecli header is a few kB; refuse before reading a huge one
 # Tensor data, refused before it is read: the bundled MNIST model holds 8 MB, weights and Adam state.
@@ -42,7 +42,7 @@ def read_file(
     its end, to check that it is whole."""
     kind = kind_of(path)
     if kind == "missing":
-        raise CheckpointError(f"{path}: no such checkpoint; train one with `vae train` or pass -m")
+        raise CheckpointError(f"{path}: no such checkpoint; train one with `vae train` or pass `model`")
     if kind == "folder":
         raise CheckpointError(f"{path}: is a folder; give a .safetensors checkpoint file")
     # open_input reads `-` as stdin; a checkpoint file named `-` is meant here.
@@ -63,7 +63,7 @@ def read_file(
 
 
 def not_checkpoint(path: Path, why: str) -> str:
-    return f"{path}: not a readable checkpoint ({why}); retrain it or pass another file with -m"
+    return f"{path}: not a readable checkpoint ({why}); retrain it or pass another file with `model`"
 
 
 def extent(path: Path, name: str, entry: Any) -> tuple[int, int, str]:
@@ -83,15 +83,16 @@ def extent(path: Path, name: str, entry: Any) -> tuple[int, int, str]:
     return begin, stop, name
 
 
-def _regular_size(handle: BinaryIO) -> int | None:
+def _regular_size(handle: Input) -> int | None:
     """The size of a regular file; None for a pipe or device, whose size is what its header declares."""
-    if not hasattr(handle, "fileno"):
+    fileno = getattr(handle, "fileno", None)  # a FIFO's reader has none
+    if fileno is None:
         return None
-    status = os.fstat(handle.fileno())
+    status = os.fstat(fileno())
     return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
-def _parse_header(path: Path, handle: BinaryIO, size: int | None) -> tuple[bytes, dict]:
+def _parse_header(path: Path, handle: Input, size: int | None) -> tuple[bytes, dict]:
     """(the length prefix and header as read, the header's JSON object), checked before any weights."""
     head = read_exactly(handle, 8, str(path))
     if len(head) < 8:
@@ -139,7 +140,7 @@ def _is_sizes(value: Any, most: int) -> bool:
     )
 
 
-def _read_tensor_data(path: Path, handle: BinaryIO, count: int, keep: bool) -> bytes:
+def _read_tensor_data(path: Path, handle: Input, count: int, keep: bool) -> bytes:
     """The `count` bytes of tensor data, then the end of the file; without `keep`, read and dropped."""
     if keep:
         body = read_exactly(handle, count, str(path))

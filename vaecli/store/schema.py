@@ -106,17 +106,18 @@ def from_dict(cls: type, data: Any, name: str) -> Any:
     return cls(**values)
 
 
-def to_dict(record: Any) -> dict:
+def to_dict(record: object) -> dict:
     """The JSON object of a record: its fields (None ones left out where the check says), derived keys, the rest."""
     data: dict[str, Any] = {}
     rest: dict[str, Any] = {}
-    for field_ in fields_of(type(record)):
+    cls: type = type(record)
+    for field_ in fields_of(cls):
         value = getattr(record, field_.name)
         if field_.check.rest:
             rest = value
         elif value is not None or not field_.check.omit_none:
             data[field_.name] = field_.check.write(value) if field_.check.write and value is not None else value
-    for key, derived in derived_keys(type(record)).items():
+    for key, derived in derived_keys(cls).items():
         data[key] = derived.value(record)
     return {**data, **rest}
 
@@ -228,6 +229,6 @@ def _check_of_type(hint: Any, where: str) -> Check:
         # A NUL cannot be in a path or option; os calls on it raise ValueError, not OSError.
         return Check(lambda value: isinstance(value, str) and len(value) <= MAX_OPTION_TEXT and "\0" not in value,
                      omit_none=False)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return record(hint)
     raise TypeError(f"{where}: a stored field of type {hint} needs a check (schema.stored)")

@@ -1,10 +1,19 @@
-"""A checkpoint's facts as (name, value) rows, from its metadata alone: `vae info` and `vae tour --html` show them."""
+"""A checkpoint's facts as (name, value) rows, from its metadata alone: `vae info` and `vae tour`'s page show them.
+
+Values name settings as `name` (`ema`), for the command that shows them to say as it speaks (a flag).
+"""
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+from vaecli.config import describe_prior
+
+if TYPE_CHECKING:
+    from vaecli.config import ModelConfig
+    from vaecli.store.metadata import CheckpointMeta, EpochRecord, Losses
 
 # Recorded `vae eval` runs, the headline first: the whole test split at K = 1000, then the quick check
 # that tests re-run (see scripts/export_pretrained.py).
@@ -13,7 +22,7 @@ MISSING = "—"
 UNIT_KINDS = ("CPU core", "GPU")  # compute counted in device-hours; other devices by wall time
 
 
-def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
+def summary_rows(path: str, meta: CheckpointMeta) -> list[tuple[str, str]]:
     """(name, value) pairs describing the model, its test loss, its evaluations and its recipe."""
     config, model = meta.config, meta.config.model
     rows = [
@@ -31,8 +40,8 @@ def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
         ("seed", str(config.seed)),
     ]
     if config.ema:
-        rows.append(("weights", f"moving average of the weights, decay {config.ema} (--ema); "
-                                "--resume goes on from the weights as trained"))
+        rows.append(("weights", f"moving average of the weights, decay {config.ema} (`ema`); "
+                                "`resume` goes on from the weights as trained"))
     if meta.tf32:
         rows.append(("precision", f"{config.precision}, float32 matmuls and convolutions in TF32 (CUDA)"))
     if meta.history:
@@ -54,18 +63,18 @@ def summary_rows(path: str, meta: Any) -> list[tuple[str, str]]:
     return rows
 
 
-def _layers_line(model: Any) -> str:
+def _layers_line(model: ModelConfig) -> str:
     return (f"{model.groups} stochastic: the top a {model.latent_dim}-d vector, then {model.groups - 1} maps of "
             + " x ".join(map(str, model.map_shape)))
 
 
-def _classes_line(classes: int, meta: Any) -> str:
+def _classes_line(classes: int, meta: CheckpointMeta) -> str:
     names = meta.dataset_info.class_names if meta.dataset_info is not None else []
     shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-    return f"on the class, one of {classes}" + (f": {shown} (--label)" if names else " (--label)")
+    return f"on the class, one of {classes}" + (f": {shown} (`label`)" if names else " (`label`)")
 
 
-def _likelihood(model: Any) -> str:
+def _likelihood(model: ModelConfig) -> str:
     """p(x|z) by name; a logistic mixture with its number of components."""
     mixtures = getattr(model, "mixtures", 1)
     if model.likelihood == "logistic" and mixtures > 1:
@@ -73,7 +82,7 @@ def _likelihood(model: Any) -> str:
     return "logistic (discretized, 8-bit)" if model.likelihood == "logistic" else str(model.likelihood)
 
 
-def _test_loss(meta: Any, test: Any) -> str:
+def _test_loss(meta: CheckpointMeta, test: Losses | None) -> str:
     """The last epoch's test -ELBO, or, for a prior fitted after it, the -ELBO under that prior."""
     loss, recon, kl = (number(None if test is None else getattr(test, key)) for key in ("loss", "recon", "kl"))
     trained = f"{loss} nats (recon {recon}, KL {kl})"
@@ -83,7 +92,7 @@ def _test_loss(meta: Any, test: Any) -> str:
         return trained
     kl_fitted, recon_value = fit.get("test_kl_mixture"), None if test is None else test.recon
     same_images = fit.get("test_images") == (meta.dataset_info.n_test if meta.dataset_info else None)
-    if not (is_number(kl_fitted) and is_number(recon_value) and same_images):
+    if test is None or not (is_number(kl_fitted) and is_number(recon_value) and same_images):
         return f"{trained} before the prior was fitted"
     # The fit keeps the encoder and decoder, so only the KL term changes (see vae fit-prior); in a
     # hierarchical model only its top layer's.
@@ -116,7 +125,7 @@ def _evaluation_rows(record: Any) -> list[tuple[str, str]]:
     return rows
 
 
-def _machines_line(history: list) -> str:
+def _machines_line(history: list[EpochRecord]) -> str:
     """The training time spent on each machine, the most first: a resumed run may have moved between them."""
     spent: dict[str, list[float]] = {}
     for record in history:
@@ -130,7 +139,7 @@ def _machines_line(history: list) -> str:
                      for where, (seconds, count) in parts)
 
 
-def compute_line(history: list) -> str:
+def compute_line(history: list[EpochRecord]) -> str:
     """Training compute as papers state it: CPU core-hours (wall time x threads), GPU-hours (x GPUs)."""
     spent: dict[str, float] = {}
     for record in history:
@@ -173,8 +182,6 @@ def duration(seconds: float) -> str:
 
 def _prior_line(components: int, fit: object, hierarchical: bool) -> str:
     """p(z), of a hierarchical model's top layer: N(0, I), or a fitted mixture with the test KL it bought."""
-    from vaecli.config import describe_prior
-
     top = " at the top" if hierarchical else ""
     if not components:
         return describe_prior(0) + top
@@ -189,7 +196,7 @@ def number_or_nan(value: Any) -> float:
     return float(value) if is_number(value) else math.nan
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

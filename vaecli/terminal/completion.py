@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import typer
+
+from vaecli.data.datasets import SPLITS
+from vaecli.store.bundled import BUNDLED_MODELS
+from vaecli.store.files import check_output_folder, write_atomic
+
 SHELLS = ("bash", "zsh", "fish")
 FILE_NAMES = {"bash": "vae.bash", "zsh": "_vae", "fish": "vae.fish"}
 # Parameters (by their Python name) whose values are paths of one kind, whatever their type says:
@@ -62,8 +68,6 @@ def describe_cli(cli: Any) -> tuple[list[OptionSpec], list[CommandSpec]]:
     """Walk the CLI (the typer app or its click group): root options and every visible command.
 
     The CLI is passed in, not imported, so that the app can offer `vae completion` without a cycle."""
-    import typer
-
     group = typer.main.get_command(cli) if isinstance(cli, typer.Typer) else cli
     known = _known_words()
     root_ctx = group.make_context("vae", [], resilient_parsing=True)
@@ -86,9 +90,6 @@ def describe_cli(cli: Any) -> tuple[list[OptionSpec], list[CommandSpec]]:
 
 def _known_words() -> dict[str, tuple[str, ...]]:
     """Values that plain str/int parameters accept, taken from the modules that check them."""
-    from vaecli.data.datasets import SPLITS
-    from vaecli.store.bundled import BUNDLED_MODELS
-
     return {"model": BUNDLED_MODELS, "checkpoint": BUNDLED_MODELS, "split": SPLITS, "channels": FIXED_CHANNELS}
 
 
@@ -378,8 +379,6 @@ def script(shell: str, cli: Any) -> str:
 
 def write_all(folder: Path, cli: Any) -> list[Path]:
     """Write every shell's script for the CLI into folder; returns the paths."""
-    from vaecli.store.files import check_output_folder, write_atomic
-
     check_output_folder(folder)  # write_atomic makes it with the first script
     return [write_atomic(folder / FILE_NAMES[shell], script(shell, cli).encode("utf-8"), own=True)
             for shell in SHELLS]

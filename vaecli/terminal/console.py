@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vaecli.config import SETTING_FLAGS
 from vaecli.errors import OutputError, ReaderGone, UsageError
 
 if TYPE_CHECKING:
@@ -23,6 +24,22 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
+# A setting as library messages name it: `name` or `name=value`.
+_SETTING = re.compile(r"`([a-z_]+)(?:=([^`]*))?`")
+
+
+def as_flags(message: str) -> str:
+    """A library message as the command line speaks it: `batch_size=0` becomes --batch-size 0."""
+
+    def flag(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2)
+        if name not in SETTING_FLAGS:
+            return match.group()
+        return SETTING_FLAGS[name] if value is None else f"{SETTING_FLAGS[name]} {value}"
+
+    return _SETTING.sub(flag, message)
+
+
 def debug_from_env() -> bool:
     """VAE_DEBUG=1 (anything but empty or 0) asks for tracebacks, as --debug does."""
     return os.environ.get("VAE_DEBUG", "") not in ("", "0")
@@ -30,17 +47,13 @@ def debug_from_env() -> bool:
 
 @dataclass
 class Terminal:
-    """The streams a command talks to; commands set `quiet`, tests may swap streams."""
+    """The streams one invocation talks to: each command makes its own and passes it to whatever prints, so
+    nothing (-q, --debug) outlives the call; tests may swap the streams."""
 
     quiet: bool = False
     debug: bool = field(default_factory=lambda: debug_from_env())
     _console: Console | None = None
     _console_file: object = None
-
-    def reset(self) -> None:
-        """Forget an earlier invocation's -q and --debug: each call in one process starts fresh."""
-        self.quiet = False
-        self.debug = debug_from_env()
 
     @property
     def stderr(self) -> Console:
@@ -63,15 +76,15 @@ class Terminal:
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            self.stderr.print(printable(message), markup=False, emoji=False, soft_wrap=True)
+            self.stderr.print(printable(as_flags(message)), markup=False, emoji=False, soft_wrap=True)
 
     def warn(self, message: str) -> None:
         if not self.quiet:
-            self.stderr.print(f"warning: {printable(message)}", style="yellow", markup=False, emoji=False,
+            self.stderr.print(f"warning: {printable(as_flags(message))}", style="yellow", markup=False, emoji=False,
                               soft_wrap=True)
 
     def error(self, message: str) -> None:
-        self.stderr.print(f"error: {printable(message)}", style="bold red", markup=False, emoji=False,
+        self.stderr.print(f"error: {printable(as_flags(message))}", style="bold red", markup=False, emoji=False,
                           soft_wrap=True)
 
     def emit(self, line: str) -> None:
@@ -85,17 +98,9 @@ class Terminal:
         except (OSError, ValueError) as exc:
             raise OutputError(_stdout_failure(exc)) from None
 
-    def check_binary_stdout(self) -> None:
-        """Refuse binary output for a terminal (or a closed stdout) now, before the work."""
-        if _stdout().isatty():
-            raise UsageError(
-                "refusing to write binary data to a terminal: redirect stdout "
-                "(`> file.png` or `| ...`) or give a file name instead of `-`"
-            )
-
     def emit_bytes(self, data: bytes) -> None:
         """Write binary data to stdout, refusing when stdout is a terminal."""
-        self.check_binary_stdout()
+        check_binary_stdout()
         stream = _stdout()
         buffer = getattr(stream, "buffer", stream)
         try:
@@ -109,6 +114,15 @@ class Terminal:
             raise OutputError(_stdout_failure(exc)) from None
 
 
+def check_binary_stdout() -> None:
+    """Refuse binary output for a terminal (or a closed stdout) now, before the work."""
+    if _stdout().isatty():
+        raise UsageError(
+            "refusing to write binary data to a terminal: redirect stdout "
+            "(`> file.png` or `| ...`) or give a file name instead of `-`"
+        )
+
+
 def _stdout():
     # Python sets sys.stdout to None when the program starts with file descriptor 1 closed (`>&-`).
     if sys.stdout is None:
@@ -120,5 +134,3 @@ def _stdout_failure(exc: BaseException) -> str:
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return f"cannot write to stdout ({reason}); redirect it to a file or a program that reads it"
 
-
-term = Terminal()

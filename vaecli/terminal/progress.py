@@ -7,11 +7,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from vaecli.terminal.console import printable, term
+from rich.progress import BarColumn, TextColumn
+from rich.progress import Progress as Bar
+
+from vaecli.terminal.console import Terminal, printable
 
 if TYPE_CHECKING:
-    from rich.progress import Progress as Bar
-
     from vaecli.training.loop import Progress
 
 NOT_YET = "—"  # a field with nothing measured yet: no batch done, no rate known
@@ -20,7 +21,9 @@ NOT_YET = "—"  # a field with nothing measured yet: no batch done, no rate kno
 class TrainingDisplay:
     """Epoch lines always; with a rich bar, live progress between them."""
 
-    def __init__(self, bar: Bar | None = None, epochs: int = 0, first_epoch: int = 1, images: int = 0) -> None:
+    def __init__(self, term: Terminal, bar: Bar | None = None, epochs: int = 0, first_epoch: int = 1,
+                 images: int = 0) -> None:
+        self._term = term
         self._bar = bar
         self._epochs = epochs
         self._epoch = first_epoch
@@ -39,7 +42,7 @@ class TrainingDisplay:
     def epoch_line(self, line: str) -> None:
         """Print a finished epoch's line above the bar, then start the bar on the next epoch."""
         if self._bar is None:
-            term.note(line)
+            self._term.note(line)
             return
         # The bar's own console: it moves the live display down instead of writing over it.
         self._bar.console.print(printable(line), markup=False, emoji=False, highlight=False, soft_wrap=True)
@@ -82,14 +85,12 @@ class TrainingDisplay:
 
 
 @contextmanager
-def training_display(epochs: int, epochs_done: int, images: int) -> Iterator[TrainingDisplay]:
-    """A live bar when stderr is a terminal and not --quiet; epoch lines only otherwise."""
+def training_display(term: Terminal, epochs: int, epochs_done: int, images: int) -> Iterator[TrainingDisplay]:
+    """A live bar on `term` when its stderr is a terminal and not --quiet; epoch lines only otherwise."""
     if not term.live_progress:
-        yield TrainingDisplay()
+        yield TrainingDisplay(term)
         return
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    bar = Progress(
+    bar = Bar(
         TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}", markup=False),
         BarColumn(),
         TextColumn("{task.completed:>6.0f}/{task.total:.0f}", markup=False),
@@ -99,6 +100,6 @@ def training_display(epochs: int, epochs_done: int, images: int) -> Iterator[Tra
         console=term.stderr,
         transient=True,
     )
-    display = TrainingDisplay(bar, epochs, epochs_done + 1, images)
+    display = TrainingDisplay(term, bar, epochs, epochs_done + 1, images)
     with bar:
         yield display

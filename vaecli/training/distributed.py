@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from vaecli.runtime.device import resolve_device
 
@@ -39,8 +40,6 @@ def join(device_name: str) -> tuple[World, torch.device]:
     device = resolve_device(device_name)
     if not launched_by_torchrun():
         return World(), device
-    import torch.distributed as dist
-
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -50,11 +49,8 @@ def join(device_name: str) -> tuple[World, torch.device]:
 
 
 def leave(world: World) -> None:
-    if world.distributed:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def exit_at_once(code: int) -> None:
@@ -81,14 +77,10 @@ def shard(rows: torch.Tensor, world: World) -> slice:
 
 def sum_across(tensor: torch.Tensor, world: World) -> torch.Tensor:
     if world.distributed:
-        import torch.distributed as dist
-
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
 def barrier(world: World) -> None:
     if world.distributed:
-        import torch.distributed as dist
-
         dist.barrier()

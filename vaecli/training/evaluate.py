@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -65,10 +66,10 @@ def elbo_summary(
         kl_dims += kl_per_dimension(draw.mu, draw.logvar).sum(0).double()
     model.train(was_training)
     n = max(pixels.shape[0], 1)
-    recon, *per_layer = (float(v) / n for v in sums)
-    kl_dims = (kl_dims / n).tolist()
-    return Losses(recon=recon, kl=sum(per_layer), loss=recon + sum(per_layer), kl_per_dim=kl_dims,
-                  active_units=sum(k > ACTIVE_UNIT_NATS for k in kl_dims),
+    mean_recon, *per_layer = (float(v) / n for v in sums)
+    per_dim: list[float] = (kl_dims / n).tolist()
+    return Losses(recon=mean_recon, kl=sum(per_layer), loss=mean_recon + sum(per_layer), kl_per_dim=per_dim,
+                  active_units=sum(k > ACTIVE_UNIT_NATS for k in per_dim),
                   kl_per_layer=per_layer if model.layers > 1 else None)
 
 
@@ -114,7 +115,10 @@ def batch_of(labels: torch.Tensor | None, start: int, size: int) -> torch.Tensor
     return None if labels is None else labels[start : start + size]
 
 
-def bits_per_dim(nats, dims: int):
+Nats = TypeVar("Nats", float, torch.Tensor)
+
+
+def bits_per_dim(nats: Nats, dims: int) -> Nats:
     """Nats per image (a float or a tensor) to bits per dimension of an image with `dims` subpixels."""
     return nats / (dims * math.log(2))
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
-import functools
 import inspect
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim import optimizer as torch_optimizer
 
 from vaecli.config import TrainConfig, train_command_line
 from vaecli.data.datasets import ImageSet, eval_pixels, to_pixels
@@ -47,7 +49,7 @@ class TrainingRun:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     history: list[EpochRecord] = field(default_factory=list)
-    average: VAEModel | None = None  # with --ema: the moving average of the weights, tested and saved
+    average: VAEModel | None = None  # under `ema`: the moving average of the weights, tested and saved
     # False when a resumed run moved to another kind of device: its random stream was seeded afresh.
     same_random_stream: bool = True
 
@@ -57,7 +59,7 @@ class TrainingRun:
 
     @property
     def saved_model(self) -> VAEModel:
-        """The weights each epoch is tested with and users get: the average under --ema, else the model."""
+        """The weights each epoch is tested with and users get: the average under `ema`, else the model."""
         return self.model if self.average is None else self.average
 
 
@@ -126,7 +128,7 @@ class LossWatch:
         if step >= 0:
             raise TrainingError(
                 f"the loss became {float(self.bad_loss)} at epoch {epoch + 1}, step {step + 1}; "
-                f"the checkpoint keeps the last good epoch. Try a lower --lr (now {config.lr:g})"
+                f"the checkpoint keeps the last good epoch. Try a lower `lr` (now {config.lr:g})"
             )
 
 
@@ -207,7 +209,7 @@ def skip_dynamo_import() -> None:
     """Let the optimizer's methods run without importing torch._dynamo (and sympy): 1 s of every start.
 
     torch wraps zero_grad, add_param_group and (load_)state_dict so that their first call imports
-    torch._dynamo to mark them "not to be traced". vaecli never traces the optimizer (--compile
+    torch._dynamo to mark them "not to be traced". vaecli never traces the optimizer (`compile`
     compiles the model only), so the mark is set to the plain function beforehand; if torch changes
     how it marks them, this does nothing and the import happens as before. `optimizer_step` does
     the same for step.
@@ -229,14 +231,13 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     if _has_step_hooks(optimizer):
         optimizer.step()
         return
-    step = _plain_step(type(optimizer))
+    kind = type(optimizer)
+    step = _PLAIN_STEPS.get(kind) or _PLAIN_STEPS.setdefault(kind, inspect.unwrap(kind.step))
     with torch.no_grad():
         step(optimizer)
 
 
 def _has_step_hooks(optimizer: torch.optim.Optimizer) -> bool:
-    from torch.optim import optimizer as torch_optimizer
-
     # If torch renames these, getattr finds nothing there and the hooks still fire: torch's step is taken.
     found = [getattr(optimizer, "_optimizer_step_pre_hooks", None), getattr(optimizer, "_optimizer_step_post_hooks",
              None), getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
@@ -244,9 +245,8 @@ def _has_step_hooks(optimizer: torch.optim.Optimizer) -> bool:
     return any(hooks is None or len(hooks) > 0 for hooks in found)
 
 
-@functools.cache
-def _plain_step(kind: type) -> Callable[[torch.optim.Optimizer], object]:
-    return inspect.unwrap(kind.step)
+# Each optimizer class's step without torch's wrappers, found once per class.
+_PLAIN_STEPS: dict[type[torch.optim.Optimizer], Callable[[torch.optim.Optimizer], object]] = {}
 
 
 def learning_rate(config: TrainConfig, progress: float) -> float:
@@ -303,7 +303,8 @@ def fit(
     device = next(run.model.parameters()).device
     net = run.model if not world.distributed else _data_parallel(run.model, device)
     if compile_model:
-        net = torch.compile(net)  # the first steps pay for compilation
+        # The first steps pay for compilation. A module compiles to a module (OptimizedModule); the stubs say Callable.
+        net = cast("torch.nn.Module", torch.compile(net))
     images = train_set.images.to(device)
     batch = min(config.batch_size, images.shape[0])
     loop = _Loop(config, run, net, images, model_labels(config, train_set, device), batch,
@@ -337,10 +338,10 @@ def _train_epoch(loop: _Loop, epoch: int, started: float) -> Epoch:
     sums, watch = Sums.zeros(loop.images.device), LossWatch.start(loop.images.device)
     seen, beta = 0, config.beta
     order = torch.randperm(n, generator=run.generator, device=loop.images.device)
-    snapshot_steps = _snapshot_steps(loop, epoch)
+    snapshot, snapshot_steps = loop.hooks.on_snapshot, _snapshot_steps(loop, epoch)
     for step in range(loop.steps_per_epoch):
-        if step in snapshot_steps:
-            loop.hooks.on_snapshot(run.saved_model, epoch + step / loop.steps_per_epoch)
+        if snapshot is not None and step in snapshot_steps:
+            snapshot(run.saved_model, epoch + step / loop.steps_per_epoch)
         picked = order[step * loop.batch : (step + 1) * loop.batch]
         x = to_pixels(loop.images[picked])
         y = None if loop.labels is None else loop.labels[picked]
@@ -425,7 +426,7 @@ def _check_weights(model: VAEModel, config: TrainConfig, epoch: int, steps_per_e
     if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
         raise TrainingError(
             f"the weights became NaN or Inf at epoch {epoch + 1}, step {steps_per_epoch}; "
-            f"the checkpoint keeps the last good epoch. Try a lower --lr (now {config.lr:g})"
+            f"the checkpoint keeps the last good epoch. Try a lower `lr` (now {config.lr:g})"
         )
 
 
@@ -444,7 +445,8 @@ def _epoch_record(
         beta=done.beta,
         machine=loop.machine,
         train=Losses(recon=recon, kl=kl, loss=loss),
-        test=elbo_summary(loop.run.saved_model, test_pixels, labels=loop.test_labels) if loop.world.is_main else None,
+        # Rank 0 alone has the test pixels (fit).
+        test=None if test_pixels is None else elbo_summary(loop.run.saved_model, test_pixels, labels=loop.test_labels),
     )
 
 
@@ -472,6 +474,4 @@ def _is_best(history: list[EpochRecord]) -> bool:
 
 
 def _data_parallel(model: VAEModel, device: torch.device) -> torch.nn.Module:
-    from torch.nn.parallel import DistributedDataParallel
-
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy
 import torch
 
 from vaecli.errors import CheckpointError
@@ -41,8 +42,6 @@ def restore_optimizer(
 
 def check_optimizer_state(path: Path, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Adam's step and moments must fit their weights and be finite, or resuming would crash or diverge."""
-    import numpy
-
     shapes = {name: param.shape for name, param in model.named_parameters()}
     kinds: dict[str, set[str]] = {}
     for key, value in state.items():
