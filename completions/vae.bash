@@ -45,7 +45,7 @@ _vae() {
         [[ ${COMP_WORDS[i]} != -* ]] && { cmd=${COMP_WORDS[i]}; break; }
     done
     case $cmd in
-        "") if [[ $cur == -* ]]; then _vae_words "--debug --version --help -h"; else _vae_words "completion decode encode eval fit-prior info interpolate manifold ood project reconstruct sample score tour train traverse"; fi ;;
+        "") if [[ $cur == -* ]]; then _vae_words "--debug --version --help -h"; else _vae_words "completion decode encode eval explore fit-prior info interpolate manifold ood project reconstruct sample score tour train traverse"; fi ;;
         completion)
             if [[ $cur == -* ]]; then _vae_words "--help -h"; else _vae_words "bash zsh fish"; fi ;;
         decode)
@@ -77,6 +77,16 @@ _vae() {
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             _vae_words "--model -m --dataset --data-root --split --limit --label --iw-samples -k --binarize --decode-rows --seed --device --quiet -q --json --help -h" ;;
+        explore)
+            case $prev in
+                --port|-p|--limit) return ;;
+                --host) _vae_words "127.0.0.1 localhost 0.0.0.0"; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
+                --device) _vae_words "auto cpu cuda mps"; return ;;
+                --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
+                --data-root) _vae_paths dirs; return ;;
+            esac
+            _vae_words "--port -p --host --no-open --open --model -m --device --dataset --data-root --limit --quiet -q --help -h" ;;
         fit-prior)
             case $prev in
                 --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;

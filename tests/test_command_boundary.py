@@ -15,7 +15,7 @@ from vaecli.config import SETTING_FLAGS, TRAIN_FLAGS
 from vaecli.terminal.console import as_flags
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vaecli"
-LIBRARY = ("model", "training", "data", "store", "analysis", "figures", "runtime")
+LIBRARY = ("model", "training", "data", "store", "analysis", "figures", "runtime", "explore")
 
 
 def _loaded_commands(*argv: str) -> list[str]:

@@ -95,7 +95,7 @@ def test_help_of_vae_and_every_command_stays_light():
     assert out.stdout.strip() == ""
 
 
-LIBRARY_PACKAGES = ("model", "training", "data", "store", "analysis", "figures", "runtime")
+LIBRARY_PACKAGES = ("model", "training", "data", "store", "analysis", "figures", "runtime", "explore")
 
 
 def test_the_model_package_imports_only_torch_the_config_and_itself():

@@ -159,6 +159,10 @@ SKIPPED = {
         "needs Chromium and the checkout's scripts/; tests/test_tour_html.py runs it when Chromium is on PATH",
     "python scripts/screenshot_html.py page/tour.html page.png":
         "needs Chromium and the checkout's scripts/; tests/test_tour_html.py runs it when Chromium is on PATH",
+    "vae explore -m mnist --open": "serves until Ctrl-C and opens a browser; tests/test_explore*.py run the server",
+    "vae explore": "serves until Ctrl-C; tests/test_explore*.py run the server",
+    "vae explore -m mnist-resnet --open": "serves until Ctrl-C and opens a browser; tests/test_explore*.py run it",
+    "vae explore -m vae.safetensors --port 0": "serves until Ctrl-C; tests/test_explore*.py run the server",
     "pip install -e '.[test]'": "installs packages",
     "python -m pytest": "runs the suite this test is part of",
     'python -m pytest -m "not slow"': "runs the suite this test is part of",

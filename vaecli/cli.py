@@ -37,6 +37,7 @@ SUMMARIES = {
     "tour": "Latent map, reconstructions, interpolation and samples.",
     "traverse": "Sweep one latent coordinate at a time, by KL.",
     "manifold": "Decode a grid over a plane of the latent space.",
+    "explore": "Explore a model in the browser: sliders, map, drawing.",
 }
 
 

@@ -33,6 +33,11 @@ def open_image(source: str | Path) -> Image.Image:
     if not data:
         hint = "pipe an image into `-`, e.g. `< digit.png`" if name == "stdin" else "give a PNG or JPEG image"
         raise InputError(f"{name}: {'is empty' if name == 'stdin' else 'the file is empty'}; {hint}")
+    return decode_image(data, name)
+
+
+def decode_image(data: bytes, name: str) -> Image.Image:
+    """An image file's bytes decoded by Pillow, with one-line errors naming `name` for bad or huge images."""
     try:
         with warnings.catch_warnings():
             # Treat Pillow's decompression-bomb warning as the error it warns of.
