@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Annotated, Any
 
@@ -98,9 +97,9 @@ class VaeGroup(TyperGroup):
              standalone_mode: bool = True, **extra: Any) -> Any:
         # Each invocation has its own terminal for its errors; --debug (the root callback) sets it through obj.
         term = Terminal()
-        from vaecli.store.files import forget_folder_names
-
-        forget_folder_names()
+        files = sys.modules.get("vaecli.store.files")  # an earlier invocation in this process named folders
+        if files is not None:
+            files.forget_folder_names()
         # SIGTERM and SIGHUP unwind like Ctrl-C, so every command's clean-up runs (temporary files).
         with signals.raised_as_interrupts():
             code = run_safely(
@@ -173,7 +172,7 @@ def run_safely(invoke: Any, term: Terminal) -> int:
         return ExitCode.BROKEN_PIPE
     except VaeError as exc:
         if term.debug:
-            traceback.print_exc()
+            _print_traceback()
         if isinstance(exc, OutputError):
             _silence_stdout()  # what could not be written must not be retried at exit
         term.error(exc.message)
@@ -188,11 +187,18 @@ def run_safely(invoke: Any, term: Terminal) -> int:
         return _report_unexpected(exc, term)
 
 
+def _print_traceback() -> None:
+    # traceback costs `vae --help` 4 ms, and only --debug needs it.
+    import traceback
+
+    traceback.print_exc()
+
+
 def _report_unexpected(exc: Exception, term: Terminal) -> int:
     if _is_click_error(exc):
         return _report_click_error(exc, term)
     if term.debug:
-        traceback.print_exc()
+        _print_traceback()
     if isinstance(exc, OSError) and exc.filename is not None:
         # A path the checks above did not foresee: still the user's file, still one line.
         from vaecli.store.files import describe_os_error

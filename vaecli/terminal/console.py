@@ -8,7 +8,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vaecli.config import SETTING_FLAGS
 from vaecli.errors import OutputError, ReaderGone, UsageError
 
 if TYPE_CHECKING:
@@ -30,6 +29,8 @@ _SETTING = re.compile(r"`([a-z_]+)(?:=([^`]*))?`")
 
 def as_flags(message: str) -> str:
     """A library message as the command line speaks it: `batch_size=0` becomes --batch-size 0."""
+    # The config's dataclasses cost `vae --help` 5 ms; only a message needs the table.
+    from vaecli.config import SETTING_FLAGS
 
     def flag(match: re.Match[str]) -> str:
         name, value = match.group(1), match.group(2)
