@@ -45,7 +45,7 @@ _vae() {
         [[ ${COMP_WORDS[i]} != -* ]] && { cmd=${COMP_WORDS[i]}; break; }
     done
     case $cmd in
-        "") if [[ $cur == -* ]]; then _vae_words "--debug --version --help -h"; else _vae_words "completion decode encode eval explore fit-prior info interpolate manifold ood project reconstruct sample score tour train traverse"; fi ;;
+        "") if [[ $cur == -* ]]; then _vae_words "--debug --version --help -h"; else _vae_words "completion decode encode eval explore export fit-prior info interpolate manifold ood project reconstruct sample score tour train traverse"; fi ;;
         completion)
             if [[ $cur == -* ]]; then _vae_words "--help -h"; else _vae_words "bash zsh fish"; fi ;;
         decode)
@@ -87,6 +87,12 @@ _vae() {
                 --data-root) _vae_paths dirs; return ;;
             esac
             _vae_words "--port -p --host --no-open --open --model -m --device --dataset --data-root --limit --quiet -q --help -h" ;;
+        export)
+            case $prev in
+                --out|-o) _vae_paths files; return ;;
+                --part) _vae_words "decoder encoder both"; return ;;
+            esac
+            if [[ $cur == -* ]]; then _vae_words "--out -o --part --force -f --quiet -q --help -h"; else _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; fi ;;
         fit-prior)
             case $prev in
                 --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
@@ -191,7 +197,7 @@ _vae() {
             case $prev in
                 --arch) _vae_words "mlp cnn resnet hvae"; return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
-                --data-root) _vae_paths dirs; return ;;
+                --data-root|--tensorboard) _vae_paths dirs; return ;;
                 --latent-dim|--hidden|--image-size|--mixtures|--groups|--group-channels|--epochs|--batch-size|--lr|--beta|--warmup|--free-bits|--grad-clip|--ema|--weight-decay|--seed|--limit) return ;;
                 --channels) _vae_words "1 3"; return ;;
                 --likelihood) _vae_words "bernoulli gaussian logistic"; return ;;
@@ -201,7 +207,7 @@ _vae() {
                 --out|-o|--resume|--report) _vae_paths files; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            _vae_words "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --mixtures --groups --group-channels --upsampling --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --free-bits --grad-clip --ema --weight-decay --seed --limit --precision --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --force -f --conditional --snapshots --help -h" ;;
+            _vae_words "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --mixtures --groups --group-channels --upsampling --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --free-bits --grad-clip --ema --weight-decay --seed --limit --precision --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --force -f --conditional --snapshots --tensorboard --help -h" ;;
         traverse)
             case $prev in
                 --count|-n|--steps|--scale|--limit|--seed) return ;;

@@ -76,6 +76,8 @@ RUN_AS_WRITTEN = (
     "vae manifold -m mnist --size 15 --limit 200 -o - > plane.png",
     "vae sample -m mnist-conditional --label all -n 8 --seed 1 --grid every-class.png",
     "vae encode a.png -m mnist-conditional --label 3 | vae decode -m mnist-conditional --label 8 -o out/",
+    "vae export mnist -o mnist.onnx",
+    "vae export mnist-conditional --part both -o digits-both.onnx",
     "python -c \"from PIL import Image; [Image.new('L', (28, 28), v).save(f'blank-{v:03d}.png') for v in range(256)]\"",
     "mkdir -p ~/.local/share/bash-completion/completions && vae completion bash > "
     "~/.local/share/bash-completion/completions/vae",
@@ -144,11 +146,18 @@ SHRUNK = {
                            "K = 100 on 10,000 MNIST test images takes minutes"),
     "torchrun --standalone --nproc-per-node 2 -m vaecli train --dataset digits --device cpu -o ddp.safetensors":
         Shrunk((("--device cpu", "--device cpu --epochs 1 --limit 200"),), "20 epochs in two processes"),
+    "vae train --arch cnn -o runs/cnn.safetensors --tensorboard tb": Shrunk(
+        (("--arch cnn", f"--arch cnn {FEW_EPOCHS}"),), "20 MNIST epochs take minutes"),
+    "vae train --arch mlp -o runs/mlp.safetensors --tensorboard tb": Shrunk(
+        (("--arch mlp", f"--arch mlp {FEW_EPOCHS}"),), "20 MNIST epochs take minutes"),
+    "vae train --resume vae.safetensors --epochs 30 --tensorboard tb": Shrunk(
+        (("--epochs 30", "--epochs 2"),), "resumes the 1-epoch quick-start model: one more epoch shows it"),
 }
 SKIPPED = {
     "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu && pip install .":
         "installs packages from the network",
     "pip install '.[test]' && python -m pytest": "installs packages and runs the suite this test is part of",
+    "pip install 'vaecli[onnx]'": "installs packages from the network; tests/test_export.py needs them installed",
     "torchrun --standalone --nproc-per-node 4 -m vaecli train --arch cnn --device cuda --batch-size 512 "
     "-o gpu4.safetensors": "needs 4 CUDA GPUs",
     "torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint host1:29400 --rdzv-id vae1 "
@@ -164,6 +173,8 @@ SKIPPED = {
     "vae explore -m mnist-resnet --open": "serves until Ctrl-C and opens a browser; tests/test_explore*.py run it",
     "vae explore -m vae.safetensors --port 0": "serves until Ctrl-C; tests/test_explore*.py run the server",
     "pip install -e '.[test]'": "installs packages",
+    "pip install 'vaecli[tensorboard]'": "installs packages from the network",
+    "tensorboard --logdir tb": "serves until Ctrl-C; scripts/tensorboard_screenshots.py runs it for the docs' pictures",
     "python -m pytest": "runs the suite this test is part of",
     'python -m pytest -m "not slow"': "runs the suite this test is part of",
     "bash .ci/run": "makes a fresh venv and installs torch into it (about 6 GB)",
@@ -172,6 +183,10 @@ SKIPPED = {
 }
 # Programs some examples pipe into, with the option that shows they work (a stand-in may only exist).
 TOOLS = {"jq": "--version", "convert": "-version"}
+# Commands that need an optional extra, by a regex that finds them: where its packages are missing, they are
+# reported as not run (CI installs the extras; `pip install '.[test]'` alone does not).
+EXTRAS = {r"\bvae export\b": ("onnx", ("onnx", "onnxscript", "onnxruntime")),
+          r"--tensorboard\b": ("tensorboard", ("tensorboard",))}
 OPTION = r"(?<![\w-])--?[a-z][\w-]*"  # an option's name in prose: -o, --out, not recon-NAME
 # A pipeline into `head` ends its writer early: SIGPIPE (141) there is how the documented pipelines work.
 SIGPIPE_OK = ("| head",)
@@ -461,13 +476,24 @@ class Lane(NamedTuple):
         return Lane(work, home, {**self.env, "HOME": str(home)})
 
 
-def _run_commands(commands: list[str], lane: Lane, missing_tools: set[str]) -> tuple[list[str], list[str]]:
+def _missing(tools: dict[str, str]) -> dict[str, str]:
+    """What cannot run here, as {regex that finds a command needing it: its name}: tools and optional extras."""
+    import importlib.util
+
+    missing = {rf"\b{tool}\b": tool for tool, flag in tools.items() if not _works(tool, flag)}
+    for pattern, (extra, modules) in EXTRAS.items():
+        if any(importlib.util.find_spec(module) is None for module in modules):
+            missing[pattern] = f"the {extra} extra"
+    return missing
+
+
+def _run_commands(commands: list[str], lane: Lane, missing_tools: dict[str, str]) -> tuple[list[str], list[str]]:
     """Run each command in order in the lane: the failures (command, status, stderr) and those not run."""
     failures, not_run = [], []
     for command in commands:
         if command not in RUN_AS_WRITTEN and command not in SHRUNK:
             continue  # skipped with a reason, or unknown (and then the listing test fails): never run blind
-        missing = [tool for tool in missing_tools if re.search(rf"\b{tool}\b", command)]
+        missing = [name for pattern, name in missing_tools.items() if re.search(pattern, command)]
         if missing:
             not_run.append(f"{command}  (needs {', '.join(missing)})")
             continue
@@ -505,7 +531,7 @@ def test_documented_commands_run(mnist_root, tmp_path):
         PYTHONPATH=os.pathsep.join([str(Path(vaecli.__file__).parent.parent), *filter(None, [env.get("PYTHONPATH")])]),
     )
     start = Lane(work, home, env)
-    missing_tools = {tool for tool, flag in TOOLS.items() if not _works(tool, flag)}
+    missing_tools = _missing(TOOLS)
     (heading, first), *later = [section for page in pages() for section in page_sections(page)]
     assert heading.startswith("README.md: ## Quick start"), heading
     assert [cmd for _, commands in [(heading, first), *later] for cmd in commands] == all_commands()

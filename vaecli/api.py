@@ -14,7 +14,9 @@ the model's channels and size as the commands convert files); they come out as n
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeGuard, cast
 
@@ -39,7 +41,7 @@ from vaecli.store.bundled import resolve_model
 from vaecli.store.checkpoint import Checkpoint, load_checkpoint
 from vaecli.store.files import check_output_file
 from vaecli.training.loop import Hooks, Outputs, fit, new_run_metadata, start_run
-from vaecli.training.settings import train_config
+from vaecli.training.settings import check_tensorboard_installed, train_config
 
 if TYPE_CHECKING:
     from vaecli.model.interface import VAEModel
@@ -177,16 +179,18 @@ def load(model: str | Path = "mnist", *, device: str = "cpu") -> Model:
 
 def train(out: str | Path, *, dataset: str = "mnist", data_root: str | Path | None = None, device: str = "auto",
           conditional: bool = False, force: bool = False, on_epoch: Callable[[EpochRecord], None] | None = None,
-          **settings: Any) -> Model:
+          tensorboard: str | Path | None = None, **settings: Any) -> Model:
     """Train a model as `vae train` does and return it; `settings` are TrainConfig's and ModelConfig's fields
     (arch, latent_dim, epochs, batch_size, lr, likelihood, ...) and `image_size`. The checkpoint at `out` is
-    written after every epoch; a file already there is refused unless `force=True`."""
+    written after every epoch; a file already there is refused unless `force=True`. `tensorboard` logs the run
+    to TensorBoard in that folder's sub-folder named after `out`, as `vae train --tensorboard` does."""
     root = None if data_root is None else Path(data_root)
     config = train_config(dataset, root, **settings)
     out = Path(out)
     check_output_file(out, "`out`")
     if out.exists() and not force:
         raise SettingError(f"{out} exists; pass `force=True` to replace it, or give another `out`")
+    board_folder = None if tensorboard is None else _tensorboard_folder(Path(tensorboard), out, force)
     torch_device = resolve_device(device)
     shape = config.model.image_shape
     train_set = load_dataset(config.dataset, "train", data_root=root, shape=shape, limit=config.limit)
@@ -196,8 +200,30 @@ def train(out: str | Path, *, dataset: str = "mnist", data_root: str | Path | No
         config.validate()
     run = start_run(config, torch_device)
     meta = new_run_metadata(config, train_set, test_set)
-    fit(config, run, train_set, test_set, Outputs(out, meta), hooks=Hooks(on_epoch=on_epoch))
+    with ExitStack() as stack:
+        hooks = Hooks(on_epoch=on_epoch)
+        if board_folder is not None:
+            from vaecli.training.tensorboard_log import logging_to  # an optional extra: loaded when asked for
+
+            board = stack.enter_context(logging_to(board_folder, config, run, test_set))
+            hooks.on_epoch = functools.partial(_log_epoch, board.log_epoch, on_epoch)
+        fit(config, run, train_set, test_set, Outputs(out, meta), hooks=hooks)
     return load(out, device=str(torch_device))
+
+
+def _tensorboard_folder(root: Path, out: Path, force: bool) -> Path:
+    """The run's TensorBoard folder, checked before any work as `vae train --tensorboard` checks it."""
+    check_tensorboard_installed()
+    from vaecli.training.tensorboard_log import checked_run_folder  # an optional extra, installed
+
+    return checked_run_folder(root, out, force)
+
+
+def _log_epoch(log: Callable[[EpochRecord], None], then: Callable[[EpochRecord], None] | None,
+               record: EpochRecord) -> None:
+    log(record)
+    if then is not None:
+        then(record)
 
 
 def _check_count(value: int, name: str) -> None:

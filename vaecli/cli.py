@@ -28,6 +28,7 @@ SUMMARIES = {
     "interpolate": "Decode the path between two images' codes.",
     "encode": "Images to their posterior means (.npy).",
     "decode": "Codes (.npy) back to images.",
+    "export": "The decoder and encoder as an ONNX file, for onnxruntime.",
     "eval": "-log p(x) and the negative ELBO of a split.",
     "score": "Per-image likelihood and unusualness scores.",
     "ood": "How well each score tells two image sets apart.",

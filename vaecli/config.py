@@ -78,6 +78,7 @@ SETTING_FLAGS = {
     "scores": "--score", "regret_steps": "--regret-steps", "known": "--known", "unusual": "--unusual",
     "report": "--report", "snapshots": "--snapshots", "compile": "--compile", "keep_best": "--keep-best",
     "frames": "--frames", "size": "--size", "sample_pixels": "--sample-pixels", "port": "--port", "host": "--host",
+    "tensorboard": "--tensorboard", "part": "--part",
 }
 OMITTED_AT_DEFAULT = {"mixtures": 1, "binarize": False, "limit": None, "precision": "fp32",
                       "classes": 0, "groups": 0, "group_channels": 0, "free_bits": 0.0, "grad_clip": 0.0, "ema": 0.0,

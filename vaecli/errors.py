@@ -64,6 +64,10 @@ class TrainingError(VaeError):
     """Training that cannot go on (for instance a non-finite loss)."""
 
 
+class ExportError(VaeError):
+    """A model that the ONNX exporter cannot trace, or whose exported file does not compute what the model does."""
+
+
 class Interrupted(VaeError):
     """Stopped by SIGINT or SIGTERM; the exit code says which."""
 

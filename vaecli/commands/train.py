@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import shlex
-from contextlib import ExitStack, suppress
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from vaecli.store.metadata import CheckpointMeta, EpochRecord
     from vaecli.training.distributed import World
     from vaecli.training.loop import Hooks, TrainingRun
+    from vaecli.training.tensorboard_log import Board
 
 
 def train_command(
@@ -169,6 +170,13 @@ def train_command(
         bool, typer.Option("--snapshots", help="Also write <name>-evolution.gif beside the report: the same samples "
                            "and test reconstructions after every epoch and four times in the first.")
     ] = False,
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option("--tensorboard", metavar="DIR", show_default=False,
+                     help="Also log to TensorBoard in DIR/<name>/: every epoch's losses, samples and test "
+                     "reconstructions; at the end the test codes (Embedding Projector) and the settings. Needs "
+                     "pip install 'vaecli[tensorboard]'; view with tensorboard --logdir DIR."),
+    ] = None,
 ) -> None:
     """Train a VAE and write a safetensors checkpoint after every epoch.
 
@@ -178,7 +186,10 @@ def train_command(
     Example: vae train --arch cnn --dataset mnist --epochs 20 -o mnist-cnn.safetensors
     """
     term = Terminal(quiet=quiet)
-    from vaecli.training.settings import train_config
+    from vaecli.training.settings import check_tensorboard_installed, train_config
+
+    if tensorboard is not None:
+        check_tensorboard_installed()
 
     if resume is None:
         config = train_config(
@@ -211,10 +222,15 @@ def train_command(
                 raise UsageError(f"{flag} writes beside --out, and {target} is not a regular file; drop one")
         no_report = no_report or report is None
     _check_own_files(target, report, keep_best, snapshots, not no_report)
+    log_folder = None
+    if tensorboard is not None:
+        from vaecli.training.tensorboard_log import checked_run_folder
+
+        log_folder = checked_run_folder(tensorboard, target, resume is not None or force)
     request = _Request(config if resume is None else None, resume, epochs if _given(ctx, "epochs") else None,
                        target, data_root, device, json_lines, keep_best, compile_model,
                        named_dataset if resume is not None else None,
-                       evolution_path(target, report) if snapshots else None, conditional)
+                       evolution_path(target, report) if snapshots else None, conditional, log_folder)
     # From here to its last save, the run replaces only what it found or wrote itself.
     with _claimed([(target, "--out")] + ([(best, "--keep-best")] if keep_best else [])), \
             report_after_training(target, report, not no_report, lambda p: term.note(f"report: {p}"), term.warn):
@@ -237,6 +253,7 @@ class _Request:
     named_dataset: str | None = None  # --dataset as given on resuming
     evolution: Path | None = None  # --snapshots: the GIF of training in motion
     conditional: bool = False  # --conditional: the number of classes comes from the training set
+    tensorboard: Path | None = None  # --tensorboard: this run's own folder in it
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -366,7 +383,9 @@ def _fit(term: Terminal, request: _Request, run: TrainingRun, splits: tuple[Imag
     config, out = meta.config, request.out
     best = out.with_name(f"{out.stem}-best{out.suffix}") if request.keep_best else None
     before = stamp(out)
-    with training_display(term, config.epochs, run.epochs_done, len(splits[0])) as display:
+    # The log's last writes (the projector's codes, the settings) come once the display has gone.
+    with _tensorboard(request.tensorboard, world, config, run, splits[1]) as board, \
+            training_display(term, config.epochs, run.epochs_done, len(splits[0])) as display:
         recent: list[float] = []  # this run's last epoch times: a resumed run may be on another machine
 
         def on_epoch(record: EpochRecord) -> None:
@@ -375,6 +394,8 @@ def _fit(term: Terminal, request: _Request, run: TrainingRun, splits: tuple[Imag
             recent[:] = [*recent[-4:], record.elapsed_s or 0.0]
             left = (config.epochs - record.epoch) * sum(recent) / len(recent)
             display.epoch_line(_epoch_line(record, config.epochs, config.model, left))
+            if board is not None:
+                board.log_epoch(record)
 
         hooks = Hooks(display.on_progress, on_epoch)
         evolution = None if request.evolution is None else _take_snapshots(hooks, config, splits[1])
@@ -386,7 +407,23 @@ def _fit(term: Terminal, request: _Request, run: TrainingRun, splits: tuple[Imag
             raise _interrupted(out, before, start, out == request.resume, signals.exit_code(exc)) from None
         finally:
             leave(world)
+    if board is not None:
+        term.note(f"tensorboard: {request.tensorboard} (the projector holds the codes of the first "
+                  f"{board.embedded:,} test images)")
     _write_snapshots(term, request.evolution, evolution)
+
+
+@contextmanager
+def _tensorboard(folder: Path | None, world: World, config: TrainConfig, run: TrainingRun,
+                 test_set: ImageSet) -> Iterator[Board | None]:
+    """The run's TensorBoard log, open while it trains; under torchrun rank 0 alone writes, as it saves."""
+    if folder is None or not world.is_main:
+        yield None
+        return
+    from vaecli.training.tensorboard_log import logging_to
+
+    with logging_to(folder, config, run, test_set) as board:
+        yield board
 
 
 def _take_snapshots(hooks: Hooks, config: TrainConfig, test_set: ImageSet) -> Evolution:
@@ -555,9 +592,7 @@ def _epoch_json(record: EpochRecord, model: ModelConfig) -> dict:
 
 
 def _bits_per_dim(nats: float, model: ModelConfig) -> float | None:
-    """nats per image / (C H W ln 2), for the logistic likelihood only: the others are not discrete on 8 bits."""
-    from vaecli.training.evaluate import bits_per_dim
+    """nats per image / (C H W ln 2), for the logistic likelihood only (as TensorBoard's log reports it)."""
+    from vaecli.training.evaluate import reported_bits_per_dim
 
-    if model.likelihood != "logistic":
-        return None
-    return bits_per_dim(nats, math.prod(model.image_shape))
+    return reported_bits_per_dim(nats, model)

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import torch
 
+from vaecli.config import ModelConfig
 from vaecli.model.gaussian import kl_per_dimension
 from vaecli.model.interface import VAEModel
 from vaecli.model.objective import log_weights, loss_terms
@@ -121,6 +122,14 @@ Nats = TypeVar("Nats", float, torch.Tensor)
 def bits_per_dim(nats: Nats, dims: int) -> Nats:
     """Nats per image (a float or a tensor) to bits per dimension of an image with `dims` subpixels."""
     return nats / (dims * math.log(2))
+
+
+def reported_bits_per_dim(nats: float, model: ModelConfig) -> float | None:
+    """A test -ELBO in bits per dimension, as training reports it: for the logistic likelihood only, since the
+    others are not discrete on the 256 levels of 8-bit subpixels."""
+    if model.likelihood != "logistic":
+        return None
+    return bits_per_dim(nats, math.prod(model.image_shape))
 
 
 def iw_nll_seeded(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,10 @@ def train_config(dataset: str, data_root: Path | None = None, *, image_size: int
 def stored_dataset(dataset: str) -> str:
     """What a checkpoint records: a built-in name, or the folder's absolute path, found from anywhere."""
     return dataset if is_builtin(dataset) else str(Path(dataset).expanduser().resolve())
+
+
+def check_tensorboard_installed() -> None:
+    """`tensorboard` logs through torch's SummaryWriter, which needs the optional tensorboard package."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise SettingError("`tensorboard` needs the tensorboard package, an optional extra: "
+                           "pip install 'vaecli[tensorboard]'")
