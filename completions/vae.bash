@@ -76,7 +76,7 @@ _vae() {
                 --label) _vae_words "0 1 2 3 4 5 6 7 8 9"; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            _vae_words "--model -m --dataset --data-root --split --limit --label --iw-samples -k --binarize --decode-rows --seed --device --quiet -q --json --help -h" ;;
+            _vae_words "--model -m --dataset --data-root --split --limit --label --iw-samples -k --binarize --decode-rows --seed --codecs --device --quiet -q --json --help -h" ;;
         explore)
             case $prev in
                 --port|-p|--limit) return ;;

@@ -74,6 +74,7 @@ complete -c vae -n '__vae_using eval' -l iw-samples -s k -x -d 'Importance sampl
 complete -c vae -n '__vae_using eval' -l binarize -d 'Binarize the pixels (Bernoulli draws of their grey levels): afresh every batc...'
 complete -c vae -n '__vae_using eval' -l decode-rows -x -d 'Images x importance samples decoded per pass (nll, complexity, eval\'s -log p(...'
 complete -c vae -n '__vae_using eval' -l seed -x -d 'Seed of the importance samples.'
+complete -c vae -n '__vae_using eval' -l codecs -d 'Also encode the same images with lossless PNG, WebP and JPEG 2000 (in memory,...'
 complete -c vae -n '__vae_using eval' -l device -x -a 'auto cpu cuda mps' -d 'auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.'
 complete -c vae -n '__vae_using eval' -l quiet -s q -d 'Print only errors on stderr.'
 complete -c vae -n '__vae_using eval' -l json -d 'Write JSON to stdout for scripts.'

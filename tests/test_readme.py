@@ -133,6 +133,8 @@ SHRUNK = {
         (("--binarize", f"--binarize {SMALL_EVAL}"),), "K = 1000 on 10,000 images takes 17 minutes"),
     "vae eval -m vae.safetensors --limit 1000 -k 100 --json | jq .nll": Shrunk(
         (("--limit 1000 -k 100", SMALL_EVAL),), "K = 100 on 1,000 images takes a minute"),
+    "vae eval -m mnist --binarize --limit 1000 -k 100 --codecs": Shrunk(
+        (("--limit 1000 -k 100", SMALL_EVAL),), "K = 100 on 1,000 images takes 40 s for the bundled hvae"),
     "vae train --arch resnet --dataset mnist --latent-dim 32 --hidden 32 --epochs 120 --binarize "
     "-o resnet.safetensors": Shrunk((("--epochs 120", FEW_EPOCHS),), "120 epochs take 88 minutes"),
     "vae train --resume resnet-mixture.safetensors --epochs 180 -o resnet-ft.safetensors": Shrunk(

@@ -1,1 +1,2 @@
-"""What a trained model tells: latent codes, scores and out-of-distribution detection, projections."""
+"""What a trained model tells: latent codes, scores and out-of-distribution detection, projections, and the
+lossless codecs its likelihood is measured against."""

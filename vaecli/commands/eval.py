@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated
 
+import typer
+
 from vaecli.commands.common import (
     chosen_class,
     class_choices,
@@ -38,6 +40,9 @@ from vaecli.terminal.console import Terminal
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import torch
+
+    from vaecli.analysis.codecs import CodecResult
     from vaecli.data.datasets import ImageSet
     from vaecli.store.checkpoint import Checkpoint
     from vaecli.training.evaluate import Evaluation
@@ -58,6 +63,12 @@ def eval_command(
     binarize: BinarizeOption = False,
     decode_rows: DecodeRowsOption = None,
     seed: Annotated[int, seed_option("Seed of the importance samples.")] = 0,
+    codecs: Annotated[
+        bool,
+        typer.Option("--codecs", help="Also encode the same images with lossless PNG, WebP and JPEG 2000 (in "
+                     "memory, each image its own file, headers included) and print their bits/dim beside the "
+                     "model's."),
+    ] = False,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
     json_out: JsonOption = False,
@@ -65,7 +76,8 @@ def eval_command(
     """Estimate -log p(x) with K importance samples, beside the negative ELBO and bits per dimension.
 
     A conditional model (vae train --conditional) reads each image's own label: its numbers are
-    -log p(x|y) and the negative ELBO of p(x|y).
+    -log p(x|y) and the negative ELBO of p(x|y). --codecs needs bits/dim that are a code length of the
+    images: a --likelihood logistic model's, or a Bernoulli one's with --binarize.
 
     \b
     Example: vae eval -m mnist --binarize --iw-samples 1000 --json
@@ -78,6 +90,8 @@ def eval_command(
     from vaecli.training.evaluate import default_rows, evaluate_split
 
     checkpoint = open_model(term, model, device)
+    if codecs:
+        _check_comparable(checkpoint, model_name(checkpoint.path), binarize)
     # A conditional model's --label is checked against its classes now; else against the dataset's, once read.
     conditional = label is not None and checkpoint.config.model.classes
     index = chosen_class(term, checkpoint, label, model_name(checkpoint.path)) if conditional else None
@@ -96,10 +110,40 @@ def eval_command(
                                 None if labels is None else labels.to(model_device))
     report = _report(checkpoint, name, split, binarize, result, class_name)
     report["machine"] = describe_machine(model_device)
+    baselines = _codec_baselines(term, data.images, pixels, binarize, json_out) if codecs else []
+    if baselines:
+        report["codecs"] = {codec.name: codec.bits_per_dim for codec in baselines}
     if json_out:
         term.emit(json.dumps(report))
     else:
-        _print_report(term, report, checkpoint.config.model.prior_components, result.seconds)
+        _print_report(term, report, checkpoint.config.model.prior_components, result.seconds, baselines)
+
+
+def _check_comparable(checkpoint: Checkpoint, path: str, binarize: bool) -> None:
+    """--codecs compares code lengths: refuse, before any work, a model whose bits/dim is not one."""
+    likelihood = checkpoint.config.model.likelihood
+    if likelihood == "logistic" or (likelihood == "bernoulli" and binarize):
+        return
+    if likelihood == "bernoulli":
+        raise UsageError(f"--codecs: {path} has a Bernoulli likelihood, whose bits/dim on grey levels is a "
+                         "cross-entropy, not a code length of the 8-bit images; add --binarize (the model and "
+                         "the codecs then see the same black-and-white images), or use a model trained with "
+                         "--likelihood logistic")
+    raise UsageError(f"--codecs: {path} has a {likelihood} likelihood, a density whose bits/dim is not a code "
+                     "length of the 8-bit images; use a model trained with --likelihood logistic")
+
+
+def _codec_baselines(term: Terminal, images: torch.Tensor, pixels: torch.Tensor, binarize: bool,
+                     json_out: bool) -> list[CodecResult]:
+    """The codecs on the pixels the model saw: the 8-bit images, or their binarized draw as 0 and 255."""
+    from vaecli.analysis.codecs import codec_bits
+
+    seen = pixels.mul(255).byte().cpu() if binarize else images
+    results = codec_bits(seen)
+    for codec in results:
+        if codec.skipped and json_out:  # the text report says it on its codec's line
+            term.note(f"{codec.title}: not measured: {codec.skipped}")
+    return results
 
 
 def _images(term: Terminal, checkpoint: Checkpoint, name: str, split: str, data_root: Path | None, limit: int | None,
@@ -146,7 +190,8 @@ def _report(checkpoint: Checkpoint, dataset: str, split: str, binarize: bool, re
     }
 
 
-def _print_report(term: Terminal, report: dict, prior_components: int, seconds: float) -> None:
+def _print_report(term: Terminal, report: dict, prior_components: int, seconds: float,
+                  codecs: list[CodecResult]) -> None:
     """The report as aligned lines for a reader."""
     elbo, binarized = report["neg_elbo"], ", binarized once, seed 0" if report["binarized"] else ""
     of = "" if report["label"] is None else f", class {report['label']}"
@@ -157,4 +202,10 @@ def _print_report(term: Terminal, report: dict, prior_components: int, seconds: 
     term.emit(f"-ELBO            {elbo['loss']:.2f} nats (recon {elbo['recon']:.2f}, KL {elbo['kl']:.2f})")
     term.emit(f"{nll} {report['nll']:.2f} nats (importance-weighted, K = {report['iw_samples']}{given})")
     term.emit(f"bits per dim     {report['bits_per_dim']:.4f}")
+    if codecs:
+        each = "each binarized image" if report["binarized"] else "each image"
+        term.emit(f"codecs           lossless, {each} its own file, headers included (bits per dim):")
+    for codec in codecs:
+        figure = f"{codec.bits_per_dim:.4f}" if codec.bits_per_dim is not None else f"not measured: {codec.skipped}"
+        term.emit(f"  {codec.title:<15}{figure}")
     term.emit(f"time             {seconds:.1f} s on {report['machine']}")
