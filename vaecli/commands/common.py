@@ -178,14 +178,6 @@ def test_split(term: Terminal, checkpoint: Checkpoint, named: str | None, data_r
 ALL_CLASSES = "all"
 
 
-def class_names(checkpoint: Checkpoint) -> list[str]:
-    """A conditional model's class names as trained (numbers where the file lacks them)."""
-    classes = checkpoint.config.model.classes
-    info = checkpoint.meta.get("dataset_info") or {}
-    names = [str(name) for name in info.get("class_names", [])]
-    return names if len(names) == classes else [str(i) for i in range(classes)]
-
-
 def chosen_class(term: Terminal, checkpoint: Checkpoint, given: str | None, path: str,
                  allow_all: bool = False) -> int | str | None:
     """--label as a class index (or ALL_CLASSES), checked against the model; None for an unconditional model.
@@ -197,7 +189,7 @@ def chosen_class(term: Terminal, checkpoint: Checkpoint, given: str | None, path
             raise UsageError(f"--label {_short(given)}: {path} is not conditional (trained without --conditional); "
                              "drop --label")
         return None
-    names = class_names(checkpoint)
+    names = checkpoint.class_names
     if given is None:
         raise UsageError(f"{path} is conditional on the class: give --label, one of {class_choices(names, allow_all)}")
     if allow_all and given == ALL_CLASSES:

@@ -12,7 +12,6 @@ from vaecli.commands.common import (
     chosen_class,
     class_choices,
     class_index,
-    class_names,
     dataset_name,
     open_model,
     progress,
@@ -165,7 +164,7 @@ def _images(term: Terminal, checkpoint: Checkpoint, name: str, split: str, data_
     keep = (data.labels == index).nonzero().flatten()[:limit]
     if len(keep) == 0:
         raise DataError(f"the {name} {split} split has no images of class {label}")
-    names = class_names(checkpoint) if checkpoint.config.model.classes else data.class_names
+    names = checkpoint.class_names if checkpoint.config.model.classes else data.class_names
     return replace(data, images=data.images[keep], labels=data.labels[keep]), names[index]
 
 

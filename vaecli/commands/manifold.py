@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from vaecli.commands.common import check_output, chosen_class, class_names, dataset_label, open_model, test_split
+from vaecli.commands.common import check_output, chosen_class, dataset_label, open_model, test_split
 from vaecli.commands.options import (
     KL_IMAGES,
     DataRootOption,
@@ -76,7 +76,7 @@ def manifold_command(
     else:
         title = f"Decoded grid over the principal plane of the posterior means of {what} (latent {latent})"
     if index is not None:
-        title += f", decoded as class {class_names(checkpoint)[index]}"
+        title += f", decoded as class {checkpoint.class_names[index]}"
     figure = manifold_figure(checkpoint.model, plane, title, data if with_codes else None, codes, index)
     if out == "-":
         term.emit_bytes(figure)

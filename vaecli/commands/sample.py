@@ -14,7 +14,6 @@ from vaecli.commands.common import (
     ALL_CLASSES,
     check_image_outputs,
     chosen_class,
-    class_names,
     open_model,
     write_images,
 )
@@ -91,7 +90,7 @@ def sample_command(
 
     checkpoint = open_model(term, model, device)
     chosen = chosen_class(term, checkpoint, label, model_name(checkpoint.path), allow_all=True)
-    rows = len(class_names(checkpoint)) if chosen == ALL_CLASSES else 1
+    rows = len(checkpoint.class_names) if chosen == ALL_CLASSES else 1
     if out == "-" or grid is not None:  # one grid: its size is known before anything is decoded
         check_grid(count * rows, checkpoint.config.model.image_shape, nrow, scale, f"-n {count}")
     classes = rows if chosen == ALL_CLASSES else 0
@@ -127,7 +126,7 @@ def _sample_every_class(term: Terminal, checkpoint: Checkpoint, count: int, temp
 
     from vaecli.analysis.latent import decode_to_pixels, label_tensor, sample_prior
 
-    names = class_names(checkpoint)
+    names = checkpoint.class_names
     z = sample_prior(checkpoint.model, count, temperature, generator)
     images = [decode_to_pixels(checkpoint.model, z, pixel_draws, label_tensor(index, count))
               for index in range(len(names))]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from vaecli.commands.common import check_output, chosen_class, class_names, dataset_label, open_model, test_split
+from vaecli.commands.common import check_output, chosen_class, dataset_label, open_model, test_split
 from vaecli.commands.options import (
     KL_IMAGES,
     DataRootOption,
@@ -112,7 +112,7 @@ def traverse_command(
     if not dims:
         raise UsageError(f"no latent dimension is active on {what}; drop --active-only to see them all")
     decoded = decode_traversal(checkpoint.model, bases, dims, values, index)
-    given = "" if index is None else f", decoded as class {class_names(checkpoint)[index]}"
+    given = "" if index is None else f", decoded as class {checkpoint.class_names[index]}"
     title = f"{base_text}, one coordinate swept per row{given}\nrows by average KL (nats) on {what}"
     figure = traversal_figure(decoded, dims, kl, values, title)
     if out == "-":

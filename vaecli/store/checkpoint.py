@@ -62,6 +62,13 @@ class Checkpoint:
     def epochs_done(self) -> int:
         return int(self.meta.get("epochs_done", 0))
 
+    @property
+    def class_names(self) -> list[str]:
+        """A conditional model's class names as trained (numbers where the file lacks them); [] without classes."""
+        classes = self.config.model.classes
+        names = [str(name) for name in (self.meta.get("dataset_info") or {}).get("class_names") or []]
+        return names if len(names) == classes else [str(i) for i in range(classes)]
+
 
 def build_metadata(config: TrainConfig, **extra: Any) -> dict:
     """The metadata of a checkpoint of `config`, with `extra` fields as given (for scripts and tests)."""

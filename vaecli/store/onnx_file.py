@@ -113,13 +113,6 @@ def example_inputs(model: VAEModel, part: str, rows: int, seed: int = 0) -> list
     return found
 
 
-def class_names(checkpoint: Checkpoint) -> list[str]:
-    """A conditional model's class names as trained (numbers where the file lacks them); [] without classes."""
-    classes = checkpoint.config.model.classes
-    names = [str(name) for name in (checkpoint.meta.get("dataset_info") or {}).get("class_names") or []]
-    return names if len(names) == classes else [str(i) for i in range(classes)]
-
-
 def metadata(checkpoint: Checkpoint, part: str, source: str) -> dict[str, str]:
     """The file's metadata_props: each value a string, JSON where it has structure."""
     config = checkpoint.config.model
@@ -132,7 +125,7 @@ def metadata(checkpoint: Checkpoint, part: str, source: str) -> dict[str, str]:
         "image_shape": json.dumps(list(config.image_shape)),
         "latent_dim": str(config.latent_dim),
         "likelihood": config.likelihood,
-        "class_names": json.dumps(class_names(checkpoint)),
+        "class_names": json.dumps(checkpoint.class_names),
         "layers": str(checkpoint.model.layers),
         "dataset": str(checkpoint.config.dataset),
         "binarized": json.dumps(bool(checkpoint.config.binarize)),
