@@ -53,7 +53,7 @@ _vae() {
                 --out|-o|--grid) _vae_paths files; return ;;
                 --nrow|--scale|--seed) return ;;
                 --label) _vae_words "0 1 2 3 4 5 6 7 8 9"; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             if [[ $cur == -* ]]; then _vae_words "--out -o --grid --nrow --scale --force -f --sample-pixels --seed --label --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
@@ -62,13 +62,13 @@ _vae() {
                 --out|-o) _vae_paths files; return ;;
                 --invert) _vae_words "yes no auto"; return ;;
                 --label) _vae_words "0 1 2 3 4 5 6 7 8 9"; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             if [[ $cur == -* ]]; then _vae_words "--out -o --invert --label --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
         eval)
             case $prev in
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
                 --split) _vae_words "train test"; return ;;
@@ -81,7 +81,7 @@ _vae() {
             case $prev in
                 --port|-p|--limit) return ;;
                 --host) _vae_words "127.0.0.1 localhost 0.0.0.0"; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
@@ -92,10 +92,10 @@ _vae() {
                 --out|-o) _vae_paths files; return ;;
                 --part) _vae_words "decoder encoder both"; return ;;
             esac
-            if [[ $cur == -* ]]; then _vae_words "--out -o --part --force -f --quiet -q --help -h"; else _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--out -o --part --force -f --quiet -q --help -h"; else _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; fi ;;
         fit-prior)
             case $prev in
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; return ;;
                 --out|-o) _vae_paths files; return ;;
                 --components|-c|--samples|--limit|--seed) return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
@@ -104,7 +104,7 @@ _vae() {
             esac
             _vae_words "--model -m --out -o --components -c --samples --limit --dataset --data-root --seed --force -f --device --quiet -q --json --help -h" ;;
         info)
-            if [[ $cur == -* ]]; then _vae_words "--history --json --help -h"; else _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; fi ;;
+            if [[ $cur == -* ]]; then _vae_words "--history --json --help -h"; else _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; fi ;;
         interpolate)
             case $prev in
                 --steps|--scale|--seed) return ;;
@@ -113,7 +113,7 @@ _vae() {
                 --frames) _vae_paths dirs; return ;;
                 --invert) _vae_words "yes no auto"; return ;;
                 --label) _vae_words "0 1 2 3 4 5 6 7 8 9"; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             if [[ $cur == -* ]]; then _vae_words "--steps --method --out -o --frames --gif --invert --scale --sample-pixels --seed --label --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
@@ -124,14 +124,14 @@ _vae() {
                 --out|-o) _vae_paths files; return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             _vae_words "--size --with-codes --label --out -o --dataset --data-root --limit --model -m --device --quiet -q --help -h" ;;
         ood)
             case $prev in
                 --known|--unusual) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; return ;;
                 --score|-s) _vae_words "nll elbo recon kl complexity regret"; return ;;
                 --limit|--iw-samples|-k|--regret-steps|--decode-rows|--seed) return ;;
                 --out|-o) _vae_paths files; return ;;
@@ -146,7 +146,7 @@ _vae() {
                 --data-root) _vae_paths dirs; return ;;
                 --split) _vae_words "train test"; return ;;
                 --limit|--seed) return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             _vae_words "--out -o --points --dataset --data-root --split --limit --model -m --device --seed --quiet -q --help -h" ;;
@@ -156,7 +156,7 @@ _vae() {
                 --nrow|--scale|--seed) return ;;
                 --invert) _vae_words "yes no auto"; return ;;
                 --label) _vae_words "0 1 2 3 4 5 6 7 8 9"; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             if [[ $cur == -* ]]; then _vae_words "--out -o --compare --nrow --invert --scale --sample-pixels --seed --label --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
@@ -164,7 +164,7 @@ _vae() {
             case $prev in
                 --count|-n|--temperature|-t|--nrow|--scale|--seed) return ;;
                 --out|-o|--grid) _vae_paths files; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
                 --label) _vae_words "all 0 1 2 3 4 5 6 7 8 9"; return ;;
             esac
@@ -179,7 +179,7 @@ _vae() {
                 --units) _vae_words "nats bpd"; return ;;
                 --format) _vae_words "tsv csv jsonl"; return ;;
                 --invert) _vae_words "yes no auto"; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             if [[ $cur == -* ]]; then _vae_words "--dataset --split --limit --data-root --score -s --iw-samples -k --regret-steps --units --format --sort --binarize --invert --decode-rows --seed --model -m --device --quiet -q --help -h"; else _vae_paths files; fi ;;
@@ -188,7 +188,7 @@ _vae() {
                 --out|-o) _vae_paths files; return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
                 --seed) return ;;
             esac
@@ -201,13 +201,13 @@ _vae() {
                 --latent-dim|--hidden|--image-size|--mixtures|--groups|--group-channels|--epochs|--batch-size|--lr|--beta|--warmup|--free-bits|--grad-clip|--ema|--weight-decay|--seed|--limit) return ;;
                 --channels) _vae_words "1 3"; return ;;
                 --likelihood) _vae_words "bernoulli gaussian logistic"; return ;;
+                --map-scales|--out|-o|--resume|--report) _vae_paths files; return ;;
                 --upsampling) _vae_words "resize transpose"; return ;;
                 --lr-schedule) _vae_words "constant cosine"; return ;;
                 --precision) _vae_words "fp32 bf16"; return ;;
-                --out|-o|--resume|--report) _vae_paths files; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
-            _vae_words "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --mixtures --groups --group-channels --upsampling --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --free-bits --grad-clip --ema --weight-decay --seed --limit --precision --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --force -f --conditional --snapshots --tensorboard --help -h" ;;
+            _vae_words "--arch --dataset --data-root --latent-dim --hidden --channels --image-size --likelihood --mixtures --no-rgb-coupling --rgb-coupling --groups --group-channels --map-scales --upsampling --epochs --batch-size --lr --lr-schedule --beta --warmup --binarize --free-bits --grad-clip --ema --weight-decay --seed --limit --precision --out -o --resume --device --quiet -q --json --report --no-report --compile --keep-best --force -f --conditional --snapshots --tensorboard --help -h" ;;
         traverse)
             case $prev in
                 --count|-n|--steps|--scale|--limit|--seed) return ;;
@@ -216,7 +216,7 @@ _vae() {
                 --label) _vae_words "0 1 2 3 4 5 6 7 8 9"; return ;;
                 --dataset) _vae_words "mnist fashion-mnist kmnist digits cifar10 cifar100 svhn stl10 celeba"; _vae_paths dirs; return ;;
                 --data-root) _vae_paths dirs; return ;;
-                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional"; _vae_paths checkpoints; return ;;
+                --model|-m) _vae_words "mnist mnist-resnet fashion-mnist fashion-mnist-binarized mnist-conditional photos-32"; _vae_paths checkpoints; return ;;
                 --device) _vae_words "auto cpu cuda mps"; return ;;
             esac
             if [[ $cur == -* ]]; then _vae_words "--count -n --range --steps --active-only --out -o --gif --scale --invert --label --dataset --data-root --limit --model -m --device --seed --quiet -q --help -h"; else _vae_paths files; fi ;;

@@ -6,6 +6,7 @@ full history, the exact `vae train` command, and the recipe of a model with a fi
 --eval runs `vae eval -m NAME OPTIONS --json` on the bundled file and records its command and output
 under `evaluation` (a quick run that tests/test_pretrained.py repeats); --full-eval records the
 headline run (whole test split, K = 1000) under `full_evaluation`, which `vae info` shows first.
+--dataset-name NAME and --dataset-command "CMD" record a folder dataset as the script that writes it names it.
 --unrecorded-machine "cpu: NAME, N threads" names the machine of epochs trained before vaecli recorded
 it (from the run's own notes), so `vae info` can state the compute of every epoch.
 Without CHECKPOINT the bundled file keeps its weights, bit for bit, and only its metadata is written
@@ -49,11 +50,15 @@ def main() -> None:
     parser.add_argument("--eval", default="", help="options of the quick `vae eval` run to record")
     parser.add_argument("--full-eval", default="", help="options of the headline `vae eval` run to record")
     parser.add_argument("--unrecorded-machine", default="", help="the machine of epochs whose record lacks one")
+    parser.add_argument("--dataset-name", default="", help="a folder dataset as its recipe names it (photos-32)")
+    parser.add_argument("--dataset-command", default="", help="the command that writes that folder")
     args = parser.parse_args()
     target = PRETRAINED_DIR / f"{args.name}.safetensors"
     if args.checkpoint is not None:
-        write_bundle(args.checkpoint, args.name, target)
+        write_bundle(args.checkpoint, args.name, target, args.dataset_name)
     meta = read_bundled_metadata(target)
+    if args.dataset_command:
+        meta["dataset_command"] = args.dataset_command
     if args.unrecorded_machine:
         fill_unrecorded_machine(meta["history"], args.unrecorded_machine)
     for option, key in EVALUATION_KEYS.items():
@@ -71,11 +76,16 @@ def main() -> None:
     print(target)
 
 
-def write_bundle(source: Path, name: str, target: Path) -> None:
+def write_bundle(source: Path, name: str, target: Path, dataset_name: str = "") -> None:
     """The trained checkpoint's weights and metadata, without its optimizer and RNG states."""
     checkpoint = load_checkpoint(source)
+    if dataset_name:
+        # A folder a script writes (scripts/photo_crops.py photos-32) is named as the recipe names it, not by
+        # where it lay on the machine that trained.
+        checkpoint.config.dataset = dataset_name
     meta = dict(checkpoint.meta)
     meta["config"] = to_dict(checkpoint.config)  # with the resolved network width
+    meta["dataset"] = checkpoint.config.dataset  # the copy for readers that do not parse the config
     # With a fitted prior in its past, the recipe's first step is the training from scratch.
     meta["command"] = meta["recipe"][0] if meta.get("recipe") else train_command_line(checkpoint.config)
     meta["bundled_as"] = name

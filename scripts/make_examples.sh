@@ -2,7 +2,7 @@
 # Draws the pictures beside the README's training recipes, docs/examples/*.png: each recipe run exactly as
 # the README gives it, on the CPU with its default seed, then the command the README shows after it.
 #
-# Usage: scripts/make_examples.sh     # about 5 minutes on 2 CPU cores; needs scikit-image for the photos
+# Usage: scripts/make_examples.sh     # about 2 minutes on 2 CPU cores (the photographs: make_gallery.sh)
 # Models go to runs/examples/ (not committed); docs/examples/ changes only when every picture was drawn.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,16 +21,6 @@ vae manifold -m "$runs/digits2d.safetensors" --with-codes -o "$scratch/manifold-
 # A conditional model on the same digits: the same eight codes as every class.
 vae train --dataset digits --conditional --epochs 100 --batch-size 32 -o "$runs/digits-cond.safetensors" --force -q
 vae sample -m "$runs/digits-cond.safetensors" --label all -n 8 --seed 1 --grid "$scratch/conditional-digits.png" -q
-
-# Colour photographs: crops of scikit-image's sample photos, the discretized logistic, a 64-d latent.
-"${PYTHON:-python}" scripts/photo_crops.py "$runs/photos"
-vae train --dataset "$runs/photos" --channels 3 --image-size 32 --likelihood logistic --latent-dim 64 --epochs 30 \
-    -o "$runs/photos.safetensors" --force -q
-# Sixteen test crops (every tenth file in name order is a test image), two from each photograph.
-mapfile -t crops < <(find "$runs/photos" -name '*.png' | sort | awk 'NR % 10 == 0' | awk 'NR % 45 == 1 || NR % 45 == 23')
-vae reconstruct "${crops[@]}" -m "$runs/photos.safetensors" --compare "$scratch/photos-reconstructions.png" \
-    --nrow 4 --scale 3 -q
-vae sample -m "$runs/photos.safetensors" -n 16 --seed 0 --grid "$scratch/photos-samples.png" --scale 2 -q
 
 mkdir -p docs/examples
 cp "$scratch"/*.png docs/examples/

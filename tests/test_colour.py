@@ -108,7 +108,8 @@ def test_eval_project_tour_fit_prior_info_in_colour(cli, colour, tmp_path):
     assert_rgb(tmp_path / result.stdout.splitlines()[0])
     result = cli("info", "prior.safetensors")
     assert result.exit_code == 0, result.stderr
-    assert "3 x 32 x 32" in result.stdout and "logistic (discretized, mixture of 2)" in result.stdout
+    assert "3 x 32 x 32" in result.stdout
+    assert "logistic (discretized, mixture of 2, R, G and B coupled)" in result.stdout
 
 
 def test_score_traverse_and_manifold_in_colour(cli, colour, tmp_path):

@@ -185,7 +185,7 @@ def train(out: str | Path, *, dataset: str = "mnist", data_root: str | Path | No
     written after every epoch; a file already there is refused unless `force=True`. `tensorboard` logs the run
     to TensorBoard in that folder's sub-folder named after `out`, as `vae train --tensorboard` does."""
     root = None if data_root is None else Path(data_root)
-    config = train_config(dataset, root, **settings)
+    config = train_config(dataset, root, conditional=conditional, **settings)
     out = Path(out)
     check_output_file(out, "`out`")
     if out.exists() and not force:

@@ -61,7 +61,10 @@ if TYPE_CHECKING:
 
 def train_command(
     ctx: typer.Context,
-    arch: Annotated[Arch, typer.Option("--arch", help="Architecture.")] = Arch.cnn,
+    arch: Annotated[
+        Arch | None, typer.Option("--arch", show_default=False,
+                                  help="Architecture [default: cnn; RGB: hvae, or cnn with --conditional].")
+    ] = None,
     dataset: DatasetOption = "mnist",
     data_root: DataRootOption = None,
     latent_dim: Annotated[int, typer.Option("--latent-dim", help="Size of z.")] = 10,
@@ -73,29 +76,46 @@ def train_command(
     ] = 0,
     channels: Annotated[
         int | None,
-        typer.Option("--channels", help="1 (grey) or 3 (RGB); default: the dataset's.", show_default=False),
+        typer.Option("--channels", show_default=False,
+                     help="1 (grey) or 3 (RGB); default: the dataset's (a folder's: its first image's)."),
     ] = None,
     image_size: Annotated[
         int | None, typer.Option("--image-size", show_default=False,
-                                     help="Square side in pixels; default: the dataset's (28 for the MNIST family "
-                                     "and folders, 32 CIFAR and SVHN, 96 STL-10, 64 CelebA).")
+                                     help="Square side in pixels; default: the dataset's (28 for the MNIST family, "
+                                     "32 CIFAR and SVHN, 96 STL-10, 64 CelebA; a folder's first image's if square "
+                                     "and 16 to 64, else 28).")
     ] = None,
     likelihood: Annotated[
         Likelihood,
-        typer.Option("--likelihood", help="bernoulli (pixels in [0, 1]), gaussian (learned variance), or "
-                     "logistic (discretized on the 256 levels of 8-bit pixels; reports bits/dim)."),
-    ] = Likelihood.bernoulli,
+        typer.Option("--likelihood", show_default=False,
+                     help="bernoulli (pixels in [0, 1]), gaussian (learned variance), or logistic (discretized on "
+                     "the 256 levels of 8-bit pixels; reports bits/dim) [default: bernoulli; RGB: logistic]."),
+    ] = None,
     mixtures: Annotated[
-        int, typer.Option("--mixtures", help="Logistics mixed per subpixel (--likelihood logistic).")
-    ] = 1,
+        int | None, typer.Option("--mixtures", show_default=False,
+                                 help="Logistics mixed per subpixel, or per pixel with --rgb-coupling "
+                                 "(--likelihood logistic) [default: 1; RGB: 5].")
+    ] = None,
+    rgb_coupling: Annotated[
+        bool | None, typer.Option("--rgb-coupling/--no-rgb-coupling", show_default=False,
+                                  help="Model each pixel's R, G and B jointly: G's mean moves with R, B's with G "
+                                  "(--likelihood logistic on RGB) [default: on for RGB].")
+    ] = None,
     groups: Annotated[
-        int, typer.Option("--groups", show_default=False,
-                          help="Stochastic layers of --arch hvae, the top one included [default: 3].")
-    ] = 0,
+        int | None, typer.Option("--groups", show_default=False,
+                                 help="Stochastic layers of --arch hvae, the top one included [default: 3; with "
+                                 "--map-scales, one more than its maps].")
+    ] = None,
     group_channels: Annotated[
-        int, typer.Option("--group-channels", show_default=False,
-                          help="Channels of each lower layer's latent map (--arch hvae) [default: 8].")
-    ] = 0,
+        int | None, typer.Option("--group-channels", show_default=False,
+                                 help="Channels of each lower layer's latent map (--arch hvae) [default: 8; RGB: 4].")
+    ] = None,
+    map_scales: Annotated[
+        str | None, typer.Option("--map-scales", show_default=False,
+                                 help="Where --arch hvae's lower latent maps live, top first, as divisors of the "
+                                 "image's side: 8,4,2,1 is 4x4, 8x8, 16x16 and 32x32 for a 32x32 image "
+                                 "[default: every map at a quarter (4,4); RGB: 8,4,2,1].")
+    ] = None,
     upsampling: Annotated[
         Upsampling | None,
         typer.Option("--upsampling", show_default=False,
@@ -193,9 +213,11 @@ def train_command(
 
     if resume is None:
         config = train_config(
-            dataset, data_root, image_size=image_size, channels=channels, arch=arch.value, latent_dim=latent_dim,
-            hidden=hidden, likelihood=likelihood.value, mixtures=mixtures, groups=groups,
-            group_channels=group_channels, upsampling=upsampling.value if upsampling else "", epochs=epochs,
+            dataset, data_root, image_size=image_size, channels=channels, conditional=conditional,
+            arch=arch.value if arch else None, latent_dim=latent_dim, hidden=hidden,
+            likelihood=likelihood.value if likelihood else None, mixtures=mixtures, rgb_coupling=rgb_coupling,
+            groups=groups, group_channels=group_channels, map_scales=map_scales,
+            upsampling=upsampling.value if upsampling else "", epochs=epochs,
             batch_size=batch_size, lr=lr, lr_schedule=lr_schedule.value, beta=beta, warmup=warmup,
             binarize=binarize, seed=seed, limit=limit, precision=precision.value, free_bits=free_bits,
             grad_clip=grad_clip, ema=ema, weight_decay=weight_decay,

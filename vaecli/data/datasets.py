@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from vaecli.data import cache as dataset_cache
 from vaecli.data import torchvision_sets as tv
-from vaecli.data.images import IMAGE_SUFFIXES, load_image
+from vaecli.data.images import IMAGE_SUFFIXES, load_image, open_image
 from vaecli.data.torchvision_sets import NAMED as COLOUR_DATASETS
 from vaecli.data.torchvision_sets import PREFIX, check_online, download, is_torchvision_name
 from vaecli.errors import DataError, InputError, SettingError, first_line
@@ -86,7 +86,7 @@ def is_builtin(dataset: str) -> bool:
 
 
 def native_shape(dataset: str, data_root: Path | None = None) -> tuple[int, int, int] | None:
-    """(C, H, W) of a built-in dataset; None for a folder, whose shape the user picks.
+    """(C, H, W) of a built-in dataset, or of a folder from its first image (folder_shape).
 
     torchvision:NAME is opened (downloaded if need be) to see its first image, once per download.
     """
@@ -99,7 +99,27 @@ def native_shape(dataset: str, data_root: Path | None = None) -> tuple[int, int,
             noted = tv.first_image_shape(source, root)
             dataset_cache.write_note(source, root, noted)
         return noted
-    return (1, 28, 28) if dataset in DATASET_NAMES else None
+    if dataset in DATASET_NAMES:
+        return (1, 28, 28)
+    return folder_shape(Path(dataset).expanduser())
+
+
+# Pillow modes that hold one channel: a folder of them trains grey, any other mode RGB.
+GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")
+FOLDER_SIDES = (16, 64)  # a folder keeps its first image's side when square and in this range, else 28
+
+
+def folder_shape(root: Path) -> tuple[int, int, int] | None:
+    """(C, H, W) for a folder from its first image: grey or RGB as stored, and its side when it is a square of 16 to
+    64 pixels (else 28); None for a folder without images, which load_folder refuses."""
+    files = list_image_files(root)
+    if not files:
+        return None
+    image = open_image(files[0])
+    channels = 1 if image.mode in GREY_MODES else 3
+    square = image.width == image.height and FOLDER_SIDES[0] <= image.width <= FOLDER_SIDES[1]
+    side = image.width if square else 28
+    return (channels, side, side)
 
 
 def check_dataset_name(dataset: str) -> None:
@@ -544,26 +564,64 @@ def _is_file(entry: os.DirEntry) -> bool:
 def load_folder(
     root: Path, split: str, shape: tuple[int, int, int], limit: int | None = None
 ) -> ImageSet:
-    """Decode the first `limit` images of a split under root; the first sub-folder's name is the label."""
+    """Decode the first `limit` images of a split under root; the first sub-folder's name is the label.
+
+    A folder holding train/ and test/ gives its own splits (the class is then the first sub-folder below them);
+    any other folder holds out every tenth image.
+    """
     files = list_image_files(root)
     if not files:
         raise InputError(f"{root}: no PNG or JPEG images found; check the folder")
+    relative = [f.relative_to(root) for f in files]
+    if _has_split_folders(root):
+        _check_split_folders(root, relative)
+        label_of = [_label_of(Path(*r.parts[1:])) for r in relative]
+        kept = [i for i, r in enumerate(relative) if r.parts[0] == split]
+    else:
+        label_of = [_label_of(r) for r in relative]
+        kept = _every_tenth(len(files), split)
     # Class names come from the whole folder, both splits: train and test then number the labels alike,
     # a class whose images all fall in one split still counts, and `limit` never renumbers them.
-    label_of = [_label_of(f.relative_to(root)) for f in files]
     class_names = sorted(set(label_of))
     index = {name: i for i, name in enumerate(class_names)}
-    if len(files) >= 20:
-        # Every tenth image is held out as the test split; small folders test on everything.
-        kept = [i for i in range(len(files)) if (i % 10 == 9) == (split == "test")]
-        files, label_of = [files[i] for i in kept], [label_of[i] for i in kept]
-    files, label_of = files[:limit], label_of[:limit]
+    files, label_of = [files[i] for i in kept][:limit], [label_of[i] for i in kept][:limit]
     check_dataset_size(len(files), shape, f"{root} ({split} split)")
     images = torch.empty((len(files), *shape), dtype=torch.uint8)
     for i, path in enumerate(files):
         images[i] = load_image(path, shape)
     labels = torch.tensor([index[name] for name in label_of], dtype=torch.long)
     return ImageSet(images, labels, [name or "(root)" for name in class_names])
+
+
+def _has_split_folders(root: Path) -> bool:
+    """Whether root holds sub-folders named train and test, which are then its splits."""
+    return all((root / name).is_dir() for name in SPLITS)
+
+
+def _every_tenth(count: int, split: str) -> list[int]:
+    """The indices of a split when every tenth image is held out; small folders test on everything."""
+    if count < 20:
+        return list(range(count))
+    return [i for i in range(count) if (i % 10 == 9) == (split == "test")]
+
+
+def _check_split_folders(root: Path, relative: list[Path]) -> None:
+    """Refuse images outside train/ and test/, or a split folder without images: the split would be a guess."""
+    outside = sorted({r.parts[0] + ("/" if len(r.parts) > 1 else "") for r in relative if r.parts[0] not in SPLITS})
+    if outside:
+        shown = ", ".join(_shown(name) for name in outside[:3]) + (f" and {len(outside) - 3} more"
+                                                                    if len(outside) > 3 else "")
+        raise InputError(
+            f"{root}: holds train/ and test/, so they are its splits, but also images outside them ({shown}); "
+            "move those into train/ or test/, or out of the folder"
+        )
+    held = {r.parts[0] for r in relative}
+    for name in SPLITS:
+        if name not in held:
+            raise InputError(
+                f"{root}: holds train/ and test/, so they are its splits, but {name}/ holds no PNG or JPEG "
+                f"images; put the {name} split's images in {name}/"
+            )
 
 
 def _label_of(relative: Path) -> str:

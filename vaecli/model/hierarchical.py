@@ -65,16 +65,17 @@ class TopDownCell(nn.Module):
 
 
 class HVAE(VAEModel):
-    """config.groups stochastic layers: a top vector of latent_dim, below it maps of group_channels."""
+    """config.groups stochastic layers: a top vector of latent_dim, below it maps of group_channels, every one at
+    a quarter of the image (the layout before map_scales; MultiScaleHVAE places each map at its own scale)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         width, lower = config.hidden, config.groups - 1
-        sizes = halved_sizes(config.height, config.width, 2)  # the lower layers live at the last (map_shape)
-        self.map_shape = config.map_shape
+        sizes = halved_sizes(config.height, config.width, 2)  # the lower layers live at the last (map_shapes)
+        self.map_shapes = config.map_shapes
         flat = width * sizes[2][0] * sizes[2][1]
-        self.stem = nn.Sequential(
+        self.stem: nn.Module = nn.Sequential(
             nn.Conv2d(config.channels, width, 3, stride=2, padding=1), ResidualBlock(width),
             nn.SiLU(), nn.Conv2d(width, width, 3, stride=2, padding=1),
         )
@@ -83,18 +84,30 @@ class HVAE(VAEModel):
         self.top_decoder = nn.Sequential(nn.Linear(config.latent_dim, flat), nn.Unflatten(1, (width, *sizes[2])))
         self.cells = nn.ModuleList(TopDownCell(width, config.group_channels) for _ in range(lower))
         self.head = _head(config, width, sizes)
+        self._likelihood_and_prior(config)
+
+    def _likelihood_and_prior(self, config: ModelConfig) -> None:
         if config.likelihood == "gaussian":
             self.decoder_logvar = gaussian_decoder_logvar(config.channels)
         # p(z_1): N(0, I), or the mixture `vae fit-prior` fits to the top layer's codes.
         self.prior = MixturePrior(config.prior_components, config.latent_dim) if config.prior_components else None
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The bottom-up pass: one feature map per lower layer, the bottom layer's first, then the top's."""
+        """The bottom-up pass: one feature map per lower layer, the bottom layer's first; the top layer reads the
+        last (the top cell's)."""
         out, state = [], self.stem(x)
         for block in self.bottom_up:
             state = block(state)
             out.append(state)
         return out
+
+    def rise(self, state: torch.Tensor, cell: int) -> torch.Tensor:
+        """The top-down state brought to lower layer `cell`'s resolution (here every layer shares one)."""
+        return state
+
+    def finish(self, state: torch.Tensor) -> torch.Tensor:
+        """Decoder output from the top-down state after the last layer."""
+        return self.head(state)
 
     def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The top layer's posterior q(z_1|x): mean and log-variance, each (B, latent)."""
@@ -113,12 +126,12 @@ class HVAE(VAEModel):
     @property
     def lower_dims(self) -> int:
         """Standard-normal draws the lower layers take per image: one per element of each lower map."""
-        return len(self.cells) * math.prod(self.map_shape)
+        return sum(math.prod(shape) for shape in self.map_shapes)
 
     def draw_noise(self, rows: int, generator: torch.Generator | None, device: torch.device,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Noise for `rows` draws, layer by layer from the top: the order `vae eval`'s numbers were drawn in."""
-        layers = [(self.config.latent_dim,)] + [self.map_shape] * len(self.cells)
+        layers = [(self.config.latent_dim,), *self.map_shapes]
         return torch.cat([torch.randn((rows, *shape), generator=generator, device=device, dtype=dtype).flatten(1)
                           for shape in layers], dim=1)
 
@@ -131,10 +144,11 @@ class HVAE(VAEModel):
         draws = None if lower_noise is None else self._split(torch.cat([z, lower_noise.to(z)], dim=1))
         if draws is not None:
             next(draws)  # the top layer's part: z itself
-        for cell in self.top_down:
+        for i, cell in enumerate(self.top_down):
+            state = self.rise(state, i)
             mu, logvar = cell.prior_params(state)
             state = cell.absorb(state, mu if draws is None else mu + next(draws) * torch.exp(0.5 * logvar))
-        return self.head(state)
+        return self.finish(state)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, samples: int = 1, decoder: nn.Module | None = None) -> Draw:
@@ -151,14 +165,15 @@ class HVAE(VAEModel):
         top_kl, log_ratio = self.top_terms(z, mu, logvar)
         kls = [top_kl]
         state = self.top_decoder(z)
-        for cell, feature in zip(self.top_down, reversed(feats), strict=True):
+        for i, (cell, feature) in enumerate(zip(self.top_down, reversed(feats), strict=True)):
+            state = self.rise(state, i)
             prior = cell.prior_params(state)
             mu_q, logvar_q = cell.posterior_params(state, feature, prior)
             z = mu_q + next(draws) * torch.exp(0.5 * logvar_q)
             kls.append(kl_divergence(mu_q, logvar_q, *prior, event_dims=3))
             log_ratio = log_ratio + log_density(z, *prior, event_dims=3) - log_density(z, mu_q, logvar_q, event_dims=3)
             state = cell.absorb(state, z)
-        return Draw(self.head(state), torch.stack(kls, dim=1), log_ratio, mu[::samples], logvar[::samples])
+        return Draw(self.finish(state), torch.stack(kls, dim=1), log_ratio, mu[::samples], logvar[::samples])
 
     def encode_features(self, top_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, raw = self.top_encoder(top_features).chunk(2, dim=1)
@@ -166,19 +181,21 @@ class HVAE(VAEModel):
 
     def _split(self, noise: torch.Tensor) -> Iterator[torch.Tensor]:
         """The noise (B, noise_dims) as the top vector's draws, then each lower map's."""
-        top = self.config.latent_dim
-        yield noise[:, :top]
-        size = math.prod(self.map_shape)
-        for i in range(len(self.cells)):
-            yield noise[:, top + i * size : top + (i + 1) * size].reshape(-1, *self.map_shape)
+        start = self.config.latent_dim
+        yield noise[:, :start]
+        for shape in self.map_shapes:
+            size = math.prod(shape)
+            yield noise[:, start : start + size].reshape(-1, *shape)
+            start += size
 
     def posterior_mean_layers(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Every layer at its posterior mean given x, top-down: the top vector (B, latent), then each lower map."""
         feats = self.features(x)
         layers = [self.encode_features(feats[-1])[0]]
         state = self.top_decoder(layers[0])
-        for cell, feature in zip(self.top_down, reversed(feats), strict=True):
+        for i, (cell, feature) in enumerate(zip(self.top_down, reversed(feats), strict=True)):
             # Each lower layer's posterior depends on the layers above it, so the walk absorbs as it goes.
+            state = self.rise(state, i)
             layers.append(cell.posterior_params(state, feature, cell.prior_params(state))[0])
             state = cell.absorb(state, layers[-1])
         return layers
@@ -187,9 +204,81 @@ class HVAE(VAEModel):
         """Decoder output for a value of every layer, in posterior_mean_layers' order (the deterministic
         reconstruction for its result)."""
         state = self.top_decoder(layers[0])
-        for cell, z in zip(self.top_down, layers[1:], strict=True):
-            state = cell.absorb(state, z)
-        return self.head(state)
+        for i, (cell, z) in enumerate(zip(self.top_down, layers[1:], strict=True)):
+            state = cell.absorb(self.rise(state, i), z)
+        return self.finish(state)
+
+
+class MultiScaleHVAE(HVAE):
+    """An hvae whose lower maps each live at their own scale (config.map_scales), as NVAE's and VDVAE's do.
+
+    The bottom-up pass starts at full resolution and halves the side level by level, handing each layer the
+    features at its map's size; the top-down pass doubles its state (upsampler) on the way down. Widths halve
+    as the side doubles above a quarter of the image, which keeps the fine levels cheap."""
+
+    def __init__(self, config: ModelConfig):
+        VAEModel.__init__(self)
+        self.config = config
+        self.map_shapes = config.map_shapes
+        self.divisors = config.map_divisors
+        depth = self.divisors[0].bit_length()  # levels from full size (divisor 1) to the top map's
+        sizes = halved_sizes(config.height, config.width, depth - 1)
+        widths = [level_width(config.hidden, 2**level) for level in range(depth)]
+        self.stem: nn.Module = nn.Conv2d(config.channels, widths[0], 3, padding=1)
+        self.bottom_up = nn.ModuleList(ResidualBlock(width) for width in widths)
+        self.downs = nn.ModuleList(
+            nn.Sequential(nn.SiLU(), nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1))
+            for i in range(depth - 1))
+        flat = widths[-1] * sizes[-1][0] * sizes[-1][1]
+        self.top_encoder = nn.Sequential(nn.SiLU(), nn.Flatten(), nn.Linear(flat, 2 * config.latent_dim))
+        self.top_decoder = nn.Sequential(nn.Linear(config.latent_dim, flat), nn.Unflatten(1, (widths[-1], *sizes[-1])))
+        self.cells = nn.ModuleList(TopDownCell(widths[d.bit_length() - 1], config.group_channels)
+                                   for d in self.divisors)
+        # ups[i] doubles the state from level i + 1 to level i.
+        self.ups = nn.ModuleList(
+            nn.Sequential(nn.SiLU(), upsampler(widths[i + 1], widths[i], sizes[i + 1], sizes[i], config.upsampling))
+            for i in range(depth - 1))
+        head: list[nn.Module] = [nn.SiLU(), nn.Conv2d(widths[0], config.channels * config.output_params, 3, padding=1)]
+        if config.likelihood == "bernoulli":
+            head.append(BoundedLogits())
+        self.head = nn.Sequential(*head)
+        self._likelihood_and_prior(config)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The bottom-up pass: each lower layer's features at its map's size, the bottom layer's first; the last
+        is the top map's, which the top layer reads too."""
+        levels, state = [], self.stem(x)
+        for i, block in enumerate(self.bottom_up):
+            state = block(state)
+            levels.append(state)
+            if i < len(self.downs):
+                state = self.downs[i](state)
+        return [levels[d.bit_length() - 1] for d in reversed(self.divisors)]
+
+    def rise(self, state: torch.Tensor, cell: int) -> torch.Tensor:
+        """Double the state until it is the size of lower layer `cell`'s map."""
+        above = self.divisors[cell - 1] if cell else self.divisors[0]
+        return self._double(state, above, self.divisors[cell])
+
+    def finish(self, state: torch.Tensor) -> torch.Tensor:
+        return self.head(self._double(state, self.divisors[-1], 1))
+
+    def _double(self, state: torch.Tensor, divisor: int, target: int) -> torch.Tensor:
+        while divisor > target:
+            divisor //= 2
+            state = self.ups[divisor.bit_length() - 1](state)
+        return state
+
+
+def level_width(hidden: int, divisor: int) -> int:
+    """Channels at a level whose side is the image's / divisor: hidden down to a quarter of the image, halving as
+    the side doubles above it (at least 4)."""
+    return max(4, hidden * min(divisor, 4) // 4)
+
+
+def hierarchical_model(config: ModelConfig) -> HVAE:
+    """The hvae for a config: one scale for every lower map (files before map_scales), or each at its own."""
+    return MultiScaleHVAE(config) if config.map_scales else HVAE(config)
 
 
 def _head(config: ModelConfig, width: int, sizes: list[tuple[int, int]]) -> nn.Sequential:

@@ -19,7 +19,7 @@ from vaecli.model.blocks import (
     posterior_offset,
     upsampler,
 )
-from vaecli.model.hierarchical import HVAE
+from vaecli.model.hierarchical import hierarchical_model
 from vaecli.model.interface import Draw, VAEModel, repeat_rows
 from vaecli.model.prior import MixturePrior
 
@@ -302,7 +302,7 @@ def one_layer_model(config: ModelConfig) -> VAE:
 # Every architecture's model: a new one joins with one entry here and its name in config.ARCHITECTURES, which
 # lists the names without importing torch (tests/test_models.py checks they agree).
 MODELS: dict[str, Callable[[ModelConfig], VAEModel]] = {
-    **{name: one_layer_model for name in BUILDERS}, "hvae": HVAE,
+    **{name: one_layer_model for name in BUILDERS}, "hvae": hierarchical_model,
 }
 
 

@@ -14,7 +14,7 @@ def reconstruction_nll(model: VAEModel, output: torch.Tensor, x: torch.Tensor) -
     """-log p(x|z) per image, summed over pixels, in nats: (B,), or (B, K) for (B, K, C, H, W) outputs."""
     if model.config.likelihood == "logistic":
         # Discrete: x is read on the 8-bit grid, and the sum is -log P(x) of the image's levels.
-        nll = -logistic.log_prob(x, output, model.config.mixtures)
+        nll = -logistic.log_prob(x, output, model.config.mixtures, model.config.rgb_coupling)
     elif model.config.likelihood == "gaussian":
         return -log_density(x, output, model.decoder_logvar.view(-1, 1, 1), event_dims=3)
     else:
@@ -41,7 +41,7 @@ def output_to_image(model: VAEModel, output: torch.Tensor) -> torch.Tensor:
     """The mean of p(x|z) as pixels in [0, 1]: sigmoid of logits, clamped Gaussian means, or the logistic's mean."""
     config = model.config
     if config.likelihood == "logistic":
-        return logistic.mean_image(output, config.channels, config.mixtures)
+        return logistic.mean_image(output, config.channels, config.mixtures, config.rgb_coupling)
     if config.likelihood == "gaussian":
         return output.clamp(0.0, 1.0)
     return torch.sigmoid(output)
@@ -52,7 +52,7 @@ def sample_output(model: VAEModel, output: torch.Tensor, generator: torch.Genera
     config = model.config
     output = output.float().to(generator.device)
     if config.likelihood == "logistic":
-        return logistic.sample_image(output, config.channels, config.mixtures, generator)
+        return logistic.sample_image(output, config.channels, config.mixtures, generator, config.rgb_coupling)
     if config.likelihood == "gaussian":
         std = torch.exp(0.5 * model.decoder_logvar.detach().float().to(generator.device)).view(-1, 1, 1)
         noise = torch.randn(output.shape, generator=generator, device=generator.device)

@@ -11,7 +11,8 @@ from vaecli.store.files import kind_of
 
 PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"  # vaecli/pretrained
 # Names that `model` accepts instead of a path.
-BUNDLED_MODELS = ("mnist", "mnist-resnet", "fashion-mnist", "fashion-mnist-binarized", "mnist-conditional")
+BUNDLED_MODELS = ("mnist", "mnist-resnet", "fashion-mnist", "fashion-mnist-binarized", "mnist-conditional",
+                  "photos-32")
 DEFAULT_MODEL_FILE = "vae.safetensors"
 
 
@@ -42,7 +43,8 @@ def resolve_model(option: str | None) -> tuple[Path, str | None]:
         raise CheckpointError(
             f"no model: ./{DEFAULT_MODEL_FILE} does not exist; train one with `vae train` or pass `model=PATH`"
         )
-    if option in BUNDLED_MODELS and not Path(option).exists():
+    # A folder cannot be a model: `-m photos-32` beside the folder of its recipe's crops is the bundled one.
+    if option in BUNDLED_MODELS and not Path(option).is_file():
         bundled = PRETRAINED_DIR / f"{option}.safetensors"
         if not bundled.exists():
             raise CheckpointError(f"the bundled {option} model is missing from this install; reinstall vaecli")

@@ -56,6 +56,8 @@ def summary_rows(path: str, meta: CheckpointMeta) -> list[tuple[str, str]]:
             rows.append(("compute", compute_line(meta.history)))
     for key in EVALUATION_KEYS:
         rows += _evaluation_rows(meta.extra.get(key))
+    if isinstance(meta.extra.get("dataset_command"), str):
+        rows.append(("dataset from", meta.extra["dataset_command"]))  # a bundled model's folder, written by a script
     if meta.recipe:
         rows += [(f"recipe step {i}", str(step)) for i, step in enumerate(meta.recipe, 1)]
     elif meta.command:
@@ -64,8 +66,9 @@ def summary_rows(path: str, meta: CheckpointMeta) -> list[tuple[str, str]]:
 
 
 def _layers_line(model: ModelConfig) -> str:
-    return (f"{model.groups} stochastic: the top a {model.latent_dim}-d vector, then {model.groups - 1} maps of "
-            + " x ".join(map(str, model.map_shape)))
+    shapes = [" x ".join(map(str, shape)) for shape in model.map_shapes]
+    maps = f"{len(shapes)} maps of {shapes[0]}" if len(set(shapes)) == 1 else "maps of " + ", ".join(shapes)
+    return f"{model.groups} stochastic: the top a {model.latent_dim}-d vector, then {maps}"
 
 
 def _classes_line(classes: int, meta: CheckpointMeta) -> str:
@@ -77,8 +80,9 @@ def _classes_line(classes: int, meta: CheckpointMeta) -> str:
 def _likelihood(model: ModelConfig) -> str:
     """p(x|z) by name; a logistic mixture with its number of components."""
     mixtures = getattr(model, "mixtures", 1)
-    if model.likelihood == "logistic" and mixtures > 1:
-        return f"logistic (discretized, mixture of {mixtures})"
+    coupled = ", R, G and B coupled" if model.rgb_coupling else ""
+    if model.likelihood == "logistic" and (mixtures > 1 or coupled):
+        return f"logistic (discretized, mixture of {mixtures}{coupled})"
     return "logistic (discretized, 8-bit)" if model.likelihood == "logistic" else str(model.likelihood)
 
 

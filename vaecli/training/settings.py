@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from vaecli.config import MODEL_FIELDS, ModelConfig, TrainConfig
+from vaecli.config import MODEL_FIELDS, ModelConfig, TrainConfig, run_defaults
 from vaecli.data.datasets import check_dataset_name, is_builtin, native_shape
 from vaecli.errors import SettingError
 
@@ -15,9 +15,10 @@ RUN_FIELDS = frozenset(TrainConfig.__dataclass_fields__) - {"model", "dataset"}
 
 
 def train_config(dataset: str, data_root: Path | None = None, *, image_size: int | None = None,
-                 **settings: Any) -> TrainConfig:
-    """A new run's validated TrainConfig from settings named as TrainConfig's and ModelConfig's fields. The images
-    keep the dataset's shape unless `channels` or `image_size` (a square's side) is given."""
+                 conditional: bool = False, **settings: Any) -> TrainConfig:
+    """A new run's validated TrainConfig from settings named as TrainConfig's and ModelConfig's fields; one left out
+    or None takes its default, for the colour ones config.run_defaults. The images keep the dataset's shape
+    unless `channels` or `image_size` (a square's side) is given."""
     check_dataset_name(dataset)
     unknown = sorted(set(settings) - MODEL_FIELDS - RUN_FIELDS)
     if unknown:
@@ -26,8 +27,10 @@ def train_config(dataset: str, data_root: Path | None = None, *, image_size: int
     native = native_shape(dataset, data_root) or (3 if channels == 3 else 1, 28, 28)
     model: dict[str, Any] = {"channels": channels or native[0], "height": image_size or native[1],
                              "width": image_size or native[2]}
-    model.update({name: value for name, value in settings.items() if name in MODEL_FIELDS})
-    run = {name: value for name, value in settings.items() if name in RUN_FIELDS}
+    given = {name: value for name, value in settings.items() if value is not None}
+    model.update(run_defaults(model["channels"], given, conditional))
+    model.update({name: value for name, value in given.items() if name in MODEL_FIELDS})
+    run = {name: value for name, value in given.items() if name in RUN_FIELDS}
     config = TrainConfig(model=ModelConfig(**model), dataset=stored_dataset(dataset), **run)
     config.validate()
     return config
