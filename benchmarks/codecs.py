@@ -2,10 +2,10 @@
 
 Usage: python benchmarks/codecs.py [--folder PHOTOS] [-m MODEL] [--limit 10000] [--alternatives]
 Prints, for MNIST's test split (its first --limit images) and for the test split of an image folder if given
-(every tenth file in name order, as `vae train` holds it out), each codec's bits/dim (each image its own file,
-headers included, as vaecli.analysis.codecs measures them), bytes per image, and the seconds to encode and
-decode-check every file. -m adds the model's own bits/dim from its checkpoint, as a reference line;
---alternatives times the settings the module's defaults were chosen against, on the same images.
+(as `vae train` holds it out: a folder's test/, or every tenth file in name order), each codec's bits/dim
+(each image its own file, headers included, as vaecli.analysis.codecs measures them), bytes per image, and the
+seconds to encode and decode-check every file. -m adds the model's own bits/dim from its checkpoint, as a
+reference line; --alternatives times the settings the module's defaults were chosen against, on the same images.
 """
 
 from __future__ import annotations

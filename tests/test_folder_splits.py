@@ -109,3 +109,12 @@ def test_train_and_eval_read_the_test_folder(cli, tmp_path):
     evaluated = cli("eval", "-m", out, "--dataset", root, "--split", "test", "-k", "2", "--json")
     assert evaluated.exit_code == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["images"] == 3
+
+
+def test_a_class_only_under_test_is_refused_for_a_conditional_model_by_its_reason(cli, tmp_path):
+    root = _split_folder(tmp_path / "photos")
+    refused = cli("train", "--dataset", root, "--conditional", "--epochs", "1", "--arch", "mlp", "--hidden", "8",
+                  "--device", "cpu", "-o", tmp_path / "c.safetensors")
+    assert refused.exit_code == 2
+    assert "class 'c' has no training images (its images are all under test/)" in refused.stderr
+    assert not (tmp_path / "c.safetensors").exists()
