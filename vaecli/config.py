@@ -215,7 +215,6 @@ class ModelConfig:
         if self.classes:
             raise SettingError(f"`conditional` is not available with `arch={self.arch}`; use mlp, cnn or resnet")
 
-
     def _validate_map_scales(self) -> None:
         parts = self.map_scales.split(",")
         shown = self.map_scales[:40]
