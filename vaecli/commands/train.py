@@ -350,7 +350,7 @@ def _check_every_class_trained(config: TrainConfig, source: str, train_set: Imag
     """A class with no training image would get an untrained embedding; --limit may cut classes out knowingly."""
     import torch
 
-    from vaecli.data.datasets import is_builtin
+    from vaecli.data.datasets import has_split_folders, is_builtin
 
     if config.limit is not None or not len(train_set):
         return
@@ -359,8 +359,7 @@ def _check_every_class_trained(config: TrainConfig, source: str, train_set: Imag
     if not missing:
         return
     more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-    split_folders = not is_builtin(source) and (Path(source) / "train").is_dir() and (Path(source) / "test").is_dir()
-    why = "" if is_builtin(source) else " (its images are all under test/)" if split_folders else \
+    why = "" if is_builtin(source) else " (its images are all under test/)" if has_split_folders(Path(source)) else \
         " (every tenth image, in name order, is held out for testing, and all of its fell there)"
     raise UsageError(f"{_shown(source)}: class {missing[0][:80]!r}{more} has no training images{why}; "
                      "add images to it, or remove it")

@@ -573,7 +573,7 @@ def load_folder(
     if not files:
         raise InputError(f"{root}: no PNG or JPEG images found; check the folder")
     relative = [f.relative_to(root) for f in files]
-    if _has_split_folders(root):
+    if has_split_folders(root):
         _check_split_folders(root, relative)
         label_of = [_label_of(Path(*r.parts[1:])) for r in relative]
         kept = [i for i, r in enumerate(relative) if r.parts[0] == split]
@@ -593,7 +593,7 @@ def load_folder(
     return ImageSet(images, labels, [name or "(root)" for name in class_names])
 
 
-def _has_split_folders(root: Path) -> bool:
+def has_split_folders(root: Path) -> bool:
     """Whether root holds sub-folders named train and test, which are then its splits."""
     return all((root / name).is_dir() for name in SPLITS)
 
